@@ -1,0 +1,233 @@
+package v1alpha1
+
+import (
+	"fmt"
+	"net/url"
+	"strings"
+	"time"
+
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+)
+
+// Defaults of the workload configuration. They suit a Raspberry Pi: a small
+// cache, few shards and short timeouts.
+const (
+	DefaultListen          = ":8080"
+	DefaultDataDir         = "/var/lib/medops"
+	DefaultLogLevel        = "info"
+	DefaultCacheSize       = "64Mi"
+	DefaultCacheTTL        = 5 * time.Minute
+	DefaultCacheShards     = int32(16)
+	DefaultMaxEntrySize    = "1Mi"
+	DefaultStaleIfError    = 10 * time.Minute
+	DefaultUpstreamTimeout = 10 * time.Second
+	DefaultMaxBodySize     = "1Mi"
+	DefaultShutdownDelay   = 5 * time.Second
+	DefaultShutdownTimeout = 20 * time.Second
+
+	// MaxCacheSize bounds cache.size; bigcache's HardMaxCacheSize is in MiB.
+	MaxCacheSize = "8Gi"
+)
+
+// LogLevels are the accepted values of logLevel.
+var LogLevels = []string{"debug", "info", "warn", "error"}
+
+func ptr[T any](v T) *T { return &v }
+
+// TasksEnabled reports whether the task module is on (default true).
+func (m ModulesSpec) TasksEnabled() bool { return m.Tasks.Enabled == nil || *m.Tasks.Enabled }
+
+// GatewayEnabled reports whether the gateway module is on (default false).
+func (m ModulesSpec) GatewayEnabled() bool { return m.Gateway.Enabled != nil && *m.Gateway.Enabled }
+
+// IsEnabled reports whether caching is on (default true).
+func (c CacheSpec) IsEnabled() bool { return c.Enabled == nil || *c.Enabled }
+
+// SetDefaults fills every unset field of the cache settings.
+func (c *CacheSpec) SetDefaults() {
+	if c.Enabled == nil {
+		c.Enabled = ptr(true)
+	}
+	if c.Size == nil {
+		c.Size = ptr(resource.MustParse(DefaultCacheSize))
+	}
+	if c.TTL == nil {
+		c.TTL = &metav1.Duration{Duration: DefaultCacheTTL}
+	}
+	if c.Shards == nil {
+		c.Shards = ptr(DefaultCacheShards)
+	}
+	if c.MaxEntrySize == nil {
+		c.MaxEntrySize = ptr(resource.MustParse(DefaultMaxEntrySize))
+	}
+	if c.StaleIfError == nil {
+		c.StaleIfError = &metav1.Duration{Duration: DefaultStaleIfError}
+	}
+}
+
+// SetDefaults fills every unset field of the module settings.
+func (m *ModulesSpec) SetDefaults() {
+	if m.Tasks.Enabled == nil {
+		m.Tasks.Enabled = ptr(true)
+	}
+	if m.Gateway.Enabled == nil {
+		m.Gateway.Enabled = ptr(false)
+	}
+	for i := range m.Gateway.Upstreams {
+		if m.Gateway.Upstreams[i].Timeout == nil {
+			m.Gateway.Upstreams[i].Timeout = &metav1.Duration{Duration: DefaultUpstreamTimeout}
+		}
+	}
+}
+
+// SetDefaults fills every unset field, so that the file the operator renders
+// spells out every value the workload will use.
+func (w *WorkloadConfig) SetDefaults() {
+	if w.Listen == "" {
+		w.Listen = DefaultListen
+	}
+	if w.DataDir == "" {
+		w.DataDir = DefaultDataDir
+	}
+	if w.LogLevel == "" {
+		w.LogLevel = DefaultLogLevel
+	}
+	w.Modules.SetDefaults()
+	w.Cache.SetDefaults()
+	if w.Server.MaxBodySize == nil {
+		w.Server.MaxBodySize = ptr(resource.MustParse(DefaultMaxBodySize))
+	}
+	if w.Server.ShutdownDelay == nil {
+		w.Server.ShutdownDelay = &metav1.Duration{Duration: DefaultShutdownDelay}
+	}
+	if w.Server.ShutdownTimeout == nil {
+		w.Server.ShutdownTimeout = &metav1.Duration{Duration: DefaultShutdownTimeout}
+	}
+}
+
+// Validate checks a defaulted WorkloadConfig. Each error names the field by
+// its path in the file (for example cache.shards), and the operator reports
+// the same messages in the MedOpsAPI's status.
+func (w *WorkloadConfig) Validate() field.ErrorList {
+	var errs field.ErrorList
+	if !validLogLevel(w.LogLevel) {
+		errs = append(errs, field.NotSupported(field.NewPath("logLevel"), w.LogLevel, LogLevels))
+	}
+	errs = append(errs, w.Modules.Validate(field.NewPath("modules"))...)
+	errs = append(errs, w.Cache.Validate(field.NewPath("cache"))...)
+	sp := field.NewPath("server")
+	if q := w.Server.MaxBodySize; q != nil && q.Sign() <= 0 {
+		errs = append(errs, field.Invalid(sp.Child("maxBodySize"), q.String(), "must be positive"))
+	}
+	if d := w.Server.ShutdownDelay; d != nil && d.Duration < 0 {
+		errs = append(errs, field.Invalid(sp.Child("shutdownDelay"), d.Duration.String(), "must not be negative"))
+	}
+	if d := w.Server.ShutdownTimeout; d != nil && d.Duration <= 0 {
+		errs = append(errs, field.Invalid(sp.Child("shutdownTimeout"), d.Duration.String(), "must be positive"))
+	}
+	return errs
+}
+
+func validLogLevel(l string) bool {
+	for _, v := range LogLevels {
+		if l == v {
+			return true
+		}
+	}
+	return false
+}
+
+// Validate checks module settings; path is where they sit in the document.
+func (m *ModulesSpec) Validate(path *field.Path) field.ErrorList {
+	var errs field.ErrorList
+	seen := map[string]bool{}
+	up := path.Child("gateway", "upstreams")
+	for i, u := range m.Gateway.Upstreams {
+		p := up.Index(i)
+		if u.Name == "" {
+			errs = append(errs, field.Required(p.Child("name"), "each upstream needs a name"))
+		} else if seen[u.Name] {
+			errs = append(errs, field.Duplicate(p.Child("name"), u.Name))
+		}
+		seen[u.Name] = true
+		if err := checkUpstreamURL(u.URL); err != "" {
+			errs = append(errs, field.Invalid(p.Child("url"), u.URL, err))
+		}
+		if u.TTL != nil && u.TTL.Duration < 0 {
+			errs = append(errs, field.Invalid(p.Child("ttl"), u.TTL.Duration.String(), "must not be negative"))
+		}
+		if u.Timeout != nil && u.Timeout.Duration <= 0 {
+			errs = append(errs, field.Invalid(p.Child("timeout"), u.Timeout.Duration.String(), "must be positive"))
+		}
+	}
+	if m.GatewayEnabled() && len(m.Gateway.Upstreams) == 0 {
+		errs = append(errs, field.Required(up, "the gateway needs at least one upstream"))
+	}
+	return errs
+}
+
+func checkUpstreamURL(raw string) string {
+	u, err := url.Parse(raw)
+	switch {
+	case err != nil:
+		return "must be a URL: " + err.Error()
+	case u.Scheme != "http" && u.Scheme != "https":
+		return "must be an absolute http or https URL"
+	case u.Host == "":
+		return "must name a host"
+	case u.User != nil:
+		return "must not carry credentials"
+	case u.RawQuery != "" || u.Fragment != "":
+		return "must not have a query or fragment"
+	}
+	return ""
+}
+
+// Validate checks a defaulted CacheSpec; path is where it sits in the document.
+func (c *CacheSpec) Validate(path *field.Path) field.ErrorList {
+	var errs field.ErrorList
+	maxSize := resource.MustParse(MaxCacheSize)
+	if c.Size != nil {
+		switch {
+		case c.Size.Sign() <= 0:
+			errs = append(errs, field.Invalid(path.Child("size"), c.Size.String(), "must be positive"))
+		case c.Size.Cmp(maxSize) > 0:
+			errs = append(errs, field.Invalid(path.Child("size"), c.Size.String(), "must be at most "+MaxCacheSize))
+		case c.Size.Value() < 1<<20:
+			errs = append(errs, field.Invalid(path.Child("size"), c.Size.String(), "must be at least 1Mi (bigcache counts in MiB)"))
+		}
+	}
+	if c.TTL != nil && c.TTL.Duration <= 0 {
+		errs = append(errs, field.Invalid(path.Child("ttl"), c.TTL.Duration.String(), "must be positive"))
+	}
+	if c.Shards != nil {
+		if s := *c.Shards; s <= 0 || s&(s-1) != 0 || s > 1024 {
+			errs = append(errs, field.Invalid(path.Child("shards"), s, "must be a power of two from 1 to 1024"))
+		}
+	}
+	if c.MaxEntrySize != nil {
+		if c.MaxEntrySize.Sign() <= 0 {
+			errs = append(errs, field.Invalid(path.Child("maxEntrySize"), c.MaxEntrySize.String(), "must be positive"))
+		} else if c.Size != nil && c.Shards != nil && *c.Shards > 0 {
+			if per := c.Size.Value() / int64(*c.Shards); c.MaxEntrySize.Value() > per {
+				errs = append(errs, field.Invalid(path.Child("maxEntrySize"), c.MaxEntrySize.String(),
+					fmt.Sprintf("must fit in one cache shard: size/shards is %s", resource.NewQuantity(per, resource.BinarySI))))
+			}
+		}
+	}
+	for i, r := range c.Rules {
+		p := path.Child("rules").Index(i)
+		if !strings.HasPrefix(r.PathPrefix, "/") {
+			errs = append(errs, field.Invalid(p.Child("pathPrefix"), r.PathPrefix, "must start with /"))
+		}
+		if r.TTL.Duration < 0 {
+			errs = append(errs, field.Invalid(p.Child("ttl"), r.TTL.Duration.String(), "must not be negative"))
+		}
+	}
+	if c.StaleIfError != nil && c.StaleIfError.Duration < 0 {
+		errs = append(errs, field.Invalid(path.Child("staleIfError"), c.StaleIfError.Duration.String(), "must not be negative"))
+	}
+	return errs
+}

@@ -1,0 +1,186 @@
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+)
+
+// This file holds the one configuration schema of the medops-api workload.
+// The operator renders a WorkloadConfig from a MedOpsAPI into a ConfigMap;
+// medops-api reads the same type from its --config file. ModulesSpec and
+// CacheSpec are also fields of MedOpsAPISpec, so the CRD, the rendered file
+// and the workload can never drift apart: there is no second copy to keep in
+// sync. Defaults live in Go (SetDefaults) because the workload also runs
+// outside Kubernetes, where no apiserver applies CRD defaults.
+
+// WorkloadConfig is the medops-api configuration file.
+// +kubebuilder:object:generate=true
+type WorkloadConfig struct {
+	// Listen is the address the HTTP server binds, host:port.
+	// +optional
+	Listen string `json:"listen,omitempty"`
+
+	// DataDir is the folder that holds the task store.
+	// +optional
+	DataDir string `json:"dataDir,omitempty"`
+
+	// LogLevel is one of debug, info, warn, error.
+	// +optional
+	LogLevel string `json:"logLevel,omitempty"`
+
+	// Modules switches the API's modules on and off.
+	// +optional
+	Modules ModulesSpec `json:"modules,omitempty"`
+
+	// Cache configures the in-process response cache.
+	// +optional
+	Cache CacheSpec `json:"cache,omitempty"`
+
+	// Auth configures bearer-token protection of write endpoints.
+	// +optional
+	Auth WorkloadAuth `json:"auth,omitempty"`
+
+	// Server holds HTTP server limits and shutdown behaviour.
+	// +optional
+	Server ServerSettings `json:"server,omitempty"`
+}
+
+// WorkloadAuth tells medops-api where its write token is.
+type WorkloadAuth struct {
+	// TokenFile is a file holding the bearer token that write requests must
+	// present. The operator mounts it from a Secret, never from the ConfigMap.
+	// +optional
+	TokenFile string `json:"tokenFile,omitempty"`
+
+	// Disabled opens write endpoints without a token. Only for local use.
+	// +optional
+	Disabled bool `json:"disabled,omitempty"`
+}
+
+// ServerSettings are HTTP server limits.
+type ServerSettings struct {
+	// MaxBodySize is the largest request body accepted; larger ones get 413.
+	// +optional
+	MaxBodySize *resource.Quantity `json:"maxBodySize,omitempty"`
+
+	// ShutdownDelay is how long /readyz reports not-ready before the server
+	// stops accepting connections, so load balancers can take the pod out.
+	// +optional
+	ShutdownDelay *metav1.Duration `json:"shutdownDelay,omitempty"`
+
+	// ShutdownTimeout bounds how long in-flight requests may take to finish.
+	// +optional
+	ShutdownTimeout *metav1.Duration `json:"shutdownTimeout,omitempty"`
+}
+
+// ModulesSpec switches the API's modules (chi sub-routers) on and off.
+type ModulesSpec struct {
+	// Tasks is the durable task server under /api/v1/tasks.
+	// +optional
+	Tasks TasksModule `json:"tasks,omitempty"`
+
+	// Gateway is the caching gateway to upstream REST services under
+	// /api/v1/gateway/{upstream}/.
+	// +optional
+	Gateway GatewayModule `json:"gateway,omitempty"`
+}
+
+// TasksModule configures the task server.
+type TasksModule struct {
+	// Enabled mounts the task server. Defaults to true.
+	// +optional
+	Enabled *bool `json:"enabled,omitempty"`
+}
+
+// GatewayModule configures the upstream gateway.
+// +kubebuilder:validation:XValidation:rule="!has(self.upstreams) || self.upstreams.all(u, self.upstreams.exists_one(v, v.name == u.name))",message="upstream names must be unique"
+type GatewayModule struct {
+	// Enabled mounts the gateway. Defaults to false.
+	// +optional
+	Enabled *bool `json:"enabled,omitempty"`
+
+	// Upstreams are the REST services the gateway may call, by name.
+	// +optional
+	// +kubebuilder:validation:MaxItems=32
+	// +listType=atomic
+	Upstreams []Upstream `json:"upstreams,omitempty"`
+}
+
+// Upstream is one REST service behind the gateway.
+type Upstream struct {
+	// Name is the path segment that selects this upstream:
+	// /api/v1/gateway/{name}/...
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
+	// +kubebuilder:validation:MaxLength=63
+	Name string `json:"name"`
+
+	// URL is the absolute http(s) base URL requests are forwarded under.
+	// +kubebuilder:validation:MaxLength=2048
+	// +kubebuilder:validation:XValidation:rule="isURL(self) && (url(self).getScheme() == 'http' || url(self).getScheme() == 'https') && url(self).getHostname() != ''",message="url must be an absolute http or https URL"
+	URL string `json:"url"`
+
+	// TTL is how long this upstream's responses stay fresh in the cache when
+	// the upstream does not say (Cache-Control max-age). Defaults to the cache TTL.
+	// +optional
+	TTL *metav1.Duration `json:"ttl,omitempty"`
+
+	// Timeout bounds one upstream call. Defaults to 10s.
+	// +optional
+	Timeout *metav1.Duration `json:"timeout,omitempty"`
+}
+
+// CacheSpec configures the in-process bigcache response cache.
+// +kubebuilder:validation:XValidation:rule="!has(self.shards) || (self.shards > 0 && (self.shards & (self.shards - 1)) == 0)",message="cache.shards must be a power of two"
+type CacheSpec struct {
+	// Enabled turns response caching on. Defaults to true.
+	// +optional
+	Enabled *bool `json:"enabled,omitempty"`
+
+	// Size is the cache's hard memory limit (bigcache HardMaxCacheSize).
+	// Defaults to 64Mi, which suits a Raspberry Pi.
+	// +optional
+	Size *resource.Quantity `json:"size,omitempty"`
+
+	// TTL is how long a response stays fresh unless a rule or the response
+	// says otherwise. Defaults to 5m.
+	// +optional
+	TTL *metav1.Duration `json:"ttl,omitempty"`
+
+	// Shards is the number of bigcache shards, a power of two. Defaults to 16.
+	// +optional
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=1024
+	Shards *int32 `json:"shards,omitempty"`
+
+	// MaxEntrySize is the largest response body cached; one entry must fit
+	// in one shard (size / shards). Defaults to 1Mi.
+	// +optional
+	MaxEntrySize *resource.Quantity `json:"maxEntrySize,omitempty"`
+
+	// Rules set TTLs by path prefix; the longest matching prefix wins.
+	// +optional
+	// +kubebuilder:validation:MaxItems=64
+	// +listType=atomic
+	Rules []CacheRule `json:"rules,omitempty"`
+
+	// StaleIfError is how long past expiry an entry may still be served when
+	// the upstream fails. Zero turns it off. Defaults to 10m.
+	// +optional
+	StaleIfError *metav1.Duration `json:"staleIfError,omitempty"`
+
+	// CacheAuthorized caches responses to requests that carry credentials
+	// (Authorization or Cookie). Off by default.
+	// +optional
+	CacheAuthorized bool `json:"cacheAuthorized,omitempty"`
+}
+
+// CacheRule sets a TTL for paths under a prefix.
+type CacheRule struct {
+	// PathPrefix is matched against the request path, e.g. /api/v1/gateway/ensembl/.
+	// +kubebuilder:validation:Pattern=`^/`
+	// +kubebuilder:validation:MaxLength=512
+	PathPrefix string `json:"pathPrefix"`
+
+	// TTL for matching responses; zero means do not cache.
+	TTL metav1.Duration `json:"ttl"`
+}
