@@ -12,10 +12,12 @@ import (
 )
 
 // Defaults of the workload configuration. They suit a Raspberry Pi: a small
-// cache, few shards and short timeouts.
+// cache, few shards and short timeouts. Listen and DataDir default to values
+// safe for a person running medops-api by hand (loopback only, a folder in the
+// working directory); the operator always renders in-cluster values.
 const (
-	DefaultListen          = ":8080"
-	DefaultDataDir         = "/var/lib/medops"
+	DefaultListen          = "127.0.0.1:8080"
+	DefaultDataDir         = "medops-data"
 	DefaultLogLevel        = "info"
 	DefaultCacheSize       = "64Mi"
 	DefaultCacheTTL        = 5 * time.Minute

@@ -1,0 +1,253 @@
+// Package config loads the medops-api configuration file into the shared
+// v1alpha1.WorkloadConfig type, the same type the operator renders, so the
+// file format has exactly one definition.
+package config
+
+import (
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"reflect"
+	"sort"
+	"strings"
+
+	"sigs.k8s.io/yaml"
+
+	"github.com/medops/medops/api/v1alpha1"
+)
+
+// Environment variables that stand in for flags.
+const (
+	EnvConfig  = "MEDOPS_CONFIG"
+	EnvListen  = "MEDOPS_LISTEN"
+	EnvDataDir = "MEDOPS_DATA_DIR"
+)
+
+// Load reads, defaults and validates the file at path. An empty path gives
+// the all-defaults configuration. Every error names the file and the field.
+func Load(path string) (*v1alpha1.WorkloadConfig, error) {
+	var data []byte
+	if path != "" {
+		var err error
+		data, err = os.ReadFile(path)
+		if err != nil {
+			return nil, fmt.Errorf("config %s: %w", path, err)
+		}
+	}
+	cfg, err := Parse(data)
+	if err != nil {
+		if path == "" {
+			return nil, fmt.Errorf("config: %w", err)
+		}
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+// Parse decodes a YAML (or JSON) document strictly: unknown fields and
+// duplicate keys are errors, with the field's full path. It then applies
+// defaults and validates.
+func Parse(data []byte) (*v1alpha1.WorkloadConfig, error) {
+	cfg := &v1alpha1.WorkloadConfig{}
+	if len(strings.TrimSpace(string(data))) > 0 {
+		if err := decodeStrict(data, cfg); err != nil {
+			return nil, err
+		}
+	}
+	cfg.SetDefaults()
+	if err := validate(cfg); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+func validate(cfg *v1alpha1.WorkloadConfig) error {
+	errs := cfg.Validate()
+	if len(errs) == 0 {
+		return nil
+	}
+	msgs := make([]string, len(errs))
+	for i, e := range errs {
+		msgs[i] = e.Error()
+	}
+	return errors.New(strings.Join(msgs, "; "))
+}
+
+func decodeStrict(data []byte, cfg *v1alpha1.WorkloadConfig) error {
+	// First a loose pass into generic values, to report unknown fields with
+	// their full path (cache.shardz); encoding/json's own unknown-field
+	// error names only the last key.
+	js, err := yaml.YAMLToJSON(data)
+	if err != nil {
+		return fmt.Errorf("invalid YAML: %w", err)
+	}
+	var generic any
+	if err := json.Unmarshal(js, &generic); err != nil {
+		return fmt.Errorf("invalid YAML: %w", err)
+	}
+	if generic == nil {
+		return nil // a document of only comments or "null"
+	}
+	if _, ok := generic.(map[string]any); !ok {
+		return fmt.Errorf("the document must be a mapping of fields, not %s", jsonKind(generic))
+	}
+	if err := checkFields(reflect.TypeFor[v1alpha1.WorkloadConfig](), generic, ""); err != nil {
+		return err
+	}
+	// Then the strict decode, which also catches duplicate keys and wrong
+	// types.
+	if err := yaml.UnmarshalStrict(data, cfg); err != nil {
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) && te.Field != "" {
+			return fmt.Errorf("%s: Invalid value: must be %s, not %s", te.Field, te.Type, te.Value)
+		}
+		// yaml's messages span lines; one line reads better in a log.
+		return fmt.Errorf("invalid document: %s", strings.Join(strings.Fields(err.Error()), " "))
+	}
+	return nil
+}
+
+var jsonUnmarshaler = reflect.TypeFor[json.Unmarshaler]()
+
+// checkFields walks a decoded document along the Go type and returns an
+// error for the first key (in sorted order, so messages are stable) that
+// the type has no field for.
+func checkFields(t reflect.Type, v any, path string) error {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	// Types with their own decoding (Quantity, Duration) parse scalars;
+	// decode the value here so a bad one is reported with its path.
+	if reflect.PointerTo(t).Implements(jsonUnmarshaler) {
+		raw, err := json.Marshal(v)
+		if err != nil {
+			return fmt.Errorf("%s: %w", path, err)
+		}
+		if err := reflect.New(t).Interface().(json.Unmarshaler).UnmarshalJSON(raw); err != nil {
+			return fmt.Errorf("%s: Invalid value: %s: %w", path, raw, err)
+		}
+		return nil
+	}
+	switch t.Kind() {
+	case reflect.Struct:
+		m, ok := v.(map[string]any)
+		if !ok {
+			return nil // wrong type: the strict decode reports it
+		}
+		fields := jsonFields(t)
+		keys := make([]string, 0, len(m))
+		for k := range m {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			ft, ok := fields[k]
+			p := join(path, k)
+			if !ok {
+				return fmt.Errorf("%s: unknown field %q", p, k)
+			}
+			if err := checkFields(ft, m[k], p); err != nil {
+				return err
+			}
+		}
+	case reflect.Slice, reflect.Array:
+		items, ok := v.([]any)
+		if !ok {
+			return nil
+		}
+		for i, item := range items {
+			if err := checkFields(t.Elem(), item, fmt.Sprintf("%s[%d]", path, i)); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func jsonFields(t reflect.Type) map[string]reflect.Type {
+	out := map[string]reflect.Type{}
+	for i := range t.NumField() {
+		f := t.Field(i)
+		if !f.IsExported() {
+			continue
+		}
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		if name == "-" {
+			continue
+		}
+		if f.Anonymous && name == "" {
+			for k, v := range jsonFields(f.Type) {
+				out[k] = v
+			}
+			continue
+		}
+		if name == "" {
+			name = f.Name
+		}
+		out[name] = f.Type
+	}
+	return out
+}
+
+func join(path, k string) string {
+	if path == "" {
+		return k
+	}
+	return path + "." + k
+}
+
+func jsonKind(v any) string {
+	switch v.(type) {
+	case []any:
+		return "a list"
+	case string:
+		return "a string"
+	case float64:
+		return "a number"
+	case bool:
+		return "a boolean"
+	}
+	return fmt.Sprintf("%T", v)
+}
+
+// Flags are the command-line settings of medops-api.
+type Flags struct {
+	ConfigPath string
+	Listen     string
+	DataDir    string
+}
+
+// ParseFlags reads args (without the program name). Each flag falls back to
+// its environment variable; flags win over the environment, and both win
+// over the file.
+func ParseFlags(name string, args []string, getenv func(string) string) (Flags, error) {
+	var f Flags
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.StringVar(&f.ConfigPath, "config", getenv(EnvConfig), "YAML configuration file (env "+EnvConfig+"); empty means all defaults")
+	fs.StringVar(&f.Listen, "listen", getenv(EnvListen), "listen address host:port, overrides the file (env "+EnvListen+")")
+	fs.StringVar(&f.DataDir, "data-dir", getenv(EnvDataDir), "data directory, overrides the file (env "+EnvDataDir+")")
+	if err := fs.Parse(args); err != nil {
+		return Flags{}, err
+	}
+	if fs.NArg() > 0 {
+		return Flags{}, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+	}
+	return f, nil
+}
+
+// FromFlags loads the file the flags name and applies the overrides.
+func FromFlags(f Flags) (*v1alpha1.WorkloadConfig, error) {
+	cfg, err := Load(f.ConfigPath)
+	if err != nil {
+		return nil, err
+	}
+	if f.Listen != "" {
+		cfg.Listen = f.Listen
+	}
+	if f.DataDir != "" {
+		cfg.DataDir = f.DataDir
+	}
+	return cfg, nil
+}

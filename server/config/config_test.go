@@ -1,0 +1,191 @@
+package config
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"sigs.k8s.io/yaml"
+
+	"github.com/medops/medops/api/v1alpha1"
+)
+
+func TestParse(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		doc     string
+		wantErr string // substring; empty means success
+		check   func(t *testing.T, c *v1alpha1.WorkloadConfig)
+	}{
+		{name: "empty is all defaults", doc: "", check: func(t *testing.T, c *v1alpha1.WorkloadConfig) {
+			if c.Listen != v1alpha1.DefaultListen || c.DataDir != v1alpha1.DefaultDataDir || *c.Cache.Shards != 16 ||
+				!c.Modules.TasksEnabled() || c.Modules.GatewayEnabled() || c.Server.ShutdownTimeout.Duration != 20*time.Second {
+				t.Fatalf("defaults not applied: %+v", c)
+			}
+		}},
+		{name: "comments only", doc: "# nothing\n", check: func(t *testing.T, c *v1alpha1.WorkloadConfig) {
+			if c.LogLevel != "info" {
+				t.Fatalf("defaults not applied: %+v", c)
+			}
+		}},
+		{name: "full file", doc: `
+listen: 0.0.0.0:9000
+dataDir: /var/lib/medops
+logLevel: debug
+modules:
+  tasks: {enabled: false}
+  gateway:
+    enabled: true
+    upstreams:
+    - name: ensembl
+      url: https://rest.ensembl.org
+      ttl: 1h
+cache:
+  size: 32Mi
+  shards: 8
+  rules:
+  - pathPrefix: /api/v1/gateway/ensembl/
+    ttl: 10m
+auth:
+  tokenFile: /etc/medops/token
+server:
+  maxBodySize: 64Ki
+  shutdownDelay: 0s
+`, check: func(t *testing.T, c *v1alpha1.WorkloadConfig) {
+			if c.Listen != "0.0.0.0:9000" || c.Modules.TasksEnabled() || !c.Modules.GatewayEnabled() ||
+				c.Modules.Gateway.Upstreams[0].Timeout.Duration != v1alpha1.DefaultUpstreamTimeout ||
+				c.Server.MaxBodySize.Value() != 64<<10 || c.Server.ShutdownDelay.Duration != 0 || c.Auth.TokenFile != "/etc/medops/token" {
+				t.Fatalf("file not applied: %+v", c)
+			}
+		}},
+		{name: "json works too", doc: `{"cache":{"shards":4}}`, check: func(t *testing.T, c *v1alpha1.WorkloadConfig) {
+			if *c.Cache.Shards != 4 {
+				t.Fatal("json not read")
+			}
+		}},
+		{name: "shards not power of two", doc: "cache:\n  shards: 3\n", wantErr: "cache.shards: Invalid value: 3: must be a power of two"},
+		{name: "unknown top-level field", doc: "lisen: x\n", wantErr: `lisen: unknown field "lisen"`},
+		{name: "unknown nested field", doc: "cache:\n  shardz: 2\n", wantErr: `cache.shardz: unknown field`},
+		{name: "unknown field in list item", doc: "modules:\n  gateway:\n    upstreams:\n    - name: a\n      url: http://x\n      bogus: 1\n", wantErr: "modules.gateway.upstreams[0].bogus: unknown field"},
+		{name: "wrong type", doc: "cache:\n  shards: many\n", wantErr: "cache.shards: Invalid value"},
+		{name: "bad quantity", doc: "server:\n  maxBodySize: 1Zi\n", wantErr: "server.maxBodySize: Invalid value"},
+		{name: "bad duration", doc: "cache:\n  ttl: 5 parsecs\n", wantErr: "cache.ttl: Invalid value"},
+		{name: "duplicate key", doc: "listen: a\nlisten: b\n", wantErr: `"listen" already set`},
+		{name: "not a mapping", doc: "- a\n", wantErr: "must be a mapping"},
+		{name: "broken yaml", doc: "a: [\n", wantErr: "invalid YAML"},
+		{name: "bad log level", doc: "logLevel: loud\n", wantErr: "logLevel: Unsupported value"},
+		{name: "gateway without upstreams", doc: "modules:\n  gateway:\n    enabled: true\n", wantErr: "modules.gateway.upstreams: Required value"},
+		{name: "two errors both named", doc: "logLevel: loud\ncache:\n  shards: 3\n", wantErr: "logLevel: Unsupported value: \"loud\": supported values: \"debug\", \"info\", \"warn\", \"error\"; cache.shards"},
+		{name: "negative delay", doc: "server:\n  shutdownDelay: -1s\n", wantErr: "server.shutdownDelay: Invalid value"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := Parse([]byte(tc.doc))
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("want error containing %q, got %v", tc.wantErr, err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			tc.check(t, c)
+		})
+	}
+}
+
+func TestLoadNamesFileAndField(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "x.yaml")
+	if err := os.WriteFile(p, []byte("cache:\n  shards: 3\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Load(p)
+	want := "config " + p + ": cache.shards: Invalid value: 3: must be a power of two"
+	if err == nil || !strings.HasPrefix(err.Error(), want) {
+		t.Fatalf("got %v, want prefix %q", err, want)
+	}
+	if _, err := Load(filepath.Join(t.TempDir(), "missing.yaml")); err == nil || !strings.Contains(err.Error(), "missing.yaml") {
+		t.Fatalf("missing file: %v", err)
+	}
+}
+
+func TestFlagsEnvAndFilePrecedence(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "c.yaml")
+	if err := os.WriteFile(p, []byte("listen: 127.0.0.1:1111\ndataDir: /from/file\nlogLevel: warn\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{EnvConfig: p, EnvListen: "127.0.0.1:2222"}
+	getenv := func(k string) string { return env[k] }
+	for _, tc := range []struct {
+		name            string
+		args            []string
+		listen, dataDir string
+	}{
+		{"env beats file", nil, "127.0.0.1:2222", "/from/file"},
+		{"flag beats env", []string{"--listen", "127.0.0.1:3333", "--data-dir", "d"}, "127.0.0.1:3333", "d"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f, err := ParseFlags("medops-api", tc.args, getenv)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c, err := FromFlags(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.Listen != tc.listen || c.DataDir != tc.dataDir || c.LogLevel != "warn" {
+				t.Fatalf("got listen %s dataDir %s level %s", c.Listen, c.DataDir, c.LogLevel)
+			}
+		})
+	}
+	if _, err := ParseFlags("medops-api", []string{"--nope"}, getenv); err == nil {
+		t.Fatal("unknown flag accepted")
+	}
+	if _, err := ParseFlags("medops-api", []string{"extra"}, getenv); err == nil {
+		t.Fatal("stray argument accepted")
+	}
+}
+
+// FuzzLoad checks that no document makes the loader panic, and that every
+// accepted document survives a marshal/parse round trip unchanged.
+func FuzzLoad(f *testing.F) {
+	for _, seed := range []string{
+		"",
+		"listen: 127.0.0.1:8080\n",
+		"cache:\n  shards: 3\n",
+		"cache:\n  size: 16Mi\n  shards: 4\n  maxEntrySize: 1Mi\n  rules:\n  - pathPrefix: /a\n    ttl: 1m\n",
+		"modules:\n  gateway:\n    enabled: true\n    upstreams:\n    - name: e\n      url: https://example.org\n",
+		"server:\n  maxBodySize: 10Ki\n  shutdownDelay: 1s\n  shutdownTimeout: 2s\n",
+		"auth: {tokenFile: /t, disabled: true}\n",
+		"{\"logLevel\":\"debug\"}",
+		"a: [\n",
+		"- 1\n",
+		"cache: {size: -1}\n",
+	} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		c, err := Parse(data)
+		if err != nil {
+			return
+		}
+		out, err := yaml.Marshal(c)
+		if err != nil {
+			t.Fatalf("marshal of accepted config failed: %v", err)
+		}
+		c2, err := Parse(out)
+		if err != nil {
+			t.Fatalf("re-parse of marshalled config failed: %v\n%s", err, out)
+		}
+		out2, err := yaml.Marshal(c2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(out, out2) {
+			t.Fatalf("round trip changed the config:\n%s\n---\n%s", out, out2)
+		}
+	})
+}

@@ -1,0 +1,76 @@
+// Package httpx holds the small HTTP helpers every medops-api package shares,
+// so that each module answers errors in the same JSON shape and the request
+// id travels the same way through all of them.
+package httpx
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"strconv"
+)
+
+// ErrorBody is the JSON envelope of every error response:
+// {"error":{"code":..,"message":..,"field":..}}.
+type ErrorBody struct {
+	Error ErrorDetail `json:"error"`
+}
+
+// ErrorDetail describes one error. Code is a short machine-readable word
+// (not_found, invalid, conflict, ...); Field names the offending input when
+// there is one.
+type ErrorDetail struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+	Field   string `json:"field,omitempty"`
+}
+
+// WriteError writes a JSON error response. It never writes HTML, so clients
+// can always decode what they get.
+func WriteError(w http.ResponseWriter, status int, code, message, field string) {
+	b, err := json.Marshal(ErrorBody{Error: ErrorDetail{Code: code, Message: message, Field: field}})
+	if err != nil {
+		// Marshal of three strings cannot fail; keep a fallback anyway so the
+		// client still gets JSON.
+		b = []byte(`{"error":{"code":"internal","message":"error encoding failed"}}`)
+	}
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Content-Length", strconv.Itoa(len(b)+1))
+	w.WriteHeader(status)
+	_, _ = w.Write(append(b, '\n'))
+}
+
+// WriteJSON writes v as a JSON response with the given status.
+func WriteJSON(w http.ResponseWriter, status int, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		WriteError(w, http.StatusInternalServerError, "internal", "response encoding failed", "")
+		return err
+	}
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Content-Length", strconv.Itoa(len(b)+1))
+	w.WriteHeader(status)
+	_, err = w.Write(append(b, '\n'))
+	return err
+}
+
+type ctxKey int
+
+const requestIDKey ctxKey = 0
+
+// HeaderRequestID is the header that carries the request id both ways.
+const HeaderRequestID = "X-Request-Id"
+
+// WithRequestID returns a context carrying the request id.
+func WithRequestID(ctx context.Context, id string) context.Context {
+	return context.WithValue(ctx, requestIDKey, id)
+}
+
+// RequestID returns the request id set by the router's middleware, or "".
+func RequestID(ctx context.Context) string {
+	id, _ := ctx.Value(requestIDKey).(string)
+	return id
+}
