@@ -1,8 +1,8 @@
 package v1alpha1
 
 import (
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // This file holds the one configuration schema of the medops-api workload.
@@ -94,6 +94,7 @@ type TasksModule struct {
 
 // GatewayModule configures the upstream gateway.
 // +kubebuilder:validation:XValidation:rule="!has(self.upstreams) || self.upstreams.all(u, self.upstreams.exists_one(v, v.name == u.name))",message="upstream names must be unique"
+// +kubebuilder:validation:XValidation:rule="!has(self.enabled) || !self.enabled || (has(self.upstreams) && size(self.upstreams) > 0)",message="the gateway needs at least one upstream when enabled"
 type GatewayModule struct {
 	// Enabled mounts the gateway. Defaults to false.
 	// +optional
@@ -122,15 +123,23 @@ type Upstream struct {
 	// TTL is how long this upstream's responses stay fresh in the cache when
 	// the upstream does not say (Cache-Control max-age). Defaults to the cache TTL.
 	// +optional
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^(0|([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+)$`
 	TTL *metav1.Duration `json:"ttl,omitempty"`
 
 	// Timeout bounds one upstream call. Defaults to 10s.
 	// +optional
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^(0|([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+)$`
+	// +kubebuilder:validation:XValidation:rule="duration(self) > duration('0s')",message="upstream timeout must be positive"
 	Timeout *metav1.Duration `json:"timeout,omitempty"`
 }
 
 // CacheSpec configures the in-process bigcache response cache.
-// +kubebuilder:validation:XValidation:rule="!has(self.shards) || (self.shards > 0 && (self.shards & (self.shards - 1)) == 0)",message="cache.shards must be a power of two"
+// +kubebuilder:validation:XValidation:rule="!has(self.shards) || self.shards in [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024]",message="cache.shards must be a power of two (1, 2, 4 ... 1024)"
+// +kubebuilder:validation:XValidation:rule="!has(self.size) || !isQuantity(string(self.size)) || (quantity(string(self.size)).compareTo(quantity('1Mi')) >= 0 && quantity(string(self.size)).compareTo(quantity('8Gi')) <= 0)",message="cache.size must be between 1Mi and 8Gi"
+// +kubebuilder:validation:XValidation:rule="!has(self.maxEntrySize) || !isQuantity(string(self.maxEntrySize)) || quantity(string(self.maxEntrySize)).isGreaterThan(quantity('0'))",message="cache.maxEntrySize must be positive"
+// +kubebuilder:validation:XValidation:rule="(has(self.size) && !isQuantity(string(self.size))) || (has(self.maxEntrySize) && !isQuantity(string(self.maxEntrySize))) || (has(self.shards) && self.shards <= 0) || (has(self.maxEntrySize) ? quantity(string(self.maxEntrySize)).asApproximateFloat() : 1048576.0) <= (has(self.size) ? quantity(string(self.size)).asApproximateFloat() : 67108864.0) / double(has(self.shards) ? self.shards : 16)",message="cache.maxEntrySize must fit in one cache shard: it may be at most cache.size / cache.shards (defaults: 64Mi / 16)"
 type CacheSpec struct {
 	// Enabled turns response caching on. Defaults to true.
 	// +optional
@@ -144,6 +153,9 @@ type CacheSpec struct {
 	// TTL is how long a response stays fresh unless a rule or the response
 	// says otherwise. Defaults to 5m.
 	// +optional
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^(0|([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+)$`
+	// +kubebuilder:validation:XValidation:rule="duration(self) > duration('0s')",message="cache.ttl must be positive"
 	TTL *metav1.Duration `json:"ttl,omitempty"`
 
 	// Shards is the number of bigcache shards, a power of two. Defaults to 16.
@@ -166,6 +178,8 @@ type CacheSpec struct {
 	// StaleIfError is how long past expiry an entry may still be served when
 	// the upstream fails. Zero turns it off. Defaults to 10m.
 	// +optional
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^(0|([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+)$`
 	StaleIfError *metav1.Duration `json:"staleIfError,omitempty"`
 
 	// CacheAuthorized caches responses to requests that carry credentials
@@ -182,5 +196,7 @@ type CacheRule struct {
 	PathPrefix string `json:"pathPrefix"`
 
 	// TTL for matching responses; zero means do not cache.
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^(0|([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+)$`
 	TTL metav1.Duration `json:"ttl"`
 }

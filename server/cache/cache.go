@@ -113,7 +113,8 @@ type metrics struct {
 // what bigcache itself needs, so a spec that slipped past validation fails
 // here with the field named rather than inside bigcache.
 func New(spec v1alpha1.CacheSpec, opts Options) (*Cache, error) {
-	spec = *spec.DeepCopy()
+	// spec is a copy; SetDefaults only fills its nil pointers, never the
+	// caller's values.
 	spec.SetDefaults()
 	c := &Cache{
 		enabled:         spec.IsEnabled(),

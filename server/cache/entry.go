@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/binary"
 	"net/http"
-	"strconv"
 )
 
 // Entry layout (little endian), built once on store and read in place on
@@ -87,30 +86,38 @@ func decodeEntry(b []byte) (entry, bool) {
 	return e, true
 }
 
-// eachHeader calls fn for every stored header in order, with views into the
-// entry's bytes.
-func (e *entry) eachHeader(fn func(name, value []byte)) {
-	p := 0
-	for i := 0; i < e.nh; i++ {
-		nl := int(e.hdr[p])
-		name := e.hdr[p+1 : p+1+nl]
-		p += 1 + nl
-		vl := int(binary.LittleEndian.Uint16(e.hdr[p:]))
-		val := e.hdr[p+2 : p+2+vl]
-		p += 2 + vl
-		fn(name, val)
+// headerIter walks an entry's stored headers; name and val are views into
+// the entry's bytes.
+type headerIter struct {
+	hdr       []byte
+	left, p   int
+	name, val []byte
+}
+
+func (e *entry) headers() headerIter { return headerIter{hdr: e.hdr, left: e.nh} }
+
+func (it *headerIter) next() bool {
+	if it.left == 0 {
+		return false
 	}
+	it.left--
+	nl := int(it.hdr[it.p])
+	it.name = it.hdr[it.p+1 : it.p+1+nl]
+	it.p += 1 + nl
+	vl := int(binary.LittleEndian.Uint16(it.hdr[it.p:]))
+	it.val = it.hdr[it.p+2 : it.p+2+vl]
+	it.p += 2 + vl
+	return true
 }
 
 // header returns the first value of a stored header (canonical name) or nil.
 func (e *entry) header(name string) []byte {
-	var out []byte
-	e.eachHeader(func(n, v []byte) {
-		if out == nil && string(n) == name {
-			out = v
+	for it := e.headers(); it.next(); {
+		if string(it.name) == name {
+			return it.val
 		}
-	})
-	return out
+	}
+	return nil
 }
 
 // skipStored are response headers never kept in an entry: hop-by-hop ones,
@@ -185,27 +192,6 @@ func encodeEntry(flags byte, status int, storedAt, expires int64, key []byte, h 
 	return b, true
 }
 
-// reencode returns a copy of e with new times and, for each header in upd,
-// the updated values; it is how a 304 refreshes an entry.
-func reencode(e entry, storedAt, expires int64, upd http.Header) ([]byte, bool) {
-	h := http.Header{}
-	var cl string
-	e.eachHeader(func(n, v []byte) {
-		name := string(n)
-		if name == "Content-Length" {
-			cl = string(v)
-			return
-		}
-		h[name] = append(h[name], string(v))
-	})
-	for _, name := range []string{"Cache-Control", "Etag", "Expires", "Last-Modified", "Vary", "Content-Location"} {
-		if vals, ok := upd[name]; ok {
-			h[name] = vals
-		}
-	}
-	return encodeEntry(e.flags, e.status, storedAt, expires, e.key, h, cl, e.body)
-}
-
 // etagMatch reports whether an If-None-Match list matches etag with the weak
 // comparison RFC 9110 prescribes for GET and HEAD.
 func etagMatch(inm string, etag []byte) bool {
@@ -262,6 +248,3 @@ func trimOWS(s string) string {
 	}
 	return s
 }
-
-// contentLengthFor is the stored Content-Length of a body.
-func contentLengthFor(n int) string { return strconv.Itoa(n) }

@@ -31,10 +31,14 @@ func (c *Cache) appendKey(dst []byte, r *http.Request) ([]byte, bool) {
 	dst = append(dst, ' ')
 	dst = append(dst, r.URL.EscapedPath()...)
 	if r.URL.RawQuery != "" {
+		mark := len(dst)
 		dst = append(dst, '?')
 		var ok bool
 		if dst, ok = appendCanonicalQuery(dst, r.URL.RawQuery); !ok {
 			return dst, false
+		}
+		if len(dst) == mark+1 {
+			dst = dst[:mark] // "?&&" means no query at all
 		}
 	}
 	for _, name := range varyHeaders {

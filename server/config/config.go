@@ -8,6 +8,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"reflect"
 	"sort"
@@ -221,10 +222,11 @@ type Flags struct {
 
 // ParseFlags reads args (without the program name). Each flag falls back to
 // its environment variable; flags win over the environment, and both win
-// over the file.
-func ParseFlags(name string, args []string, getenv func(string) string) (Flags, error) {
+// over the file. Usage and flag errors go to output.
+func ParseFlags(name string, args []string, getenv func(string) string, output io.Writer) (Flags, error) {
 	var f Flags
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(output)
 	fs.StringVar(&f.ConfigPath, "config", getenv(EnvConfig), "YAML configuration file (env "+EnvConfig+"); empty means all defaults")
 	fs.StringVar(&f.Listen, "listen", getenv(EnvListen), "listen address host:port, overrides the file (env "+EnvListen+")")
 	fs.StringVar(&f.DataDir, "data-dir", getenv(EnvDataDir), "data directory, overrides the file (env "+EnvDataDir+")")

@@ -2,6 +2,7 @@ package config
 
 import (
 	"bytes"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -128,7 +129,7 @@ func TestFlagsEnvAndFilePrecedence(t *testing.T) {
 		{"flag beats env", []string{"--listen", "127.0.0.1:3333", "--data-dir", "d"}, "127.0.0.1:3333", "d"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			f, err := ParseFlags("medops-api", tc.args, getenv)
+			f, err := ParseFlags("medops-api", tc.args, getenv, io.Discard)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -141,10 +142,10 @@ func TestFlagsEnvAndFilePrecedence(t *testing.T) {
 			}
 		})
 	}
-	if _, err := ParseFlags("medops-api", []string{"--nope"}, getenv); err == nil {
+	if _, err := ParseFlags("medops-api", []string{"--nope"}, getenv, io.Discard); err == nil {
 		t.Fatal("unknown flag accepted")
 	}
-	if _, err := ParseFlags("medops-api", []string{"extra"}, getenv); err == nil {
+	if _, err := ParseFlags("medops-api", []string{"extra"}, getenv, io.Discard); err == nil {
 		t.Fatal("stray argument accepted")
 	}
 }

@@ -1,0 +1,111 @@
+package v1alpha1
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+func TestWorkloadConfigDefaults(t *testing.T) {
+	var w WorkloadConfig
+	w.SetDefaults()
+	if errs := w.Validate(); len(errs) != 0 {
+		t.Fatalf("defaults do not validate: %v", errs.ToAggregate())
+	}
+	checks := []struct {
+		name      string
+		got, want any
+	}{
+		{"listen", w.Listen, DefaultListen},
+		{"dataDir", w.DataDir, DefaultDataDir},
+		{"logLevel", w.LogLevel, "info"},
+		{"tasks enabled", w.Modules.TasksEnabled(), true},
+		{"gateway enabled", w.Modules.GatewayEnabled(), false},
+		{"cache enabled", w.Cache.IsEnabled(), true},
+		{"cache size", w.Cache.Size.String(), "64Mi"},
+		{"cache ttl", w.Cache.TTL.Duration, 5 * time.Minute},
+		{"cache shards", *w.Cache.Shards, int32(16)},
+		{"max entry size", w.Cache.MaxEntrySize.String(), "1Mi"},
+		{"stale if error", w.Cache.StaleIfError.Duration, 10 * time.Minute},
+		{"max body size", w.Server.MaxBodySize.String(), "1Mi"},
+	}
+	for _, c := range checks {
+		if c.got != c.want {
+			t.Errorf("%s = %v, want %v", c.name, c.got, c.want)
+		}
+	}
+	// Defaulting twice changes nothing: the operator defaults before it
+	// renders and the workload defaults again after it loads.
+	before := w.DeepCopy()
+	w.SetDefaults()
+	if before.Cache.Size.Cmp(*w.Cache.Size) != 0 || *before.Cache.Shards != *w.Cache.Shards {
+		t.Errorf("SetDefaults is not idempotent")
+	}
+}
+
+func TestWorkloadConfigValidate(t *testing.T) {
+	q := func(s string) *resource.Quantity { v := resource.MustParse(s); return &v }
+	d := func(v time.Duration) *metav1.Duration { return &metav1.Duration{Duration: v} }
+	i32 := func(v int32) *int32 { return &v }
+	on := func() *bool { v := true; return &v }
+	tests := []struct {
+		name      string
+		mutate    func(*WorkloadConfig)
+		wantField string
+		wantMsg   string
+	}{
+		{"log level", func(w *WorkloadConfig) { w.LogLevel = "loud" }, "logLevel", "Unsupported value"},
+		{"shards not power of two", func(w *WorkloadConfig) { w.Cache.Shards = i32(3) }, "cache.shards", "power of two"},
+		{"shards too many", func(w *WorkloadConfig) { w.Cache.Shards = i32(2048) }, "cache.shards", "power of two"},
+		{"entry larger than a shard", func(w *WorkloadConfig) {
+			w.Cache.Size, w.Cache.Shards, w.Cache.MaxEntrySize = q("16Mi"), i32(64), q("512Ki")
+		}, "cache.maxEntrySize", "must fit in one cache shard: size/shards is 256Ki"},
+		{"size zero", func(w *WorkloadConfig) { w.Cache.Size = q("0") }, "cache.size", "must be positive"},
+		{"size too big", func(w *WorkloadConfig) { w.Cache.Size = q("9Gi") }, "cache.size", "at most 8Gi"},
+		{"size under a MiB", func(w *WorkloadConfig) { w.Cache.Size = q("512Ki") }, "cache.size", "at least 1Mi"},
+		{"ttl zero", func(w *WorkloadConfig) { w.Cache.TTL = d(0) }, "cache.ttl", "must be positive"},
+		{"rule without slash", func(w *WorkloadConfig) {
+			w.Cache.Rules = []CacheRule{{PathPrefix: "api", TTL: metav1.Duration{Duration: time.Second}}}
+		}, "cache.rules[0].pathPrefix", "must start with /"},
+		{"gateway without upstreams", func(w *WorkloadConfig) { w.Modules.Gateway.Enabled = on() }, "modules.gateway.upstreams", "at least one upstream"},
+		{"upstream relative url", func(w *WorkloadConfig) {
+			w.Modules.Gateway.Upstreams = []Upstream{{Name: "ensembl", URL: "/rest"}}
+		}, "modules.gateway.upstreams[0].url", "absolute http or https"},
+		{"upstream ftp url", func(w *WorkloadConfig) {
+			w.Modules.Gateway.Upstreams = []Upstream{{Name: "ensembl", URL: "ftp://rest.example"}}
+		}, "modules.gateway.upstreams[0].url", "absolute http or https"},
+		{"upstream with credentials", func(w *WorkloadConfig) {
+			w.Modules.Gateway.Upstreams = []Upstream{{Name: "e", URL: "https://u:p@rest.example"}}
+		}, "modules.gateway.upstreams[0].url", "credentials"},
+		{"duplicate upstream", func(w *WorkloadConfig) {
+			w.Modules.Gateway.Upstreams = []Upstream{{Name: "e", URL: "https://a.example"}, {Name: "e", URL: "https://b.example"}}
+		}, "modules.gateway.upstreams[1].name", "Duplicate value"},
+		{"upstream timeout zero", func(w *WorkloadConfig) {
+			w.Modules.Gateway.Upstreams = []Upstream{{Name: "e", URL: "https://a.example", Timeout: d(0)}}
+		}, "modules.gateway.upstreams[0].timeout", "must be positive"},
+		{"body size zero", func(w *WorkloadConfig) { w.Server.MaxBodySize = q("0") }, "server.maxBodySize", "must be positive"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var w WorkloadConfig
+			tt.mutate(&w)
+			w.SetDefaults()
+			errs := w.Validate()
+			if len(errs) == 0 {
+				t.Fatalf("Validate accepted the config; want an error on %s", tt.wantField)
+			}
+			var found bool
+			for _, e := range errs {
+				if e.Field == tt.wantField && strings.Contains(e.Error(), tt.wantMsg) {
+					found = true
+				}
+			}
+			if !found {
+				t.Errorf("errors %v; want one on %s containing %q", errs.ToAggregate(), tt.wantField, tt.wantMsg)
+			}
+		})
+	}
+}

@@ -1,0 +1,310 @@
+package v1alpha1_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/yaml"
+
+	"github.com/medops/medops/api/v1alpha1"
+	"github.com/medops/medops/internal/testenv"
+)
+
+// newObject builds a MedOpsAPI from a YAML spec. Unstructured on purpose:
+// some cases need shapes the Go types cannot produce (a quantity written as
+// a bare integer, which the int-or-string schema allows).
+func newObject(t *testing.T, ns, name, specYAML string) *unstructured.Unstructured {
+	t.Helper()
+	spec := map[string]any{}
+	if err := yaml.Unmarshal([]byte(specYAML), &spec); err != nil {
+		t.Fatalf("bad spec in test: %v", err)
+	}
+	u := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": v1alpha1.GroupVersion.String(),
+		"kind":       "MedOpsAPI",
+		"metadata":   map[string]any{"name": name, "namespace": ns},
+		"spec":       spec,
+	}}
+	return u
+}
+
+func ctxT(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// TestInvalidMedOpsAPIsAreRefused sends each invalid spec to the real
+// apiserver and expects a 422 Invalid whose message tells the user what to fix.
+func TestInvalidMedOpsAPIsAreRefused(t *testing.T) {
+	cases := []struct {
+		name, spec, want string
+	}{
+		{"replicas outside autoscaling range", `
+replicas: 5
+autoscaling: {minReplicas: 1, maxReplicas: 3}`, "replicas must lie within autoscaling.minReplicas and autoscaling.maxReplicas"},
+		{"replicas below autoscaling minimum", `
+replicas: 1
+autoscaling: {minReplicas: 2, maxReplicas: 3}`, "replicas must lie within autoscaling.minReplicas"},
+		{"autoscaling min above max", `
+autoscaling: {minReplicas: 5, maxReplicas: 2}`, "autoscaling.minReplicas must not be greater than autoscaling.maxReplicas"},
+		{"autoscaling without maxReplicas", `
+autoscaling: {minReplicas: 2}`, "spec.autoscaling.maxReplicas: Required value"},
+		{"tls without host", `
+ingress: {enabled: true, tls: {secretName: api-tls}}`, "ingress.tls needs ingress.host"},
+		{"shards not a power of two", `
+cache: {shards: 12}`, "cache.shards must be a power of two"},
+		{"entry larger than a shard", `
+cache: {size: 16Mi, shards: 16, maxEntrySize: 2Mi}`, "cache.maxEntrySize must fit in one cache shard"},
+		{"entry larger than a shard, size as integer", `
+cache: {size: 16777216, shards: 16, maxEntrySize: 2Mi}`, "cache.maxEntrySize must fit in one cache shard"},
+		{"default entry size larger than a shard of a small cache", `
+cache: {size: 8Mi}`, "cache.maxEntrySize must fit in one cache shard"},
+		{"entry size zero", `
+cache: {maxEntrySize: "0"}`, "cache.maxEntrySize must be positive"},
+		{"cache too large", `
+cache: {size: 16Gi}`, "cache.size must be between 1Mi and 8Gi"},
+		{"cache size zero", `
+cache: {size: "0"}`, "cache.size must be between 1Mi and 8Gi"},
+		{"cache size not a quantity", `
+cache: {size: lots}`, "spec.cache.size"},
+		{"upstream with ftp URL", `
+modules: {gateway: {enabled: true, upstreams: [{name: ensembl, url: "ftp://ftp.ensembl.org/pub"}]}}`, "url must be an absolute http or https URL"},
+		{"upstream with relative URL", `
+modules: {gateway: {enabled: true, upstreams: [{name: ensembl, url: "/rest"}]}}`, "url must be an absolute http or https URL"},
+		{"duplicate upstream names", `
+modules: {gateway: {enabled: true, upstreams: [{name: a, url: "https://a.example"}, {name: a, url: "https://b.example"}]}}`, "upstream names must be unique"},
+		{"gateway without upstreams", `
+modules: {gateway: {enabled: true}}`, "the gateway needs at least one upstream"},
+		{"persistent storage with two replicas", `
+replicas: 2
+storage: {size: 1Gi}`, "persistent storage allows at most 1 replica"},
+		{"persistent storage with autoscaling", `
+autoscaling: {minReplicas: 1, maxReplicas: 3}
+storage: {}`, "autoscaling cannot be used with persistent storage"},
+		{"storage size zero", `
+storage: {size: "0"}`, "storage.size must be positive and at most 1Ti"},
+		{"pdb with both fields", `
+podDisruptionBudget: {minAvailable: 1, maxUnavailable: 1}`, "podDisruptionBudget needs exactly one of minAvailable or maxUnavailable"},
+		{"pdb with neither field", `
+podDisruptionBudget: {}`, "podDisruptionBudget needs exactly one of minAvailable or maxUnavailable"},
+		{"unknown architecture", `
+architectures: [x86]`, `spec.architectures[0]: Unsupported value: "x86"`},
+		{"ingress path without slash", `
+ingress: {enabled: true, path: api}`, "ingress.path must start with /"},
+		{"ingress proxy read timeout zero", `
+ingress: {enabled: true, proxyReadTimeout: 0s}`, "ingress.proxyReadTimeout must be between 1s and 1h"},
+		{"ingress body size too large", `
+ingress: {enabled: true, proxyBodySize: 2Gi}`, "ingress.proxyBodySize must be positive and at most 1Gi"},
+		{"limitRPS zero", `
+ingress: {enabled: true, limitRPS: 0}`, "spec.ingress.limitRPS: Invalid value: 0: spec.ingress.limitRPS in body should be greater than or equal to 1"},
+		{"unknown log level", `
+logLevel: verbose`, `spec.logLevel: Unsupported value: "verbose"`},
+		{"service type ExternalName", `
+service: {type: ExternalName}`, `spec.service.type: Unsupported value: "ExternalName"`},
+		{"token secret and auth disabled", `
+auth: {disabled: true, tokenSecretRef: {name: my-token}}`, "auth.tokenSecretRef and auth.disabled: true contradict each other"},
+		{"negative replicas", `
+replicas: -1`, "spec.replicas in body should be greater than or equal to 0"},
+	}
+	ns := createNamespace(t, "invalid")
+	for i, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			obj := newObject(t, ns, fmt.Sprintf("bad-%d", i), tc.spec)
+			err := k8s.Create(ctxT(t), obj)
+			if err == nil {
+				t.Fatalf("apiserver accepted an invalid MedOpsAPI:\n%s", tc.spec)
+			}
+			if !apierrors.IsInvalid(err) {
+				t.Fatalf("want an Invalid error, got %v", err)
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("error does not say %q:\n%v", tc.want, err)
+			}
+		})
+	}
+}
+
+// TestValidMedOpsAPIsAreAccepted covers the edges of the rules from the valid
+// side, so a rule that refuses too much fails here.
+func TestValidMedOpsAPIsAreAccepted(t *testing.T) {
+	cases := []struct{ name, spec string }{
+		{"empty spec", `{}`},
+		{"autoscaling without replicas", `autoscaling: {minReplicas: 2, maxReplicas: 5}`},
+		{"autoscaling with replicas in range (kubectl scale)", `
+replicas: 3
+autoscaling: {minReplicas: 2, maxReplicas: 5}`},
+		{"ephemeral storage with replicas and autoscaling", `
+autoscaling: {maxReplicas: 4}
+storage: {ephemeral: true, size: 256Mi}`},
+		{"persistent storage with one replica", `
+replicas: 1
+storage: {size: 2Gi, storageClassName: local-path, retainOnDelete: false}`},
+		{"entry exactly one shard, integer size", `
+cache: {size: 16777216, shards: 16, maxEntrySize: 1Mi}`},
+		{"tiny cache with small entries", `
+cache: {size: 4Mi, shards: 4, maxEntrySize: 512Ki}`},
+		{"tls with host", `
+ingress: {enabled: true, host: api.example.org, tls: {secretName: api-tls}, proxyReadTimeout: 90s, proxyBodySize: 8Mi, limitRPS: 20}`},
+		{"pdb with percentage", `podDisruptionBudget: {maxUnavailable: "50%"}`},
+		{"all architectures", `architectures: [amd64, arm64, arm]`},
+		{"auth disabled", `auth: {disabled: true}`},
+	}
+	ns := createNamespace(t, "valid")
+	for i, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			obj := newObject(t, ns, fmt.Sprintf("ok-%d", i), tc.spec)
+			if err := k8s.Create(ctxT(t), obj); err != nil {
+				t.Fatalf("apiserver refused a valid MedOpsAPI:\n%s\n%v", tc.spec, err)
+			}
+		})
+	}
+}
+
+// TestSamplesAreAccepted creates every sample a user would copy.
+func TestSamplesAreAccepted(t *testing.T) {
+	files := sampleFiles(t)
+	ns := createNamespace(t, "samples")
+	for _, f := range files {
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			obj := readSample(t, f)
+			obj.SetNamespace(ns)
+			if err := k8s.Create(ctxT(t), obj); err != nil {
+				t.Fatalf("apiserver refused sample %s: %v", f, err)
+			}
+		})
+	}
+}
+
+// TestGoDefaultsMatchAPIServerDefaults checks that SetDefaults, which the
+// builders use, and the CRD's default markers, which the apiserver applies,
+// give the same spec: read back what the apiserver stored, default it in Go,
+// and compare with Go-defaulting the object as written.
+func TestGoDefaultsMatchAPIServerDefaults(t *testing.T) {
+	specs := map[string]string{
+		"empty": `{}`,
+		"every optional block": `
+autoscaling: {maxReplicas: 3}
+storage: {ephemeral: true}
+ingress: {enabled: true, host: a.example}
+networkPolicy: {enabled: true}
+auth: {tokenSecretRef: {name: t}}
+podDisruptionBudget: {minAvailable: 1}`,
+	}
+	for _, f := range sampleFiles(t) {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var m v1alpha1.MedOpsAPI
+		if err := yaml.UnmarshalStrict(b, &m); err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		s, _ := yaml.Marshal(m.Spec)
+		specs[filepath.Base(f)] = string(s)
+	}
+	ns := createNamespace(t, "defaults")
+	i := 0
+	for name, spec := range specs {
+		i++
+		t.Run(name, func(t *testing.T) {
+			var local v1alpha1.MedOpsAPISpec
+			if err := yaml.UnmarshalStrict([]byte(spec), &local); err != nil {
+				t.Fatal(err)
+			}
+			obj := &v1alpha1.MedOpsAPI{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("d-%d", i), Namespace: ns}, Spec: *local.DeepCopy()}
+			ctx := ctxT(t)
+			if err := k8s.Create(ctx, obj); err != nil {
+				t.Fatal(err)
+			}
+			var stored v1alpha1.MedOpsAPI
+			if err := k8s.Get(ctx, client.ObjectKeyFromObject(obj), &stored); err != nil {
+				t.Fatal(err)
+			}
+			serverOnly := stored.Spec.DeepCopy()
+			local.SetDefaults()
+			stored.Spec.SetDefaults()
+			if !equality.Semantic.DeepEqual(local, stored.Spec) {
+				a, _ := yaml.Marshal(local)
+				b, _ := yaml.Marshal(stored.Spec)
+				t.Errorf("Go defaults and apiserver defaults differ:\nGo:\n%s\napiserver + Go:\n%s", a, b)
+			}
+			// The apiserver must really default something, or this test
+			// would compare SetDefaults with itself.
+			if serverOnly.Image != v1alpha1.DefaultImage || serverOnly.Service.Port != v1alpha1.DefaultServicePort {
+				t.Errorf("apiserver did not apply the CRD defaults: image %q port %d", serverOnly.Image, serverOnly.Service.Port)
+			}
+		})
+	}
+}
+
+func sampleFiles(t *testing.T) []string {
+	t.Helper()
+	files, err := filepath.Glob(filepath.Join(testenv.RepoRoot(), "config", "samples", "medops_v1alpha1_*.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(files) < 3 {
+		t.Fatalf("want at least 3 samples in config/samples, found %v", files)
+	}
+	return files
+}
+
+func readSample(t *testing.T, path string) *unstructured.Unstructured {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	obj := &unstructured.Unstructured{}
+	if err := yaml.Unmarshal(b, &obj.Object); err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	return obj
+}
+
+// TestStorageUpdatesAPVCCannotFollowAreRefused: a claim's class is fixed
+// and its size only grows, so such spec updates are refused at once instead
+// of leaving the operator failing to apply them.
+func TestStorageUpdatesAPVCCannotFollowAreRefused(t *testing.T) {
+	cases := []struct {
+		name, before, after, want string
+	}{
+		{"class changed", `storage: {size: 1Gi, storageClassName: local-path}`,
+			`storage: {size: 1Gi, storageClassName: fast}`, "storage.storageClassName cannot be changed"},
+		{"class added", `storage: {size: 1Gi}`,
+			`storage: {size: 1Gi, storageClassName: fast}`, "storage.storageClassName cannot be changed"},
+		{"size shrunk", `storage: {size: 2Gi}`, `storage: {size: 1Gi}`, "storage.size cannot shrink"},
+		{"size grown", `storage: {size: 1Gi}`, `storage: {size: 2048Mi}`, ""},
+		{"ephemeral size shrunk", `storage: {ephemeral: true, size: 2Gi}`, `storage: {ephemeral: true, size: 1Gi}`, ""},
+	}
+	ns := createNamespace(t, "transitions")
+	for i, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := ctxT(t)
+			obj := newObject(t, ns, fmt.Sprintf("tr-%d", i), tc.before)
+			if err := k8s.Create(ctx, obj); err != nil {
+				t.Fatal(err)
+			}
+			next := newObject(t, ns, obj.GetName(), tc.after)
+			next.SetResourceVersion(obj.GetResourceVersion())
+			err := k8s.Update(ctx, next)
+			switch {
+			case tc.want == "" && err != nil:
+				t.Fatalf("update refused: %v", err)
+			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+				t.Fatalf("update error %v, want one saying %q", err, tc.want)
+			}
+		})
+	}
+}

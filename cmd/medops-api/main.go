@@ -1,0 +1,115 @@
+// Command medops-api is the MedOps workload: a task server and a caching
+// gateway behind one chi router. See server/app for the router and
+// server/config for the configuration file.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/medops/medops/server/app"
+	"github.com/medops/medops/server/config"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	os.Exit(run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr))
+}
+
+// run is main without the process: it returns the exit code, and returns
+// (after a graceful shutdown) once ctx is cancelled.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	flags, err := config.ParseFlags("medops-api", args, getenv, stderr)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		// The flag package has printed the error and the usage.
+		return 2
+	}
+	cfg, err := config.FromFlags(flags)
+	if err != nil {
+		fmt.Fprintln(stderr, "medops-api:", err)
+		return 1
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(cfg.LogLevel)); err != nil {
+		fmt.Fprintln(stderr, "medops-api: logLevel:", err)
+		return 1
+	}
+	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
+
+	a, err := app.New(app.Options{Config: cfg, Logger: log})
+	if err != nil {
+		log.Error("start-up failed", "err", err)
+		return 1
+	}
+	defer func() {
+		if err := a.Close(); err != nil {
+			log.Error("closing", "err", err)
+		}
+	}()
+
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		log.Error("listen failed", "listen", cfg.Listen, "err", err)
+		return 1
+	}
+	srv := &http.Server{
+		Handler:           a.Handler(),
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		// Long enough for a slow upstream behind the gateway.
+		WriteTimeout:   60 * time.Second,
+		IdleTimeout:    120 * time.Second,
+		MaxHeaderBytes: 64 << 10,
+		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	// The one line on stdout: scripts and tests read the address from it
+	// (useful with --listen 127.0.0.1:0).
+	fmt.Fprintf(stdout, "medops-api listening on %s\n", ln.Addr())
+	log.Info("listening", "addr", ln.Addr().String(), "dataDir", cfg.DataDir,
+		"tasks", cfg.Modules.TasksEnabled(), "gateway", cfg.Modules.GatewayEnabled(), "cache", cfg.Cache.IsEnabled())
+
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+
+	select {
+	case err := <-serveErr:
+		log.Error("server failed", "err", err)
+		return 1
+	case <-ctx.Done():
+	}
+
+	// Graceful shutdown: readiness off, wait for load balancers to notice,
+	// stop accepting and let in-flight requests finish, then close the
+	// store (deferred above) once nothing can write to it.
+	a.SetDraining()
+	delay := cfg.Server.ShutdownDelay.Duration
+	log.Info("shutting down", "delay", delay.String(), "timeout", cfg.Server.ShutdownTimeout.Duration.String())
+	time.Sleep(delay)
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.Server.ShutdownTimeout.Duration)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		log.Error("in-flight requests did not finish in time", "err", err)
+		_ = srv.Close()
+		return 1
+	}
+	if err := <-serveErr; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		log.Error("server failed", "err", err)
+		return 1
+	}
+	log.Info("stopped")
+	return 0
+}

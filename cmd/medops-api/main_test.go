@@ -1,0 +1,372 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// The process tests run the real medops-api: the test binary re-executes
+// itself with this variable set and then behaves as the medops-api command.
+const runMainEnv = "MEDOPS_API_TEST_RUN_MAIN"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(runMainEnv) == "1" {
+		main()
+		return
+	}
+	os.Exit(m.Run())
+}
+
+type proc struct {
+	cmd    *exec.Cmd
+	base   string
+	stderr *syncBuffer
+	done   chan struct{}
+	err    error
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// start runs medops-api on a free loopback port and waits for its
+// "listening" line.
+func start(t *testing.T, args ...string) *proc {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], append([]string{"--listen", "127.0.0.1:0"}, args...)...)
+	cmd.Env = append(os.Environ(), runMainEnv+"=1")
+	p := &proc{cmd: cmd, stderr: &syncBuffer{}, done: make(chan struct{})}
+	cmd.Stderr = p.stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-p.done
+	})
+	lines := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			select {
+			case lines <- sc.Text():
+			default:
+			}
+		}
+		p.err = cmd.Wait()
+		close(p.done)
+	}()
+	select {
+	case l := <-lines:
+		addr, ok := strings.CutPrefix(l, "medops-api listening on ")
+		if !ok {
+			t.Fatalf("unexpected first line %q", l)
+		}
+		p.base = "http://" + addr
+	case <-p.done:
+		t.Fatalf("medops-api exited: %v\n%s", p.err, p.stderr)
+	case <-time.After(20 * time.Second):
+		t.Fatalf("medops-api did not start:\n%s", p.stderr)
+	}
+	return p
+}
+
+func (p *proc) wait(t *testing.T) int {
+	t.Helper()
+	select {
+	case <-p.done:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("medops-api did not exit:\n%s", p.stderr)
+	}
+	var ee *exec.ExitError
+	if errors.As(p.err, &ee) {
+		return ee.ExitCode()
+	}
+	if p.err != nil {
+		t.Fatal(p.err)
+	}
+	return 0
+}
+
+func createTask(c *http.Client, base, title, reqID string) (id string, status int, err error) {
+	req, err := http.NewRequest(http.MethodPost, base+"/api/v1/tasks", strings.NewReader(`{"title":"`+title+`"}`))
+	if err != nil {
+		return "", 0, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if reqID != "" {
+		req.Header.Set("X-Request-Id", reqID)
+	}
+	res, err := c.Do(req)
+	if err != nil {
+		return "", 0, err
+	}
+	defer res.Body.Close()
+	var tk struct {
+		ID string `json:"id"`
+	}
+	b, err := io.ReadAll(res.Body)
+	if err != nil {
+		return "", res.StatusCode, err
+	}
+	_ = json.Unmarshal(b, &tk)
+	return tk.ID, res.StatusCode, nil
+}
+
+func getTitle(t *testing.T, base, id string) string {
+	t.Helper()
+	res, err := http.Get(base + "/api/v1/tasks/" + id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	var tk struct {
+		Title string `json:"title"`
+	}
+	if res.StatusCode != 200 {
+		return ""
+	}
+	_ = json.NewDecoder(res.Body).Decode(&tk)
+	return tk.Title
+}
+
+// TestKillNineKeepsAcknowledgedTasks: every create answered 201 before a
+// SIGKILL (sent while writes are still in flight) is there after a restart.
+func TestKillNineKeepsAcknowledgedTasks(t *testing.T) {
+	dir := t.TempDir()
+	p := start(t, "--data-dir", dir)
+	var (
+		mu    sync.Mutex
+		acked = map[string]string{} // id → title
+		stop  atomic.Bool
+		wg    sync.WaitGroup
+	)
+	client := &http.Client{Timeout: 10 * time.Second}
+	for w := range 20 {
+		wg.Go(func() {
+			for i := 0; !stop.Load(); i++ {
+				title := fmt.Sprintf("w%d-%d", w, i)
+				id, status, err := createTask(client, p.base, title, "")
+				if err != nil {
+					return // the process is gone
+				}
+				if status != http.StatusCreated {
+					t.Errorf("create: status %d", status)
+					return
+				}
+				mu.Lock()
+				acked[id] = title
+				n := len(acked)
+				mu.Unlock()
+				if n >= 400 {
+					stop.Store(true)
+				}
+			}
+		})
+	}
+	// Kill while the writers are still going.
+	for {
+		mu.Lock()
+		n := len(acked)
+		mu.Unlock()
+		if n >= 300 || t.Failed() {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	<-p.done
+
+	p2 := start(t, "--data-dir", dir)
+	mu.Lock()
+	defer mu.Unlock()
+	t.Logf("%d creates acknowledged before SIGKILL", len(acked))
+	for id, title := range acked {
+		if got := getTitle(t, p2.base, id); got != title {
+			t.Fatalf("acknowledged task %s (%s) lost after SIGKILL: got %q", id, title, got)
+		}
+	}
+}
+
+type logLine struct {
+	Msg       string `json:"msg"`
+	RequestID string `json:"request_id"`
+	Status    int    `json:"status"`
+}
+
+// TestSIGTERMDrainsUnderLoad: 20 clients keep writing while medops-api gets
+// SIGTERM. Readiness turns 503, requests keep being served through the
+// drain delay, every request the server handled (it logged it) reached its
+// client with a real response, every request a client saw fail was never
+// handled, the process exits 0 and every acknowledged task survives.
+func TestSIGTERMDrainsUnderLoad(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(cfg, []byte("server:\n  shutdownDelay: 400ms\n  shutdownTimeout: 10s\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := start(t, "--data-dir", dir, "--config", cfg)
+
+	type outcome struct {
+		status int
+		err    error
+		id     string
+		after  bool // sent after SIGTERM
+	}
+	var (
+		mu       sync.Mutex
+		outcomes = map[string]outcome{} // request id → outcome
+		termSent atomic.Bool
+		wg       sync.WaitGroup
+	)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for w := range 20 {
+		wg.Go(func() {
+			client := &http.Client{Timeout: 10 * time.Second}
+			for i := 0; ctx.Err() == nil; i++ {
+				rid := fmt.Sprintf("c%d-%d", w, i)
+				after := termSent.Load()
+				id, status, err := createTask(client, p.base, rid, rid)
+				mu.Lock()
+				outcomes[rid] = outcome{status: status, err: err, id: id, after: after}
+				mu.Unlock()
+				if err != nil {
+					return // the server stopped accepting: this client is done
+				}
+			}
+		})
+	}
+	time.Sleep(300 * time.Millisecond)
+	termSent.Store(true)
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	// Readiness must turn off during the drain delay.
+	sawNotReady := false
+	for i := 0; i < 100 && !sawNotReady; i++ {
+		if res, err := http.Get(p.base + "/readyz"); err == nil {
+			sawNotReady = res.StatusCode == http.StatusServiceUnavailable
+			res.Body.Close()
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if code := p.wait(t); code != 0 {
+		t.Fatalf("exit code %d:\n%s", code, p.stderr)
+	}
+	cancel()
+	wg.Wait()
+	if !sawNotReady {
+		t.Error("/readyz never answered 503 during the drain")
+	}
+
+	handled := map[string]int{}
+	sc := bufio.NewScanner(strings.NewReader(p.stderr.String()))
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		var l logLine
+		if json.Unmarshal(sc.Bytes(), &l) == nil && l.Msg == "request" && strings.HasPrefix(l.RequestID, "c") {
+			handled[l.RequestID] = l.Status
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	var ok, okAfter, failed int
+	for rid, o := range outcomes {
+		status, wasHandled := handled[rid]
+		switch {
+		case o.err != nil && wasHandled:
+			t.Errorf("request %s was handled (status %d) but its client got %v", rid, status, o.err)
+		case o.err == nil && (!wasHandled || status != o.status):
+			t.Errorf("request %s: client got %d, server log says %d (handled %v)", rid, o.status, status, wasHandled)
+		case o.err == nil && o.status != http.StatusCreated:
+			t.Errorf("request %s: status %d", rid, o.status)
+		case o.err == nil:
+			ok++
+			if o.after {
+				okAfter++
+			}
+		default:
+			failed++
+		}
+	}
+	t.Logf("%d requests answered (%d sent after SIGTERM), %d refused after the listener closed", ok, okAfter, failed)
+	if okAfter == 0 {
+		t.Error("no request was served during the drain delay")
+	}
+
+	p2 := start(t, "--data-dir", dir)
+	for _, o := range outcomes {
+		if o.err == nil {
+			if getTitle(t, p2.base, o.id) == "" {
+				t.Fatalf("acknowledged task %s missing after graceful shutdown", o.id)
+			}
+		}
+	}
+}
+
+func TestInvalidConfigStopsStartUp(t *testing.T) {
+	cfg := filepath.Join(t.TempDir(), "bad.yaml")
+	if err := os.WriteFile(cfg, []byte("cache:\n  shards: 3\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		args []string
+		env  map[string]string
+		code int
+		want string
+	}{
+		{"bad field", []string{"--config", cfg}, nil, 1, "config " + cfg + ": cache.shards: Invalid value: 3"},
+		{"bad field via env", nil, map[string]string{"MEDOPS_CONFIG": cfg}, 1, "cache.shards"},
+		{"unknown flag", []string{"--nope"}, nil, 2, "flag provided but not defined"},
+		{"help", []string{"--help"}, nil, 0, "-data-dir"},
+		{"missing file", []string{"--config", cfg + ".missing"}, nil, 1, "bad.yaml.missing"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			code := run(context.Background(), tc.args, func(k string) string { return tc.env[k] }, &stdout, &stderr)
+			if code != tc.code || !strings.Contains(stderr.String(), tc.want) {
+				t.Fatalf("exit %d, stderr %q; want %d and %q", code, stderr.String(), tc.code, tc.want)
+			}
+			if stdout.Len() != 0 {
+				t.Fatalf("printed a listen line although start-up failed: %q", stdout.String())
+			}
+		})
+	}
+}

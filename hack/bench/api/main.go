@@ -1,0 +1,564 @@
+// Command api is `make bench-api`: it builds medops-api, starts it on
+// loopback with a fresh data directory and a gateway to a local upstream,
+// seeds 10,000 tasks, loads each endpoint with wrk for a fixed time and
+// prints requests/s, p50, p99 and errors next to nginx serving a static file
+// of the same size as the cached gateway body, measured in the same run with
+// the same wrk settings. It prints figures; it never fails on speed. It fails
+// only when something does not work (a server does not start, a check of
+// the cache headers fails, wrk is missing).
+package main
+
+import (
+	"bytes"
+	"context"
+	_ "embed"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/medops/medops/hack/bench/common"
+)
+
+//go:embed report.lua
+var reportLua string
+
+//go:embed get_ids.lua
+var getIDsLua string
+
+//go:embed create.lua
+var createLua string
+
+type options struct {
+	duration    time.Duration
+	warmup      time.Duration
+	threads     int
+	connections int
+	tasks       int
+	bodySize    int
+	logLevel    string
+	keep        bool
+	only        string
+}
+
+func main() {
+	var o options
+	flag.DurationVar(&o.duration, "duration", 10*time.Second, "how long wrk loads each scenario")
+	flag.DurationVar(&o.warmup, "warmup", 2*time.Second, "unmeasured wrk run before each scenario (0 skips)")
+	flag.IntVar(&o.threads, "threads", 2, "wrk threads")
+	flag.IntVar(&o.connections, "connections", 64, "wrk connections (kept alive)")
+	flag.IntVar(&o.tasks, "tasks", 10000, "tasks seeded into the store before loading it")
+	flag.IntVar(&o.bodySize, "body-size", 2048, "size in bytes of the upstream JSON body and of nginx's static file")
+	flag.StringVar(&o.logLevel, "log-level", "warn", "medops-api logLevel; info writes one access log line per request (nginx runs with access_log off)")
+	flag.BoolVar(&o.keep, "keep", false, "keep the temporary folder (binaries, configs, logs, data) for inspection")
+	flag.StringVar(&o.only, "only", "", "comma-separated scenario names to run (default all; nginx always runs)")
+	flag.Parse()
+	if err := run(o); err != nil {
+		slog.Error("bench-api failed", "error", err)
+		os.Exit(1)
+	}
+}
+
+// result is what report.lua prints at the end of a wrk run.
+type result struct {
+	Requests   int64 `json:"requests"`
+	DurationUS int64 `json:"duration_us"`
+	Bytes      int64 `json:"bytes"`
+	P50US      int64 `json:"p50_us"`
+	P90US      int64 `json:"p90_us"`
+	P99US      int64 `json:"p99_us"`
+	MaxUS      int64 `json:"max_us"`
+	ErrConnect int64 `json:"err_connect"`
+	ErrRead    int64 `json:"err_read"`
+	ErrWrite   int64 `json:"err_write"`
+	ErrStatus  int64 `json:"err_status"`
+	ErrTimeout int64 `json:"err_timeout"`
+}
+
+func (r result) rps() float64 { return float64(r.Requests) / (float64(r.DurationUS) / 1e6) }
+func (r result) errors() int64 {
+	return r.ErrConnect + r.ErrRead + r.ErrWrite + r.ErrStatus + r.ErrTimeout
+}
+
+type scenario struct {
+	name   string
+	what   string
+	url    string
+	script string   // Lua prepended to report.lua; "" for a plain GET
+	args   []string // script arguments (after "--")
+	target string   // the issue's target, for the table
+}
+
+func run(o options) error {
+	ctx := context.Background()
+	for _, tool := range []string{"wrk", "nginx"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			return fmt.Errorf("%s is not installed: run hack/bench/install-tools.sh (apt-get install wrk nginx-light)", tool)
+		}
+	}
+	root, err := common.RepoRoot()
+	if err != nil {
+		return err
+	}
+	dir, err := os.MkdirTemp("", "medops-bench-api-")
+	if err != nil {
+		return fmt.Errorf("creating a temporary folder: %w", err)
+	}
+	if o.keep {
+		fmt.Fprintf(os.Stderr, "keeping %s\n", dir)
+	} else {
+		defer os.RemoveAll(dir)
+	}
+	// nginx's workers drop to the unprivileged "nobody" user when started
+	// as root; they must be able to read the static file.
+	if err := os.Chmod(dir, 0o755); err != nil {
+		return fmt.Errorf("making %s readable: %w", dir, err)
+	}
+
+	fmt.Print(common.Machine())
+	fmt.Printf("wrk:     %s\nnginx:   %s\n", toolVersion("wrk", "-v"), toolVersion("nginx", "-v"))
+	fmt.Printf("load:    wrk -t%d -c%d -d%s --latency (warm-up %s); body %d bytes; %d tasks seeded; medops-api logLevel %s\n\n",
+		o.threads, o.connections, o.duration, o.warmup, o.bodySize, o.tasks, o.logLevel)
+
+	fmt.Fprintln(os.Stderr, "building medops-api and the upstream ...")
+	apiBin, err := common.GoBuild(ctx, root, "./cmd/medops-api", dir)
+	if err != nil {
+		return err
+	}
+	upBin, err := common.GoBuild(ctx, root, "./hack/bench/upstream", dir)
+	if err != nil {
+		return err
+	}
+	binInfo, err := os.Stat(apiBin)
+	if err != nil {
+		return fmt.Errorf("stat medops-api: %w", err)
+	}
+
+	body := jsonBody(o.bodySize)
+	www := filepath.Join(dir, "www")
+	if err := os.MkdirAll(www, 0o755); err != nil {
+		return fmt.Errorf("creating the nginx root: %w", err)
+	}
+	bodyFile := filepath.Join(www, "data.json")
+	if err := os.WriteFile(bodyFile, body, 0o644); err != nil {
+		return fmt.Errorf("writing the body file: %w", err)
+	}
+
+	// The upstream is also the bare net/http baseline.
+	upstream, upAddr, err := startUpstream(upBin, bodyFile, dir)
+	if err != nil {
+		return err
+	}
+	defer upstream.Stop(5 * time.Second)
+
+	nginxPort, err := common.FreePort()
+	if err != nil {
+		return err
+	}
+	nginx, err := startNginx(dir, nginxPort, o.connections)
+	if err != nil {
+		return err
+	}
+	defer nginx.Stop(5 * time.Second)
+
+	apiPort, err := common.FreePort()
+	if err != nil {
+		return err
+	}
+	api, err := startAPI(apiBin, dir, apiPort, upAddr, o.logLevel)
+	if err != nil {
+		return err
+	}
+	defer api.Stop(30 * time.Second)
+
+	apiURL := fmt.Sprintf("http://127.0.0.1:%d", apiPort)
+	nginxURL := fmt.Sprintf("http://127.0.0.1:%d/data.json", nginxPort)
+	for _, u := range []string{nginxURL, apiURL + "/healthz"} {
+		if err := waitOK(u, 30*time.Second); err != nil {
+			return fmt.Errorf("%w\nmedops-api log:\n%s\nnginx log:\n%s", err, api.Tail(20), nginx.Tail(20))
+		}
+	}
+
+	fmt.Fprintf(os.Stderr, "seeding %d tasks ...\n", o.tasks)
+	seedStart := time.Now()
+	ids, err := seed(apiURL, o.tasks, 32)
+	if err != nil {
+		return fmt.Errorf("%w\nmedops-api log:\n%s", err, api.Tail(20))
+	}
+	seedTook := time.Since(seedStart)
+	idsFile := filepath.Join(dir, "ids.txt")
+	if err := os.WriteFile(idsFile, []byte(strings.Join(ids, "\n")+"\n"), 0o644); err != nil {
+		return fmt.Errorf("writing task ids: %w", err)
+	}
+
+	gatewayURL := apiURL + "/api/v1/gateway/bench/data.json"
+	if err := checkCache(gatewayURL, len(body), apiURL+"/api/v1/tasks/"+ids[0], apiURL+"/api/v1/tasks?limit=50"); err != nil {
+		return err
+	}
+
+	scenarios := []scenario{
+		{name: "nginx", what: fmt.Sprintf("nginx static file (%d B)", len(body)), url: nginxURL},
+		{name: "bare", what: "bare net/http handler (same body)", url: "http://" + upAddr + "/data.json"},
+		{name: "healthz", what: "medops-api GET /healthz", url: apiURL + "/healthz"},
+		{name: "gateway", what: "medops-api cached gateway GET", url: gatewayURL, target: "≥0.7× rps, p99 ≤1.5×"},
+		{name: "task", what: fmt.Sprintf("medops-api task GET by id (uncached, %d tasks)", o.tasks), url: apiURL, script: getIDsLua, args: []string{idsFile}, target: "≥0.4× rps"},
+		{name: "list", what: "medops-api task list, limit 50", url: apiURL + "/api/v1/tasks?limit=50"},
+		{name: "create", what: "medops-api task create (durable)", url: apiURL + "/api/v1/tasks", script: createLua, target: "≥3,000/s"},
+	}
+	selected := map[string]bool{}
+	for _, s := range strings.Split(o.only, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			selected[s] = true
+		}
+	}
+
+	results := map[string]result{}
+	var ran []scenario
+	for _, s := range scenarios {
+		if len(selected) > 0 && !selected[s.name] && s.name != "nginx" {
+			continue
+		}
+		script := filepath.Join(dir, s.name+".lua")
+		if err := os.WriteFile(script, []byte(s.script+"\n"+reportLua), 0o644); err != nil {
+			return fmt.Errorf("writing %s: %w", script, err)
+		}
+		if o.warmup > 0 {
+			if _, err := runWrk(o, o.warmup, script, s); err != nil {
+				return err
+			}
+		}
+		fmt.Fprintf(os.Stderr, "measuring %s for %s ...\n", s.name, o.duration)
+		r, err := runWrk(o, o.duration, script, s)
+		if err != nil {
+			return err
+		}
+		results[s.name] = r
+		ran = append(ran, s)
+	}
+	mem, err := common.ReadMem(api.Cmd.Process.Pid)
+	if err != nil {
+		return err
+	}
+	if done, err := api.Exited(); done {
+		return fmt.Errorf("medops-api exited during the run: %v\n%s", err, api.Tail(20))
+	}
+
+	printTable(os.Stdout, ran, results)
+	fmt.Println()
+	fmt.Printf("medops-api peak RSS (VmHWM): %s   RSS after the run (VmRSS): %s   target < 30 MiB\n", common.MiB(mem.HWM), common.MiB(mem.RSS))
+	fmt.Printf("medops-api binary: %s (CGO_ENABLED=0 go build -trimpath, as make build)\n", common.MiB(binInfo.Size()))
+	fmt.Printf("seeding: %d creates from 32 concurrent clients in %s (%.0f/s)\n", o.tasks, seedTook.Round(time.Millisecond), float64(o.tasks)/seedTook.Seconds())
+	fmt.Printf("load average at the end: %.2f\n", common.LoadAvg1())
+	return nil
+}
+
+func toolVersion(name string, arg string) string {
+	out, _ := exec.Command(name, arg).CombinedOutput()
+	line, _, _ := strings.Cut(strings.TrimSpace(string(out)), "\n")
+	// wrk prints its usage after the version line; keep the first words.
+	if name == "wrk" {
+		f := strings.Fields(line)
+		if len(f) >= 2 {
+			return f[0] + " " + f[1]
+		}
+	}
+	return line
+}
+
+// jsonBody returns a JSON document of exactly n bytes that looks like a small
+// REST answer: records, then a padding string to reach the size.
+func jsonBody(n int) []byte {
+	var b bytes.Buffer
+	b.WriteString(`{"source":"medops-bench","records":[`)
+	for i := 0; b.Len() < n-140; i++ {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		fmt.Fprintf(&b, `{"id":"ENSG%011d","biotype":"protein_coding","start":%d,"end":%d}`, 100000+i, 1000*i+17, 1000*i+912)
+	}
+	b.WriteString(`],"pad":"`)
+	for b.Len() < n-2 {
+		b.WriteByte('x')
+	}
+	b.WriteString(`"}`)
+	return b.Bytes()
+}
+
+func startUpstream(bin, bodyFile, dir string) (*common.Proc, string, error) {
+	p, err := common.Start("upstream", filepath.Join(dir, "upstream.log"), nil, bin, "--listen", "127.0.0.1:0", "--body-file", bodyFile)
+	if err != nil {
+		return nil, "", err
+	}
+	// The upstream prints its address as its first line.
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		b, _ := os.ReadFile(p.Log)
+		if line, _, ok := strings.Cut(string(b), "\n"); ok && strings.HasPrefix(line, "127.0.0.1:") {
+			return p, line, nil
+		}
+		if done, err := p.Exited(); done {
+			return nil, "", fmt.Errorf("upstream exited: %v\n%s", err, p.Tail(10))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	p.Stop(time.Second)
+	return nil, "", errors.New("upstream did not print its address within 10s")
+}
+
+// startNginx runs nginx in the foreground with a configuration of its own:
+// its own pid file, logs and temp folders under dir, so it needs no system
+// setup and leaves nothing behind. access_log is off (the ceiling, not a
+// production setup); keepalive_requests is raised so wrk's kept-alive
+// connections are not closed every 1,000 requests, as Go's server does not
+// do that either.
+func startNginx(dir string, port, connections int) (*common.Proc, error) {
+	prefix := filepath.Join(dir, "nginx")
+	for _, d := range []string{"", "tmp", "logs"} {
+		if err := os.MkdirAll(filepath.Join(prefix, d), 0o755); err != nil {
+			return nil, fmt.Errorf("creating nginx folders: %w", err)
+		}
+	}
+	conf := fmt.Sprintf(`worker_processes auto;
+daemon off;
+pid %[1]s/nginx.pid;
+error_log %[1]s/logs/error.log warn;
+events { worker_connections %[3]d; }
+http {
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    keepalive_requests 1000000;
+    keepalive_timeout 120s;
+    client_body_temp_path %[1]s/tmp/body;
+    proxy_temp_path %[1]s/tmp/proxy;
+    fastcgi_temp_path %[1]s/tmp/fastcgi;
+    uwsgi_temp_path %[1]s/tmp/uwsgi;
+    scgi_temp_path %[1]s/tmp/scgi;
+    types { application/json json; }
+    default_type application/octet-stream;
+    server {
+        listen 127.0.0.1:%[2]d;
+        root %[4]s;
+        location / { }
+    }
+}
+`, prefix, port, max(1024, 4*connections), filepath.Join(dir, "www"))
+	confPath := filepath.Join(prefix, "nginx.conf")
+	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
+		return nil, fmt.Errorf("writing nginx.conf: %w", err)
+	}
+	return common.Start("nginx", filepath.Join(prefix, "logs", "stderr.log"), nil, "nginx", "-p", prefix, "-c", confPath, "-e", filepath.Join(prefix, "logs", "error.log"))
+}
+
+// startAPI writes a config with the gateway pointing at the upstream, auth
+// disabled and a cache rule that keeps task reads out of the cache (a ttl of
+// 0 means "do not cache" for that prefix), then starts medops-api.
+func startAPI(bin, dir string, port int, upAddr, logLevel string) (*common.Proc, error) {
+	data := filepath.Join(dir, "data")
+	conf := fmt.Sprintf(`listen: 127.0.0.1:%d
+dataDir: %s
+logLevel: %s
+modules:
+  tasks:
+    enabled: true
+  gateway:
+    enabled: true
+    upstreams:
+    - name: bench
+      url: http://%s
+      ttl: 1h
+      timeout: 5s
+cache:
+  enabled: true
+  size: 64Mi
+  ttl: 1h
+  rules:
+  - pathPrefix: /api/v1/tasks
+    ttl: 0s
+auth:
+  disabled: true
+`, port, data, logLevel, upAddr)
+	confPath := filepath.Join(dir, "medops-api.yaml")
+	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
+		return nil, fmt.Errorf("writing the medops-api config: %w", err)
+	}
+	return common.Start("medops-api", filepath.Join(dir, "medops-api.log"), nil, bin, "--config", confPath)
+}
+
+func waitOK(url string, within time.Duration) error {
+	deadline := time.Now().Add(within)
+	var last error
+	for time.Now().Before(deadline) {
+		resp, err := http.Get(url)
+		if err == nil {
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+			err = fmt.Errorf("status %s", resp.Status)
+		}
+		last = err
+		time.Sleep(50 * time.Millisecond)
+	}
+	return fmt.Errorf("%s did not answer 200 within %s: %v", url, within, last)
+}
+
+// seed creates n tasks through the HTTP API from several clients at once and
+// returns their ids.
+func seed(base string, n, workers int) ([]string, error) {
+	client := &http.Client{
+		Timeout:   30 * time.Second,
+		Transport: &http.Transport{MaxIdleConnsPerHost: workers},
+	}
+	ids := make([]string, n)
+	next := make(chan int)
+	errc := make(chan error, workers)
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				body := fmt.Sprintf(`{"title":"seed task %d","details":"seeded by make bench-api","priority":"%s","assignee":"user%d","labels":["seed","batch%d"]}`,
+					i, []string{"low", "normal", "high", "urgent"}[i%4], i%20, i%10)
+				resp, err := client.Post(base+"/api/v1/tasks", "application/json", strings.NewReader(body))
+				if err != nil {
+					errc <- fmt.Errorf("seeding task %d: %w", i, err)
+					return
+				}
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusCreated && resp.StatusCode != http.StatusOK {
+					errc <- fmt.Errorf("seeding task %d: %s: %s", i, resp.Status, b)
+					return
+				}
+				var t struct {
+					ID string `json:"id"`
+				}
+				if err := json.Unmarshal(b, &t); err != nil || t.ID == "" {
+					errc <- fmt.Errorf("seeding task %d: no id in %q", i, b)
+					return
+				}
+				ids[i] = t.ID
+			}
+		}()
+	}
+	var err error
+feed:
+	for i := 0; i < n; i++ {
+		select {
+		case next <- i:
+		case err = <-errc:
+			break feed
+		}
+	}
+	close(next)
+	wg.Wait()
+	if err == nil {
+		select {
+		case err = <-errc:
+		default:
+		}
+	}
+	return ids, err
+}
+
+// checkCache makes sure each scenario measures what its name says: the
+// gateway GET is a cache hit after one request, the task GET is never served
+// from the cache, and the list returns 50 tasks.
+func checkCache(gatewayURL string, bodyLen int, taskURL, listURL string) error {
+	get := func(u string) (*http.Response, []byte, error) {
+		resp, err := http.Get(u)
+		if err != nil {
+			return nil, nil, err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		return resp, b, err
+	}
+	for i := 0; i < 2; i++ {
+		resp, b, err := get(gatewayURL)
+		if err != nil {
+			return fmt.Errorf("gateway GET: %w", err)
+		}
+		if resp.StatusCode != http.StatusOK || len(b) != bodyLen {
+			return fmt.Errorf("gateway GET: %s with %d bytes, want 200 with %d: %s", resp.Status, len(b), bodyLen, b)
+		}
+		if i == 1 && resp.Header.Get("X-Cache") != "HIT" {
+			return fmt.Errorf("gateway GET: the second request was not a cache hit (X-Cache %q)", resp.Header.Get("X-Cache"))
+		}
+	}
+	for i := 0; i < 2; i++ {
+		resp, b, err := get(taskURL)
+		if err != nil {
+			return fmt.Errorf("task GET: %w", err)
+		}
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("task GET: %s: %s", resp.Status, b)
+		}
+		if xc := resp.Header.Get("X-Cache"); xc == "HIT" || xc == "STALE" {
+			return fmt.Errorf("task GET was served from the cache (X-Cache %s): the uncached scenario would be wrong", xc)
+		}
+	}
+	resp, b, err := get(listURL)
+	if err != nil {
+		return fmt.Errorf("task list: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("task list: %s: %s", resp.Status, b)
+	}
+	if n := strings.Count(string(b), `"createdAt"`); n != 50 {
+		return fmt.Errorf("task list with limit=50 returned %d tasks", n)
+	}
+	return nil
+}
+
+func runWrk(o options, d time.Duration, script string, s scenario) (result, error) {
+	args := []string{
+		"-t", fmt.Sprint(o.threads), "-c", fmt.Sprint(o.connections),
+		"-d", fmt.Sprintf("%ds", int(d.Round(time.Second)/time.Second)),
+		"--timeout", "5s", "--latency", "-s", script, s.url,
+	}
+	if len(s.args) > 0 {
+		args = append(append(args, "--"), s.args...)
+	}
+	out, err := exec.Command("wrk", args...).CombinedOutput()
+	if err != nil {
+		return result{}, fmt.Errorf("wrk %s: %w\n%s", strings.Join(args, " "), err, out)
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		if rest, ok := strings.CutPrefix(line, "BENCH "); ok {
+			var r result
+			if err := json.Unmarshal([]byte(rest), &r); err != nil {
+				return result{}, fmt.Errorf("parsing wrk's report %q: %w", rest, err)
+			}
+			return r, nil
+		}
+	}
+	return result{}, fmt.Errorf("wrk printed no report:\n%s", out)
+}
+
+func ms(us int64) string { return fmt.Sprintf("%.2f ms", float64(us)/1000) }
+
+func printTable(w io.Writer, ran []scenario, res map[string]result) {
+	base := res["nginx"]
+	var rows [][]string
+	for _, s := range ran {
+		r := res[s.name]
+		rows = append(rows, []string{
+			s.what, fmt.Sprintf("%.0f", r.rps()), ms(r.P50US), ms(r.P99US), fmt.Sprint(r.errors()),
+			fmt.Sprintf("%.2f×", r.rps()/base.rps()), fmt.Sprintf("%.2f×", float64(r.P99US)/float64(base.P99US)), s.target,
+		})
+	}
+	common.Table(w, []string{"scenario", "req/s", "p50", "p99", "errors", "req/s ÷ nginx", "p99 ÷ nginx", "target"}, rows)
+}

@@ -1,0 +1,264 @@
+package operator
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"reflect"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/apiutil"
+)
+
+// AnnotationAppliedHash holds the hash of the object the operator last
+// applied. Together with the subset comparison it decides whether an apply
+// is needed: the subset check alone cannot see a field that was dropped from
+// the desired object (the live object still has it, so desired ⊆ live holds),
+// and the hash alone cannot see a field someone else changed.
+const AnnotationAppliedHash = "medops.io/applied-hash"
+
+// applyOutcome tells what applying one child did.
+type applyOutcome int
+
+const (
+	unchanged applyOutcome = iota
+	created
+	updated
+	deleted
+)
+
+// desiredUnstructured turns a typed child into the document the operator
+// applies: the fields the builder set, without the zero-valued
+// creationTimestamp and status that typed structs always carry (an apply
+// must not claim them), and with the applied-hash annotation.
+func desiredUnstructured(obj client.Object, scheme *runtime.Scheme) (*unstructured.Unstructured, string, error) {
+	gvk, err := apiutil.GVKForObject(obj, scheme)
+	if err != nil {
+		return nil, "", fmt.Errorf("kind of %T: %w", obj, err)
+	}
+	m, err := runtime.DefaultUnstructuredConverter.ToUnstructured(obj)
+	if err != nil {
+		return nil, "", fmt.Errorf("convert %s %s: %w", gvk.Kind, obj.GetName(), err)
+	}
+	u := &unstructured.Unstructured{Object: m}
+	u.SetGroupVersionKind(gvk)
+	unstructured.RemoveNestedField(u.Object, "metadata", "creationTimestamp")
+	unstructured.RemoveNestedField(u.Object, "status")
+	ann := u.GetAnnotations()
+	delete(ann, AnnotationAppliedHash) // never part of its own hash
+	if len(ann) == 0 {
+		unstructured.RemoveNestedField(u.Object, "metadata", "annotations")
+	} else {
+		u.SetAnnotations(ann)
+	}
+	// encoding/json sorts map keys, so equal documents give equal hashes.
+	raw, err := json.Marshal(u.Object)
+	if err != nil {
+		return nil, "", fmt.Errorf("hash %s %s: %w", gvk.Kind, obj.GetName(), err)
+	}
+	sum := sha256.Sum256(raw)
+	hash := hex.EncodeToString(sum[:10])
+	if ann == nil {
+		ann = map[string]string{}
+	}
+	ann[AnnotationAppliedHash] = hash
+	u.SetAnnotations(ann)
+	return u, hash, nil
+}
+
+// applyChild brings one child to its desired state with server-side apply,
+// unless the live object (read from the cache) already holds every desired
+// field and carries the same applied hash: then nothing is written, which is
+// what keeps a converged operator silent.
+func (r *Reconciler) applyChild(ctx context.Context, obj client.Object) (applyOutcome, error) {
+	desired, hash, err := desiredUnstructured(obj, r.Scheme)
+	if err != nil {
+		return unchanged, err
+	}
+	live, err := r.newObject(desired)
+	if err != nil {
+		return unchanged, err
+	}
+	exists := true
+	if err := r.Client.Get(ctx, client.ObjectKeyFromObject(obj), live); err != nil {
+		if !apierrors.IsNotFound(err) {
+			return unchanged, fmt.Errorf("read %s %s: %w", desired.GetKind(), obj.GetName(), err)
+		}
+		exists = false
+	}
+	if exists && live.GetAnnotations()[AnnotationAppliedHash] == hash {
+		lm, err := runtime.DefaultUnstructuredConverter.ToUnstructured(live)
+		if err != nil {
+			return unchanged, fmt.Errorf("convert live %s %s: %w", desired.GetKind(), obj.GetName(), err)
+		}
+		if isSubset(desired.Object, lm) {
+			return unchanged, nil
+		}
+	}
+	result := desired.DeepCopy() // Apply decodes the apiserver's answer into it
+	err = r.Client.Apply(ctx, client.ApplyConfigurationFromUnstructured(result),
+		client.FieldOwner(FieldManager), client.ForceOwnership)
+	switch {
+	case err == nil && (!exists || isSubset(desired.Object, result.Object)):
+	case err == nil, exists && apierrors.IsInvalid(err):
+		// Another manager took over list entries we set (a port or a
+		// container edited with kubectl edit): server-side apply keeps their
+		// entries next to ours, leaving the object different from what we
+		// want, or invalid (two ports named http). Replace what we set.
+		if rerr := r.repair(ctx, desired); rerr != nil {
+			if err != nil {
+				return unchanged, fmt.Errorf("apply %s %s: %w (repair: %v)", desired.GetKind(), obj.GetName(), err, rerr)
+			}
+			return unchanged, rerr
+		}
+	default:
+		return unchanged, fmt.Errorf("apply %s %s: %w", desired.GetKind(), obj.GetName(), err)
+	}
+	if exists {
+		return updated, nil
+	}
+	return created, nil
+}
+
+// repair writes the desired fields over the live object with an update: maps
+// are merged (other managers' keys, such as kubectl's restartedAt annotation,
+// stay), while lists and scalars we set replace the live ones. The update
+// carries the live resourceVersion, so a concurrent change makes it fail
+// with a conflict and the reconcile is retried.
+func (r *Reconciler) repair(ctx context.Context, desired *unstructured.Unstructured) error {
+	live := &unstructured.Unstructured{}
+	live.SetGroupVersionKind(desired.GroupVersionKind())
+	if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(desired), live); err != nil {
+		return fmt.Errorf("read %s %s for repair: %w", desired.GetKind(), desired.GetName(), err)
+	}
+	overlay(live.Object, desired.Object)
+	if err := r.Client.Update(ctx, live, client.FieldOwner(FieldManager)); err != nil {
+		return fmt.Errorf("repair %s %s: %w", desired.GetKind(), desired.GetName(), err)
+	}
+	return nil
+}
+
+// overlay copies src into dst: maps recursively, everything else replaced.
+func overlay(dst, src map[string]any) {
+	for k, sv := range src {
+		if sm, ok := sv.(map[string]any); ok {
+			if dm, ok := dst[k].(map[string]any); ok {
+				overlay(dm, sm)
+				continue
+			}
+		}
+		dst[k] = runtime.DeepCopyJSONValue(sv)
+	}
+}
+
+// deleteChild removes a child that is no longer wanted, but only when this
+// MedOpsAPI controls it: a retained PVC (no owner reference) or an object a
+// person made under the same name is left alone.
+func (r *Reconciler) deleteChild(ctx context.Context, owner metav1.Object, obj client.Object) (applyOutcome, error) {
+	gvk, err := apiutil.GVKForObject(obj, r.Scheme)
+	if err != nil {
+		return unchanged, fmt.Errorf("kind of %T: %w", obj, err)
+	}
+	live, err := r.Scheme.New(gvk)
+	if err != nil {
+		return unchanged, fmt.Errorf("new %s: %w", gvk.Kind, err)
+	}
+	lo := live.(client.Object)
+	if err := r.Client.Get(ctx, client.ObjectKeyFromObject(obj), lo); err != nil {
+		if apierrors.IsNotFound(err) {
+			return unchanged, nil
+		}
+		return unchanged, fmt.Errorf("read %s %s: %w", gvk.Kind, obj.GetName(), err)
+	}
+	if !metav1.IsControlledBy(lo, owner) {
+		return unchanged, nil
+	}
+	uid := lo.GetUID()
+	if err := r.Client.Delete(ctx, lo, client.Preconditions{UID: &uid}, client.PropagationPolicy(metav1.DeletePropagationBackground)); err != nil {
+		if apierrors.IsNotFound(err) || apierrors.IsConflict(err) {
+			return unchanged, nil
+		}
+		return unchanged, fmt.Errorf("delete %s %s: %w", gvk.Kind, obj.GetName(), err)
+	}
+	return deleted, nil
+}
+
+// newObject returns an empty typed object of the desired document's kind, so
+// that the cached client (which serves typed objects) can fill it.
+func (r *Reconciler) newObject(u *unstructured.Unstructured) (client.Object, error) {
+	o, err := r.Scheme.New(u.GroupVersionKind())
+	if err != nil {
+		return nil, fmt.Errorf("new %s: %w", u.GetKind(), err)
+	}
+	co, ok := o.(client.Object)
+	if !ok {
+		return nil, fmt.Errorf("%s is not a client.Object", u.GetKind())
+	}
+	return co, nil
+}
+
+// isSubset reports whether live holds every field of want: maps by key
+// (extra keys in live, such as server defaults, are ignored), lists by
+// length and element by element, scalars by equality. A nil in want matches
+// a missing or nil field in live.
+func isSubset(want, live any) bool {
+	switch w := want.(type) {
+	case nil:
+		return live == nil || isEmpty(live)
+	case map[string]any:
+		l, ok := live.(map[string]any)
+		if !ok {
+			return len(w) == 0 && live == nil
+		}
+		for k, wv := range w {
+			lv, present := l[k]
+			if !present {
+				if wv == nil || isEmpty(wv) {
+					continue
+				}
+				return false
+			}
+			if !isSubset(wv, lv) {
+				return false
+			}
+		}
+		return true
+	case []any:
+		l, ok := live.([]any)
+		if !ok {
+			return len(w) == 0 && live == nil
+		}
+		if len(w) != len(l) {
+			return false
+		}
+		for i := range w {
+			if !isSubset(w[i], l[i]) {
+				return false
+			}
+		}
+		return true
+	default:
+		return reflect.DeepEqual(want, live)
+	}
+}
+
+// isEmpty is true for values the apiserver drops when stored: empty maps,
+// lists and strings. The operator's builders may set them; their absence in
+// the live object is not a difference.
+func isEmpty(v any) bool {
+	switch t := v.(type) {
+	case map[string]any:
+		return len(t) == 0
+	case []any:
+		return len(t) == 0
+	case string:
+		return t == ""
+	}
+	return false
+}

@@ -1,0 +1,270 @@
+package operator
+
+import (
+	"maps"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/medops/medops/api/v1alpha1"
+)
+
+// LabelArch is the node label architectures select on.
+const LabelArch = "kubernetes.io/arch"
+
+// Volume names in the pod template.
+const (
+	volTmp    = "tmp"
+	volConfig = "config"
+	volToken  = "token"
+	volData   = "data"
+)
+
+// BuildDeployment returns the Deployment running medops-api. The pod
+// template carries the config hash, so a new config or token rolls the pods.
+func BuildDeployment(m *v1alpha1.MedOpsAPI, in Inputs) (*appsv1.Deployment, error) {
+	d := defaulted(m)
+	w, data, err := RenderConfig(d)
+	if err != nil {
+		return nil, err
+	}
+	s := &d.Spec
+
+	dep := &appsv1.Deployment{
+		TypeMeta:   typeMeta("apps/v1", "Deployment"),
+		ObjectMeta: objectMeta(d, d.Name),
+		Spec: appsv1.DeploymentSpec{
+			Selector:             &metav1.LabelSelector{MatchLabels: SelectorLabels(d)},
+			RevisionHistoryLimit: ptr(int32(5)),
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{
+					Labels:      podLabels(d),
+					Annotations: podAnnotations(d, hashConfig(data, in.SecretHash)),
+				},
+				Spec: podSpec(d, in, w),
+			},
+		},
+	}
+	// With autoscaling the HPA owns the replica count: writing it here
+	// would undo every scaling decision on the next reconcile.
+	if s.Autoscaling == nil {
+		dep.Spec.Replicas = ptr(*s.Replicas)
+	}
+	if s.PersistentStorage() {
+		// A ReadWriteOnce claim and bbolt's file lock allow one pod at a
+		// time: the old pod must be gone before the new one starts.
+		dep.Spec.Strategy = appsv1.DeploymentStrategy{Type: appsv1.RecreateDeploymentStrategyType}
+	} else {
+		// Never go below the wanted count during a rollout.
+		dep.Spec.Strategy = appsv1.DeploymentStrategy{
+			Type: appsv1.RollingUpdateDeploymentStrategyType,
+			RollingUpdate: &appsv1.RollingUpdateDeployment{
+				MaxUnavailable: ptr(intstr.FromInt32(0)),
+				MaxSurge:       ptr(intstr.FromInt32(1)),
+			},
+		}
+	}
+	return dep, nil
+}
+
+// podLabels are the user's pod labels with the operator's labels on top, so
+// that a user label can never take a pod out of its Deployment's selector.
+func podLabels(m *v1alpha1.MedOpsAPI) map[string]string {
+	l := map[string]string{}
+	maps.Copy(l, m.Spec.PodLabels)
+	maps.Copy(l, Labels(m))
+	return l
+}
+
+func podAnnotations(m *v1alpha1.MedOpsAPI, hash string) map[string]string {
+	a := map[string]string{}
+	maps.Copy(a, m.Spec.PodAnnotations)
+	a[AnnotationConfigHash] = hash
+	return a
+}
+
+func podSpec(m *v1alpha1.MedOpsAPI, in Inputs, w *v1alpha1.WorkloadConfig) corev1.PodSpec {
+	s := &m.Spec
+	// The pod must outlive the preStop sleep, the workload's own not-ready
+	// delay and its in-flight request deadline, or the kubelet kills it
+	// mid-request. Five seconds more cover process exit.
+	grace := PreStopSleepSeconds + int64(w.Server.ShutdownDelay.Seconds()) + int64(w.Server.ShutdownTimeout.Seconds()) + 5
+
+	ps := corev1.PodSpec{
+		ServiceAccountName:           m.Name,
+		AutomountServiceAccountToken: ptr(false),
+		// Service environment variables are noise for medops-api and grow
+		// with the namespace.
+		EnableServiceLinks:            ptr(false),
+		TerminationGracePeriodSeconds: ptr(grace),
+		RestartPolicy:                 corev1.RestartPolicyAlways,
+		DNSPolicy:                     corev1.DNSClusterFirst,
+		SecurityContext: &corev1.PodSecurityContext{
+			RunAsNonRoot: ptr(true),
+			RunAsUser:    ptr(NonRootUID),
+			RunAsGroup:   ptr(NonRootUID),
+			// The token and the data volume must be readable (writable) by
+			// the non-root user: group ownership through fsGroup.
+			FSGroup:             ptr(NonRootUID),
+			FSGroupChangePolicy: ptr(corev1.FSGroupChangeOnRootMismatch),
+			SeccompProfile:      &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+		},
+		Containers:                []corev1.Container{container(m)},
+		Volumes:                   volumes(m, in),
+		NodeSelector:              maps.Clone(s.NodeSelector),
+		Tolerations:               s.Tolerations,
+		Affinity:                  affinity(s),
+		TopologySpreadConstraints: spreadConstraints(m),
+		ImagePullSecrets:          s.ImagePullSecrets,
+	}
+	if len(ps.NodeSelector) == 0 {
+		ps.NodeSelector = nil
+	}
+	return ps
+}
+
+func container(m *v1alpha1.MedOpsAPI) corev1.Container {
+	s := &m.Spec
+	probe := func(path string, period, failures int32) *corev1.Probe {
+		return &corev1.Probe{
+			ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
+				Path: path, Port: intstr.FromString(HTTPPortName), Scheme: corev1.URISchemeHTTP,
+			}},
+			TimeoutSeconds:   1,
+			PeriodSeconds:    period,
+			SuccessThreshold: 1,
+			FailureThreshold: failures,
+		}
+	}
+	c := corev1.Container{
+		Name:            ContainerName,
+		Image:           s.Image,
+		ImagePullPolicy: s.ImagePullPolicy,
+		Args:            []string{"--config", ConfigDir + "/" + ConfigKey},
+		Ports: []corev1.ContainerPort{{
+			Name: HTTPPortName, ContainerPort: ContainerPort, Protocol: corev1.ProtocolTCP,
+		}},
+		Env:            s.Env,
+		Resources:      *s.Resources.DeepCopy(),
+		LivenessProbe:  probe("/healthz", 10, 3),
+		ReadinessProbe: probe("/readyz", 5, 2),
+		// A distroless image has no shell: the kubelet's sleep handler
+		// keeps the pod serving while it leaves the endpoints.
+		Lifecycle: &corev1.Lifecycle{PreStop: &corev1.LifecycleHandler{
+			Sleep: &corev1.SleepAction{Seconds: PreStopSleepSeconds},
+		}},
+		SecurityContext: &corev1.SecurityContext{
+			RunAsNonRoot:             ptr(true),
+			ReadOnlyRootFilesystem:   ptr(true),
+			AllowPrivilegeEscalation: ptr(false),
+			Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+			SeccompProfile:           &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+		},
+		VolumeMounts: []corev1.VolumeMount{
+			{Name: volTmp, MountPath: "/tmp"},
+			{Name: volConfig, MountPath: ConfigDir, ReadOnly: true},
+			{Name: volData, MountPath: DataDir},
+		},
+	}
+	if !s.Auth.Disabled {
+		c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{Name: volToken, MountPath: TokenDir, ReadOnly: true})
+	}
+	return c
+}
+
+func volumes(m *v1alpha1.MedOpsAPI, in Inputs) []corev1.Volume {
+	s := &m.Spec
+	v := []corev1.Volume{
+		{Name: volTmp, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{
+			SizeLimit: ptr(resource.MustParse("64Mi")),
+		}}},
+		{Name: volConfig, VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
+			LocalObjectReference: corev1.LocalObjectReference{Name: ConfigMapName(m)},
+			DefaultMode:          ptr(int32(0o444)),
+		}}},
+	}
+	switch {
+	case s.PersistentStorage():
+		v = append(v, corev1.Volume{Name: volData, VolumeSource: corev1.VolumeSource{
+			PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: PVCName(m)},
+		}})
+	case s.Storage != nil:
+		v = append(v, corev1.Volume{Name: volData, VolumeSource: corev1.VolumeSource{
+			EmptyDir: &corev1.EmptyDirVolumeSource{SizeLimit: ptr(s.Storage.Size.DeepCopy())},
+		}})
+	default:
+		v = append(v, corev1.Volume{Name: volData, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}})
+	}
+	if !s.Auth.Disabled {
+		name, key := in.TokenSecretName, v1alpha1.DefaultTokenKey
+		if ref := s.Auth.TokenSecretRef; ref != nil {
+			if name == "" {
+				name = ref.Name
+			}
+			key = ref.Key
+		}
+		if name == "" {
+			name = TokenSecretName(m)
+		}
+		v = append(v, corev1.Volume{Name: volToken, VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
+			SecretName: name,
+			Items:      []corev1.KeyToPath{{Key: key, Path: "token"}},
+			// Readable by the pod's group (fsGroup) only.
+			DefaultMode: ptr(int32(0o440)),
+		}}})
+	}
+	return v
+}
+
+// affinity merges the architectures into the user's affinity. Node selector
+// terms are ORed and the expressions within one term ANDed, so the arch
+// requirement is added to every term: a pod then needs a matching
+// architecture and one of the user's terms.
+func affinity(s *v1alpha1.MedOpsAPISpec) *corev1.Affinity {
+	a := s.Affinity.DeepCopy()
+	if len(s.Architectures) == 0 {
+		return a
+	}
+	arches := make([]string, len(s.Architectures))
+	for i, arch := range s.Architectures {
+		arches[i] = string(arch)
+	}
+	req := corev1.NodeSelectorRequirement{Key: LabelArch, Operator: corev1.NodeSelectorOpIn, Values: arches}
+	if a == nil {
+		a = &corev1.Affinity{}
+	}
+	if a.NodeAffinity == nil {
+		a.NodeAffinity = &corev1.NodeAffinity{}
+	}
+	if a.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution == nil {
+		a.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution = &corev1.NodeSelector{}
+	}
+	ns := a.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution
+	if len(ns.NodeSelectorTerms) == 0 {
+		ns.NodeSelectorTerms = []corev1.NodeSelectorTerm{{}}
+	}
+	for i := range ns.NodeSelectorTerms {
+		ns.NodeSelectorTerms[i].MatchExpressions = append(ns.NodeSelectorTerms[i].MatchExpressions, req)
+	}
+	return a
+}
+
+// spreadConstraints copies the user's constraints; one without a label
+// selector would count every pod of the namespace, so it gets this
+// MedOpsAPI's selector.
+func spreadConstraints(m *v1alpha1.MedOpsAPI) []corev1.TopologySpreadConstraint {
+	if len(m.Spec.TopologySpreadConstraints) == 0 {
+		return nil
+	}
+	out := make([]corev1.TopologySpreadConstraint, len(m.Spec.TopologySpreadConstraints))
+	for i, c := range m.Spec.TopologySpreadConstraints {
+		c.DeepCopyInto(&out[i])
+		if out[i].LabelSelector == nil {
+			out[i].LabelSelector = &metav1.LabelSelector{MatchLabels: SelectorLabels(m)}
+		}
+	}
+	return out
+}

@@ -1,0 +1,496 @@
+package operator_test
+
+import (
+	"errors"
+	"strings"
+	"testing"
+
+	appsv1 "k8s.io/api/apps/v1"
+	autoscalingv2 "k8s.io/api/autoscaling/v2"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	utilerrors "k8s.io/apimachinery/pkg/util/errors"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+	"sigs.k8s.io/yaml"
+
+	"github.com/medops/medops/api/v1alpha1"
+	"github.com/medops/medops/operator"
+)
+
+// fromSpec makes a MedOpsAPI named medops in namespace lab from a YAML spec.
+func fromSpec(t *testing.T, spec string) *v1alpha1.MedOpsAPI {
+	t.Helper()
+	return load(t, scenario{name: t.Name(), spec: spec})
+}
+
+func children(t *testing.T, m *v1alpha1.MedOpsAPI, in operator.Inputs) map[string]operator.Child {
+	t.Helper()
+	cs, err := operator.Children(m, in)
+	if err != nil {
+		t.Fatalf("Children: %v", err)
+	}
+	out := map[string]operator.Child{}
+	for _, c := range cs {
+		out[kindOf(c.Object)] = c
+	}
+	return out
+}
+
+func deployment(t *testing.T, m *v1alpha1.MedOpsAPI, in operator.Inputs) *appsv1.Deployment {
+	t.Helper()
+	d, err := operator.BuildDeployment(m, in)
+	if err != nil {
+		t.Fatalf("BuildDeployment: %v", err)
+	}
+	return d
+}
+
+// TestEveryChildIsLabelledTypedAndOwned checks what server-side apply and
+// garbage collection rely on, for every wanted child of every scenario.
+func TestEveryChildIsLabelledTypedAndOwned(t *testing.T) {
+	for _, sc := range scenarios() {
+		t.Run(sc.name, func(t *testing.T) {
+			m := load(t, sc)
+			cs, err := operator.Children(m, inputsFor(m))
+			if err != nil {
+				t.Fatal(err)
+			}
+			seen := map[string]bool{}
+			for _, c := range cs {
+				gvk := c.Object.GetObjectKind().GroupVersionKind()
+				if gvk.Kind == "" || gvk.Version == "" {
+					t.Errorf("%T %s has no apiVersion/kind", c.Object, c.Object.GetName())
+				}
+				if seen[gvk.Kind] {
+					t.Errorf("kind %s listed twice", gvk.Kind)
+				}
+				seen[gvk.Kind] = true
+				if c.Object.GetNamespace() != m.Namespace {
+					t.Errorf("%s in namespace %q, want %q", gvk.Kind, c.Object.GetNamespace(), m.Namespace)
+				}
+				if !c.Wanted {
+					continue
+				}
+				l := c.Object.GetLabels()
+				for k, v := range map[string]string{
+					"app.kubernetes.io/name": "medops-api", "app.kubernetes.io/instance": m.Name,
+					"app.kubernetes.io/managed-by": "medops-operator", "app.kubernetes.io/part-of": "medops",
+				} {
+					if l[k] != v {
+						t.Errorf("%s label %s = %q, want %q", gvk.Kind, k, l[k], v)
+					}
+				}
+				refs := c.Object.GetOwnerReferences()
+				retainedPVC := gvk.Kind == "PersistentVolumeClaim" && m.Spec.Storage.RetainStorage()
+				switch {
+				case retainedPVC && len(refs) != 0:
+					t.Errorf("retained PVC has owner references %v", refs)
+				case !retainedPVC && (len(refs) != 1 || refs[0].UID != m.UID || refs[0].Controller == nil || !*refs[0].Controller ||
+					refs[0].BlockOwnerDeletion == nil || !*refs[0].BlockOwnerDeletion || refs[0].Kind != "MedOpsAPI"):
+					t.Errorf("%s owner references = %+v, want one controller reference to the MedOpsAPI", gvk.Kind, refs)
+				}
+			}
+			for _, k := range []string{"ServiceAccount", "ConfigMap", "Service", "Deployment", "PersistentVolumeClaim",
+				"HorizontalPodAutoscaler", "PodDisruptionBudget", "Ingress", "NetworkPolicy"} {
+				if !seen[k] {
+					t.Errorf("Children lacks %s (wanted or absent)", k)
+				}
+			}
+			// The Deployment reads the ConfigMap: apply order matters.
+			if idx(cs, "ConfigMap") > idx(cs, "Deployment") || idx(cs, "ServiceAccount") > idx(cs, "Deployment") {
+				t.Errorf("ConfigMap and ServiceAccount must come before the Deployment")
+			}
+		})
+	}
+}
+
+func idx(cs []operator.Child, kind string) int {
+	for i, c := range cs {
+		if kindOf(c.Object) == kind {
+			return i
+		}
+	}
+	return -1
+}
+
+func TestAutoscalingLeavesReplicasToTheHPA(t *testing.T) {
+	m := fromSpec(t, `autoscaling: {minReplicas: 2, maxReplicas: 5}`)
+	cs := children(t, m, inputsFor(m))
+	dep := cs["Deployment"].Object.(*appsv1.Deployment)
+	if dep.Spec.Replicas != nil {
+		t.Errorf("Deployment sets replicas %d with autoscaling; the HPA must own it", *dep.Spec.Replicas)
+	}
+	hpa, ok := cs["HorizontalPodAutoscaler"].Object.(*autoscalingv2.HorizontalPodAutoscaler)
+	if !ok || !cs["HorizontalPodAutoscaler"].Wanted {
+		t.Fatal("no wanted HPA with autoscaling")
+	}
+	if *hpa.Spec.MinReplicas != 2 || hpa.Spec.MaxReplicas != 5 || hpa.Spec.ScaleTargetRef.Name != dep.Name ||
+		hpa.Spec.ScaleTargetRef.Kind != "Deployment" || *hpa.Spec.Metrics[0].Resource.Target.AverageUtilization != v1alpha1.DefaultTargetCPUUtilization {
+		t.Errorf("HPA spec = %+v", hpa.Spec)
+	}
+
+	m = fromSpec(t, `replicas: 3`)
+	cs = children(t, m, inputsFor(m))
+	if r := cs["Deployment"].Object.(*appsv1.Deployment).Spec.Replicas; r == nil || *r != 3 {
+		t.Errorf("without autoscaling replicas = %v, want 3", r)
+	}
+	if cs["HorizontalPodAutoscaler"].Wanted {
+		t.Error("HPA wanted without autoscaling")
+	}
+}
+
+func TestArchitecturesBecomeRequiredNodeAffinity(t *testing.T) {
+	cases := []struct {
+		name, spec string
+		want       [][]string // per node selector term: the keys of its expressions
+	}{
+		{"arch only", `architectures: [arm64]`, [][]string{{"kubernetes.io/arch"}}},
+		{"no arch, no affinity", `{}`, nil},
+		{"arch added to each user term", `
+architectures: [arm64, arm]
+affinity:
+  nodeAffinity:
+    requiredDuringSchedulingIgnoredDuringExecution:
+      nodeSelectorTerms:
+      - matchExpressions: [{key: zone, operator: In, values: [a]}]
+      - matchExpressions: [{key: pi, operator: Exists}]`, [][]string{{"zone", "kubernetes.io/arch"}, {"pi", "kubernetes.io/arch"}}},
+		{"user pod anti-affinity kept", `
+architectures: [amd64]
+affinity:
+  podAntiAffinity:
+    preferredDuringSchedulingIgnoredDuringExecution:
+    - weight: 1
+      podAffinityTerm: {topologyKey: kubernetes.io/hostname}`, [][]string{{"kubernetes.io/arch"}}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			m := fromSpec(t, tc.spec)
+			before := m.DeepCopy()
+			a := deployment(t, m, inputsFor(m)).Spec.Template.Spec.Affinity
+			if tc.want == nil {
+				if a != nil {
+					t.Errorf("affinity = %+v, want none", a)
+				}
+				return
+			}
+			terms := a.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution.NodeSelectorTerms
+			if len(terms) != len(tc.want) {
+				t.Fatalf("%d terms, want %d: %+v", len(terms), len(tc.want), terms)
+			}
+			for i, term := range terms {
+				var keys []string
+				for _, e := range term.MatchExpressions {
+					keys = append(keys, e.Key)
+					if e.Key == "kubernetes.io/arch" && (e.Operator != corev1.NodeSelectorOpIn || len(e.Values) != len(m.Spec.Architectures)) {
+						t.Errorf("arch expression = %+v", e)
+					}
+				}
+				if strings.Join(keys, ",") != strings.Join(tc.want[i], ",") {
+					t.Errorf("term %d keys = %v, want %v", i, keys, tc.want[i])
+				}
+			}
+			if m.Spec.Affinity != nil && a.PodAntiAffinity == nil && before.Spec.Affinity.PodAntiAffinity != nil {
+				t.Error("user pod anti-affinity lost")
+			}
+			if !equalYAML(t, before, m) {
+				t.Error("BuildDeployment modified the MedOpsAPI it was given")
+			}
+		})
+	}
+}
+
+func TestPVCRetention(t *testing.T) {
+	for _, tc := range []struct {
+		spec      string
+		wantOwner bool
+	}{
+		{`storage: {size: 1Gi}`, false},
+		{`storage: {size: 1Gi, retainOnDelete: true}`, false},
+		{`storage: {size: 1Gi, retainOnDelete: false}`, true},
+	} {
+		m := fromSpec(t, tc.spec)
+		pvc := operator.BuildPVC(m)
+		if got := len(pvc.OwnerReferences) > 0; got != tc.wantOwner {
+			t.Errorf("%s: PVC has owner reference = %v, want %v", tc.spec, got, tc.wantOwner)
+		}
+		if q := pvc.Spec.Resources.Requests[corev1.ResourceStorage]; q.String() != "1Gi" {
+			t.Errorf("%s: PVC requests %s", tc.spec, q.String())
+		}
+	}
+	if pvc := operator.BuildPVC(fromSpec(t, `storage: {ephemeral: true}`)); pvc != nil {
+		t.Error("ephemeral storage builds a PVC")
+	}
+}
+
+func TestStorageDecidesStrategyAndDataVolume(t *testing.T) {
+	cases := []struct {
+		spec     string
+		strategy appsv1.DeploymentStrategyType
+		claim    bool
+	}{
+		{`{}`, appsv1.RollingUpdateDeploymentStrategyType, false},
+		{`storage: {ephemeral: true, size: 128Mi}`, appsv1.RollingUpdateDeploymentStrategyType, false},
+		{`storage: {size: 1Gi}`, appsv1.RecreateDeploymentStrategyType, true},
+	}
+	for _, tc := range cases {
+		d := deployment(t, fromSpec(t, tc.spec), operator.Inputs{})
+		if d.Spec.Strategy.Type != tc.strategy {
+			t.Errorf("%s: strategy %s, want %s", tc.spec, d.Spec.Strategy.Type, tc.strategy)
+		}
+		if ru := d.Spec.Strategy.RollingUpdate; tc.strategy == appsv1.RollingUpdateDeploymentStrategyType &&
+			(ru == nil || ru.MaxUnavailable.IntValue() != 0) {
+			t.Errorf("%s: rolling update must keep maxUnavailable 0, got %+v", tc.spec, ru)
+		}
+		for _, v := range d.Spec.Template.Spec.Volumes {
+			if v.Name == "data" && (v.PersistentVolumeClaim != nil) != tc.claim {
+				t.Errorf("%s: data volume %+v, want claim=%v", tc.spec, v.VolumeSource, tc.claim)
+			}
+		}
+	}
+}
+
+// TestConfigHash checks when pods roll: on a new cache setting or token,
+// never on a change the Deployment rolls out by itself (or not at all).
+func TestConfigHash(t *testing.T) {
+	base := `cache: {size: 32Mi, ttl: 5m}`
+	in := operator.Inputs{TokenSecretName: "medops-token", SecretHash: "one"}
+	h0 := hashOf(t, fromSpec(t, base), in)
+	cases := []struct {
+		name   string
+		spec   string
+		in     operator.Inputs
+		differ bool
+	}{
+		{"same spec", base, in, false},
+		{"replicas change", base + "\nreplicas: 1", in, false},
+		{"cache ttl", `cache: {size: 32Mi, ttl: 6m}`, in, true},
+		{"cache size", `cache: {size: 64Mi, ttl: 5m}`, in, true},
+		{"cache rule", `cache: {size: 32Mi, ttl: 5m, rules: [{pathPrefix: /api/v1/gateway/, ttl: 1h}]}`, in, true},
+		{"pod annotation", base + "\npodAnnotations: {a: b}", in, false},
+		{"token rotated", base, operator.Inputs{TokenSecretName: "medops-token", SecretHash: "two"}, true},
+		{"log level", base + "\nlogLevel: debug", in, true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			h := hashOf(t, fromSpec(t, tc.spec), tc.in)
+			if (h != h0) != tc.differ {
+				t.Errorf("hash %s vs base %s: differ=%v, want %v", h, h0, h != h0, tc.differ)
+			}
+		})
+	}
+}
+
+// hashOf returns the pod template annotation and checks it matches ConfigHash.
+func hashOf(t *testing.T, m *v1alpha1.MedOpsAPI, in operator.Inputs) string {
+	t.Helper()
+	ann := deployment(t, m, in).Spec.Template.Annotations[operator.AnnotationConfigHash]
+	h, err := operator.ConfigHash(m, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ann == "" || ann != h {
+		t.Fatalf("pod template hash %q, ConfigHash %q", ann, h)
+	}
+	return ann
+}
+
+// TestConfigMapHoldsTheConfigNotTheToken reads the rendered file back as
+// medops-api would and checks it points at the mounted token file.
+func TestConfigMapHoldsTheConfigNotTheToken(t *testing.T) {
+	const token = "s3cr3t-t0ken-value"
+	m := fromSpec(t, `
+modules: {gateway: {enabled: true, upstreams: [{name: ensembl, url: "https://rest.ensembl.org", ttl: 1h}]}}
+cache: {size: 16Mi, shards: 8, maxEntrySize: 256Ki}
+logLevel: warn`)
+	secret := operator.BuildTokenSecret(m, []byte(token))
+	if string(secret.Data["token"]) != token || len(secret.OwnerReferences) != 1 {
+		t.Fatalf("token Secret = %+v", secret)
+	}
+	cm, err := operator.BuildConfigMap(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw := cm.Data["config.yaml"]
+	if strings.Contains(raw, token) {
+		t.Fatal("the ConfigMap contains the token")
+	}
+	var w v1alpha1.WorkloadConfig
+	if err := yaml.UnmarshalStrict([]byte(raw), &w); err != nil {
+		t.Fatalf("rendered config does not parse as WorkloadConfig: %v", err)
+	}
+	if errs := w.Validate(); len(errs) > 0 {
+		t.Errorf("rendered config invalid: %v", errs)
+	}
+	if w.Auth.TokenFile != operator.TokenFile || w.Auth.Disabled || w.Listen != ":8080" || w.DataDir != operator.DataDir ||
+		w.LogLevel != "warn" || *w.Cache.Shards != 8 || w.Cache.MaxEntrySize.String() != "256Ki" ||
+		w.Modules.Gateway.Upstreams[0].TTL.Duration.String() != "1h0m0s" || w.Modules.Gateway.Upstreams[0].Timeout == nil {
+		t.Errorf("rendered config = %s", raw)
+	}
+
+	// The token file the config names is where the Secret is mounted.
+	d := deployment(t, m, operator.Inputs{TokenSecretName: secret.Name, SecretHash: "x"})
+	mounted := false
+	for _, vm := range d.Spec.Template.Spec.Containers[0].VolumeMounts {
+		if vm.Name == "token" && vm.MountPath+"/token" == w.Auth.TokenFile && vm.ReadOnly {
+			mounted = true
+		}
+	}
+	if !mounted {
+		t.Error("token Secret is not mounted read-only where the config expects it")
+	}
+}
+
+func TestAuthDisabledMountsNoToken(t *testing.T) {
+	m := fromSpec(t, `auth: {disabled: true}`)
+	d := deployment(t, m, operator.Inputs{})
+	for _, v := range d.Spec.Template.Spec.Volumes {
+		if v.Secret != nil {
+			t.Errorf("auth disabled but Secret volume %s", v.Name)
+		}
+	}
+	w, _, err := operator.RenderConfig(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !w.Auth.Disabled || w.Auth.TokenFile != "" {
+		t.Errorf("auth = %+v, want disabled without token file", w.Auth)
+	}
+}
+
+func TestUserTokenSecretKeyIsMountedAsToken(t *testing.T) {
+	m := fromSpec(t, `auth: {tokenSecretRef: {name: api-token, key: bearer}}`)
+	d := deployment(t, m, operator.Inputs{TokenSecretName: "api-token", SecretHash: "h"})
+	for _, v := range d.Spec.Template.Spec.Volumes {
+		if v.Name == "token" {
+			if v.Secret.SecretName != "api-token" || v.Secret.Items[0].Key != "bearer" || v.Secret.Items[0].Path != "token" {
+				t.Errorf("token volume = %+v", v.Secret)
+			}
+			return
+		}
+	}
+	t.Error("no token volume")
+}
+
+// TestInvalidRenderedConfigIsAFieldError: a spec that bypassed the CRD's
+// validation (or a rule the CRD cannot express) yields field errors the
+// reconciler reports, naming the config field.
+func TestInvalidRenderedConfigIsAFieldError(t *testing.T) {
+	m := fromSpec(t, `modules: {gateway: {enabled: true}}`)
+	_, err := operator.Children(m, operator.Inputs{})
+	if err == nil {
+		t.Fatal("gateway without upstreams built children")
+	}
+	var agg utilerrors.Aggregate
+	if !errors.As(err, &agg) {
+		t.Fatalf("error %v does not wrap the field errors", err)
+	}
+	var fe *field.Error
+	if len(agg.Errors()) != 1 || !errors.As(agg.Errors()[0], &fe) || fe.Field != "modules.gateway.upstreams" {
+		t.Errorf("error %v does not carry the field error for modules.gateway.upstreams", err)
+	}
+	m = fromSpec(t, `modules: {gateway: {enabled: true, upstreams: [{name: a, url: "https://user:pw@a.example"}]}}`)
+	if _, err := operator.BuildConfigMap(m); err == nil || !strings.Contains(err.Error(), "must not carry credentials") {
+		t.Errorf("upstream with credentials: err = %v", err)
+	}
+}
+
+func TestPodLabelsNeverOverrideSelector(t *testing.T) {
+	m := fromSpec(t, `podLabels: {app.kubernetes.io/instance: other, app.kubernetes.io/name: x, team: genomics}`)
+	d := deployment(t, m, operator.Inputs{})
+	l := d.Spec.Template.Labels
+	for k, v := range d.Spec.Selector.MatchLabels {
+		if l[k] != v {
+			t.Errorf("pod label %s = %q, selector wants %q", k, l[k], v)
+		}
+	}
+	if l["team"] != "genomics" {
+		t.Error("user pod label dropped")
+	}
+}
+
+func TestIngressAnnotationsAndTLS(t *testing.T) {
+	m := fromSpec(t, `
+ingress:
+  enabled: true
+  host: api.example.org
+  tls: {secretName: api-tls}
+  annotations: {nginx.ingress.kubernetes.io/proxy-body-size: 1k, cert-manager.io/cluster-issuer: le}
+  proxyBodySize: 8Mi
+  proxyReadTimeout: 90s
+  limitRPS: 7`)
+	ing := operator.BuildIngress(m)
+	want := map[string]string{
+		"nginx.ingress.kubernetes.io/proxy-body-size":    "8m",
+		"nginx.ingress.kubernetes.io/proxy-read-timeout": "90",
+		"nginx.ingress.kubernetes.io/limit-rps":          "7",
+		"cert-manager.io/cluster-issuer":                 "le",
+	}
+	for k, v := range want {
+		if ing.Annotations[k] != v {
+			t.Errorf("annotation %s = %q, want %q", k, ing.Annotations[k], v)
+		}
+	}
+	if *ing.Spec.IngressClassName != "nginx" || ing.Spec.TLS[0].SecretName != "api-tls" || ing.Spec.TLS[0].Hosts[0] != "api.example.org" ||
+		*ing.Spec.Rules[0].HTTP.Paths[0].PathType != networkingv1.PathTypePrefix || ing.Spec.Rules[0].HTTP.Paths[0].Path != "/" {
+		t.Errorf("ingress spec = %+v", ing.Spec)
+	}
+	if got := m.Spec.URL(); got != "https://api.example.org/" {
+		t.Errorf("URL = %q", got)
+	}
+}
+
+// TestRestrictedSecurityAndGracefulShutdown checks the pod-level facts the
+// restricted Pod Security Standard and drain-free rollouts depend on.
+func TestRestrictedSecurityAndGracefulShutdown(t *testing.T) {
+	m := fromSpec(t, `{}`)
+	ps := deployment(t, m, inputsFor(m)).Spec.Template.Spec
+	c := ps.Containers[0]
+	sc := c.SecurityContext
+	if !*ps.SecurityContext.RunAsNonRoot || *ps.SecurityContext.RunAsUser != 65532 || !*sc.ReadOnlyRootFilesystem ||
+		*sc.AllowPrivilegeEscalation || sc.Capabilities.Drop[0] != "ALL" || ps.SecurityContext.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault {
+		t.Errorf("security context pod=%+v container=%+v", ps.SecurityContext, sc)
+	}
+	if *ps.AutomountServiceAccountToken {
+		t.Error("service account token is mounted")
+	}
+	if c.LivenessProbe.HTTPGet.Path != "/healthz" || c.ReadinessProbe.HTTPGet.Path != "/readyz" {
+		t.Error("probes do not use /healthz and /readyz")
+	}
+	w, _, err := operator.RenderConfig(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	preStop := c.Lifecycle.PreStop.Sleep.Seconds
+	need := preStop + int64((w.Server.ShutdownDelay.Duration + w.Server.ShutdownTimeout.Duration).Seconds())
+	if *ps.TerminationGracePeriodSeconds <= need {
+		t.Errorf("terminationGracePeriodSeconds %d must exceed preStop %ds + shutdown %ds", *ps.TerminationGracePeriodSeconds, preStop, need-preStop)
+	}
+	tmp := false
+	for _, vm := range c.VolumeMounts {
+		tmp = tmp || vm.MountPath == "/tmp"
+	}
+	if !tmp {
+		t.Error("no writable /tmp with a read-only root filesystem")
+	}
+	// Canonical quantities read back from the apiserver unchanged.
+	if q := c.Resources.Requests[corev1.ResourceCPU]; q.String() != "50m" {
+		t.Errorf("cpu request %s", q.String())
+	}
+	if q := c.Resources.Limits[corev1.ResourceMemory]; q.Cmp(resource.MustParse("256Mi")) != 0 {
+		t.Errorf("memory limit %s", q.String())
+	}
+}
+
+func equalYAML(t *testing.T, a, b any) bool {
+	t.Helper()
+	x, err := yaml.Marshal(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	y, err := yaml.Marshal(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(x) == string(y)
+}

@@ -1,0 +1,403 @@
+package operator
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	autoscalingv2 "k8s.io/api/autoscaling/v2"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	utilerrors "k8s.io/apimachinery/pkg/util/errors"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/recorder"
+
+	"github.com/medops/medops/api/v1alpha1"
+)
+
+// indexTokenSecret indexes MedOpsAPIs by the Secret their
+// spec.auth.tokenSecretRef names, so a change of that Secret finds them.
+const indexTokenSecret = "spec.auth.tokenSecretRef.name"
+
+// Reconciler turns a MedOpsAPI into its children and reports their state.
+//
+// Reads of children go to the informer cache (scoped to our label, see
+// CacheOptions). Secret data is never cached: Cache serves the metadata-only
+// Secret informer, and APIReader reads the one token Secret's data when its
+// resourceVersion differs from the one remembered in tokenHashes.
+type Reconciler struct {
+	Client    client.Client
+	APIReader client.Reader
+	Cache     client.Reader
+	Scheme    *runtime.Scheme
+	Recorder  recorder.EventRecorder
+
+	// tokenHashes remembers, per MedOpsAPI, the hash of its token Secret's
+	// data at a resourceVersion, so a converged operator does not re-read
+	// Secrets from the apiserver on every reconcile.
+	tokenHashes sync.Map // types.NamespacedName -> tokenHash
+}
+
+type tokenHash struct {
+	uid             types.UID
+	resourceVersion string
+	hash            string
+}
+
+// +kubebuilder:rbac:groups=medops.io,resources=medopsapis,verbs=get;list;watch
+// +kubebuilder:rbac:groups=medops.io,resources=medopsapis/status,verbs=get;update
+// +kubebuilder:rbac:groups=apps,resources=deployments,verbs=get;list;watch;create;patch;delete
+// +kubebuilder:rbac:groups="",resources=services;configmaps;serviceaccounts;persistentvolumeclaims,verbs=get;list;watch;create;patch;delete
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;delete
+// +kubebuilder:rbac:groups=networking.k8s.io,resources=ingresses;networkpolicies,verbs=get;list;watch;create;patch;delete
+// +kubebuilder:rbac:groups=autoscaling,resources=horizontalpodautoscalers,verbs=get;list;watch;create;patch;delete
+// +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch;create;patch;delete
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+
+// SetupWithManager registers the controller and its watches.
+func (r *Reconciler) SetupWithManager(mgr ctrl.Manager, maxConcurrent int) error {
+	if r.Cache == nil {
+		r.Cache = mgr.GetCache()
+	}
+	ctx := context.Background()
+	if err := mgr.GetFieldIndexer().IndexField(ctx, &v1alpha1.MedOpsAPI{}, indexTokenSecret, func(o client.Object) []string {
+		m := o.(*v1alpha1.MedOpsAPI)
+		if ref := m.Spec.Auth.TokenSecretRef; ref != nil && ref.Name != "" {
+			return []string{ref.Name}
+		}
+		return nil
+	}); err != nil {
+		return fmt.Errorf("index MedOpsAPIs by token Secret: %w", err)
+	}
+	secretMeta := &metav1.PartialObjectMetadata{}
+	secretMeta.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Secret"))
+
+	opts := controller.Options{}
+	if maxConcurrent > 0 {
+		opts.MaxConcurrentReconciles = maxConcurrent
+	}
+	return ctrl.NewControllerManagedBy(mgr).
+		Named("medopsapi").
+		// Our own status writes change neither generation, labels nor
+		// annotations, so they do not wake the controller again.
+		For(&v1alpha1.MedOpsAPI{}, builder.WithPredicates(predicate.Or(
+			predicate.GenerationChangedPredicate{},
+			predicate.LabelChangedPredicate{},
+			predicate.AnnotationChangedPredicate{},
+		))).
+		// Children are watched unfiltered: an edit or deletion by anyone
+		// must bring the child back, and Deployment status feeds ours.
+		Owns(&appsv1.Deployment{}).
+		Owns(&corev1.Service{}).
+		Owns(&corev1.ConfigMap{}).
+		Owns(&corev1.ServiceAccount{}).
+		Owns(&corev1.PersistentVolumeClaim{}).
+		Owns(&networkingv1.Ingress{}).
+		Owns(&networkingv1.NetworkPolicy{}).
+		Owns(&autoscalingv2.HorizontalPodAutoscaler{}).
+		Owns(&policyv1.PodDisruptionBudget{}).
+		Owns(secretMeta).
+		// A user's token Secret is not ours, so it is found through the index.
+		Watches(secretMeta, handler.EnqueueRequestsFromMapFunc(r.mapTokenSecret)).
+		WithOptions(opts).
+		Complete(r)
+}
+
+// mapTokenSecret finds the MedOpsAPIs whose auth.tokenSecretRef names the Secret.
+func (r *Reconciler) mapTokenSecret(ctx context.Context, o client.Object) []reconcile.Request {
+	var list v1alpha1.MedOpsAPIList
+	if err := r.Client.List(ctx, &list, client.InNamespace(o.GetNamespace()),
+		client.MatchingFields{indexTokenSecret: o.GetName()}); err != nil {
+		log.FromContext(ctx).Error(err, "list MedOpsAPIs for token Secret", "secret", o.GetName())
+		return nil
+	}
+	reqs := make([]reconcile.Request, 0, len(list.Items))
+	for _, m := range list.Items {
+		reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&m)})
+	}
+	return reqs
+}
+
+// Reconcile brings one MedOpsAPI's children to the desired state and
+// writes its status.
+func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
+	logger := log.FromContext(ctx)
+	var m v1alpha1.MedOpsAPI
+	if err := r.Client.Get(ctx, req.NamespacedName, &m); err != nil {
+		if apierrors.IsNotFound(err) {
+			// Children go with it through their owner references.
+			r.tokenHashes.Delete(req.NamespacedName)
+			return reconcile.Result{}, nil
+		}
+		return reconcile.Result{}, fmt.Errorf("read MedOpsAPI: %w", err)
+	}
+	if !m.DeletionTimestamp.IsZero() {
+		return reconcile.Result{}, nil
+	}
+
+	st := observed{}
+	in, err := r.tokenInputs(ctx, &m)
+	if err != nil {
+		var missing *tokenSecretError
+		if errors.As(err, &missing) {
+			// Not retried: the Secret watch wakes us when it appears.
+			st.degraded(ReasonTokenSecretMissing, missing.Error())
+			return r.finish(ctx, &m, st, nil)
+		}
+		st.degraded(ReasonApplyFailed, err.Error())
+		return r.finish(ctx, &m, st, err)
+	}
+
+	children, err := Children(&m, in)
+	if err != nil {
+		if msg, ok := invalidConfig(err); ok {
+			// The spec itself is wrong: retrying cannot help, a spec change will.
+			st.degraded(ReasonInvalidConfig, msg)
+			if cond := findCondition(m.Status.Conditions, v1alpha1.ConditionDegraded); cond == nil ||
+				cond.Reason != ReasonInvalidConfig || cond.Message != msg {
+				r.event(&m, corev1.EventTypeWarning, ReasonInvalidConfig, "Validate", "%s", msg)
+			}
+			return r.finish(ctx, &m, st, nil)
+		}
+		st.degraded(ReasonApplyFailed, err.Error())
+		return r.finish(ctx, &m, st, fmt.Errorf("build children: %w", err))
+	}
+
+	var changed []string
+	for _, c := range children {
+		var (
+			out  applyOutcome
+			aerr error
+		)
+		if c.Wanted {
+			out, aerr = r.applyChild(ctx, c.Object)
+		} else {
+			out, aerr = r.deleteChild(ctx, &m, c.Object)
+		}
+		kind := kindOf(c.Object, r.Scheme)
+		if aerr != nil {
+			logger.Error(aerr, "reconcile child", "kind", kind, "name", c.Object.GetName())
+			r.event(&m, corev1.EventTypeWarning, ReasonApplyFailed, "Apply", "%s %s: %v", kind, c.Object.GetName(), aerr)
+			st.degraded(ReasonApplyFailed, aerr.Error())
+			return r.finish(ctx, &m, st, aerr)
+		}
+		switch out {
+		case created:
+			r.event(&m, corev1.EventTypeNormal, "Created", "Create", "created %s %s", kind, c.Object.GetName())
+		case updated:
+			r.event(&m, corev1.EventTypeNormal, "Updated", "Update", "updated %s %s", kind, c.Object.GetName())
+		case deleted:
+			r.event(&m, corev1.EventTypeNormal, "Deleted", "Delete", "deleted %s %s (no longer wanted)", kind, c.Object.GetName())
+		}
+		if out != unchanged {
+			changed = append(changed, fmt.Sprintf("%s/%s", kind, c.Object.GetName()))
+		}
+		if d, ok := c.Object.(*appsv1.Deployment); ok && c.Wanted {
+			st.desired = d
+		}
+	}
+	if len(changed) > 0 {
+		logger.Info("children changed", "objects", changed)
+	}
+	if st.desired != nil {
+		var live appsv1.Deployment
+		if err := r.Client.Get(ctx, client.ObjectKeyFromObject(st.desired), &live); err == nil {
+			st.live = &live
+		} else if !apierrors.IsNotFound(err) {
+			return reconcile.Result{}, fmt.Errorf("read Deployment: %w", err)
+		}
+	}
+	return r.finish(ctx, &m, st, nil)
+}
+
+// finish writes the status computed from st and returns rerr, so that a
+// failed reconcile is retried with the controller's exponential backoff.
+func (r *Reconciler) finish(ctx context.Context, m *v1alpha1.MedOpsAPI, st observed, rerr error) (reconcile.Result, error) {
+	if err := r.writeStatus(ctx, m, st); err != nil {
+		if apierrors.IsConflict(err) {
+			// The MedOpsAPI changed under us; its new version is queued anyway.
+			return reconcile.Result{RequeueAfter: time.Second}, rerr
+		}
+		if rerr == nil {
+			rerr = err
+		}
+	}
+	return reconcile.Result{}, rerr
+}
+
+func (r *Reconciler) event(m *v1alpha1.MedOpsAPI, typ, reason, action, note string, args ...any) {
+	if r.Recorder != nil {
+		r.Recorder.Eventf(m, nil, typ, reason, action, note, args...)
+	}
+}
+
+// tokenSecretError says that the token Secret a MedOpsAPI references cannot be used.
+type tokenSecretError struct{ msg string }
+
+func (e *tokenSecretError) Error() string { return e.msg }
+
+// tokenInputs finds the token Secret (making it when the operator owns it)
+// and the hash of its data, which the builders fold into the pod template so
+// that a rotated token rolls the pods.
+func (r *Reconciler) tokenInputs(ctx context.Context, m *v1alpha1.MedOpsAPI) (Inputs, error) {
+	key := client.ObjectKeyFromObject(m)
+	generated := BuildTokenSecret(m, nil)
+	if m.Spec.Auth.Disabled || m.Spec.Auth.TokenSecretRef != nil {
+		// A token the operator once generated is no longer wanted.
+		if _, err := r.deleteGeneratedToken(ctx, m, generated.Name); err != nil {
+			return Inputs{}, err
+		}
+	}
+	if m.Spec.Auth.Disabled {
+		r.tokenHashes.Delete(key)
+		return Inputs{}, nil
+	}
+	name, dataKey := generated.Name, ""
+	if ref := m.Spec.Auth.TokenSecretRef; ref != nil {
+		name, dataKey = ref.Name, ref.Key
+		if dataKey == "" {
+			dataKey = "token"
+		}
+	}
+
+	meta := &metav1.PartialObjectMetadata{}
+	meta.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Secret"))
+	err := r.Cache.Get(ctx, types.NamespacedName{Namespace: m.Namespace, Name: name}, meta)
+	switch {
+	case apierrors.IsNotFound(err) && m.Spec.Auth.TokenSecretRef == nil:
+		if err := r.createToken(ctx, m); err != nil {
+			return Inputs{}, err
+		}
+		meta = nil // just made: read it below
+	case apierrors.IsNotFound(err):
+		return Inputs{}, &tokenSecretError{fmt.Sprintf("auth.tokenSecretRef: Secret %q not found in namespace %s", name, m.Namespace)}
+	case err != nil:
+		return Inputs{}, fmt.Errorf("read token Secret %s metadata: %w", name, err)
+	}
+	if meta != nil {
+		if v, ok := r.tokenHashes.Load(key); ok {
+			if th := v.(tokenHash); th.uid == meta.UID && th.resourceVersion == meta.ResourceVersion && th.hash != "" {
+				return Inputs{TokenSecretName: name, SecretHash: th.hash}, nil
+			}
+		}
+	}
+	var s corev1.Secret
+	if err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: m.Namespace, Name: name}, &s); err != nil {
+		if apierrors.IsNotFound(err) && m.Spec.Auth.TokenSecretRef != nil {
+			return Inputs{}, &tokenSecretError{fmt.Sprintf("auth.tokenSecretRef: Secret %q not found in namespace %s", name, m.Namespace)}
+		}
+		return Inputs{}, fmt.Errorf("read token Secret %s: %w", name, err)
+	}
+	if dataKey != "" && len(s.Data[dataKey]) == 0 {
+		return Inputs{}, &tokenSecretError{fmt.Sprintf("auth.tokenSecretRef: Secret %q has no key %q", name, dataKey)}
+	}
+	h := hashSecretData(s.Data)
+	r.tokenHashes.Store(key, tokenHash{uid: s.UID, resourceVersion: s.ResourceVersion, hash: h})
+	return Inputs{TokenSecretName: name, SecretHash: h}, nil
+}
+
+// createToken makes the MedOpsAPI's own token Secret with a random token.
+// It uses Create, never apply: once made the token is never rewritten, and an
+// AlreadyExists (the cache lagging behind) is fine.
+func (r *Reconciler) createToken(ctx context.Context, m *v1alpha1.MedOpsAPI) error {
+	buf := make([]byte, 32)
+	if _, err := rand.Read(buf); err != nil {
+		return fmt.Errorf("generate token: %w", err)
+	}
+	token := []byte(hex.EncodeToString(buf))
+	s := BuildTokenSecret(m, token)
+	if err := r.Client.Create(ctx, s, client.FieldOwner(FieldManager)); err != nil {
+		if apierrors.IsAlreadyExists(err) {
+			return nil
+		}
+		return fmt.Errorf("create token Secret %s: %w", s.Name, err)
+	}
+	r.event(m, corev1.EventTypeNormal, "Created", "Create", "created Secret %s with a generated token", s.Name)
+	return nil
+}
+
+// deleteGeneratedToken removes the generated token Secret once the user
+// supplies one or disables auth. Only a Secret this MedOpsAPI controls goes.
+func (r *Reconciler) deleteGeneratedToken(ctx context.Context, m *v1alpha1.MedOpsAPI, name string) (bool, error) {
+	meta := &metav1.PartialObjectMetadata{}
+	meta.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Secret"))
+	if err := r.Cache.Get(ctx, types.NamespacedName{Namespace: m.Namespace, Name: name}, meta); err != nil {
+		if apierrors.IsNotFound(err) {
+			return false, nil
+		}
+		return false, fmt.Errorf("read Secret %s metadata: %w", name, err)
+	}
+	if !metav1.IsControlledBy(meta, m) {
+		return false, nil
+	}
+	uid := meta.UID
+	if err := r.Client.Delete(ctx, meta, client.Preconditions{UID: &uid}); err != nil && !apierrors.IsNotFound(err) {
+		return false, fmt.Errorf("delete generated token Secret %s: %w", name, err)
+	}
+	r.event(m, corev1.EventTypeNormal, "Deleted", "Delete", "deleted generated token Secret %s (no longer wanted)", name)
+	return true, nil
+}
+
+// hashSecretData hashes a Secret's data in key order.
+func hashSecretData(data map[string][]byte) string {
+	keys := make([]string, 0, len(data))
+	for k := range data {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	h := sha256.New()
+	for _, k := range keys {
+		fmt.Fprintf(h, "%d:%s%d:", len(k), k, len(data[k]))
+		h.Write(data[k])
+	}
+	return hex.EncodeToString(h.Sum(nil))[:16]
+}
+
+// invalidConfig reports whether a builder error is a validation error of the
+// spec (field errors), and the message to show the user.
+func invalidConfig(err error) (string, bool) {
+	var fe *field.Error
+	if errors.As(err, &fe) {
+		return err.Error(), true
+	}
+	var agg utilerrors.Aggregate
+	if errors.As(err, &agg) {
+		for _, e := range agg.Errors() {
+			if !errors.As(e, &fe) {
+				return "", false
+			}
+		}
+		return err.Error(), true
+	}
+	return "", false
+}
+
+func kindOf(o client.Object, s *runtime.Scheme) string {
+	if k := o.GetObjectKind().GroupVersionKind().Kind; k != "" {
+		return k
+	}
+	if gvks, _, err := s.ObjectKinds(o); err == nil && len(gvks) > 0 {
+		return gvks[0].Kind
+	}
+	return fmt.Sprintf("%T", o)
+}

@@ -1,0 +1,226 @@
+package operator
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/go-logr/logr"
+	appsv1 "k8s.io/api/apps/v1"
+	autoscalingv2 "k8s.io/api/autoscaling/v2"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/config"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"github.com/medops/medops/api/v1alpha1"
+)
+
+const (
+	// FieldManager is the one server-side-apply field manager of the operator.
+	FieldManager = "medops-operator"
+	// LabelManagedBy marks every child the operator makes; the informer cache
+	// only holds objects that carry it (see CacheOptions).
+	LabelManagedBy = "app.kubernetes.io/managed-by"
+	// ManagedByValue is the value of LabelManagedBy on our children.
+	ManagedByValue = "medops-operator"
+	// LeaderElectionID names the Lease the replicas of the operator compete for.
+	LeaderElectionID = "medops-operator.medops.io"
+)
+
+// Options configure the operator's manager. cmd/medops-operator fills them
+// from flags; tests and benchmarks fill them directly, so that every caller
+// runs the same manager setup.
+type Options struct {
+	// MetricsBindAddress is where /metrics is served; "0" turns it off.
+	MetricsBindAddress string
+	// MetricsSecure serves metrics over HTTPS, allowing only callers whose
+	// token the apiserver authenticates and authorizes for GET /metrics.
+	MetricsSecure bool
+	// EnableHTTP2 allows HTTP/2 on the metrics server. Off by default because
+	// of the HTTP/2 rapid-reset and stream-cancellation CVEs.
+	EnableHTTP2 bool
+	// HealthProbeBindAddress serves /healthz and /readyz; "0" turns it off.
+	HealthProbeBindAddress string
+	// LeaderElection makes only one replica reconcile at a time.
+	LeaderElection bool
+	// LeaderElectionNamespace holds the Lease; empty means the pod's namespace.
+	LeaderElectionNamespace string
+	// WatchNamespaces restricts the operator (and its cache) to these
+	// namespaces; empty watches every namespace.
+	WatchNamespaces []string
+	// MaxConcurrentReconciles is how many MedOpsAPIs are reconciled at once.
+	MaxConcurrentReconciles int
+	// Logger is the manager's and the reconciler's logger.
+	Logger logr.Logger
+	// SkipNameValidation lets more than one manager run in one process
+	// (tests and benchmarks); controller names must otherwise be unique.
+	SkipNameValidation bool
+}
+
+// NewScheme returns a scheme with the built-in types and MedOpsAPI.
+func NewScheme() (*runtime.Scheme, error) {
+	s := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(s); err != nil {
+		return nil, fmt.Errorf("add client-go types to scheme: %w", err)
+	}
+	if err := v1alpha1.AddToScheme(s); err != nil {
+		return nil, fmt.Errorf("add medops.io/v1alpha1 to scheme: %w", err)
+	}
+	return s, nil
+}
+
+// CacheOptions scopes the informer cache so that memory follows the number
+// of MedOpsAPIs, not the size of the cluster:
+//   - children (Deployments, Services, ConfigMaps, ...) are cached only when
+//     they carry app.kubernetes.io/managed-by=medops-operator, so unrelated
+//     ConfigMaps of other applications are never held in memory;
+//   - Secrets are watched metadata-only and trimmed to name, labels, owner
+//     references and resourceVersion. The watch triggers a reconcile when an
+//     owned token Secret or a user's tokenSecretRef Secret changes; the data
+//     itself is read uncached through the API reader, only for the one
+//     Secret a MedOpsAPI references, so no Secret data ever sits in memory;
+//   - managedFields are stripped from everything cached: the operator never
+//     reads them (server-side apply computes ownership in the apiserver).
+func CacheOptions(namespaces []string) cache.Options {
+	managed := cache.ByObject{Label: labels.SelectorFromSet(labels.Set{LabelManagedBy: ManagedByValue})}
+	opts := cache.Options{
+		DefaultTransform: cache.TransformStripManagedFields(),
+		ByObject: map[client.Object]cache.ByObject{
+			&appsv1.Deployment{}:                     managed,
+			&corev1.Service{}:                        managed,
+			&corev1.ConfigMap{}:                      managed,
+			&corev1.ServiceAccount{}:                 managed,
+			&corev1.PersistentVolumeClaim{}:          managed,
+			&networkingv1.Ingress{}:                  managed,
+			&networkingv1.NetworkPolicy{}:            managed,
+			&autoscalingv2.HorizontalPodAutoscaler{}: managed,
+			&policyv1.PodDisruptionBudget{}:          managed,
+			&corev1.Secret{}:                         {Transform: trimSecretMetadata},
+		},
+	}
+	if len(namespaces) > 0 {
+		opts.DefaultNamespaces = make(map[string]cache.Config, len(namespaces))
+		for _, ns := range namespaces {
+			opts.DefaultNamespaces[ns] = cache.Config{}
+		}
+	}
+	return opts
+}
+
+// trimSecretMetadata keeps only what the Secret watch needs to map an event
+// to a MedOpsAPI. Annotations go: kubectl's last-applied-configuration would
+// otherwise put the Secret's data into the operator's memory.
+func trimSecretMetadata(in any) (any, error) {
+	obj, err := meta.Accessor(in)
+	if err != nil {
+		return in, nil //nolint:nilerr // not an object (a tombstone): keep as is
+	}
+	obj.SetManagedFields(nil)
+	obj.SetAnnotations(nil)
+	obj.SetFinalizers(nil)
+	if s, ok := in.(*corev1.Secret); ok {
+		// Only reached if something asked for a typed Secret informer.
+		s.Data, s.StringData = nil, nil
+	}
+	return in, nil
+}
+
+// NewManager builds the operator's manager and registers the MedOpsAPI
+// controller and the health checks. It is what cmd/medops-operator runs.
+func NewManager(cfg *rest.Config, o Options) (manager.Manager, error) {
+	scheme, err := NewScheme()
+	if err != nil {
+		return nil, err
+	}
+	metricsOpts := metricsserver.Options{
+		BindAddress:   o.MetricsBindAddress,
+		SecureServing: o.MetricsSecure,
+	}
+	if o.MetricsSecure {
+		metricsOpts.FilterProvider = filters.WithAuthenticationAndAuthorization
+	}
+	if !o.EnableHTTP2 {
+		metricsOpts.TLSOpts = append(metricsOpts.TLSOpts, func(c *tls.Config) { c.NextProtos = []string{"http/1.1"} })
+	}
+	if metricsOpts.BindAddress == "" {
+		metricsOpts.BindAddress = "0"
+	}
+	health := o.HealthProbeBindAddress
+	if health == "" {
+		health = "0"
+	}
+	grace := 30 * time.Second
+	mgrOpts := manager.Options{
+		Scheme:                        scheme,
+		Logger:                        o.Logger,
+		Metrics:                       metricsOpts,
+		HealthProbeBindAddress:        health,
+		LeaderElection:                o.LeaderElection,
+		LeaderElectionID:              LeaderElectionID,
+		LeaderElectionNamespace:       o.LeaderElectionNamespace,
+		LeaderElectionReleaseOnCancel: true,
+		GracefulShutdownTimeout:       &grace,
+		Cache:                         CacheOptions(o.WatchNamespaces),
+		Client: client.Options{Cache: &client.CacheOptions{
+			// A typed Get of a Secret through the cached client would start an
+			// informer holding every Secret of the cluster with its data.
+			DisableFor: []client.Object{&corev1.Secret{}},
+		}},
+		Controller: config.Controller{
+			MaxConcurrentReconciles: o.MaxConcurrentReconciles,
+		},
+	}
+	if o.SkipNameValidation {
+		t := true
+		mgrOpts.Controller.SkipNameValidation = &t
+	}
+	mgr, err := manager.New(cfg, mgrOpts)
+	if err != nil {
+		return nil, fmt.Errorf("create manager: %w", err)
+	}
+	if err := Setup(mgr, o); err != nil {
+		return nil, err
+	}
+	return mgr, nil
+}
+
+// Setup registers the MedOpsAPI controller and the health checks on mgr.
+func Setup(mgr manager.Manager, o Options) error {
+	r := &Reconciler{
+		Client:    mgr.GetClient(),
+		APIReader: mgr.GetAPIReader(),
+		Scheme:    mgr.GetScheme(),
+		Recorder:  mgr.GetEventRecorder(FieldManager),
+	}
+	if err := r.SetupWithManager(mgr, o.MaxConcurrentReconciles); err != nil {
+		return fmt.Errorf("set up MedOpsAPI controller: %w", err)
+	}
+	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
+		return fmt.Errorf("add healthz check: %w", err)
+	}
+	// Ready once the informers have synced: before that, the operator would
+	// see no children and re-apply everything.
+	if err := mgr.AddReadyzCheck("informers", func(req *http.Request) error {
+		if !mgr.GetCache().WaitForCacheSync(req.Context()) {
+			return errors.New("informer caches not synced yet")
+		}
+		return nil
+	}); err != nil {
+		return fmt.Errorf("add readyz check: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,213 @@
+package operator
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/rand"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	"github.com/medops/medops/internal/testenv"
+)
+
+// The envtest suite runs one real kube-apiserver and etcd and, against it,
+// the operator's manager exactly as cmd/medops-operator builds it
+// (NewManager). It starts lazily, on the first test that asks for it, so the
+// package's pure builder tests do not wait for a control plane.
+
+type envSuite struct {
+	env    *envtest.Environment
+	cfg    *rest.Config
+	client client.Client // the tests' own client: its writes are not counted
+	writes *writeCounter // counts the operator's writes to the apiserver
+	cancel context.CancelFunc
+	done   chan error
+}
+
+var (
+	suiteOnce sync.Once
+	suiteVal  *envSuite
+	suiteErr  error
+)
+
+// TestMain stops the control plane after all tests, if one was started.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if suiteVal != nil {
+		suiteVal.cancel()
+		select {
+		case err := <-suiteVal.done:
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "manager stopped with error:", err)
+			}
+		case <-time.After(20 * time.Second):
+			fmt.Fprintln(os.Stderr, "manager did not stop within 20s")
+		}
+		if err := suiteVal.env.Stop(); err != nil {
+			fmt.Fprintln(os.Stderr, "stop control plane:", err)
+		}
+	}
+	os.Exit(code)
+}
+
+// suite returns the shared control plane with the operator running on it.
+func suite(t *testing.T) *envSuite {
+	t.Helper()
+	suiteOnce.Do(func() { suiteVal, suiteErr = startSuite() })
+	if suiteErr != nil {
+		t.Fatalf("start envtest suite: %v", suiteErr)
+	}
+	return suiteVal
+}
+
+func startSuite() (*envSuite, error) {
+	env, cfg, err := testenv.Start(testenv.CRDDir())
+	if err != nil {
+		return nil, err
+	}
+	s := &envSuite{env: env, cfg: cfg, writes: &writeCounter{}, done: make(chan error, 1)}
+	fail := func(err error) (*envSuite, error) {
+		_ = env.Stop()
+		return nil, err
+	}
+	scheme, err := NewScheme()
+	if err != nil {
+		return fail(err)
+	}
+	if s.client, err = client.New(cfg, client.Options{Scheme: scheme}); err != nil {
+		return fail(fmt.Errorf("test client: %w", err))
+	}
+
+	// The operator gets its own copy of the config whose transport counts
+	// writes: the real client, only observed.
+	opCfg := rest.CopyConfig(cfg)
+	opCfg.WrapTransport = func(rt http.RoundTripper) http.RoundTripper {
+		return &countingTransport{next: rt, c: s.writes}
+	}
+	level := slog.LevelWarn
+	if os.Getenv("MEDOPS_TEST_DEBUG") != "" {
+		level = slog.LevelDebug
+	}
+	logger := logr.FromSlogHandler(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	mgr, err := NewManager(opCfg, Options{
+		MetricsBindAddress:      "0",
+		HealthProbeBindAddress:  "0",
+		MaxConcurrentReconciles: 4,
+		Logger:                  logger,
+		SkipNameValidation:      true,
+	})
+	if err != nil {
+		return fail(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+	go func() { s.done <- mgr.Start(ctx) }()
+	syncCtx, stop := context.WithTimeout(ctx, 30*time.Second)
+	defer stop()
+	if !mgr.GetCache().WaitForCacheSync(syncCtx) {
+		cancel()
+		return fail(fmt.Errorf("operator caches did not sync"))
+	}
+	return s, nil
+}
+
+// writeCounter counts the operator's create, update, patch and delete
+// requests per resource path. Events and leader-election Leases are left
+// out: they are not children or status.
+type writeCounter struct {
+	mu     sync.Mutex
+	total  atomic.Int64
+	byPath map[string]int
+}
+
+func (w *writeCounter) add(method, path string) {
+	if strings.Contains(path, "/events") || strings.Contains(path, "/leases") {
+		return
+	}
+	w.total.Add(1)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.byPath == nil {
+		w.byPath = map[string]int{}
+	}
+	w.byPath[method+" "+path]++
+}
+
+// snapshot returns the writes so far whose path contains sub.
+func (w *writeCounter) snapshot(sub string) map[string]int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	out := map[string]int{}
+	for k, v := range w.byPath {
+		if strings.Contains(k, sub) {
+			out[k] = v
+		}
+	}
+	return out
+}
+
+type countingTransport struct {
+	next http.RoundTripper
+	c    *writeCounter
+}
+
+func (t *countingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	switch req.Method {
+	case http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete:
+		t.c.add(req.Method, req.URL.Path)
+	}
+	return t.next.RoundTrip(req)
+}
+
+// newNamespace makes a namespace of its own for one test.
+func (s *envSuite) newNamespace(t *testing.T, prefix string) string {
+	t.Helper()
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: prefix + "-" + rand.String(5)}}
+	if err := s.client.Create(context.Background(), ns); err != nil {
+		t.Fatalf("create namespace: %v", err)
+	}
+	return ns.Name
+}
+
+// eventually polls check until it returns nil or the timeout passes, then
+// fails the test with the last error.
+func eventually(t *testing.T, timeout time.Duration, what string, check func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	var err error
+	for {
+		if err = check(); err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not reached within %s: %v", what, timeout, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// consistently fails the test if check returns an error at any time
+// during the period.
+func consistently(t *testing.T, period time.Duration, what string, check func() error) {
+	t.Helper()
+	deadline := time.Now().Add(period)
+	for time.Now().Before(deadline) {
+		if err := check(); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}

@@ -1,0 +1,223 @@
+// Package app assembles medops-api: the chi router with its middleware, the
+// modules switched on by configuration, health, metrics and the OpenAPI
+// document.
+package app
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/medops/medops/api/v1alpha1"
+	"github.com/medops/medops/server/httpx"
+	"github.com/medops/medops/server/store"
+	"github.com/medops/medops/server/tasks"
+)
+
+// Route prefixes of the modules.
+const (
+	APIPrefix     = "/api/v1"
+	TasksPrefix   = APIPrefix + "/tasks"
+	GatewayPrefix = APIPrefix + "/gateway"
+)
+
+// Options configure New.
+type Options struct {
+	// Config must be defaulted and validated (config.Load does both).
+	Config *v1alpha1.WorkloadConfig
+	// Logger receives access and error logs; nil discards them.
+	Logger *slog.Logger
+	// Registry receives all metrics and is served on /metrics; nil makes a
+	// fresh one. Never the global default registry, so tests and several
+	// apps in one process do not collide.
+	Registry *prometheus.Registry
+	// StoreOptions tune the task store (tests shorten the batch delay).
+	StoreOptions store.Options
+}
+
+// App is a ready-to-serve medops-api.
+type App struct {
+	cfg       *v1alpha1.WorkloadConfig
+	log       *slog.Logger
+	reg       *prometheus.Registry
+	store     *store.Store // nil when the task module is off
+	mods      *modules
+	root      *chi.Mux
+	metrics   *httpMetrics
+	ids       *requestIDs
+	recorders sync.Pool
+	draining  atomic.Bool
+	openapi   []byte
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// New opens the store, reads the token file, builds the modules and the
+// router. Close releases what it opened.
+func New(opts Options) (_ *App, err error) {
+	if opts.Config == nil {
+		return nil, errors.New("app: a configuration is required")
+	}
+	a := &App{cfg: opts.Config, log: opts.Logger, reg: opts.Registry}
+	a.recorders.New = func() any { return new(recorder) }
+	if a.log == nil {
+		a.log = slog.New(slog.DiscardHandler)
+	}
+	if a.reg == nil {
+		a.reg = prometheus.NewRegistry()
+	}
+	defer func() {
+		if err != nil {
+			_ = a.Close()
+		}
+	}()
+	if a.ids, err = newRequestIDs(); err != nil {
+		return nil, err
+	}
+	if a.metrics, err = newHTTPMetrics(a.reg); err != nil {
+		return nil, fmt.Errorf("registering HTTP metrics: %w", err)
+	}
+	token, err := readToken(a.cfg.Auth)
+	if err != nil {
+		return nil, err
+	}
+	if a.cfg.Modules.TasksEnabled() {
+		if a.store, err = store.Open(a.cfg.DataDir, opts.StoreOptions); err != nil {
+			return nil, err
+		}
+	}
+	if a.mods, err = newModules(a.cfg, a.reg, a.log); err != nil {
+		return nil, err
+	}
+	if err := a.buildRouter(token); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+// readToken reads the bearer token once at start: a missing or empty file
+// is a start-up error, never a silently open API.
+func readToken(auth v1alpha1.WorkloadAuth) (string, error) {
+	if auth.Disabled || auth.TokenFile == "" {
+		return "", nil
+	}
+	b, err := os.ReadFile(auth.TokenFile)
+	if err != nil {
+		return "", fmt.Errorf("auth.tokenFile: %w", err)
+	}
+	tok := strings.TrimSpace(string(b))
+	if tok == "" {
+		return "", fmt.Errorf("auth.tokenFile: %s is empty", auth.TokenFile)
+	}
+	return tok, nil
+}
+
+func (a *App) buildRouter(token string) error {
+	r := chi.NewRouter()
+	a.root = r
+	// Set before any Mount: chi hands it to sub-routers as they are
+	// mounted, so every 404 in the tree is JSON. 405s are made JSON by
+	// observe (see recorder.bare405).
+	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
+		httpx.WriteError(w, http.StatusNotFound, "not_found", "no route for "+r.URL.Path, "")
+	})
+	r.Use(a.observe, limitBody(a.cfg.Server.MaxBodySize.Value()))
+	if token != "" {
+		r.Use(requireToken(token))
+	}
+	r.Get("/healthz", a.healthz)
+	r.Get("/readyz", a.readyz)
+	r.Method(http.MethodGet, "/metrics", promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{
+		ErrorLog: slog.NewLogLogger(a.log.Handler(), slog.LevelError),
+	}))
+	var mountErr error
+	r.Route(APIPrefix, func(api chi.Router) {
+		mountErr = a.mountModules(api)
+	})
+	if mountErr != nil {
+		return mountErr
+	}
+	doc, err := a.openAPIDocument()
+	if err != nil {
+		return fmt.Errorf("building the OpenAPI document: %w", err)
+	}
+	a.openapi = doc
+	r.Get("/openapi.json", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(a.openapi)
+	})
+	return nil
+}
+
+// newTasksRouter builds the task module; its writes drop cached task
+// responses so the next read sees them.
+func (a *App) newTasksRouter(read func(http.Handler) http.Handler, invalidate func(prefix string)) (http.Handler, error) {
+	return tasks.NewRouter(tasks.Options{
+		Store:          a.store,
+		Logger:         a.log,
+		BasePath:       TasksPrefix,
+		OnWrite:        func() { invalidate(TasksPrefix) },
+		ReadMiddleware: read,
+	})
+}
+
+// Handler is the root HTTP handler.
+func (a *App) Handler() http.Handler { return a.root }
+
+// Router exposes the chi tree, for route walks.
+func (a *App) Router() chi.Routes { return a.root }
+
+// Registry is the metrics registry served on /metrics.
+func (a *App) Registry() *prometheus.Registry { return a.reg }
+
+// Store is the task store, nil when the task module is off.
+func (a *App) Store() *store.Store { return a.store }
+
+// SetDraining turns readiness off: the first step of a graceful shutdown.
+func (a *App) SetDraining() { a.draining.Store(true) }
+
+// Ready reports what /readyz answers.
+func (a *App) Ready() bool {
+	return !a.draining.Load() && (a.store == nil || a.store.Ready())
+}
+
+func (a *App) healthz(w http.ResponseWriter, _ *http.Request) {
+	_ = httpx.WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+func (a *App) readyz(w http.ResponseWriter, _ *http.Request) {
+	switch {
+	case a.draining.Load():
+		httpx.WriteError(w, http.StatusServiceUnavailable, "draining", "shutting down", "")
+	case a.store != nil && !a.store.Ready():
+		httpx.WriteError(w, http.StatusServiceUnavailable, "not_ready", "the task store is not open", "")
+	default:
+		_ = httpx.WriteJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	}
+}
+
+// Close releases the modules and closes the store. Call it after the HTTP
+// server has stopped; it is safe to call more than once.
+func (a *App) Close() error {
+	a.closeOnce.Do(func() {
+		a.draining.Store(true)
+		var errs []error
+		if a.mods != nil {
+			errs = append(errs, a.mods.close())
+		}
+		if a.store != nil {
+			errs = append(errs, a.store.Close())
+		}
+		a.closeErr = errors.Join(errs...)
+	})
+	return a.closeErr
+}

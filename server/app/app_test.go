@@ -1,0 +1,518 @@
+package app
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"k8s.io/apimachinery/pkg/api/resource"
+
+	"github.com/medops/medops/api/v1alpha1"
+	"github.com/medops/medops/server/httpx"
+	"github.com/medops/medops/server/store"
+)
+
+const testToken = "s3cret-token"
+
+type testEnv struct {
+	app *App
+	srv *httptest.Server
+}
+
+// newTestEnv starts the whole router on a real 127.0.0.1 listener with a
+// real bbolt store in a temporary folder. mutate may change the config
+// before the app is built.
+func newTestEnv(t testing.TB, mutate func(*v1alpha1.WorkloadConfig)) *testEnv {
+	t.Helper()
+	cfg := &v1alpha1.WorkloadConfig{DataDir: t.TempDir()}
+	tok := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(tok, []byte(testToken+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg.Auth.TokenFile = tok
+	cfg.SetDefaults()
+	if mutate != nil {
+		mutate(cfg)
+	}
+	if errs := cfg.Validate(); len(errs) > 0 {
+		t.Fatal(errs.ToAggregate())
+	}
+	a, err := New(Options{Config: cfg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(a.Handler())
+	t.Cleanup(func() {
+		srv.Close()
+		if err := a.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	return &testEnv{app: a, srv: srv}
+}
+
+type resp struct {
+	status int
+	header http.Header
+	body   []byte
+}
+
+func (r resp) errorBody(t testing.TB) httpx.ErrorDetail {
+	t.Helper()
+	if ct := r.header.Get("Content-Type"); ct != "application/json" {
+		t.Fatalf("error response has Content-Type %q, body %q", ct, r.body)
+	}
+	var e httpx.ErrorBody
+	if err := json.Unmarshal(r.body, &e); err != nil || e.Error.Code == "" || e.Error.Message == "" {
+		t.Fatalf("error response is not the JSON error shape: %q (%v)", r.body, err)
+	}
+	return e.Error
+}
+
+func (r resp) task(t testing.TB) store.Task {
+	t.Helper()
+	var tk store.Task
+	if err := json.Unmarshal(r.body, &tk); err != nil {
+		t.Fatalf("not a task: %q", r.body)
+	}
+	return tk
+}
+
+func (e *testEnv) do(t testing.TB, method, path string, body string, hdr ...string) resp {
+	t.Helper()
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	req, err := http.NewRequest(method, e.srv.URL+path, rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if method != http.MethodGet && method != http.MethodHead {
+		req.Header.Set("Authorization", "Bearer "+testToken)
+	}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		if hdr[i+1] == "" {
+			req.Header.Del(hdr[i])
+		} else {
+			req.Header.Set(hdr[i], hdr[i+1])
+		}
+	}
+	res, err := e.srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp{status: res.StatusCode, header: res.Header, body: b}
+}
+
+func (e *testEnv) create(t testing.TB, body string) store.Task {
+	t.Helper()
+	r := e.do(t, http.MethodPost, "/api/v1/tasks", body)
+	if r.status != http.StatusCreated {
+		t.Fatalf("create: %d %s", r.status, r.body)
+	}
+	return r.task(t)
+}
+
+func TestCreateGetPatchDelete(t *testing.T) {
+	e := newTestEnv(t, nil)
+	r := e.do(t, http.MethodPost, "/api/v1/tasks", `{"title":"Check vitals","priority":"high","labels":["ward-3"],"due":"2030-05-01T10:00:00+02:00"}`)
+	if r.status != http.StatusCreated {
+		t.Fatalf("create: %d %s", r.status, r.body)
+	}
+	tk := r.task(t)
+	if r.header.Get("Location") != "/api/v1/tasks/"+tk.ID || r.header.Get("ETag") != `"1"` {
+		t.Fatalf("Location %q ETag %q", r.header.Get("Location"), r.header.Get("ETag"))
+	}
+	if tk.Status != "open" || tk.Priority != "high" || tk.Version != 1 || tk.Due.Format(time.RFC3339) != "2030-05-01T08:00:00Z" {
+		t.Fatalf("created task: %+v", tk)
+	}
+
+	g := e.do(t, http.MethodGet, "/api/v1/tasks/"+tk.ID, "")
+	if g.status != 200 || g.task(t).Title != "Check vitals" || g.header.Get("ETag") != `"1"` {
+		t.Fatalf("get: %d %s %v", g.status, g.body, g.header)
+	}
+	if h := e.do(t, http.MethodHead, "/api/v1/tasks/"+tk.ID, ""); h.status != 200 || len(h.body) != 0 || h.header.Get("ETag") != `"1"` {
+		t.Fatalf("head: %d %q %v", h.status, h.body, h.header)
+	}
+	if nm := e.do(t, http.MethodGet, "/api/v1/tasks/"+tk.ID, "", "If-None-Match", `"1"`); nm.status != http.StatusNotModified || len(nm.body) != 0 {
+		t.Fatalf("If-None-Match current: %d %q", nm.status, nm.body)
+	}
+	if nm := e.do(t, http.MethodGet, "/api/v1/tasks/"+tk.ID, "", "If-None-Match", `"7"`); nm.status != 200 {
+		t.Fatalf("If-None-Match stale: %d", nm.status)
+	}
+
+	// Merge patch: replace status, remove due (null), reset priority (null
+	// → default), keep the rest.
+	p := e.do(t, http.MethodPatch, "/api/v1/tasks/"+tk.ID, `{"status":"in_progress","due":null,"priority":null,"assignee":"dr-who"}`,
+		"Content-Type", "application/merge-patch+json", "If-Match", `"1"`)
+	if p.status != 200 {
+		t.Fatalf("patch: %d %s", p.status, p.body)
+	}
+	pt := p.task(t)
+	if pt.Status != "in_progress" || pt.Due != nil || pt.Priority != "normal" || pt.Assignee != "dr-who" ||
+		pt.Title != "Check vitals" || pt.Labels[0] != "ward-3" || pt.Version != 2 || p.header.Get("ETag") != `"2"` {
+		t.Fatalf("patched task: %+v", pt)
+	}
+	if !pt.UpdatedAt.After(pt.CreatedAt) || !pt.CreatedAt.Equal(tk.CreatedAt) {
+		t.Fatalf("timestamps: %+v", pt)
+	}
+
+	// Stale If-Match → 412 naming the current version.
+	s := e.do(t, http.MethodPatch, "/api/v1/tasks/"+tk.ID, `{"title":"x"}`, "If-Match", `"1"`)
+	if s.status != http.StatusPreconditionFailed || s.errorBody(t).Field != "If-Match" || s.header.Get("ETag") != `"2"` {
+		t.Fatalf("stale patch: %d %s", s.status, s.body)
+	}
+	if d := e.do(t, http.MethodDelete, "/api/v1/tasks/"+tk.ID, "", "If-Match", `"1"`); d.status != http.StatusPreconditionFailed {
+		t.Fatalf("stale delete: %d %s", d.status, d.body)
+	}
+	if d := e.do(t, http.MethodDelete, "/api/v1/tasks/"+tk.ID, "", "If-Match", `"2"`); d.status != http.StatusNoContent {
+		t.Fatalf("delete: %d %s", d.status, d.body)
+	}
+	if g := e.do(t, http.MethodGet, "/api/v1/tasks/"+tk.ID, ""); g.status != 404 || g.errorBody(t).Code != "not_found" {
+		t.Fatalf("get deleted: %d %s", g.status, g.body)
+	}
+}
+
+func TestTaskErrors(t *testing.T) {
+	e := newTestEnv(t, nil)
+	tk := e.create(t, `{"title":"base"}`)
+	id := "/api/v1/tasks/" + tk.ID
+	long := strings.Repeat("a", store.MaxTitleLen+1)
+	for _, tc := range []struct {
+		name         string
+		method, path string
+		body         string
+		hdr          []string
+		status       int
+		code, field  string
+	}{
+		{"unknown field", "POST", "/api/v1/tasks", `{"title":"a","colour":"red"}`, nil, 400, "unknown_field", "colour"},
+		{"read-only field", "POST", "/api/v1/tasks", `{"title":"a","version":3}`, nil, 400, "read_only", "version"},
+		{"wrong type", "POST", "/api/v1/tasks", `{"title":5}`, nil, 400, "invalid_type", "title"},
+		{"labels wrong type", "POST", "/api/v1/tasks", `{"title":"a","labels":"x"}`, nil, 400, "invalid_type", "labels"},
+		{"not an object", "POST", "/api/v1/tasks", `["a"]`, nil, 400, "invalid_json", ""},
+		{"broken json", "POST", "/api/v1/tasks", `{"title":`, nil, 400, "invalid_json", ""},
+		{"empty body", "POST", "/api/v1/tasks", ``, []string{"Content-Type", "application/json"}, 400, "invalid_json", ""},
+		{"missing title", "POST", "/api/v1/tasks", `{"details":"x"}`, nil, 422, "invalid", "title"},
+		{"title too long", "POST", "/api/v1/tasks", `{"title":"` + long + `"}`, nil, 422, "invalid", "title"},
+		{"bad priority", "POST", "/api/v1/tasks", `{"title":"a","priority":"asap"}`, nil, 422, "invalid", "priority"},
+		{"bad due", "POST", "/api/v1/tasks", `{"title":"a","due":"tomorrow"}`, nil, 422, "invalid", "due"},
+		{"bad label", "POST", "/api/v1/tasks", `{"title":"a","labels":["Bad Label"]}`, nil, 422, "invalid", "labels[0]"},
+		{"form content type", "POST", "/api/v1/tasks", `{"title":"a"}`, []string{"Content-Type", "application/x-www-form-urlencoded"}, 415, "unsupported_media_type", "Content-Type"},
+		{"patch unknown field", "PATCH", id, `{"colour":"red"}`, nil, 400, "unknown_field", "colour"},
+		{"patch id", "PATCH", id, `{"id":"x"}`, nil, 400, "read_only", "id"},
+		{"patch null title", "PATCH", id, `{"title":null}`, nil, 422, "invalid", "title"},
+		{"patch bad status", "PATCH", id, `{"status":"closed"}`, nil, 422, "invalid", "status"},
+		{"patch wrong type", "PATCH", id, `{"labels":[1]}`, nil, 400, "invalid_type", "labels"},
+		{"patch bad If-Match", "PATCH", id, `{"title":"b"}`, []string{"If-Match", "3"}, 400, "invalid", "If-Match"},
+		{"patch weak If-Match", "PATCH", id, `{"title":"b"}`, []string{"If-Match", `W/"1"`}, 412, "precondition_failed", "If-Match"},
+		{"patch text/plain", "PATCH", id, `{"title":"b"}`, []string{"Content-Type", "text/plain"}, 415, "unsupported_media_type", "Content-Type"},
+		{"patch missing", "PATCH", "/api/v1/tasks/01ARZ3NDEKTSV4RRFFQ69G5FAV", `{"title":"b"}`, nil, 404, "not_found", "id"},
+		{"get malformed id", "GET", "/api/v1/tasks/nope", ``, nil, 404, "not_found", "id"},
+		{"delete missing", "DELETE", "/api/v1/tasks/01ARZ3NDEKTSV4RRFFQ69G5FAV", ``, nil, 404, "not_found", "id"},
+		{"list bad status", "GET", "/api/v1/tasks?status=closed", ``, nil, 400, "invalid", "status"},
+		{"list bad priority", "GET", "/api/v1/tasks?priority=asap", ``, nil, 400, "invalid", "priority"},
+		{"list bad limit", "GET", "/api/v1/tasks?limit=0", ``, nil, 400, "invalid", "limit"},
+		{"list bad label", "GET", "/api/v1/tasks?label=A+B", ``, nil, 400, "invalid", "label"},
+		{"list bad cursor", "GET", "/api/v1/tasks?cursor=zz", ``, nil, 400, "invalid", "cursor"},
+		{"list unknown parameter", "GET", "/api/v1/tasks?sort=title", ``, nil, 400, "unknown_parameter", "sort"},
+		{"unknown route", "GET", "/api/v1/nothing", ``, nil, 404, "not_found", ""},
+		{"unknown root route", "GET", "/nothing", ``, nil, 404, "not_found", ""},
+		{"too deep", "GET", id + "/x", ``, nil, 404, "not_found", ""},
+		{"method not allowed", "PUT", id, `{"title":"a"}`, nil, 405, "method_not_allowed", ""},
+		{"method not allowed on health", "POST", "/healthz", `{}`, nil, 405, "method_not_allowed", ""},
+		{"no token", "POST", "/api/v1/tasks", `{"title":"a"}`, []string{"Authorization", ""}, 401, "unauthorized", "Authorization"},
+		{"wrong token", "DELETE", id, ``, []string{"Authorization", "Bearer nope"}, 401, "unauthorized", "Authorization"},
+		{"basic auth", "PATCH", id, `{"title":"b"}`, []string{"Authorization", "Basic Zm9vOmJhcg=="}, 401, "unauthorized", "Authorization"},
+		{"body too large by length", "POST", "/api/v1/tasks", `{"title":"` + strings.Repeat("x", 2<<20) + `"}`, nil, 413, "too_large", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := e.do(t, tc.method, tc.path, tc.body, tc.hdr...)
+			if r.status != tc.status {
+				t.Fatalf("status %d, want %d: %s", r.status, tc.status, r.body)
+			}
+			eb := r.errorBody(t)
+			if eb.Code != tc.code || eb.Field != tc.field {
+				t.Fatalf("error %+v, want code %q field %q", eb, tc.code, tc.field)
+			}
+			switch tc.status {
+			case 401:
+				if !strings.HasPrefix(r.header.Get("WWW-Authenticate"), "Bearer") {
+					t.Fatalf("401 without WWW-Authenticate: %v", r.header)
+				}
+			case 405:
+				if r.header.Get("Allow") == "" {
+					t.Fatalf("405 without Allow: %v", r.header)
+				}
+			}
+		})
+	}
+	// Nothing above changed the task.
+	if g := e.do(t, "GET", id, ""); g.task(t).Version != 1 {
+		t.Fatalf("failed requests changed the task: %s", g.body)
+	}
+}
+
+func TestAllowHeaderListsRouteMethods(t *testing.T) {
+	e := newTestEnv(t, nil)
+	r := e.do(t, http.MethodPut, "/api/v1/tasks", `{}`)
+	got := strings.Join(r.header.Values("Allow"), ",")
+	for _, m := range []string{"GET", "HEAD", "POST"} {
+		if !strings.Contains(got, m) {
+			t.Fatalf("Allow %q lacks %s", got, m)
+		}
+	}
+	if strings.Contains(got, "DELETE") || strings.Contains(got, "PUT") {
+		t.Fatalf("Allow %q lists methods the route lacks", got)
+	}
+}
+
+func TestBodyLimitWhileReading(t *testing.T) {
+	// A chunked body has no Content-Length: the limit trips while the
+	// handler reads.
+	e := newTestEnv(t, func(c *v1alpha1.WorkloadConfig) {
+		q := resource.MustParse("1Ki")
+		c.Server.MaxBodySize = &q
+	})
+	body := `{"title":"` + strings.Repeat("x", 2048) + `"}`
+	req, _ := http.NewRequest(http.MethodPost, e.srv.URL+"/api/v1/tasks", io.MultiReader(strings.NewReader(body)))
+	req.ContentLength = -1
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+testToken)
+	res, err := e.srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	r := resp{status: res.StatusCode, header: res.Header, body: b}
+	if r.status != http.StatusRequestEntityTooLarge || r.errorBody(t).Code != "too_large" {
+		t.Fatalf("got %d %s", r.status, b)
+	}
+}
+
+func TestListPaginationAndFilters(t *testing.T) {
+	e := newTestEnv(t, nil)
+	for i := range 7 {
+		body := `{"title":"t","assignee":"ann"}`
+		if i%2 == 0 {
+			body = `{"title":"t","assignee":"bob","labels":["icu"],"status":"done"}`
+		}
+		e.create(t, body)
+	}
+	var all []store.Task
+	next := ""
+	pages := 0
+	for {
+		path := "/api/v1/tasks?limit=3"
+		if next != "" {
+			path += "&cursor=" + next
+		}
+		r := e.do(t, "GET", path, "")
+		if r.status != 200 {
+			t.Fatalf("%d %s", r.status, r.body)
+		}
+		var l struct {
+			Items []store.Task `json:"items"`
+			Next  string       `json:"next"`
+		}
+		if err := json.Unmarshal(r.body, &l); err != nil {
+			t.Fatal(err)
+		}
+		pages++
+		all = append(all, l.Items...)
+		if l.Next == "" {
+			break
+		}
+		next = l.Next
+	}
+	if len(all) != 7 || pages != 3 {
+		t.Fatalf("%d tasks in %d pages", len(all), pages)
+	}
+	for i := 1; i < len(all); i++ {
+		if all[i].ID <= all[i-1].ID {
+			t.Fatal("list not in id order")
+		}
+	}
+	for _, tc := range []struct {
+		query string
+		want  int
+	}{
+		{"assignee=bob", 4}, {"label=icu&status=done", 4}, {"status=open", 3}, {"priority=normal", 7}, {"priority=urgent", 0},
+	} {
+		r := e.do(t, "GET", "/api/v1/tasks?"+tc.query, "")
+		var l struct {
+			Items []store.Task `json:"items"`
+		}
+		_ = json.Unmarshal(r.body, &l)
+		if r.status != 200 || len(l.Items) != tc.want || l.Items == nil {
+			t.Fatalf("%s: %d items (%d), want %d: %s", tc.query, len(l.Items), r.status, tc.want, r.body)
+		}
+	}
+}
+
+func TestReadsNeedNoTokenAndAuthCanBeOff(t *testing.T) {
+	e := newTestEnv(t, nil)
+	if r := e.do(t, "GET", "/api/v1/tasks", "", "Authorization", ""); r.status != 200 {
+		t.Fatalf("GET without token: %d", r.status)
+	}
+	open := newTestEnv(t, func(c *v1alpha1.WorkloadConfig) { c.Auth.Disabled = true })
+	if r := open.do(t, "POST", "/api/v1/tasks", `{"title":"a"}`, "Authorization", ""); r.status != 201 {
+		t.Fatalf("auth disabled: POST without token got %d", r.status)
+	}
+}
+
+func TestEmptyTokenFileStopsStartUp(t *testing.T) {
+	cfg := &v1alpha1.WorkloadConfig{DataDir: t.TempDir()}
+	cfg.Auth.TokenFile = filepath.Join(t.TempDir(), "empty")
+	_ = os.WriteFile(cfg.Auth.TokenFile, []byte("\n"), 0o600)
+	cfg.SetDefaults()
+	if _, err := New(Options{Config: cfg}); err == nil || !strings.Contains(err.Error(), "auth.tokenFile") {
+		t.Fatalf("want auth.tokenFile error, got %v", err)
+	}
+}
+
+func TestRequestIDAndPanicRecovery(t *testing.T) {
+	e := newTestEnv(t, nil)
+	e.app.root.Get("/test-panic", func(http.ResponseWriter, *http.Request) { panic("boom") })
+	for _, tc := range []struct{ in, want string }{
+		{"abc-123", "abc-123"},
+		{"", ""},
+		{"bad id with spaces", ""},
+		{strings.Repeat("a", 200), ""},
+	} {
+		r := e.do(t, "GET", "/healthz", "", httpx.HeaderRequestID, tc.in)
+		got := r.header.Get(httpx.HeaderRequestID)
+		if tc.want != "" && got != tc.want || tc.want == "" && (got == "" || got == tc.in) {
+			t.Fatalf("incoming %q: response id %q", tc.in, got)
+		}
+	}
+	r := e.do(t, "GET", "/test-panic", "")
+	if r.status != 500 || r.errorBody(t).Code != "internal" || r.header.Get(httpx.HeaderRequestID) == "" {
+		t.Fatalf("panic: %d %s", r.status, r.body)
+	}
+	// The server still works.
+	if r := e.do(t, "GET", "/healthz", ""); r.status != 200 {
+		t.Fatalf("after panic: %d", r.status)
+	}
+}
+
+func TestHealthReadinessDraining(t *testing.T) {
+	e := newTestEnv(t, nil)
+	if r := e.do(t, "GET", "/healthz", ""); r.status != 200 {
+		t.Fatal(r.status)
+	}
+	if r := e.do(t, "GET", "/readyz", ""); r.status != 200 {
+		t.Fatal(r.status)
+	}
+	e.app.SetDraining()
+	if r := e.do(t, "GET", "/readyz", ""); r.status != 503 || r.errorBody(t).Code != "draining" {
+		t.Fatalf("draining readyz: %d %s", r.status, r.body)
+	}
+	if r := e.do(t, "GET", "/healthz", ""); r.status != 200 {
+		t.Fatalf("healthz while draining: %d", r.status)
+	}
+	// A closed store is not ready either.
+	e2 := newTestEnv(t, nil)
+	_ = e2.app.Store().Close()
+	if r := e2.do(t, "GET", "/readyz", ""); r.status != 503 || r.errorBody(t).Code != "not_ready" {
+		t.Fatalf("closed store readyz: %d %s", r.status, r.body)
+	}
+}
+
+func TestMetricsByRoutePattern(t *testing.T) {
+	e := newTestEnv(t, nil)
+	tk := e.create(t, `{"title":"m"}`)
+	e.do(t, "GET", "/api/v1/tasks/"+tk.ID, "")
+	if r := e.do(t, "GET", "/api/v1/tasks/"+tk.ID, ""); r.header.Get("X-Cache") != "HIT" {
+		t.Fatalf("X-Cache %q", r.header.Get("X-Cache"))
+	}
+	e.do(t, "GET", "/no/such/"+tk.ID, "")
+	r := e.do(t, "GET", "/metrics", "")
+	text := string(r.body)
+	for _, want := range []string{
+		`medops_http_requests_total{code="201",method="POST",route="/api/v1/tasks"} 1`,
+		// The cache hit is counted under the route pattern too.
+		`medops_http_requests_total{code="200",method="GET",route="/api/v1/tasks/{id}"} 2`,
+		`medops_http_requests_total{code="404",method="GET",route="unmatched"} 1`,
+		`medops_http_request_duration_seconds_count{method="GET",route="/api/v1/tasks/{id}"} 2`,
+		`go_goroutines`,
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+	if strings.Contains(text, tk.ID) {
+		t.Error("a raw task id leaked into metric labels")
+	}
+}
+
+func TestCacheHitAndInvalidationOnWrite(t *testing.T) {
+	e := newTestEnv(t, nil)
+	tk := e.create(t, `{"title":"cached"}`)
+	path := "/api/v1/tasks/" + tk.ID
+	if r := e.do(t, "GET", path, ""); r.header.Get("X-Cache") != "MISS" {
+		t.Fatalf("first GET: X-Cache %q", r.header.Get("X-Cache"))
+	}
+	r := e.do(t, "GET", path, "")
+	if r.header.Get("X-Cache") != "HIT" || r.task(t).Title != "cached" || r.header.Get("ETag") != `"1"` {
+		t.Fatalf("second GET: X-Cache %q %s", r.header.Get("X-Cache"), r.body)
+	}
+	list1 := e.do(t, "GET", "/api/v1/tasks", "")
+	if l := e.do(t, "GET", "/api/v1/tasks", ""); l.header.Get("X-Cache") != "HIT" || !bytes.Equal(l.body, list1.body) {
+		t.Fatalf("list second GET: %q", l.header.Get("X-Cache"))
+	}
+	if p := e.do(t, "PATCH", path, `{"title":"changed"}`); p.status != 200 {
+		t.Fatalf("patch: %d %s", p.status, p.body)
+	}
+	r = e.do(t, "GET", path, "")
+	if r.header.Get("X-Cache") != "MISS" || r.task(t).Title != "changed" || r.header.Get("ETag") != `"2"` {
+		t.Fatalf("GET after PATCH: X-Cache %q %s", r.header.Get("X-Cache"), r.body)
+	}
+	if l := e.do(t, "GET", "/api/v1/tasks", ""); l.header.Get("X-Cache") != "MISS" || !strings.Contains(string(l.body), "changed") {
+		t.Fatalf("list after PATCH: %q %s", l.header.Get("X-Cache"), l.body)
+	}
+	e.create(t, `{"title":"another"}`)
+	if l := e.do(t, "GET", "/api/v1/tasks", ""); l.header.Get("X-Cache") != "MISS" || !strings.Contains(string(l.body), "another") {
+		t.Fatalf("list after POST: %q", l.header.Get("X-Cache"))
+	}
+	if d := e.do(t, "DELETE", path, ""); d.status != 204 {
+		t.Fatal(d.status)
+	}
+	if g := e.do(t, "GET", path, ""); g.status != 404 {
+		t.Fatalf("GET after DELETE served %d (X-Cache %q)", g.status, g.header.Get("X-Cache"))
+	}
+}
+
+func TestModulesCanBeSwitchedOff(t *testing.T) {
+	e := newTestEnv(t, func(c *v1alpha1.WorkloadConfig) {
+		off := false
+		c.Modules.Tasks.Enabled = &off
+		c.Cache.Enabled = &off
+	})
+	if r := e.do(t, "GET", "/api/v1/tasks", ""); r.status != 404 || r.errorBody(t).Code != "not_found" {
+		t.Fatalf("tasks off: %d %s", r.status, r.body)
+	}
+	if r := e.do(t, "GET", "/readyz", ""); r.status != 200 {
+		t.Fatalf("ready without a store: %d", r.status)
+	}
+	if _, err := os.Stat(filepath.Join(e.app.cfg.DataDir, store.FileName)); !os.IsNotExist(err) {
+		t.Fatalf("store file created although the task module is off: %v", err)
+	}
+}

@@ -1,0 +1,82 @@
+package app
+
+import (
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/medops/medops/api/v1alpha1"
+)
+
+// upstreamServer is a real HTTP service on 127.0.0.1 that counts its calls.
+func upstreamServer(t *testing.T) (*httptest.Server, *atomic.Int64) {
+	t.Helper()
+	var calls atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n := calls.Add(1)
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"path":%q,"query":%q,"call":%d}`, r.URL.Path, r.URL.RawQuery, n)
+	}))
+	t.Cleanup(srv.Close)
+	return srv, &calls
+}
+
+func withGateway(url string) func(*v1alpha1.WorkloadConfig) {
+	return func(c *v1alpha1.WorkloadConfig) {
+		on := true
+		c.Modules.Gateway.Enabled = &on
+		c.Modules.Gateway.Upstreams = []v1alpha1.Upstream{{Name: "ensembl", URL: url + "/rest"}}
+		c.Modules.SetDefaults()
+	}
+}
+
+func TestGatewayThroughRouter(t *testing.T) {
+	up, calls := upstreamServer(t)
+	e := newTestEnv(t, withGateway(up.URL))
+
+	r := e.do(t, "GET", "/api/v1/gateway/ensembl/lookup/id/ENSG00000157764?expand=1", "")
+	if r.status != 200 || r.header.Get("X-Cache") != "MISS" {
+		t.Fatalf("first GET: %d X-Cache %q %s", r.status, r.header.Get("X-Cache"), r.body)
+	}
+	if want := `{"path":"/rest/lookup/id/ENSG00000157764","query":"expand=1","call":1}`; string(r.body) != want {
+		t.Fatalf("body %s, want %s", r.body, want)
+	}
+	r = e.do(t, "GET", "/api/v1/gateway/ensembl/lookup/id/ENSG00000157764?expand=1", "")
+	if r.status != 200 || r.header.Get("X-Cache") != "HIT" || calls.Load() != 1 {
+		t.Fatalf("second GET: %d X-Cache %q, upstream calls %d", r.status, r.header.Get("X-Cache"), calls.Load())
+	}
+	if r.header.Get("X-Request-Id") == "" {
+		t.Fatal("gateway answer lacks the request id")
+	}
+
+	for _, tc := range []struct {
+		name, method, path string
+		status             int
+		code               string
+	}{
+		{"unknown upstream", "GET", "/api/v1/gateway/nope/x", 404, "not_found"},
+		{"dot segments", "GET", "/api/v1/gateway/ensembl/a/%2e%2e/b", 400, "invalid"},
+		{"write method", "POST", "/api/v1/gateway/ensembl/x", 405, "method_not_allowed"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := e.do(t, tc.method, tc.path, "")
+			if r.status != tc.status || r.errorBody(t).Code != tc.code {
+				t.Fatalf("%d %s", r.status, r.body)
+			}
+			if tc.status == 405 && !strings.Contains(strings.Join(r.header.Values("Allow"), ","), "GET") {
+				t.Fatalf("Allow %v", r.header.Values("Allow"))
+			}
+		})
+	}
+
+	m := string(e.do(t, "GET", "/metrics", "").body)
+	if !strings.Contains(m, `medops_http_requests_total{code="200",method="GET",route="/api/v1/gateway/*"} 2`) {
+		t.Fatalf("gateway requests not counted by route pattern:\n%s", m)
+	}
+	if !strings.Contains(m, "medops_gateway_requests_total") {
+		t.Fatal("gateway metrics not on the app registry")
+	}
+}

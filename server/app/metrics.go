@@ -1,0 +1,68 @@
+package app
+
+import (
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// httpMetrics are labelled by route pattern (/api/v1/tasks/{id}), never by
+// raw path, so the number of series stays bounded.
+type httpMetrics struct {
+	requests *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+	// codes avoids formatting the common status codes on every request.
+	codes map[int]string
+}
+
+func newHTTPMetrics(reg prometheus.Registerer) (*httpMetrics, error) {
+	m := &httpMetrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "medops", Subsystem: "http", Name: "requests_total",
+			Help: "HTTP requests served, by method, route pattern and status code.",
+		}, []string{"method", "route", "code"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: "medops", Subsystem: "http", Name: "request_duration_seconds",
+			Help:    "Time to serve HTTP requests, by method and route pattern.",
+			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}, []string{"method", "route"}),
+		codes: map[int]string{},
+	}
+	for c := 100; c < 600; c++ {
+		if http.StatusText(c) != "" {
+			m.codes[c] = strconv.Itoa(c)
+		}
+	}
+	for _, c := range []prometheus.Collector{
+		m.requests, m.duration,
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+func metricMethod(m string) string {
+	switch m {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+		http.MethodDelete, http.MethodOptions:
+		return m
+	}
+	return "OTHER" // arbitrary methods must not mint new series
+}
+
+func (m *httpMetrics) observe(method, route string, status int, d time.Duration) {
+	method = metricMethod(method)
+	code, ok := m.codes[status]
+	if !ok {
+		code = strconv.Itoa(status)
+	}
+	m.requests.WithLabelValues(method, route, code).Inc()
+	m.duration.WithLabelValues(method, route).Observe(d.Seconds())
+}

@@ -1,0 +1,236 @@
+package app
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base32"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+
+	"github.com/medops/medops/server/httpx"
+)
+
+// recorder captures the status and size of a response for the access log
+// and metrics. It is pooled: the router allocates as little as it can per
+// request, since the read path is meant to serve tens of thousands of
+// requests a second.
+type recorder struct {
+	http.ResponseWriter
+	status      int
+	bytes       int64
+	wroteHeader bool
+	// bare405 holds back chi's own 405 (Allow header, empty body) so that
+	// observe can send it as JSON. chi computes Allow precisely but does not
+	// pass the methods to a custom handler, so its default one stays.
+	bare405 bool
+}
+
+func (rw *recorder) WriteHeader(code int) {
+	if code == http.StatusMethodNotAllowed && !rw.wroteHeader && rw.Header().Get("Content-Type") == "" {
+		rw.status, rw.wroteHeader, rw.bare405 = code, true, true
+		return
+	}
+	if !rw.wroteHeader && code >= 200 {
+		rw.status = code
+		rw.wroteHeader = true
+	}
+	rw.ResponseWriter.WriteHeader(code)
+}
+
+func (rw *recorder) Write(b []byte) (int, error) {
+	if rw.bare405 {
+		if len(b) == 0 {
+			return 0, nil
+		}
+		rw.bare405 = false
+		rw.ResponseWriter.WriteHeader(http.StatusMethodNotAllowed)
+	}
+	if !rw.wroteHeader {
+		rw.status = http.StatusOK
+		rw.wroteHeader = true
+	}
+	n, err := rw.ResponseWriter.Write(b)
+	rw.bytes += int64(n)
+	return n, err
+}
+
+// Flush keeps streaming responses (the gateway) streaming.
+func (rw *recorder) Flush() {
+	if !rw.wroteHeader {
+		rw.status = http.StatusOK
+		rw.wroteHeader = true
+	}
+	if f, ok := rw.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+// Unwrap lets http.ResponseController reach the connection.
+func (rw *recorder) Unwrap() http.ResponseWriter { return rw.ResponseWriter }
+
+// requestIDs makes request ids: a random per-process prefix and a counter.
+// Unique without a crypto/rand read per request.
+type requestIDs struct {
+	prefix string
+	n      atomic.Uint64
+}
+
+func newRequestIDs() (*requestIDs, error) {
+	var b [10]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return nil, fmt.Errorf("seeding request ids: %w", err)
+	}
+	return &requestIDs{prefix: strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(b[:])) + "-"}, nil
+}
+
+func (g *requestIDs) next() string {
+	var buf [48]byte
+	b := append(buf[:0], g.prefix...)
+	b = strconv.AppendUint(b, g.n.Add(1), 10)
+	return string(b)
+}
+
+// saneRequestID accepts an incoming id only when it is short and made of
+// characters that cannot break a log line or a header.
+func saneRequestID(s string) bool {
+	if len(s) == 0 || len(s) > 128 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.' || c == ':') {
+			return false
+		}
+	}
+	return true
+}
+
+// observe is the outermost middleware: request id, panic recovery, one
+// access log line and the request metrics. Recovery sits inside so that a
+// panic is still logged and counted as the 500 it became.
+func (a *App) observe(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		id := r.Header.Get(httpx.HeaderRequestID)
+		if !saneRequestID(id) {
+			id = a.ids.next()
+		}
+		w.Header().Set(httpx.HeaderRequestID, id)
+		rec := a.recorders.Get().(*recorder)
+		*rec = recorder{ResponseWriter: w}
+		r = r.WithContext(httpx.WithRequestID(r.Context(), id))
+
+		a.serveRecovered(next, rec, r)
+		if rec.bare405 {
+			// WriteError sets Content-Type, so this 405 goes through.
+			rec.bare405, rec.wroteHeader = false, false
+			httpx.WriteError(rec, http.StatusMethodNotAllowed, "method_not_allowed",
+				r.Method+" is not allowed on "+r.URL.Path, "")
+		}
+
+		status := rec.status
+		if !rec.wroteHeader {
+			status = http.StatusOK // the handler wrote nothing: net/http sends 200
+		}
+		route := "unmatched"
+		if rctx := chi.RouteContext(r.Context()); rctx != nil {
+			if p := rctx.RoutePattern(); p != "" && status != http.StatusNotFound {
+				route = p
+			}
+		}
+		elapsed := time.Since(start)
+		a.metrics.observe(r.Method, route, status, elapsed)
+		if a.log.Enabled(r.Context(), slog.LevelInfo) {
+			a.log.LogAttrs(r.Context(), slog.LevelInfo, "request",
+				slog.String("request_id", id),
+				slog.String("method", r.Method),
+				slog.String("path", r.URL.Path),
+				slog.String("route", route),
+				slog.Int("status", status),
+				slog.Int64("bytes", rec.bytes),
+				slog.Float64("duration_ms", float64(elapsed.Microseconds())/1000),
+				slog.String("remote", r.RemoteAddr),
+			)
+		}
+		*rec = recorder{}
+		a.recorders.Put(rec)
+	})
+}
+
+func (a *App) serveRecovered(next http.Handler, rec *recorder, r *http.Request) {
+	defer func() {
+		v := recover()
+		if v == nil {
+			return
+		}
+		if v == http.ErrAbortHandler {
+			// net/http's way to abort a response on purpose: let it through.
+			panic(v)
+		}
+		a.log.ErrorContext(r.Context(), "panic serving request",
+			"request_id", httpx.RequestID(r.Context()), "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+		if !rec.wroteHeader {
+			httpx.WriteError(rec, http.StatusInternalServerError, "internal", "internal server error", "")
+		} else {
+			rec.status = http.StatusInternalServerError
+		}
+	}()
+	next.ServeHTTP(rec, r)
+}
+
+// limitBody answers 413 for bodies over the limit: at once when
+// Content-Length says so, otherwise when a handler reads past it
+// (http.MaxBytesReader; handlers map *http.MaxBytesError to 413).
+func limitBody(max int64) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.ContentLength > max {
+				httpx.WriteError(w, http.StatusRequestEntityTooLarge, "too_large",
+					fmt.Sprintf("request body is larger than %d bytes", max), "")
+				return
+			}
+			if r.Body != nil && r.Body != http.NoBody {
+				r.Body = http.MaxBytesReader(w, r.Body, max)
+			}
+			next.ServeHTTP(w, r)
+		})
+	}
+}
+
+// requireToken protects every method but GET and HEAD with a bearer token.
+// Both sides are hashed before the constant-time compare, so neither the
+// content nor the length of the token leaks through timing.
+func requireToken(token string) func(http.Handler) http.Handler {
+	want := sha256.Sum256([]byte(token))
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Method == http.MethodGet || r.Method == http.MethodHead {
+				next.ServeHTTP(w, r)
+				return
+			}
+			authz := r.Header.Get("Authorization")
+			scheme, got, ok := strings.Cut(authz, " ")
+			if !ok || !strings.EqualFold(scheme, "Bearer") {
+				w.Header().Set("WWW-Authenticate", `Bearer realm="medops"`)
+				httpx.WriteError(w, http.StatusUnauthorized, "unauthorized", "this method needs an Authorization: Bearer token", "Authorization")
+				return
+			}
+			gotSum := sha256.Sum256([]byte(strings.TrimSpace(got)))
+			if subtle.ConstantTimeCompare(gotSum[:], want[:]) != 1 {
+				w.Header().Set("WWW-Authenticate", `Bearer realm="medops", error="invalid_token"`)
+				httpx.WriteError(w, http.StatusUnauthorized, "unauthorized", "the bearer token is not valid", "Authorization")
+				return
+			}
+			next.ServeHTTP(w, r)
+		})
+	}
+}

@@ -1,0 +1,421 @@
+package gateway
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/prometheus/client_golang/prometheus"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/medops/medops/api/v1alpha1"
+	"github.com/medops/medops/server/cache"
+)
+
+// origin is a real upstream on loopback that records what reached it.
+type origin struct {
+	srv   *httptest.Server
+	calls atomic.Int64
+	mu    sync.Mutex
+	last  *http.Request
+	serve http.HandlerFunc
+}
+
+func newOrigin(t *testing.T, serve http.HandlerFunc) *origin {
+	o := &origin{serve: serve}
+	o.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		o.calls.Add(1)
+		o.mu.Lock()
+		o.last = r.Clone(r.Context())
+		o.mu.Unlock()
+		if o.serve != nil {
+			o.serve(w, r)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"path":%q,"query":%q}`, r.URL.EscapedPath(), r.URL.RawQuery)
+	}))
+	t.Cleanup(o.srv.Close)
+	return o
+}
+
+func (o *origin) lastRequest() *http.Request {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.last
+}
+
+func dur(d time.Duration) *metav1.Duration { return &metav1.Duration{Duration: d} }
+
+// mount serves the gateway the way the router does: chi, mounted at
+// /api/v1/gateway, optionally behind a cache.
+func mount(t *testing.T, mod v1alpha1.GatewayModule, c *cache.Cache) (*httptest.Server, *gateway) {
+	t.Helper()
+	h, err := New(mod, Options{Registerer: prometheus.NewRegistry()})
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	r := chi.NewRouter()
+	if c != nil {
+		r.Use(c.Middleware)
+	}
+	r.Mount(MountPath, h)
+	srv := httptest.NewServer(r)
+	t.Cleanup(srv.Close)
+	return srv, h.(*gateway)
+}
+
+type reply struct {
+	status int
+	header http.Header
+	body   string
+}
+
+func get(t *testing.T, url string, hdr ...string) reply {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return reply{resp.StatusCode, resp.Header, string(b)}
+}
+
+// errCode decodes the JSON error envelope.
+func errCode(t *testing.T, body string) (code, field string) {
+	t.Helper()
+	var e struct {
+		Error struct{ Code, Message, Field string } `json:"error"`
+	}
+	if err := json.Unmarshal([]byte(body), &e); err != nil {
+		t.Fatalf("error body is not JSON: %q", body)
+	}
+	return e.Error.Code, e.Error.Field
+}
+
+func module(ups ...v1alpha1.Upstream) v1alpha1.GatewayModule {
+	on := true
+	return v1alpha1.GatewayModule{Enabled: &on, Upstreams: ups}
+}
+
+func TestForwarding(t *testing.T) {
+	o := newOrigin(t, nil)
+	srv, _ := mount(t, module(v1alpha1.Upstream{Name: "ensembl", URL: o.srv.URL + "/rest/"}), nil)
+	r := get(t, srv.URL+"/api/v1/gateway/ensembl/lookup/id/ENSG00000157764?expand=1;x=2",
+		"Accept", "application/json", "Content-Type", "text/x-fasta", "Authorization", "Bearer secret", "Cookie", "a=b")
+	if r.status != 200 {
+		t.Fatalf("status %d: %s", r.status, r.body)
+	}
+	if want := `{"path":"/rest/lookup/id/ENSG00000157764","query":"expand=1;x=2"}`; r.body != want {
+		t.Errorf("upstream saw %s, want %s", r.body, want)
+	}
+	last := o.lastRequest()
+	if last.Header.Get("Accept") != "application/json" || last.Header.Get("Content-Type") != "text/x-fasta" {
+		t.Errorf("negotiation headers not forwarded: %v", last.Header)
+	}
+	if last.Header.Get("Authorization") != "" || last.Header.Get("Cookie") != "" {
+		t.Errorf("credentials leaked upstream: %v", last.Header)
+	}
+	// HGVS notation: an escaped '>' stays escaped, a raw one gets escaped.
+	for _, p := range []string{"ENST00000366667:c.803C%3ET", "ENST00000366667:c.803C>T"} {
+		r = get(t, srv.URL+"/api/v1/gateway/ensembl/vep/human/hgvs/"+p)
+		if !strings.Contains(r.body, `"/rest/vep/human/hgvs/ENST00000366667:c.803C%3ET"`) {
+			t.Errorf("hgvs path %s: %s", p, r.body)
+		}
+	}
+	// Ensembl region syntax (colons, dots) survives.
+	r = get(t, srv.URL+"/api/v1/gateway/ensembl/sequence/region/human/X:1000000..1000100:1")
+	if !strings.Contains(r.body, `/rest/sequence/region/human/X:1000000..1000100:1"`) {
+		t.Errorf("region path: %s", r.body)
+	}
+}
+
+func TestRefusedPaths(t *testing.T) {
+	o := newOrigin(t, nil)
+	srv, _ := mount(t, module(v1alpha1.Upstream{Name: "ensembl", URL: o.srv.URL + "/rest"}), nil)
+	tests := []struct {
+		path   string
+		status int
+		field  string
+	}{
+		{"/api/v1/gateway/other/x", 404, "upstream"},
+		{"/api/v1/gateway/ensembl/%2e%2e/secret", 400, "path"},
+		{"/api/v1/gateway/ensembl/a/%2E%2E/%2e%2e/secret", 400, "path"},
+		{"/api/v1/gateway/ensembl/a%2F..%2F..%2Fsecret", 400, "path"},
+		{"/api/v1/gateway/ensembl/a%5C..%5Csecret", 400, "path"},
+		{"/api/v1/gateway/ensembl/%252e%252e/secret", 400, "path"},
+		{"/api/v1/gateway/ensembl//evil.example/x", 400, "path"},
+		{"/api/v1/gateway/ensembl/http://evil.example/x", 400, "path"},
+		{"/api/v1/gateway/ensembl/a/%00/b", 400, "path"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.path, func(t *testing.T) {
+			// Send the path exactly as written; the client must not clean it.
+			req, _ := http.NewRequest(http.MethodGet, srv.URL, nil)
+			req.URL.Opaque = tc.path
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != tc.status {
+				t.Fatalf("status %d, want %d: %s", resp.StatusCode, tc.status, b)
+			}
+			if _, f := errCode(t, string(b)); f != tc.field {
+				t.Errorf("field %q, want %q", f, tc.field)
+			}
+		})
+	}
+	if n := o.calls.Load(); n != 0 {
+		t.Errorf("upstream called %d times for refused paths", n)
+	}
+	req, _ := http.NewRequest(http.MethodPost, srv.URL+"/api/v1/gateway/ensembl/x", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusMethodNotAllowed || resp.Header.Get("Allow") != "GET, HEAD" {
+		t.Errorf("POST: %d Allow=%q", resp.StatusCode, resp.Header.Get("Allow"))
+	}
+}
+
+func TestUpstreamFailures(t *testing.T) {
+	slow := newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-r.Context().Done():
+		case <-time.After(5 * time.Second):
+		}
+	})
+	broken := newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Retry-After", "7")
+		http.Error(w, "oops", http.StatusServiceUnavailable)
+	})
+	gone := newOrigin(t, nil)
+	goneURL := gone.srv.URL
+	gone.srv.Close()
+	srv, _ := mount(t, module(
+		v1alpha1.Upstream{Name: "slow", URL: slow.srv.URL, Timeout: dur(100 * time.Millisecond)},
+		v1alpha1.Upstream{Name: "broken", URL: broken.srv.URL},
+		v1alpha1.Upstream{Name: "gone", URL: goneURL},
+	), nil)
+	tests := []struct {
+		up     string
+		status int
+		code   string
+	}{
+		{"slow", 504, "gateway_timeout"},
+		{"broken", 502, "bad_gateway"},
+		{"gone", 502, "bad_gateway"},
+	}
+	for _, tc := range tests {
+		r := get(t, srv.URL+"/api/v1/gateway/"+tc.up+"/x")
+		if code, _ := errCode(t, r.body); r.status != tc.status || code != tc.code {
+			t.Errorf("%s: %d %s, want %d %s", tc.up, r.status, code, tc.status, tc.code)
+		}
+		if tc.up == "broken" && r.header.Get("Retry-After") != "7" {
+			t.Errorf("Retry-After not passed on: %v", r.header)
+		}
+	}
+}
+
+func TestRateLimits(t *testing.T) {
+	var mode atomic.Value
+	mode.Store("ok")
+	o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		switch mode.Load() {
+		case "429":
+			w.Header().Set("Retry-After", "1.5")
+			w.Header().Set("X-RateLimit-Reset", "2")
+			http.Error(w, "slow down", http.StatusTooManyRequests)
+		case "last":
+			w.Header().Set("X-RateLimit-Remaining", "0")
+			w.Header().Set("X-RateLimit-Reset", "30")
+			fmt.Fprint(w, "last one")
+		default:
+			fmt.Fprint(w, "fine")
+		}
+	})
+	srv, g := mount(t, module(v1alpha1.Upstream{Name: "ensembl", URL: o.srv.URL}), nil)
+	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	var mu sync.Mutex
+	g.now = func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
+
+	mode.Store("429")
+	r := get(t, srv.URL+"/api/v1/gateway/ensembl/a")
+	if code, _ := errCode(t, r.body); r.status != 429 || code != "rate_limited" || r.header.Get("Retry-After") != "1.5" {
+		t.Fatalf("429 pass-through: %d %s %v", r.status, r.body, r.header)
+	}
+	// Until the Retry-After has passed the gateway answers itself.
+	mode.Store("ok")
+	r = get(t, srv.URL+"/api/v1/gateway/ensembl/b")
+	if r.status != 429 || r.header.Get("Retry-After") != "2" || o.calls.Load() != 1 {
+		t.Fatalf("blocked answer: %d Retry-After=%q calls=%d", r.status, r.header.Get("Retry-After"), o.calls.Load())
+	}
+	advance(1600 * time.Millisecond)
+	if r = get(t, srv.URL+"/api/v1/gateway/ensembl/b"); r.status != 200 || r.body != "fine" {
+		t.Fatalf("after Retry-After: %d %s", r.status, r.body)
+	}
+	// X-RateLimit-Remaining: 0 shuts the upstream off until the reset.
+	mode.Store("last")
+	if r = get(t, srv.URL+"/api/v1/gateway/ensembl/c"); r.status != 200 {
+		t.Fatalf("last allowed call: %d", r.status)
+	}
+	calls := o.calls.Load()
+	mode.Store("ok")
+	advance(29 * time.Second)
+	if r = get(t, srv.URL+"/api/v1/gateway/ensembl/d"); r.status != 429 || r.header.Get("Retry-After") != "1" || o.calls.Load() != calls {
+		t.Fatalf("within reset: %d Retry-After=%q", r.status, r.header.Get("Retry-After"))
+	}
+	advance(2 * time.Second)
+	if r = get(t, srv.URL+"/api/v1/gateway/ensembl/d"); r.status != 200 {
+		t.Fatalf("after reset: %d", r.status)
+	}
+}
+
+func TestTTLBecomesMaxAge(t *testing.T) {
+	o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/own" {
+			w.Header().Set("Cache-Control", "max-age=5")
+		}
+		fmt.Fprint(w, "x")
+	})
+	srv, _ := mount(t, module(v1alpha1.Upstream{Name: "e", URL: o.srv.URL, TTL: dur(time.Hour)}), nil)
+	if cc := get(t, srv.URL+"/api/v1/gateway/e/any").header.Get("Cache-Control"); cc != "max-age=3600" {
+		t.Errorf("Cache-Control = %q, want max-age=3600", cc)
+	}
+	if cc := get(t, srv.URL+"/api/v1/gateway/e/own").header.Get("Cache-Control"); cc != "max-age=5" {
+		t.Errorf("upstream's own Cache-Control replaced: %q", cc)
+	}
+}
+
+// The cache in front of the gateway: coalescing, stale-if-error and
+// revalidation, all through HTTP semantics only.
+func newCache(t *testing.T, now func() time.Time) *cache.Cache {
+	t.Helper()
+	spec := v1alpha1.CacheSpec{TTL: dur(time.Minute), StaleIfError: dur(10 * time.Minute)}
+	spec.SetDefaults()
+	c, err := cache.New(spec, cache.Options{Now: now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+func TestConcurrentIdenticalRequestsCallUpstreamOnce(t *testing.T) {
+	release := make(chan struct{})
+	o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		<-release
+		fmt.Fprint(w, `{"id":"ENSG00000157764"}`)
+	})
+	srv, _ := mount(t, module(v1alpha1.Upstream{Name: "ensembl", URL: o.srv.URL}), newCache(t, nil))
+	const clients = 100
+	var wg sync.WaitGroup
+	var ok atomic.Int64
+	for range clients {
+		wg.Go(func() {
+			r := get(t, srv.URL+"/api/v1/gateway/ensembl/lookup/id/ENSG00000157764?content-type=application/json")
+			if r.status == 200 && r.body == `{"id":"ENSG00000157764"}` {
+				ok.Add(1)
+			}
+		})
+	}
+	// Let the requests pile up on the one upstream call, then release it.
+	for o.calls.Load() == 0 {
+		time.Sleep(5 * time.Millisecond)
+	}
+	time.Sleep(200 * time.Millisecond)
+	close(release)
+	wg.Wait()
+	if n := o.calls.Load(); n != 1 {
+		t.Errorf("upstream calls = %d, want 1", n)
+	}
+	if ok.Load() != clients {
+		t.Errorf("%d of %d clients got the body", ok.Load(), clients)
+	}
+}
+
+func TestStaleIfErrorAndRevalidation(t *testing.T) {
+	var failing atomic.Bool
+	var conditional atomic.Int64
+	o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		if failing.Load() {
+			http.Error(w, "down", http.StatusInternalServerError)
+			return
+		}
+		w.Header().Set("ETag", `"e1"`)
+		if r.Header.Get("If-None-Match") == `"e1"` {
+			conditional.Add(1)
+			w.WriteHeader(http.StatusNotModified)
+			return
+		}
+		fmt.Fprint(w, "gene")
+	})
+	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	var mu sync.Mutex
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
+	srv, _ := mount(t, module(v1alpha1.Upstream{Name: "ensembl", URL: o.srv.URL, TTL: dur(30 * time.Second)}), newCache(t, clock))
+	url := srv.URL + "/api/v1/gateway/ensembl/lookup/x"
+
+	if r := get(t, url); r.status != 200 || r.header.Get("X-Cache") != "MISS" {
+		t.Fatalf("first: %d %s", r.status, r.header.Get("X-Cache"))
+	}
+	advance(31 * time.Second) // past the upstream ttl
+	if r := get(t, url); r.status != 200 || r.body != "gene" || r.header.Get("X-Cache") != "HIT" || conditional.Load() != 1 {
+		t.Fatalf("revalidated: %d %q %s conditional=%d", r.status, r.body, r.header.Get("X-Cache"), conditional.Load())
+	}
+	failing.Store(true)
+	advance(31 * time.Second)
+	if r := get(t, url); r.status != 200 || r.body != "gene" || r.header.Get("X-Cache") != "STALE" {
+		t.Fatalf("stale-if-error: %d %q %s", r.status, r.body, r.header.Get("X-Cache"))
+	}
+	advance(11 * time.Minute)
+	if r := get(t, url); r.status != 502 {
+		t.Fatalf("past stale window: %d", r.status)
+	}
+}
+
+// The router mounts the gateway per method inside nested chi routes; the
+// route path it reads must still start at the upstream name.
+func TestNestedChiRoutes(t *testing.T) {
+	o := newOrigin(t, nil)
+	h, err := New(module(v1alpha1.Upstream{Name: "ensembl", URL: o.srv.URL + "/rest"}), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := chi.NewRouter()
+	r.Route("/api/v1", func(api chi.Router) {
+		api.Route("/gateway", func(g chi.Router) {
+			g.Method(http.MethodGet, "/*", h)
+		})
+	})
+	srv := httptest.NewServer(r)
+	t.Cleanup(srv.Close)
+	rep := get(t, srv.URL+"/api/v1/gateway/ensembl/vep/human/hgvs/X:c.1A%3EG?a=1")
+	if want := `{"path":"/rest/vep/human/hgvs/X:c.1A%3EG","query":"a=1"}`; rep.body != want {
+		t.Errorf("got %s, want %s", rep.body, want)
+	}
+	if rep = get(t, srv.URL+"/api/v1/gateway/ensembl/a%2F..%2Fb"); rep.status != http.StatusBadRequest {
+		t.Errorf("encoded slash: %d", rep.status)
+	}
+}
