@@ -73,3 +73,9 @@ run: ## Run the operator against the cluster of the current kubeconfig.
 .PHONY: run-api
 run-api: ## Run medops-api on 127.0.0.1:8080 with its embedded store and cache.
 	go run ./cmd/medops-api --listen 127.0.0.1:8080 --data-dir .medops-data
+
+##@ End to end
+
+.PHONY: e2e
+e2e: ## Run the user journey on a local k3s-shaped cluster: kwok Raspberry Pi nodes, helm install, kubectl, nginx.
+	hack/e2e/run.sh

@@ -114,6 +114,14 @@ logLevel: verbose`, `spec.logLevel: Unsupported value: "verbose"`},
 service: {type: ExternalName}`, `spec.service.type: Unsupported value: "ExternalName"`},
 		{"token secret and auth disabled", `
 auth: {disabled: true, tokenSecretRef: {name: my-token}}`, "auth.tokenSecretRef and auth.disabled: true contradict each other"},
+		{"cache ttl not a duration", `
+cache: {ttl: 5 minutes}`, "spec.cache.ttl in body should match"},
+		{"cache ttl zero", `
+cache: {ttl: 0s}`, "cache.ttl must be positive"},
+		{"negative rule ttl", `
+cache: {rules: [{pathPrefix: /x, ttl: -1m}]}`, "spec.cache.rules[0].ttl in body should match"},
+		{"upstream timeout zero", `
+modules: {gateway: {enabled: true, upstreams: [{name: a, url: "https://a.example", timeout: 0s}]}}`, "upstream timeout must be positive"},
 		{"negative replicas", `
 replicas: -1`, "spec.replicas in body should be greater than or equal to 0"},
 	}
