@@ -92,7 +92,7 @@ func (r *Reconciler) applyChild(ctx context.Context, obj client.Object) (applyOu
 		}
 		exists = false
 	}
-	if false && exists && live.GetAnnotations()[AnnotationAppliedHash] == hash {
+	if exists && live.GetAnnotations()[AnnotationAppliedHash] == hash {
 		lm, err := runtime.DefaultUnstructuredConverter.ToUnstructured(live)
 		if err != nil {
 			return unchanged, fmt.Errorf("convert live %s %s: %w", desired.GetKind(), obj.GetName(), err)

@@ -846,6 +846,7 @@ func TestNoWritesAfterConvergence(t *testing.T) {
 	time.Sleep(time.Second) // let the last events of convergence drain
 	scope := "/namespaces/" + ns + "/"
 	before := s.writes.snapshot(scope)
+	t.Logf("writes during convergence: %v", before)
 
 	// Wake the controller without changing anything it renders: a label on
 	// the MedOpsAPI passes the event filter and triggers a full reconcile.
