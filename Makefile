@@ -22,6 +22,10 @@ help: ## Show this help.
 .PHONY: manifests
 manifests: ## Generate the CRD and RBAC manifests with controller-gen.
 	CG=$$($(TOOLS) controller-gen) && $$CG rbac:roleName=manager-role crd:allowDangerousTypes=false paths="./api/...;./operator/..." output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
+	@# The chart installs the same CRDs and operator rules (a test checks the copies).
+	rm -f charts/medops-operator/files/crds/*.yaml
+	cp config/crd/bases/*.yaml charts/medops-operator/files/crds/
+	cp config/rbac/role.yaml charts/medops-operator/files/rbac/role.yaml
 
 .PHONY: generate
 generate: ## Generate deepcopy code with controller-gen.
@@ -59,6 +63,8 @@ test: ## Run every test: unit, golden files and envtest against a real kube-apis
 .PHONY: verify-generated
 verify-generated: generate manifests ## Fail when generated files are stale.
 	git diff --exit-code -- api config charts || { echo "generated files are stale: run make generate manifests"; exit 1; }
+	@# New generated files (e.g. a new CRD) that were never committed are stale too.
+	test -z "$$(git status --porcelain --untracked-files=all -- api config charts)" || { git status --short -- api config charts; echo "generated files are not committed"; exit 1; }
 
 ##@ Build
 
@@ -79,3 +85,59 @@ run-api: ## Run medops-api on 127.0.0.1:8080 with its embedded store and cache.
 .PHONY: e2e
 e2e: ## Run the user journey on a local k3s-shaped cluster: kwok Raspberry Pi nodes, helm install, kubectl, nginx.
 	hack/e2e/run.sh
+
+##@ Deployment
+
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+REVISION ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+# Image times come from the last commit, so a rebuild of the same commit gives the same digests.
+SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
+CHART := charts/medops-operator
+
+.PHONY: build-installer
+build-installer: manifests ## Write dist/install.yaml (CRD, RBAC, operator) from config/default with IMG_OPERATOR, built in process with kustomize/api.
+	go run ./hack/kustomize -image ghcr.io/medops/medops-operator=$(IMG_OPERATOR) -o dist/install.yaml config/default
+
+.PHONY: images
+images: ## Build dist/medops-operator.oci.tar and dist/medops-api.oci.tar: multi-arch OCI archives for PLATFORMS, no Docker needed.
+	SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) go run ./hack/imagebuild -out dist -platforms $(PLATFORMS) \
+	  -operator-image $(IMG_OPERATOR) -api-image $(IMG_API) -version $(VERSION) -revision $(REVISION)
+
+.PHONY: test-images-qemu
+test-images-qemu: ## Run the arm64 medops-api from its image under qemu-aarch64-static (apt-get install qemu-user-static) and probe /healthz.
+	MEDOPS_QEMU=1 go test -count=1 -run 'TestQEMUHealthz' -v ./internal/ociimage
+
+.PHONY: docker-buildx
+docker-buildx: ## Build and push both images for PLATFORMS with docker buildx (needs a Docker engine).
+	docker buildx inspect medops-builder >/dev/null 2>&1 || docker buildx create --name medops-builder
+	for target in operator api; do \
+	  img=$(IMG_OPERATOR); [ $$target = api ] && img=$(IMG_API); \
+	  docker buildx build --builder medops-builder --push --platform $(PLATFORMS) --target $$target \
+	    --build-arg VERSION=$(VERSION) --build-arg REVISION=$(REVISION) \
+	    --build-arg CREATED=$$(date -u -d @$(SOURCE_DATE_EPOCH) +%Y-%m-%dT%H:%M:%SZ) \
+	    -t $$img . ; \
+	done
+
+.PHONY: helm-lint
+helm-lint: ## Lint the Helm chart with its defaults and each ci/ values file.
+	H=$$($(TOOLS) helm) && $$H lint --strict $(CHART) && \
+	for f in $(CHART)/ci/*-values.yaml; do $$H lint --strict $(CHART) -f $$f; done
+
+.PHONY: helm-package
+helm-package: manifests ## Package the chart into dist/.
+	H=$$($(TOOLS) helm) && $$H package $(CHART) -d dist
+
+##@ Benchmarks
+
+BENCH_API_FLAGS ?=
+BENCH_OPERATOR_FLAGS ?=
+
+.PHONY: bench-api
+bench-api: ## Load medops-api on loopback with wrk next to nginx; prints req/s, p50/p99, RSS (docs/benchmarks.md).
+	hack/bench/install-tools.sh
+	go run ./hack/bench/api $(BENCH_API_FLAGS)
+
+.PHONY: bench-operator
+bench-operator: ## Run the operator against 1,000 MedOpsAPIs on envtest; prints convergence, writes, reconcile p50/p99, RSS.
+	export KUBEBUILDER_ASSETS="$$($(TOOLS) envtest)"; \
+	go run ./hack/bench/operator $(BENCH_OPERATOR_FLAGS)

@@ -76,29 +76,33 @@ func desiredUnstructured(obj client.Object, scheme *runtime.Scheme) (*unstructur
 // unless the live object (read from the cache) already holds every desired
 // field and carries the same applied hash: then nothing is written, which is
 // what keeps a converged operator silent.
-func (r *Reconciler) applyChild(ctx context.Context, obj client.Object) (applyOutcome, error) {
+//
+// It returns the object as it now stands in the apiserver (the apply's answer,
+// or the cached object when nothing was written), so that status is computed
+// from the Deployment just written and never from an older cached copy.
+func (r *Reconciler) applyChild(ctx context.Context, obj client.Object) (applyOutcome, client.Object, error) {
 	desired, hash, err := desiredUnstructured(obj, r.Scheme)
 	if err != nil {
-		return unchanged, err
+		return unchanged, nil, err
 	}
 	live, err := r.newObject(desired)
 	if err != nil {
-		return unchanged, err
+		return unchanged, nil, err
 	}
 	exists := true
 	if err := r.Client.Get(ctx, client.ObjectKeyFromObject(obj), live); err != nil {
 		if !apierrors.IsNotFound(err) {
-			return unchanged, fmt.Errorf("read %s %s: %w", desired.GetKind(), obj.GetName(), err)
+			return unchanged, nil, fmt.Errorf("read %s %s: %w", desired.GetKind(), obj.GetName(), err)
 		}
 		exists = false
 	}
 	if exists && live.GetAnnotations()[AnnotationAppliedHash] == hash {
 		lm, err := runtime.DefaultUnstructuredConverter.ToUnstructured(live)
 		if err != nil {
-			return unchanged, fmt.Errorf("convert live %s %s: %w", desired.GetKind(), obj.GetName(), err)
+			return unchanged, nil, fmt.Errorf("convert live %s %s: %w", desired.GetKind(), obj.GetName(), err)
 		}
 		if isSubset(desired.Object, lm) {
-			return unchanged, nil
+			return unchanged, live, nil
 		}
 	}
 	result := desired.DeepCopy() // Apply decodes the apiserver's answer into it
@@ -111,37 +115,47 @@ func (r *Reconciler) applyChild(ctx context.Context, obj client.Object) (applyOu
 		// container edited with kubectl edit): server-side apply keeps their
 		// entries next to ours, leaving the object different from what we
 		// want, or invalid (two ports named http). Replace what we set.
-		if rerr := r.repair(ctx, desired); rerr != nil {
+		repaired, rerr := r.repair(ctx, desired)
+		if rerr != nil {
 			if err != nil {
-				return unchanged, fmt.Errorf("apply %s %s: %w (repair: %v)", desired.GetKind(), obj.GetName(), err, rerr)
+				return unchanged, nil, fmt.Errorf("apply %s %s: %w (repair: %v)", desired.GetKind(), obj.GetName(), err, rerr)
 			}
-			return unchanged, rerr
+			return unchanged, nil, rerr
 		}
+		result = repaired
 	default:
-		return unchanged, fmt.Errorf("apply %s %s: %w", desired.GetKind(), obj.GetName(), err)
+		return unchanged, nil, fmt.Errorf("apply %s %s: %w", desired.GetKind(), obj.GetName(), err)
+	}
+	now, err := r.newObject(desired)
+	if err != nil {
+		return unchanged, nil, err
+	}
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(result.Object, now); err != nil {
+		return unchanged, nil, fmt.Errorf("convert applied %s %s: %w", desired.GetKind(), obj.GetName(), err)
 	}
 	if exists {
-		return updated, nil
+		return updated, now, nil
 	}
-	return created, nil
+	return created, now, nil
 }
+
 
 // repair writes the desired fields over the live object with an update: maps
 // are merged (other managers' keys, such as kubectl's restartedAt annotation,
 // stay), while lists and scalars we set replace the live ones. The update
 // carries the live resourceVersion, so a concurrent change makes it fail
 // with a conflict and the reconcile is retried.
-func (r *Reconciler) repair(ctx context.Context, desired *unstructured.Unstructured) error {
+func (r *Reconciler) repair(ctx context.Context, desired *unstructured.Unstructured) (*unstructured.Unstructured, error) {
 	live := &unstructured.Unstructured{}
 	live.SetGroupVersionKind(desired.GroupVersionKind())
 	if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(desired), live); err != nil {
-		return fmt.Errorf("read %s %s for repair: %w", desired.GetKind(), desired.GetName(), err)
+		return nil, fmt.Errorf("read %s %s for repair: %w", desired.GetKind(), desired.GetName(), err)
 	}
 	overlay(live.Object, desired.Object)
 	if err := r.Client.Update(ctx, live, client.FieldOwner(FieldManager)); err != nil {
-		return fmt.Errorf("repair %s %s: %w", desired.GetKind(), desired.GetName(), err)
+		return nil, fmt.Errorf("repair %s %s: %w", desired.GetKind(), desired.GetName(), err)
 	}
-	return nil
+	return live, nil
 }
 
 // overlay copies src into dst: maps recursively, everything else replaced.

@@ -66,12 +66,12 @@ type tokenHash struct {
 
 // +kubebuilder:rbac:groups=medops.io,resources=medopsapis,verbs=get;list;watch
 // +kubebuilder:rbac:groups=medops.io,resources=medopsapis/status,verbs=get;update
-// +kubebuilder:rbac:groups=apps,resources=deployments,verbs=get;list;watch;create;patch;delete
-// +kubebuilder:rbac:groups="",resources=services;configmaps;serviceaccounts;persistentvolumeclaims,verbs=get;list;watch;create;patch;delete
+// +kubebuilder:rbac:groups=apps,resources=deployments,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups="",resources=services;configmaps;serviceaccounts;persistentvolumeclaims,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;delete
-// +kubebuilder:rbac:groups=networking.k8s.io,resources=ingresses;networkpolicies,verbs=get;list;watch;create;patch;delete
-// +kubebuilder:rbac:groups=autoscaling,resources=horizontalpodautoscalers,verbs=get;list;watch;create;patch;delete
-// +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch;create;patch;delete
+// +kubebuilder:rbac:groups=networking.k8s.io,resources=ingresses;networkpolicies,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=autoscaling,resources=horizontalpodautoscalers,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
 // SetupWithManager registers the controller and its watches.
@@ -119,6 +119,9 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager, maxConcurrent int) error
 		Owns(secretMeta).
 		// A user's token Secret is not ours, so it is found through the index.
 		Watches(secretMeta, handler.EnqueueRequestsFromMapFunc(r.mapTokenSecret)).
+		// A retained PVC has no owner reference; its instance label finds
+		// the MedOpsAPI, so a deleted claim is made again.
+		Watches(&corev1.PersistentVolumeClaim{}, handler.EnqueueRequestsFromMapFunc(mapUnownedByInstance)).
 		WithOptions(opts).
 		Complete(r)
 }
@@ -136,6 +139,18 @@ func (r *Reconciler) mapTokenSecret(ctx context.Context, o client.Object) []reco
 		reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&m)})
 	}
 	return reqs
+}
+
+// mapUnownedByInstance maps a child without a controller (a retained PVC)
+// to the MedOpsAPI named by its app.kubernetes.io/instance label. The cache
+// only holds objects with our managed-by label, so foreign objects never
+// get here.
+func mapUnownedByInstance(_ context.Context, o client.Object) []reconcile.Request {
+	name := o.GetLabels()[LabelInstance]
+	if name == "" || metav1.GetControllerOf(o) != nil {
+		return nil
+	}
+	return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: o.GetNamespace(), Name: name}}}
 }
 
 // Reconcile brings one MedOpsAPI's children to the desired state and
@@ -175,7 +190,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 			st.degraded(ReasonInvalidConfig, msg)
 			if cond := findCondition(m.Status.Conditions, v1alpha1.ConditionDegraded); cond == nil ||
 				cond.Reason != ReasonInvalidConfig || cond.Message != msg {
-				r.event(&m, corev1.EventTypeWarning, ReasonInvalidConfig, "Validate", "%s", msg)
+				r.event(&m, nil, corev1.EventTypeWarning, ReasonInvalidConfig, "Validate", "%s", msg)
 			}
 			return r.finish(ctx, &m, st, nil)
 		}
@@ -187,45 +202,39 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	for _, c := range children {
 		var (
 			out  applyOutcome
+			now  client.Object
 			aerr error
 		)
 		if c.Wanted {
-			out, aerr = r.applyChild(ctx, c.Object)
+			out, now, aerr = r.applyChild(ctx, c.Object)
 		} else {
 			out, aerr = r.deleteChild(ctx, &m, c.Object)
 		}
 		kind := kindOf(c.Object, r.Scheme)
 		if aerr != nil {
 			logger.Error(aerr, "reconcile child", "kind", kind, "name", c.Object.GetName())
-			r.event(&m, corev1.EventTypeWarning, ReasonApplyFailed, "Apply", "%s %s: %v", kind, c.Object.GetName(), aerr)
+			r.event(&m, c.Object, corev1.EventTypeWarning, ReasonApplyFailed, "Apply", "%s %s: %v", kind, c.Object.GetName(), aerr)
 			st.degraded(ReasonApplyFailed, aerr.Error())
 			return r.finish(ctx, &m, st, aerr)
 		}
 		switch out {
 		case created:
-			r.event(&m, corev1.EventTypeNormal, "Created", "Create", "created %s %s", kind, c.Object.GetName())
+			r.event(&m, c.Object, corev1.EventTypeNormal, "Created", "Create", "created %s %s", kind, c.Object.GetName())
 		case updated:
-			r.event(&m, corev1.EventTypeNormal, "Updated", "Update", "updated %s %s", kind, c.Object.GetName())
+			r.event(&m, c.Object, corev1.EventTypeNormal, "Updated", "Update", "updated %s %s", kind, c.Object.GetName())
 		case deleted:
-			r.event(&m, corev1.EventTypeNormal, "Deleted", "Delete", "deleted %s %s (no longer wanted)", kind, c.Object.GetName())
+			r.event(&m, c.Object, corev1.EventTypeNormal, "Deleted", "Delete", "deleted %s %s (no longer wanted)", kind, c.Object.GetName())
 		}
 		if out != unchanged {
 			changed = append(changed, fmt.Sprintf("%s/%s", kind, c.Object.GetName()))
 		}
 		if d, ok := c.Object.(*appsv1.Deployment); ok && c.Wanted {
 			st.desired = d
+			st.live, _ = now.(*appsv1.Deployment)
 		}
 	}
 	if len(changed) > 0 {
 		logger.Info("children changed", "objects", changed)
-	}
-	if st.desired != nil {
-		var live appsv1.Deployment
-		if err := r.Client.Get(ctx, client.ObjectKeyFromObject(st.desired), &live); err == nil {
-			st.live = &live
-		} else if !apierrors.IsNotFound(err) {
-			return reconcile.Result{}, fmt.Errorf("read Deployment: %w", err)
-		}
 	}
 	return r.finish(ctx, &m, st, nil)
 }
@@ -245,9 +254,13 @@ func (r *Reconciler) finish(ctx context.Context, m *v1alpha1.MedOpsAPI, st obser
 	return reconcile.Result{}, rerr
 }
 
-func (r *Reconciler) event(m *v1alpha1.MedOpsAPI, typ, reason, action, note string, args ...any) {
+// event records an Event regarding the MedOpsAPI. related is the child it
+// is about: the events API folds events with the same regarding, related,
+// reason and action into one series, so without it every "Created" of a
+// reconcile would collapse into the first.
+func (r *Reconciler) event(m *v1alpha1.MedOpsAPI, related runtime.Object, typ, reason, action, note string, args ...any) {
 	if r.Recorder != nil {
-		r.Recorder.Eventf(m, nil, typ, reason, action, note, args...)
+		r.Recorder.Eventf(m, related, typ, reason, action, note, args...)
 	}
 }
 
@@ -332,7 +345,7 @@ func (r *Reconciler) createToken(ctx context.Context, m *v1alpha1.MedOpsAPI) err
 		}
 		return fmt.Errorf("create token Secret %s: %w", s.Name, err)
 	}
-	r.event(m, corev1.EventTypeNormal, "Created", "Create", "created Secret %s with a generated token", s.Name)
+	r.event(m, s, corev1.EventTypeNormal, "Created", "Create", "created Secret %s with a generated token", s.Name)
 	return nil
 }
 
@@ -354,7 +367,7 @@ func (r *Reconciler) deleteGeneratedToken(ctx context.Context, m *v1alpha1.MedOp
 	if err := r.Client.Delete(ctx, meta, client.Preconditions{UID: &uid}); err != nil && !apierrors.IsNotFound(err) {
 		return false, fmt.Errorf("delete generated token Secret %s: %w", name, err)
 	}
-	r.event(m, corev1.EventTypeNormal, "Deleted", "Delete", "deleted generated token Secret %s (no longer wanted)", name)
+	r.event(m, meta, corev1.EventTypeNormal, "Deleted", "Delete", "deleted generated token Secret %s (no longer wanted)", name)
 	return true, nil
 }
 

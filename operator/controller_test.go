@@ -12,6 +12,7 @@ import (
 	autoscalingv1 "k8s.io/api/autoscaling/v1"
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -327,6 +328,19 @@ func TestCreateMakesEveryChild(t *testing.T) {
 		t.Errorf("Ingress rules %v tls %v, want host api.example.org with TLS", ing.Spec.Rules, ing.Spec.TLS)
 	}
 
+	eventually(t, wait, "Created events recorded on the MedOpsAPI", func() error {
+		var evs eventsv1.EventList
+		if err := s.client.List(context.Background(), &evs, client.InNamespace(ns)); err != nil {
+			return err
+		}
+		for _, e := range evs.Items {
+			if e.Reason == "Created" && e.Regarding.Kind == "MedOpsAPI" && e.Regarding.Name == "api" &&
+				strings.Contains(e.Note, "Deployment api") && e.ReportingController == FieldManager {
+				return nil
+			}
+		}
+		return fmt.Errorf("no Created event for the Deployment among %d events", len(evs.Items))
+	})
 	eventually(t, wait, "status reports selector, url and config hash", func() error {
 		if err := get(s, ns, "api", m); err != nil {
 			return err
@@ -337,6 +351,28 @@ func TestCreateMakesEveryChild(t *testing.T) {
 		}
 		if c := condition(m, v1alpha1.ConditionProgressing); c == nil || c.Status != metav1.ConditionTrue {
 			return fmt.Errorf("Progressing = %+v, want True before the rollout", c)
+		}
+		return nil
+	})
+	// Without an owner reference, a deleted retained claim must still be
+	// noticed and made again (the instance label leads back to the API).
+	time.Sleep(time.Second) // let the creation's own reconciles finish
+	oldUID := pvc.UID
+	if err := s.client.Delete(context.Background(), &pvc); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, wait, "retained PVC made again after deletion", func() error {
+		var p corev1.PersistentVolumeClaim
+		if err := get(s, ns, "api-data", &p); err != nil {
+			return err
+		}
+		if p.UID == oldUID {
+			// envtest has no PVC protection controller: drop its finalizer.
+			if len(p.Finalizers) > 0 {
+				p.Finalizers = nil
+				_ = s.client.Update(context.Background(), &p)
+			}
+			return errors.New("still the old claim")
 		}
 		return nil
 	})
@@ -500,8 +536,42 @@ func TestStatusFollowsDeployment(t *testing.T) {
 	if c := condition(&m, v1alpha1.ConditionProgressing); c == nil || c.Status != metav1.ConditionFalse {
 		t.Errorf("Progressing = %+v, want False after the rollout", c)
 	}
-	// A new spec: the old Ready must not be trusted for the new generation.
+	// A new spec: the old Ready must not be trusted for the new generation,
+	// not even for a moment. A watch sees every status the operator writes.
+	wc, err := client.NewWithWatch(s.cfg, client.Options{Scheme: s.client.Scheme()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wctx, stop := context.WithTimeout(context.Background(), wait)
+	defer stop()
+	w, err := wc.Watch(wctx, &v1alpha1.MedOpsAPIList{}, client.InNamespace(ns), client.MatchingFields{"metadata.name": "api"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+	oldGen := m.Generation
 	update(t, s, ns, "api", func(m *v1alpha1.MedOpsAPI) { m.Spec.LogLevel = "debug" })
+	for sawRollingOut := false; !sawRollingOut; {
+		select {
+		case ev, ok := <-w.ResultChan():
+			if !ok {
+				t.Fatal("watch ended before the new generation was seen rolling out")
+			}
+			got, isAPI := ev.Object.(*v1alpha1.MedOpsAPI)
+			if !isAPI || got.Generation == oldGen {
+				continue
+			}
+			c := condition(got, v1alpha1.ConditionReady)
+			if c != nil && c.ObservedGeneration == got.Generation {
+				if c.Status == metav1.ConditionTrue {
+					t.Fatalf("Ready=True claimed for generation %d before its rollout: %+v", got.Generation, c)
+				}
+				sawRollingOut = c.Reason == ReasonRollingOut
+			}
+		case <-wctx.Done():
+			t.Fatal("no status for the new generation within the timeout")
+		}
+	}
 	eventually(t, wait, "Ready False while the new spec rolls out", readyAt(metav1.ConditionFalse, ReasonRollingOut))
 	setDeploymentRolledOut(t, s, ns, "api")
 	eventually(t, wait, "Ready again for the new generation", readyAt(metav1.ConditionTrue, ReasonAvailable))
@@ -895,4 +965,41 @@ func reconcileCount(t *testing.T) float64 {
 		}
 	}
 	return n
+}
+
+// TestCacheHoldsOnlyWhatTheOperatorNeeds checks the memory design of
+// CacheOptions against the real informers: unlabelled ConfigMaps are not
+// cached, and Secrets are cached as trimmed metadata only.
+func TestCacheHoldsOnlyWhatTheOperatorNeeds(t *testing.T) {
+	t.Parallel()
+	s := suite(t)
+	ns := s.newNamespace(t, "cache")
+	create(t, s, newAPI(ns, "api"))
+	create(t, s, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "unrelated"}, Data: map[string]string{"k": "v"}})
+	create(t, s, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "unrelated",
+		Annotations: map[string]string{"kubectl.kubernetes.io/last-applied-configuration": `{"data":{"password":"c2VjcmV0"}}`}},
+		Data: map[string][]byte{"password": []byte("secret")}})
+	ctx := context.Background()
+	secretMeta := func(name string) (*metav1.PartialObjectMetadata, error) {
+		pm := &metav1.PartialObjectMetadata{}
+		pm.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Secret"))
+		return pm, s.cache.Get(ctx, types.NamespacedName{Namespace: ns, Name: name}, pm)
+	}
+	eventually(t, wait, "managed ConfigMap and both Secrets' metadata cached", func() error {
+		if err := s.cache.Get(ctx, types.NamespacedName{Namespace: ns, Name: "api-config"}, &corev1.ConfigMap{}); err != nil {
+			return fmt.Errorf("managed ConfigMap: %w", err)
+		}
+		if _, err := secretMeta("api-token"); err != nil {
+			return fmt.Errorf("token Secret metadata: %w", err)
+		}
+		_, err := secretMeta("unrelated")
+		return err
+	})
+	if err := s.cache.Get(ctx, types.NamespacedName{Namespace: ns, Name: "unrelated"}, &corev1.ConfigMap{}); !apierrors.IsNotFound(err) {
+		t.Errorf("an unlabelled ConfigMap is in the operator's cache (err %v); 5,000 of them would cost memory", err)
+	}
+	pm, _ := secretMeta("unrelated")
+	if len(pm.Annotations) != 0 || len(pm.ManagedFields) != 0 {
+		t.Errorf("cached Secret metadata keeps annotations %v / managedFields: Secret data could sit in memory", pm.Annotations)
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -14,11 +15,14 @@ import (
 
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/rand"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/yaml"
 
 	"github.com/medops/medops/internal/testenv"
 )
@@ -32,6 +36,7 @@ type envSuite struct {
 	env    *envtest.Environment
 	cfg    *rest.Config
 	client client.Client // the tests' own client: its writes are not counted
+	cache  client.Reader // the operator's informer cache, to check what it holds
 	writes *writeCounter // counts the operator's writes to the apiserver
 	cancel context.CancelFunc
 	done   chan error
@@ -91,9 +96,18 @@ func startSuite() (*envSuite, error) {
 		return fail(fmt.Errorf("test client: %w", err))
 	}
 
-	// The operator gets its own copy of the config whose transport counts
-	// writes: the real client, only observed.
-	opCfg := rest.CopyConfig(cfg)
+	// The operator runs as its own user, bound to nothing but the
+	// ClusterRole that `make manifests` generates from the RBAC markers: a
+	// missing verb fails the suite, so the role is proven sufficient.
+	user, err := env.AddUser(envtest.User{Name: "medops-operator", Groups: []string{"system:authenticated"}}, nil)
+	if err != nil {
+		return fail(fmt.Errorf("add operator user: %w", err))
+	}
+	if err := bindGeneratedRole(s.client, "medops-operator"); err != nil {
+		return fail(err)
+	}
+	// Its transport counts writes: the real client, only observed.
+	opCfg := rest.CopyConfig(user.Config())
 	opCfg.WrapTransport = func(rt http.RoundTripper) http.RoundTripper {
 		return &countingTransport{next: rt, c: s.writes}
 	}
@@ -102,6 +116,7 @@ func startSuite() (*envSuite, error) {
 		level = slog.LevelDebug
 	}
 	logger := logr.FromSlogHandler(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	ctrllog.SetLogger(logger) // as main does; client-go's reflectors log through it
 	mgr, err := NewManager(opCfg, Options{
 		MetricsBindAddress:      "0",
 		HealthProbeBindAddress:  "0",
@@ -112,6 +127,7 @@ func startSuite() (*envSuite, error) {
 	if err != nil {
 		return fail(err)
 	}
+	s.cache = mgr.GetCache()
 	ctx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
 	go func() { s.done <- mgr.Start(ctx) }()
@@ -210,4 +226,30 @@ func consistently(t *testing.T, period time.Duration, what string, check func() 
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// bindGeneratedRole creates config/rbac/role.yaml's ClusterRole and binds it
+// to user.
+func bindGeneratedRole(c client.Client, user string) error {
+	raw, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "config", "rbac", "role.yaml"))
+	if err != nil {
+		return fmt.Errorf("read generated role: %w", err)
+	}
+	var role rbacv1.ClusterRole
+	if err := yaml.Unmarshal(raw, &role); err != nil {
+		return fmt.Errorf("parse generated role: %w", err)
+	}
+	ctx := context.Background()
+	if err := c.Create(ctx, &role); err != nil {
+		return fmt.Errorf("create ClusterRole %s: %w", role.Name, err)
+	}
+	binding := &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: "medops-operator-test"},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role.Name},
+		Subjects:   []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: user}},
+	}
+	if err := c.Create(ctx, binding); err != nil {
+		return fmt.Errorf("bind ClusterRole %s: %w", role.Name, err)
+	}
+	return nil
 }

@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/medops/medops/api/v1alpha1"
 	"github.com/medops/medops/server/app"
 	"github.com/medops/medops/server/config"
 )
@@ -66,16 +67,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		log.Error("listen failed", "listen", cfg.Listen, "err", err)
 		return 1
 	}
-	srv := &http.Server{
-		Handler:           a.Handler(),
-		ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		// Long enough for a slow upstream behind the gateway.
-		WriteTimeout:   60 * time.Second,
-		IdleTimeout:    120 * time.Second,
-		MaxHeaderBytes: 64 << 10,
-		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-	}
+	srv := newServer(cfg, a.Handler(), log)
 	// The one line on stdout: scripts and tests read the address from it
 	// (useful with --listen 127.0.0.1:0).
 	fmt.Fprintf(stdout, "medops-api listening on %s\n", ln.Addr())
@@ -110,6 +102,34 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		log.Error("server failed", "err", err)
 		return 1
 	}
+	// Nothing can write any more: close the store now, so that a failure to
+	// close it cleanly shows in the exit code, not only in the log.
+	if err := a.Close(); err != nil {
+		log.Error("closing", "err", err)
+		return 1
+	}
 	log.Info("stopped")
 	return 0
+}
+
+// newServer sets the limits that keep slow or idle clients from holding
+// connections and goroutines: headers must arrive within 5s, a body within
+// 30s, and a response must be written within the write timeout, which
+// leaves room for the slowest configured gateway upstream.
+func newServer(cfg *v1alpha1.WorkloadConfig, h http.Handler, log *slog.Logger) *http.Server {
+	write := 60 * time.Second
+	for _, u := range cfg.Modules.Gateway.Upstreams {
+		if u.Timeout != nil {
+			write = max(write, u.Timeout.Duration+10*time.Second)
+		}
+	}
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      write,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
 }

@@ -8,16 +8,22 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/medops/medops/api/v1alpha1"
 )
 
 // The process tests run the real medops-api: the test binary re-executes
@@ -368,5 +374,76 @@ func TestInvalidConfigStopsStartUp(t *testing.T) {
 				t.Fatalf("printed a listen line although start-up failed: %q", stdout.String())
 			}
 		})
+	}
+}
+
+func TestServerLimits(t *testing.T) {
+	log := slog.New(slog.DiscardHandler)
+	for _, tc := range []struct {
+		name      string
+		upstreams []v1alpha1.Upstream
+		write     time.Duration
+	}{
+		{"no gateway", nil, 60 * time.Second},
+		{"fast upstream", []v1alpha1.Upstream{{Name: "a", Timeout: &metav1.Duration{Duration: 10 * time.Second}}}, 60 * time.Second},
+		{"slow upstream", []v1alpha1.Upstream{
+			{Name: "a", Timeout: &metav1.Duration{Duration: 10 * time.Second}},
+			{Name: "b", Timeout: &metav1.Duration{Duration: 2 * time.Minute}},
+		}, 130 * time.Second},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := &v1alpha1.WorkloadConfig{}
+			cfg.Modules.Gateway.Upstreams = tc.upstreams
+			srv := newServer(cfg, http.NotFoundHandler(), log)
+			if srv.ReadHeaderTimeout <= 0 || srv.ReadTimeout <= 0 || srv.IdleTimeout <= 0 || srv.MaxHeaderBytes <= 0 {
+				t.Fatalf("a limit is off: %+v", srv)
+			}
+			if srv.WriteTimeout != tc.write {
+				t.Fatalf("WriteTimeout %s, want %s", srv.WriteTimeout, tc.write)
+			}
+		})
+	}
+}
+
+// vmRSS reads a process's resident set size from /proc.
+func vmRSS(t *testing.T, pid int) int64 {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Skipf("no /proc here: %v", err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return kb << 10
+		}
+	}
+	t.Fatal("no VmRSS line")
+	return 0
+}
+
+// TestDefaultConfigStaysSmall: with every default (64Mi cache, 16 shards)
+// medops-api starts and serves a few requests in a small resident set, as a
+// Raspberry Pi needs. A cache that pre-allocated its full size, or bigcache's
+// own defaults, would blow well past the bound.
+func TestDefaultConfigStaysSmall(t *testing.T) {
+	p := start(t, "--data-dir", t.TempDir())
+	client := &http.Client{Timeout: 10 * time.Second}
+	for i := range 50 {
+		id, status, err := createTask(client, p.base, fmt.Sprintf("t%d", i), "")
+		if err != nil || status != http.StatusCreated {
+			t.Fatalf("create: %d %v\n%s", status, err, p.stderr)
+		}
+		if getTitle(t, p.base, id) == "" {
+			t.Fatal("task not readable")
+		}
+	}
+	rss := vmRSS(t, p.cmd.Process.Pid)
+	t.Logf("VmRSS after start-up and 100 requests: %.1f MiB", float64(rss)/(1<<20))
+	if rss > 40<<20 {
+		t.Fatalf("VmRSS %.1f MiB, want at most 40 MiB", float64(rss)/(1<<20))
 	}
 }

@@ -4,8 +4,10 @@
 package main
 
 import (
+	"context"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"strings"
@@ -13,18 +15,21 @@ import (
 	"github.com/go-logr/logr"
 	"k8s.io/klog/v2"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client/config"
 
 	"github.com/medops/medops/operator"
 )
 
 func main() {
-	if err := run(); err != nil {
+	if err := run(ctrl.SetupSignalHandler(), os.Args[1:], os.Stderr); err != nil {
 		fmt.Fprintln(os.Stderr, "medops-operator:", err)
 		os.Exit(1)
 	}
 }
 
-func run() error {
+// run parses args, builds the manager with operator.NewManager (the setup
+// tests and benchmarks use too) and runs it until ctx ends.
+func run(ctx context.Context, args []string, stderr io.Writer) error {
 	var (
 		o         operator.Options
 		watchNS   string
@@ -32,6 +37,8 @@ func run() error {
 		logFormat string
 	)
 	fs := flag.NewFlagSet("medops-operator", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	config.RegisterFlags(fs) // --kubeconfig; KUBECONFIG and in-cluster config work too
 	fs.StringVar(&o.MetricsBindAddress, "metrics-bind-address", ":8443", `address of the metrics endpoint ("0" turns it off)`)
 	fs.BoolVar(&o.MetricsSecure, "metrics-secure", true, "serve metrics over HTTPS, authenticated and authorized through the apiserver")
 	fs.BoolVar(&o.EnableHTTP2, "enable-http2", false, "allow HTTP/2 on the metrics server")
@@ -42,7 +49,7 @@ func run() error {
 	fs.IntVar(&o.MaxConcurrentReconciles, "max-concurrent-reconciles", 2, "number of MedOpsAPIs reconciled at once")
 	fs.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&logFormat, "log-format", "json", "log format: json or text")
-	if err := fs.Parse(os.Args[1:]); err != nil {
+	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if o.MaxConcurrentReconciles < 1 {
@@ -58,9 +65,9 @@ func run() error {
 	var h slog.Handler
 	switch logFormat {
 	case "json":
-		h = slog.NewJSONHandler(os.Stderr, hopts)
+		h = slog.NewJSONHandler(stderr, hopts)
 	case "text":
-		h = slog.NewTextHandler(os.Stderr, hopts)
+		h = slog.NewTextHandler(stderr, hopts)
 	default:
 		return fmt.Errorf("--log-format must be json or text, got %q", logFormat)
 	}
@@ -79,7 +86,7 @@ func run() error {
 	}
 	log.Info("starting medops-operator", "watchNamespaces", o.WatchNamespaces, "leaderElection", o.LeaderElection,
 		"maxConcurrentReconciles", o.MaxConcurrentReconciles)
-	if err := mgr.Start(ctrl.SetupSignalHandler()); err != nil {
+	if err := mgr.Start(ctx); err != nil {
 		return fmt.Errorf("run manager: %w", err)
 	}
 	return nil

@@ -12,8 +12,12 @@ E2E_PIDS=()      # every background process this run started, in start order
 E2E_PIDNAMES=()  # a name for each, same index
 E2E_LOGS=()      # "name: path" of each log
 
+E2E_REPORT=${E2E_REPORT:-0} # 1: end with the summary line and exit 1 on any FAIL
+E2E_DONE=0                  # set to 1 when every check has run
+E2E_ABORT=""
+
 log() { printf '[e2e %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { log "FATAL: $*"; exit 1; }
+die() { E2E_ABORT=$*; log "FATAL: $*"; exit 1; }
 
 # pass/fail record one check each; the summary is printed by e2e_summary.
 pass() { E2E_PASSED=$((E2E_PASSED + 1)); printf 'PASS: %s\n' "$1"; }
@@ -74,10 +78,10 @@ stop() {
 }
 
 stop_pid() {
-  local pid=$1 name=$2 n
+  local pid=$1 name=$2
   kill -0 "$pid" 2>/dev/null || return 0
   kill -TERM "$pid" 2>/dev/null || true
-  for n in $(seq 1 100); do
+  for _ in $(seq 1 100); do
     kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
     sleep 0.1
   done
@@ -104,6 +108,14 @@ cleanup() {
   fi
   # etcd's data is the only bulky part; logs stay for reading.
   rm -rf "$E2E_WORK/etcd-data"
+  # The summary line comes last, also when the run was aborted (counted as a
+  # failure), so it is always the closing line.
+  if [ "$E2E_REPORT" = 1 ]; then
+    [ "$E2E_DONE" = 1 ] || fail "run aborted: ${E2E_ABORT:-exit status $rc}"
+    e2e_summary
+    rc=0
+    [ "$E2E_FAILED" -eq 0 ] || rc=1
+  fi
   exit "$rc"
 }
 

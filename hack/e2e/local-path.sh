@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck disable=SC2016 # $node and friends are go-template variables, not shell ones
 # A stand-in for k3s's local-path provisioner, for the kwok nodes: kwok has no
 # kubelet and no disks, and a PVC that never binds keeps its pod from being
 # scheduled. The real kube-scheduler and the controller manager's PV

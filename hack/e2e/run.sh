@@ -17,6 +17,7 @@ set -euo pipefail
 # shellcheck source=hack/e2e/cluster.sh
 source "$(dirname "${BASH_SOURCE[0]}")/cluster.sh"
 
+E2E_REPORT=1
 TIMEOUT=${E2E_TIMEOUT:-120}
 RELEASE=medops
 OPERATOR_NS=medops-system
@@ -79,7 +80,6 @@ run_operator() {
   [ -n "$sa" ] || { fail "operator: the Deployment names its ServiceAccount"; return 1; }
   token=$(k -n "$OPERATOR_NS" create token "$sa" --duration=2h) ||
     { fail "operator: kubectl create token $sa"; return 1; }
-  OPERATOR_SA=$sa
   cat >"$E2E_WORK/operator.kubeconfig" <<EOF
 apiVersion: v1
 kind: Config
@@ -121,7 +121,9 @@ EOF
   KUBECONFIG=$E2E_WORK/operator.kubeconfig start medops-operator "$E2E_WORK/logs/medops-operator.log" \
     "$E2E_WORK/bin/medops-operator" "${args[@]}"
   check "operator: out of cluster as ServiceAccount $sa, /readyz answers" \
-    wait_for 60 "operator /readyz" curl -fs "http://127.0.0.1:$OPERATOR_PROBE_PORT/readyz"
+    wait_for 60 "operator /readyz" curl -fs --max-time 2 "http://127.0.0.1:$OPERATOR_PROBE_PORT/readyz"
+  # Everything after needs a working operator; its log says what went wrong.
+  [ "$E2E_FAILED" -eq 0 ] || { log "operator not ready: see $E2E_WORK/logs/medops-operator.log"; return 1; }
   if $leader; then
     check "operator: holds the leader-election Lease in $OPERATOR_NS" \
       wait_for 60 "leader lease" bash -c "'$KUBECTL_BIN' -n '$OPERATOR_NS' get lease -o jsonpath='{.items[*].spec.holderIdentity}' | grep -q ."
@@ -130,7 +132,7 @@ EOF
 
 check_metrics() {
   local code
-  code=$(curl -sk -o /dev/null -w '%{http_code}' "https://127.0.0.1:$OPERATOR_METRICS_PORT/metrics")
+  code=$(curl -sk --max-time 10 -o /dev/null -w '%{http_code}' "https://127.0.0.1:$OPERATOR_METRICS_PORT/metrics")
   check_eq "operator metrics: an anonymous scrape is refused (401)" 401 "$code"
   # A scraper as the chart's README says: a ServiceAccount bound to the
   # metrics-reader ClusterRole.
@@ -141,7 +143,7 @@ check_metrics() {
   k create clusterrolebinding e2e-scraper --clusterrole="$role" --serviceaccount="$OPERATOR_NS:e2e-scraper" >/dev/null
   local tok out
   tok=$(k -n "$OPERATOR_NS" create token e2e-scraper)
-  out=$(curl -sk -H "Authorization: Bearer $tok" "https://127.0.0.1:$OPERATOR_METRICS_PORT/metrics" || true)
+  out=$(curl -sk --max-time 10 -H "Authorization: Bearer $tok" "https://127.0.0.1:$OPERATOR_METRICS_PORT/metrics" || true)
   if grep -q '^controller_runtime_reconcile_total' <<<"$out"; then
     pass "operator metrics: a token bound to $role scrapes /metrics over HTTPS"
   else
@@ -149,10 +151,15 @@ check_metrics() {
   fi
 }
 
-# wait_ready NAME: kubectl wait as a user would, then the PASS/FAIL.
+# wait_ready NAME: kubectl wait as a user would; then the Ready condition
+# must speak of the current generation, or a stale Ready could have passed.
 wait_ready() {
   check "$1: kubectl wait --for=condition=Ready medopsapi/$1" \
     kn wait --for=condition=Ready "medopsapi/$1" --timeout="${TIMEOUT}s"
+  local gen
+  gen=$(jp medopsapi "$1" '{.metadata.generation}')
+  check_eq "$1: Ready's observedGeneration is the current generation" "$gen $gen" \
+    "$(jp medopsapi "$1" '{.status.conditions[?(@.type=="Ready")].observedGeneration} {.status.observedGeneration}')"
 }
 
 # ready_pods NAME: number of Ready pods of a MedOpsAPI.
@@ -168,13 +175,26 @@ apply_samples() {
   k label namespace "$NS" pod-security.kubernetes.io/enforce=restricted >/dev/null
   # The gateway sample names a token Secret the user creates first.
   kn create secret generic medops-gateway-token --from-literal=token="$(openssl rand -hex 24)" >/dev/null
-  local f
+  local f names=() out
   for f in "$SAMPLES"/medops_v1alpha1_medopsapi_*.yaml; do
-    check "kubectl apply -f config/samples/$(basename "$f")" kn apply -f "$f"
+    if out=$(kn apply -f "$f" -o name 2>&1); then
+      pass "kubectl apply -f config/samples/$(basename "$f")"
+      names+=("${out#*/}")
+    else
+      fail "kubectl apply -f config/samples/$(basename "$f")" "$out"
+    fi
   done
-  wait_ready medops
-  wait_ready medops-pi
-  wait_ready medops-gateway
+  local n
+  for n in "${names[@]}"; do wait_ready "$n"; done
+  # The restricted profile is really enforced here, so the Ready pods above
+  # passed it: a privileged pod is refused by PodSecurity admission.
+  out=$(kn run e2e-privileged --image=busybox --restart=Never \
+    --overrides='{"spec":{"containers":[{"name":"e2e-privileged","image":"busybox","securityContext":{"privileged":true}}]}}' 2>&1) || true
+  if grep -q 'violates PodSecurity "restricted' <<<"$out"; then
+    pass "pod security: $NS enforces restricted (a privileged pod is refused), and the samples' pods were admitted"
+  else
+    fail "pod security: $NS enforces restricted (a privileged pod is refused)" "$out"
+  fi
 }
 
 check_children() {
@@ -196,7 +216,14 @@ check_children() {
   else
     fail "medops-pi: its pods run only on arm64 nodes" "nodes: $nodes; arches: $arches"
   fi
+  check_eq "medops-pi: the pod template requires kubernetes.io/arch In [arm64]" 'kubernetes.io/arch In ["arm64"]' \
+    "$(jp deploy medops-pi '{range .spec.template.spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[*].matchExpressions[?(@.key=="kubernetes.io/arch")]}{.key} {.operator} {.values}{end}' 2>&1)"
   check_eq "medops-pi: the task-store claim is Bound (local-path)" Bound "$(jp pvc medops-pi-data '{.status.phase}' 2>&1)"
+  if [ "$(kn get events --field-selector involvedObject.kind=MedOpsAPI -o name | wc -l)" -gt 0 ]; then
+    pass "operator: records Events on the MedOpsAPIs"
+  else
+    fail "operator: records Events on the MedOpsAPIs" "$(kn get events 2>&1 | tail -5)"
+  fi
 
   # The gateway sample: two pods in two replicas, an nginx Ingress, a PDB.
   check_eq "medops-gateway: 2 ready pods" 2 "$(ready_pods medops-gateway)"
@@ -229,7 +256,7 @@ check_scale() {
 # A cache setting is part of the rendered config; changing it must roll the
 # pods onto a new ReplicaSet.
 check_rollout() {
-  local before after rs_count
+  local before after
   before=$(jp deploy medops '{.spec.template.metadata.annotations}')
   local old_rs
   old_rs=$(kn get rs -l app.kubernetes.io/instance=medops -o jsonpath='{.items[?(@.spec.replicas>0)].metadata.name}')
@@ -250,6 +277,25 @@ check_rollout() {
   fi
   check "medops: Ready again for the new generation" \
     kn wait --for=condition=Ready medopsapi/medops --timeout="${TIMEOUT}s"
+}
+
+# What users and other controllers do to the children: a `kubectl rollout
+# restart` must stay (the operator does not own that annotation), a deleted
+# child comes back.
+check_drift() {
+  check "kubectl rollout restart deploy/medops" kn rollout restart deploy/medops
+  check "medops: the restart rolls out" kn rollout status deploy/medops --timeout="${TIMEOUT}s"
+  sleep 3 # give the operator time to (wrongly) revert it
+  if jp deploy medops '{.spec.template.metadata.annotations}' | grep -q 'kubectl.kubernetes.io/restartedAt'; then
+    pass "medops: the operator leaves the restartedAt annotation alone"
+  else
+    fail "medops: the operator leaves the restartedAt annotation alone" "$(jp deploy medops '{.spec.template.metadata.annotations}')"
+  fi
+  local uid
+  uid=$(jp svc medops '{.metadata.uid}')
+  check "kubectl delete service medops" kn delete service medops
+  check "medops: the operator recreates the deleted Service" wait_for 30 "service back" bash -c \
+    "u=\$('$KUBECTL_BIN' -n $NS get svc medops -o jsonpath='{.metadata.uid}' 2>/dev/null) && [ -n \"\$u\" ] && [ \"\$u\" != '$uid' ]"
 }
 
 # Deleting a MedOpsAPI: the garbage collector removes the owned children;
@@ -318,7 +364,7 @@ EOF
   fi
   start medops-api "$E2E_WORK/logs/medops-api.log" "$E2E_WORK/bin/medops-api" --config "$cfg"
   check "traffic: medops-api runs with the rendered config (/readyz)" \
-    wait_for 30 "medops-api /readyz" curl -fs "http://127.0.0.1:$API_PORT/readyz"
+    wait_for 30 "medops-api /readyz" curl -fs --max-time 2 "http://127.0.0.1:$API_PORT/readyz"
 
   # The Ingress, as ingress-nginx would serve it.
   kn get ingress medops-traffic -o json >"$E2E_WORK/traffic/ingress.json"
@@ -349,10 +395,10 @@ EOF
   wait_for 10 "nginx" curl -s -o /dev/null "http://127.0.0.1:$NGINX_PORT/" || { fail "traffic: nginx starts"; return 1; }
 
   local base="http://$HOST:$NGINX_PORT"
-  c() { curl -s --resolve "$HOST:$NGINX_PORT:127.0.0.1" "$@"; }
+  c() { curl -s --max-time 20 --resolve "$HOST:$NGINX_PORT:127.0.0.1" "$@"; }
 
   check_eq "traffic: an unknown Host gets nginx's 404" 404 \
-    "$(curl -s -o /dev/null -w '%{http_code}' -H 'Host: other.example' "http://127.0.0.1:$NGINX_PORT/healthz")"
+    "$(curl -s --max-time 10 -o /dev/null -w '%{http_code}' -H 'Host: other.example' "http://127.0.0.1:$NGINX_PORT/healthz")"
   check_eq "traffic: GET /healthz through nginx" 200 "$(c -o /dev/null -w '%{http_code}' "$base/healthz")"
 
   # Tasks: writes need the generated token.
@@ -371,10 +417,10 @@ EOF
 
   # Gateway and cache: the repeat is a HIT and never reaches the upstream.
   local h1 h2 hits_before hits_after
-  hits_before=$(jq_get "$(curl -s "http://$UPSTREAM/__hits")" hits)
+  hits_before=$(jq_get "$(curl -s --max-time 5 "http://$UPSTREAM/__hits")" hits)
   h1=$(c -D - -o "$E2E_WORK/traffic/gw1.json" "$base/api/v1/gateway/genes/lookup/BRCA2")
   h2=$(c -D - -o "$E2E_WORK/traffic/gw2.json" "$base/api/v1/gateway/genes/lookup/BRCA2")
-  hits_after=$(jq_get "$(curl -s "http://$UPSTREAM/__hits")" hits)
+  hits_after=$(jq_get "$(curl -s --max-time 5 "http://$UPSTREAM/__hits")" hits)
   check_eq "traffic: GET through the gateway reaches the upstream (200, path forwarded)" "200 /lookup/BRCA2" \
     "$(status_of "$h1") $(jq_get "$(cat "$E2E_WORK/traffic/gw1.json")" path)"
   check_eq "traffic: the repeat answers X-Cache: HIT" HIT "$(header_of "$h2" X-Cache)"
@@ -391,6 +437,18 @@ EOF
   printf '      413 answered by %s\n' "$(grep -qi '^x-request-id:' <<<"$h1" && echo medops-api || echo "nginx (proxy-body-size)")"
 }
 
+# A rule missing from the chart's RBAC shows up as "forbidden" in the
+# operator's log even when a retry papers over it.
+check_operator_log() {
+  local log=$E2E_WORK/logs/medops-operator.log
+  if grep -qi 'forbidden' "$log"; then
+    fail "operator: no RBAC denials in its log" "$(grep -i forbidden "$log" | head -3 | cut -c1-400)"
+  else
+    pass "operator: no RBAC denials in its log"
+  fi
+  if alive medops-operator; then pass "operator: still running at the end"; else fail "operator: still running at the end" "$(tail -5 "$log")"; fi
+}
+
 status_of() { head -1 <<<"$1" | awk '{print $2}'; }
 header_of() { tr -d '\r' <<<"$1" | awk -v h="$2" 'BEGIN{IGNORECASE=1} index(tolower($0), tolower(h)":")==1 {sub(/^[^:]*: */, ""); print; exit}'; }
 # jq_get JSON KEY: a top-level field of a JSON object; jq_has_error JSON:
@@ -403,6 +461,9 @@ jq_has_error() { "$E2ETOOL" json --error <<<"$1"; }
 main() {
   local t0=$SECONDS
   setup
+  # From here on a failing command is a FAIL line, not the end of the run:
+  # every check reports, and the summary comes last.
+  set +e
   check_cluster_shape
   if helm_install && run_operator; then
     check_metrics
@@ -411,12 +472,13 @@ main() {
     check_printer_columns
     check_scale
     check_rollout
+    check_drift
     check_delete
     traffic
   fi
+  [ ! -f "$E2E_WORK/logs/medops-operator.log" ] || check_operator_log
   log "e2e took $((SECONDS - t0))s"
-  e2e_summary
-  [ "$E2E_FAILED" -eq 0 ]
+  E2E_DONE=1 # the EXIT trap stops everything and prints the summary last
 }
 
 main "$@"

@@ -193,13 +193,13 @@ func TestHelmTemplate(t *testing.T) {
 		// wantManagerBinding is the kind that grants the operator's rules.
 		wantManagerBinding string
 		wantArgs           []string
-		check              func(t *testing.T, byID map[string]unstructured.Unstructured)
+		check              func(t *testing.T, objs []unstructured.Unstructured, byID map[string]unstructured.Unstructured)
 	}{
 		{
 			name: "defaults", wantImage: "ghcr.io/medops/medops-operator:v0.1.0", wantSA: "medops-operator",
 			wantCRD: true, wantRBAC: true, wantMetrics: true, wantManagerBinding: "ClusterRoleBinding",
 			wantArgs: []string{"--leader-elect", "--metrics-bind-address=:8443", "--health-probe-bind-address=:8081"},
-			check: func(t *testing.T, byID map[string]unstructured.Unstructured) {
+			check: func(t *testing.T, objs []unstructured.Unstructured, byID map[string]unstructured.Unstructured) {
 				// The chart's Deployment is hardened exactly like the kustomize one.
 				chartC := container(t, byID["Deployment/medops-operator"])
 				for _, o := range kustomized {
@@ -219,7 +219,7 @@ func TestHelmTemplate(t *testing.T) {
 			name: "pi", values: "pi-values.yaml", wantImage: "ghcr.io/medops/medops-operator:dev", wantSA: "medops-operator",
 			wantCRD: true, wantRBAC: true, wantMetrics: true, wantManagerBinding: "ClusterRoleBinding",
 			wantArgs: []string{"--metrics-bind-address=:8443"},
-			check: func(t *testing.T, byID map[string]unstructured.Unstructured) {
+			check: func(t *testing.T, objs []unstructured.Unstructured, byID map[string]unstructured.Unstructured) {
 				dep := byID["Deployment/medops-operator"]
 				if c := container(t, dep); c["imagePullPolicy"] != "Never" || slices.Contains(argsOf(c), "--leader-elect") {
 					t.Errorf("pi: pullPolicy %v args %v; want Never (imported image) and no leader election", c["imagePullPolicy"], argsOf(c))
@@ -236,11 +236,17 @@ func TestHelmTemplate(t *testing.T) {
 		{
 			name: "watch-namespace", values: "watch-namespace-values.yaml", wantImage: "ghcr.io/medops/medops-operator:v0.1.0", wantSA: "medops-team-operator",
 			wantCRD: true, wantRBAC: true, wantMetrics: false, wantManagerBinding: "RoleBinding",
-			wantArgs: []string{"--watch-namespace=medops-team", "--max-concurrent-reconciles=2", "--metrics-bind-address=0"},
-			check: func(t *testing.T, byID map[string]unstructured.Unstructured) {
-				rb := byID["RoleBinding/medops-operator-manager-rolebinding"]
-				if rb.GetNamespace() != "medops-team" {
-					t.Errorf("manager RoleBinding in namespace %q, want the watched medops-team", rb.GetNamespace())
+			wantArgs: []string{"--watch-namespace=medops-team,medops-lab", "--max-concurrent-reconciles=2", "--metrics-bind-address=0"},
+			check: func(t *testing.T, objs []unstructured.Unstructured, byID map[string]unstructured.Unstructured) {
+				// One RoleBinding per watched namespace, none elsewhere.
+				var namespaces []string
+				for _, o := range objs {
+					if o.GetKind() == "RoleBinding" && o.GetName() == "medops-operator-manager-rolebinding" {
+						namespaces = append(namespaces, o.GetNamespace())
+					}
+				}
+				if want := []string{"medops-team", "medops-lab"}; !slices.Equal(namespaces, want) {
+					t.Errorf("manager RoleBindings in namespaces %v, want the watched %v", namespaces, want)
 				}
 				if _, ok := byID["ClusterRoleBinding/medops-operator-manager-rolebinding"]; ok {
 					t.Error("watching one namespace still binds the operator's rules cluster-wide")
@@ -251,7 +257,7 @@ func TestHelmTemplate(t *testing.T) {
 			name: "no-crds", values: "no-crds-values.yaml", wantImage: "ghcr.io/medops/medops-operator:v0.1.0", wantSA: "existing-operator",
 			wantCRD: false, wantRBAC: false, wantMetrics: true,
 			wantArgs: []string{"--leader-elect"},
-			check: func(t *testing.T, byID map[string]unstructured.Unstructured) {
+			check: func(t *testing.T, objs []unstructured.Unstructured, byID map[string]unstructured.Unstructured) {
 				if _, ok := byID["ServiceAccount/existing-operator"]; ok {
 					t.Error("serviceAccount.create=false still renders a ServiceAccount")
 				}
@@ -340,7 +346,7 @@ func TestHelmTemplate(t *testing.T) {
 				t.Error("metrics disabled but the metrics Service is rendered")
 			}
 			for _, o := range objs {
-				if ns := o.GetNamespace(); ns != "" && ns != "medops-system" && !(o.GetKind() == "RoleBinding" && ns == "medops-team") {
+				if ns := o.GetNamespace(); ns != "" && ns != "medops-system" && !(o.GetKind() == "RoleBinding" && (ns == "medops-team" || ns == "medops-lab")) {
 					t.Errorf("%s/%s lands in namespace %s", o.GetKind(), o.GetName(), ns)
 				}
 				if o.GetLabels()["app.kubernetes.io/managed-by"] != "Helm" {
@@ -348,7 +354,7 @@ func TestHelmTemplate(t *testing.T) {
 				}
 			}
 			if tt.check != nil {
-				tt.check(t, byID)
+				tt.check(t, objs, byID)
 			}
 
 			var kept []unstructured.Unstructured
@@ -410,7 +416,7 @@ func TestHelmInstallUpgradeUninstall(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 
-	h.mustRun(t, "install", "medops-operator", chartDir(), "--namespace", "medops-system", "--create-namespace")
+	installOut := h.mustRun(t, "install", "medops-operator", chartDir(), "--namespace", "medops-system", "--create-namespace")
 
 	crd := waitEstablished(ctx, t, dyn)
 	if crd.GetAnnotations()["helm.sh/resource-policy"] != "keep" || crd.GetAnnotations()["meta.helm.sh/release-name"] != "medops-operator" {
@@ -452,6 +458,15 @@ func TestHelmInstallUpgradeUninstall(t *testing.T) {
 	}
 	if img, _, _ := unstructured.NestedString(created.Object, "spec", "image"); img == "" {
 		t.Errorf("created MedOpsAPI has no defaulted spec.image: %v", created.Object["spec"])
+	}
+
+	// The first MedOpsAPI that NOTES.txt tells the user to apply is accepted.
+	first := notesExample(t, string(installOut))
+	if first.GetKind() != "MedOpsAPI" {
+		t.Fatalf("NOTES.txt example is a %q, want a MedOpsAPI", first.GetKind())
+	}
+	if _, err := dyn.Resource(medopsGVR).Namespace("default").Create(ctx, &first, metav1.CreateOptions{}); err != nil {
+		t.Errorf("the MedOpsAPI from NOTES.txt is refused: %v", err)
 	}
 
 	// Upgrade with a CRD that gained a printer column, and a new image tag.
@@ -602,4 +617,28 @@ func gvrFor(t *testing.T, o unstructured.Unstructured) schema.GroupVersionResour
 		resource = "customresourcedefinitions"
 	}
 	return gv.WithResource(resource)
+}
+
+// notesExample extracts the heredoc YAML (between <<'YAML' and YAML) that
+// the chart's NOTES.txt prints after helm install.
+func notesExample(t *testing.T, out string) unstructured.Unstructured {
+	t.Helper()
+	var doc []string
+	in := false
+	for _, line := range strings.Split(out, "\n") {
+		switch {
+		case strings.Contains(line, "<<'YAML'"):
+			in = true
+		case in && strings.TrimSpace(line) == "YAML":
+			objs, err := Split([]byte(strings.Join(doc, "\n")))
+			if err != nil || len(objs) != 1 {
+				t.Fatalf("NOTES.txt example: %d objects, %v:\n%s", len(objs), err, strings.Join(doc, "\n"))
+			}
+			return objs[0]
+		case in:
+			doc = append(doc, strings.TrimPrefix(line, "  "))
+		}
+	}
+	t.Fatalf("helm install printed no example MedOpsAPI in its notes:\n%s", out)
+	return unstructured.Unstructured{}
 }

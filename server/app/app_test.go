@@ -3,11 +3,13 @@ package app
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -514,5 +516,91 @@ func TestModulesCanBeSwitchedOff(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(e.app.cfg.DataDir, store.FileName)); !os.IsNotExist(err) {
 		t.Fatalf("store file created although the task module is off: %v", err)
+	}
+}
+
+// metricValue reads one sample from the Prometheus text on /metrics.
+func metricValue(t *testing.T, text, sample string) float64 {
+	t.Helper()
+	for _, line := range strings.Split(text, "\n") {
+		if v, ok := strings.CutPrefix(line, sample+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("%s: %v", line, err)
+			}
+			return f
+		}
+	}
+	t.Fatalf("/metrics lacks %s", sample)
+	return 0
+}
+
+// TestCacheMetricsOnRouter: the cache's counters and gauges are served on
+// the app's /metrics, and a default cache starts small (bigcache's own
+// defaults would pre-allocate hundreds of MiB).
+func TestCacheMetricsOnRouter(t *testing.T) {
+	e := newTestEnv(t, nil)
+	text := string(e.do(t, "GET", "/metrics", "").body)
+	if b := metricValue(t, text, "medops_cache_bytes"); b <= 0 || b > 1<<20 {
+		t.Errorf("a default cache starts with %.0f bytes allocated, want (0, 1 MiB]", b)
+	}
+	tk := e.create(t, `{"title":"m"}`)
+	e.do(t, "GET", "/api/v1/tasks/"+tk.ID, "")
+	e.do(t, "GET", "/api/v1/tasks/"+tk.ID, "")
+	e.do(t, "GET", "/api/v1/tasks", "")
+	text = string(e.do(t, "GET", "/metrics", "").body)
+	for sample, want := range map[string]float64{
+		"medops_cache_hits_total":                         1,
+		"medops_cache_misses_total":                       2,
+		"medops_cache_stale_total":                        0,
+		"medops_cache_entries":                            2,
+		`medops_cache_evictions_total{reason="expired"}`:  0,
+		`medops_cache_evictions_total{reason="no_space"}`: 0,
+	} {
+		if got := metricValue(t, text, sample); got != want {
+			t.Errorf("%s = %v, want %v", sample, got, want)
+		}
+	}
+	if b := metricValue(t, text, "medops_cache_bytes"); b <= 0 {
+		t.Errorf("medops_cache_bytes = %v", b)
+	}
+}
+
+// TestTaskConditionalGet: If-None-Match with the task's ETag answers 304,
+// whether the cache answers (on its first miss or a hit) or the handler does
+// (cache off), and a write makes the old ETag stop matching at once.
+func TestTaskConditionalGet(t *testing.T) {
+	for _, cacheOn := range []bool{true, false} {
+		t.Run(fmt.Sprintf("cache=%v", cacheOn), func(t *testing.T) {
+			e := newTestEnv(t, func(c *v1alpha1.WorkloadConfig) { c.Cache.Enabled = &cacheOn })
+			tk := e.create(t, `{"title":"c"}`)
+			path := "/api/v1/tasks/" + tk.ID
+			for i, s := range []struct {
+				method, inm string
+				status      int
+				etag        string
+			}{
+				{"GET", `"1"`, 304, `"1"`}, // the first request is conditional
+				{"GET", `W/"1"`, 304, `"1"`},
+				{"GET", `"9", "1"`, 304, `"1"`},
+				{"HEAD", `"1"`, 304, `"1"`},
+				{"GET", `"2"`, 200, `"1"`},
+				{"PATCH", "", 200, `"2"`},
+				{"GET", `"1"`, 200, `"2"`},
+				{"GET", `"2"`, 304, `"2"`},
+			} {
+				body := ""
+				if s.method == "PATCH" {
+					body = `{"title":"d"}`
+				}
+				r := e.do(t, s.method, path, body, "If-None-Match", s.inm)
+				if r.status != s.status || r.header.Get("ETag") != s.etag {
+					t.Fatalf("step %d %s If-None-Match %s: %d ETag %q, want %d %q", i, s.method, s.inm, r.status, r.header.Get("ETag"), s.status, s.etag)
+				}
+				if s.status == 304 && len(r.body) != 0 {
+					t.Fatalf("step %d: 304 with a body %q", i, r.body)
+				}
+			}
+		})
 	}
 }

@@ -14,8 +14,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/go-chi/chi/v5"
-
 	"github.com/medops/medops/server/httpx"
 )
 
@@ -141,11 +139,14 @@ func (a *App) observe(next http.Handler) http.Handler {
 		if !rec.wroteHeader {
 			status = http.StatusOK // the handler wrote nothing: net/http sends 200
 		}
+		// chi's routers store the matched pattern in r.Pattern as they route
+		// (the innermost one last), so it is read here rather than rebuilt
+		// with RoutePattern, which allocates. This needs every middleware
+		// between here and the routers to pass r itself on, not a copy;
+		// TestMetricsByRoutePattern fails if one does not.
 		route := "unmatched"
-		if rctx := chi.RouteContext(r.Context()); rctx != nil {
-			if p := rctx.RoutePattern(); p != "" && status != http.StatusNotFound {
-				route = p
-			}
+		if r.Pattern != "" && status != http.StatusNotFound {
+			route = r.Pattern
 		}
 		elapsed := time.Since(start)
 		a.metrics.observe(r.Method, route, status, elapsed)

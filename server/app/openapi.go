@@ -176,7 +176,9 @@ func addGatewayPaths(paths obj, common func(obj, bool) obj) {
 			"parameters": params,
 			"responses": obj{
 				"default": obj{"description": "The upstream's answer; X-Cache tells HIT, MISS or STALE"},
+				"400":     errorResponse("The path could leave the upstream's base path (dot segments, encoded slashes)"),
 				"404":     errorResponse("Unknown upstream"),
+				"429":     errorResponse("Rate limited, by the upstream or by the gateway until the upstream's limit resets; see Retry-After"),
 				"502":     errorResponse("The upstream failed"),
 				"504":     errorResponse("The upstream timed out"),
 			},

@@ -487,3 +487,57 @@ func TestFIFOEviction(t *testing.T) {
 		t.Errorf("evictions{reason=no_space} = %v, want >= 1", got)
 	}
 }
+
+func TestUpstreamAgeCounts(t *testing.T) {
+	origin := &counter{serve: func(w http.ResponseWriter, r *http.Request, n int64) {
+		// An upstream cache already held this response for 10 seconds.
+		w.Header().Set("Age", "10")
+		w.Header().Set("Cache-Control", "max-age=60")
+		fmt.Fprintf(w, "call %d", n)
+	}}
+	f := newFixture(t, v1alpha1.CacheSpec{}, origin)
+	a := f.get(t, "/aged")
+	expect(t, a, 200, "MISS", "call 1")
+	if a.header.Get("Age") != "10" {
+		t.Errorf("miss Age = %q, want the upstream's 10", a.header.Get("Age"))
+	}
+	f.clock.Advance(5 * time.Second)
+	a = f.get(t, "/aged")
+	expect(t, a, 200, "HIT", "call 1")
+	if a.header.Get("Age") != "15" {
+		t.Errorf("hit Age = %q, want 15", a.header.Get("Age"))
+	}
+	// A client's max-age counts the upstream's age too.
+	expect(t, f.get(t, "/aged", "Cache-Control", "max-age=14"), 200, "MISS", "call 2")
+	// 60 s after the origin made it, the response is stale: 10 + 50.
+	f.clock.Advance(50 * time.Second)
+	expect(t, f.get(t, "/aged"), 200, "MISS", "call 3")
+}
+
+func TestRevalidationWithLastModified(t *testing.T) {
+	const lastMod = "Sun, 01 Mar 2026 10:00:00 GMT"
+	var conditional atomic.Int64
+	origin := &counter{serve: func(w http.ResponseWriter, r *http.Request, n int64) {
+		w.Header().Set("Last-Modified", lastMod)
+		w.Header().Set("Cache-Control", "max-age=30")
+		if r.Header.Get("If-None-Match") != "" {
+			t.Errorf("the cache sent its own generated ETag upstream: %q", r.Header.Get("If-None-Match"))
+		}
+		if r.Header.Get("If-Modified-Since") == lastMod {
+			conditional.Add(1)
+			w.WriteHeader(http.StatusNotModified)
+			return
+		}
+		fmt.Fprintf(w, "call %d", n)
+	}}
+	f := newFixture(t, v1alpha1.CacheSpec{}, origin)
+	expect(t, f.get(t, "/lm"), 200, "MISS", "call 1")
+	f.clock.Advance(31 * time.Second)
+	expect(t, f.get(t, "/lm"), 200, "HIT", "call 1")
+	if conditional.Load() != 1 || origin.n.Load() != 2 {
+		t.Fatalf("conditional requests %d, origin calls %d; want 1 and 2", conditional.Load(), origin.n.Load())
+	}
+	// The client's own If-Modified-Since is answered from the entry.
+	expect(t, f.get(t, "/lm", "If-Modified-Since", lastMod), http.StatusNotModified, "HIT", "")
+	expect(t, f.get(t, "/lm", "If-Modified-Since", "Sat, 28 Feb 2026 10:00:00 GMT"), 200, "HIT", "call 1")
+}

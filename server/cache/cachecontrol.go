@@ -85,12 +85,26 @@ func (c *Cache) freshness(h http.Header, d directives, ruleTTL time.Duration, ha
 	default:
 		ttl = c.ttl
 	}
-	if a := h.Get("Age"); a != "" {
-		if n, err := strconv.ParseInt(a, 10, 64); err == nil && n > 0 {
-			ttl -= time.Duration(n) * time.Second
-		}
-	}
+	ttl -= initialAge(h)
 	return ttl, ttl > 0
+}
+
+// initialAge is the age a response already had when it reached the cache:
+// the Age an upstream cache reported. The entry's stored-at time is moved
+// back by it, so the Age header a hit sends and a client's max-age count
+// the whole time since the origin made the response (RFC 9111 §4.2.3).
+// Huge values are capped so the arithmetic cannot overflow; such a response
+// is never fresh anyway.
+func initialAge(h http.Header) time.Duration {
+	a := h.Get("Age")
+	if a == "" {
+		return 0
+	}
+	n, err := strconv.ParseInt(a, 10, 64)
+	if err != nil || n <= 0 {
+		return 0
+	}
+	return time.Duration(min(n, 1<<31)) * time.Second
 }
 
 // cacheableStatus lists the statuses RFC 9110 calls heuristically

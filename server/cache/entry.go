@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"net/http"
+	"strings"
 )
 
 // Entry layout (little endian), built once on store and read in place on
@@ -218,28 +219,19 @@ func etagMatch(inm string, etag []byte) bool {
 			cand = cand[2:]
 		}
 		if len(cand) > 0 && cand[0] == '"' {
-			if q := indexByte(cand[1:], '"'); q >= 0 {
+			if q := strings.IndexByte(cand[1:], '"'); q >= 0 {
 				c := cand[:q+2]
 				if string(tag) == c {
 					return true
 				}
 				end = len(inm) - len(cand) + q + 2
 			}
-		} else if i := indexByte(inm, ','); i >= 0 {
+		} else if i := strings.IndexByte(inm, ','); i >= 0 {
 			end = i
 		}
 		inm = inm[end:]
 	}
 	return false
-}
-
-func indexByte(s string, b byte) int {
-	for i := 0; i < len(s); i++ {
-		if s[i] == b {
-			return i
-		}
-	}
-	return -1
 }
 
 func trimOWS(s string) string {

@@ -255,7 +255,7 @@ func (c *Cache) lead(w http.ResponseWriter, r *http.Request, next http.Handler, 
 			flags |= flagGeneratedETag
 		}
 	}
-	b, ok := encodeEntry(flags, status, now.UnixNano(), now.Add(ttl).UnixNano(), []byte(key), rec.h, cl, rec.buf)
+	b, ok := encodeEntry(flags, status, now.Add(-initialAge(rec.h)).UnixNano(), now.Add(ttl).UnixNano(), []byte(key), rec.h, cl, rec.buf)
 	if !c.store(key, b, ok) {
 		return res
 	}

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -417,5 +418,61 @@ func TestNestedChiRoutes(t *testing.T) {
 	}
 	if rep = get(t, srv.URL+"/api/v1/gateway/ensembl/a%2F..%2Fb"); rep.status != http.StatusBadRequest {
 		t.Errorf("encoded slash: %d", rep.status)
+	}
+}
+
+// When an upstream reports X-RateLimit-Remaining: 0, nothing reaches it
+// until the reset: the cache in front answers from what it holds (fresh, or
+// stale in place of the gateway's own 429), and what it lacks gets the 429
+// with a Retry-After.
+func TestRateLimitServedFromCache(t *testing.T) {
+	var remaining atomic.Int64
+	remaining.Store(10)
+	o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-RateLimit-Remaining", strconv.FormatInt(remaining.Add(-1), 10))
+		w.Header().Set("X-RateLimit-Reset", "120")
+		fmt.Fprint(w, "answer for "+r.URL.Path)
+	})
+	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	var mu sync.Mutex
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
+	srv, g := mount(t, module(v1alpha1.Upstream{Name: "ensembl", URL: o.srv.URL, TTL: dur(30 * time.Second)}), newCache(t, clock))
+	g.now = clock
+	base := srv.URL + "/api/v1/gateway/ensembl/"
+
+	remaining.Store(2) // the next answer says 1, the one after 0
+	for _, p := range []string{"a", "b"} {
+		if r := get(t, base+p); r.status != 200 || r.header.Get("X-Cache") != "MISS" {
+			t.Fatalf("%s: %d %s", p, r.status, r.header.Get("X-Cache"))
+		}
+	}
+	calls := o.calls.Load()
+	// Fresh entries are hits.
+	if r := get(t, base+"a"); r.header.Get("X-Cache") != "HIT" {
+		t.Fatalf("fresh entry while limited: %d %s", r.status, r.header.Get("X-Cache"))
+	}
+	// Past the ttl the entry is stale; the gateway refuses to call the
+	// upstream and the cache serves the stale answer.
+	advance(60 * time.Second)
+	if r := get(t, base+"b"); r.status != 200 || r.header.Get("X-Cache") != "STALE" || r.body != "answer for /b" {
+		t.Fatalf("stale while limited: %d %s %q", r.status, r.header.Get("X-Cache"), r.body)
+	}
+	// Nothing cached: the gateway's own 429, with the time left to the reset.
+	r := get(t, base+"c")
+	if code, _ := errCode(t, r.body); r.status != 429 || code != "rate_limited" || r.header.Get("Retry-After") != "60" {
+		t.Fatalf("uncached while limited: %d %s Retry-After=%q", r.status, r.body, r.header.Get("Retry-After"))
+	}
+	if r.header.Get("X-Cache") != "MISS" {
+		t.Errorf("429 X-Cache = %q", r.header.Get("X-Cache"))
+	}
+	if got := o.calls.Load(); got != calls {
+		t.Fatalf("the upstream was called %d times while its limit was spent", got-calls)
+	}
+	// The 429 was not stored: after the reset the upstream answers.
+	advance(61 * time.Second)
+	remaining.Store(100)
+	if r := get(t, base+"c"); r.status != 200 || r.body != "answer for /c" || r.header.Get("X-Cache") != "MISS" {
+		t.Fatalf("after the reset: %d %s %q", r.status, r.header.Get("X-Cache"), r.body)
 	}
 }

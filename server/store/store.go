@@ -180,20 +180,13 @@ func (s *Store) Update(ctx context.Context, id string, ifVersion int64, mutate f
 		// patch) are reported through result, not as the transaction's
 		// error: an error here would make bbolt roll back and re-run every
 		// other write sharing this batch.
-		result = nil
 		b := tx.Bucket(bucketTasks)
-		v := b.Get([]byte(id))
-		if v == nil {
-			result = ErrNotFound
-			return nil
-		}
-		var cur Task
-		if err := json.Unmarshal(v, &cur); err != nil {
-			return fmt.Errorf("decoding task %s: %w", id, err)
-		}
-		if ifVersion != 0 && cur.Version != ifVersion {
-			result = &ConflictError{ID: id, Expected: ifVersion, Current: cur.Version}
-			return nil
+		var (
+			cur Task
+			err error
+		)
+		if cur, result, err = loadForWrite(b, id, ifVersion); err != nil || result != nil {
+			return err
 		}
 		next := cur
 		next.Labels = append([]string(nil), cur.Labels...)
@@ -236,24 +229,10 @@ func (s *Store) Delete(ctx context.Context, id string, ifVersion int64) error {
 	}
 	var result error
 	err := s.batch(func(tx *bolt.Tx) error {
-		result = nil
 		b := tx.Bucket(bucketTasks)
-		v := b.Get([]byte(id))
-		if v == nil {
-			result = ErrNotFound
-			return nil
-		}
-		if ifVersion != 0 {
-			var cur struct {
-				Version int64 `json:"version"`
-			}
-			if err := json.Unmarshal(v, &cur); err != nil {
-				return fmt.Errorf("decoding task %s: %w", id, err)
-			}
-			if cur.Version != ifVersion {
-				result = &ConflictError{ID: id, Expected: ifVersion, Current: cur.Version}
-				return nil
-			}
+		var err error
+		if _, result, err = loadForWrite(b, id, ifVersion); err != nil || result != nil {
+			return err
 		}
 		return b.Delete([]byte(id))
 	})
@@ -261,6 +240,25 @@ func (s *Store) Delete(ctx context.Context, id string, ifVersion int64) error {
 		return fmt.Errorf("deleting task %s: %w", id, err)
 	}
 	return result
+}
+
+// loadForWrite reads a task inside a write transaction and checks that it
+// is at ifVersion (0: any version). Outcomes of the caller's own making
+// (ErrNotFound, *ConflictError) come back as outcome, storage failures as
+// err: only err may fail the transaction, since a failed function makes
+// bbolt roll back and re-run every other write sharing its batch.
+func loadForWrite(b *bolt.Bucket, id string, ifVersion int64) (cur Task, outcome, err error) {
+	v := b.Get([]byte(id))
+	if v == nil {
+		return Task{}, ErrNotFound, nil
+	}
+	if err := json.Unmarshal(v, &cur); err != nil {
+		return Task{}, nil, fmt.Errorf("decoding task %s: %w", id, err)
+	}
+	if ifVersion != 0 && cur.Version != ifVersion {
+		return Task{}, &ConflictError{ID: id, Expected: ifVersion, Current: cur.Version}, nil
+	}
+	return cur, nil, nil
 }
 
 func (s *Store) batch(fn func(*bolt.Tx) error) error {

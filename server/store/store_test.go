@@ -310,3 +310,16 @@ func BenchmarkGet(b *testing.B) {
 		}
 	}
 }
+
+// TestCommitsAreSynced guards the durability promise: a SIGKILL test cannot
+// catch a store that skips fsync (the kernel still holds the pages), only a
+// power cut could, so the settings themselves are checked.
+func TestCommitsAreSynced(t *testing.T) {
+	s := openTest(t)
+	if s.db.NoSync || s.db.NoGrowSync || s.db.IsReadOnly() {
+		t.Fatalf("bbolt would acknowledge writes before they are on disk: NoSync=%v NoGrowSync=%v", s.db.NoSync, s.db.NoGrowSync)
+	}
+	if s.db.MaxBatchDelay <= 0 || s.db.MaxBatchDelay > 10*time.Millisecond {
+		t.Fatalf("MaxBatchDelay %s: writes should share fsyncs without waiting long", s.db.MaxBatchDelay)
+	}
+}

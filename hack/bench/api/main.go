@@ -48,6 +48,7 @@ type options struct {
 	logLevel    string
 	keep        bool
 	only        string
+	profile     string
 }
 
 func main() {
@@ -61,6 +62,7 @@ func main() {
 	flag.StringVar(&o.logLevel, "log-level", "warn", "medops-api logLevel; info writes one access log line per request (nginx runs with access_log off)")
 	flag.BoolVar(&o.keep, "keep", false, "keep the temporary folder (binaries, configs, logs, data) for inspection")
 	flag.StringVar(&o.only, "only", "", "comma-separated scenario names to run (default all; nginx always runs)")
+	flag.StringVar(&o.profile, "profile", "", "folder for CPU profiles: runs hack/bench/apiprof (medops-api plus pprof on another port) and profiles each medops-api scenario")
 	flag.Parse()
 	if err := run(o); err != nil {
 		slog.Error("bench-api failed", "error", err)
@@ -134,13 +136,30 @@ func run(o options) error {
 	if err != nil {
 		return err
 	}
-	upBin, err := common.GoBuild(ctx, root, "./hack/bench/upstream", dir)
-	if err != nil {
-		return err
-	}
 	binInfo, err := os.Stat(apiBin)
 	if err != nil {
 		return fmt.Errorf("stat medops-api: %w", err)
+	}
+	var pprofURL string
+	var extraArgs []string
+	if o.profile != "" {
+		if err := os.MkdirAll(o.profile, 0o755); err != nil {
+			return fmt.Errorf("creating %s: %w", o.profile, err)
+		}
+		// Profile the harness that serves the same app plus pprof.
+		if apiBin, err = common.GoBuild(ctx, root, "./hack/bench/apiprof", dir); err != nil {
+			return err
+		}
+		port, err := common.FreePort()
+		if err != nil {
+			return err
+		}
+		pprofURL = fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/profile", port)
+		extraArgs = []string{fmt.Sprintf("--pprof=127.0.0.1:%d", port)}
+	}
+	upBin, err := common.GoBuild(ctx, root, "./hack/bench/upstream", dir)
+	if err != nil {
+		return err
 	}
 
 	body := jsonBody(o.bodySize)
@@ -174,7 +193,7 @@ func run(o options) error {
 	if err != nil {
 		return err
 	}
-	api, err := startAPI(apiBin, dir, apiPort, upAddr, o.logLevel)
+	api, err := startAPI(apiBin, dir, apiPort, upAddr, o.logLevel, extraArgs)
 	if err != nil {
 		return err
 	}
@@ -237,9 +256,21 @@ func run(o options) error {
 			}
 		}
 		fmt.Fprintf(os.Stderr, "measuring %s for %s ...\n", s.name, o.duration)
+		var prof chan error
+		if pprofURL != "" && s.name != "nginx" && s.name != "bare" {
+			prof = make(chan error, 1)
+			go func() {
+				prof <- cpuProfile(pprofURL, o.duration-time.Second, filepath.Join(o.profile, s.name+".pprof"))
+			}()
+		}
 		r, err := runWrk(o, o.duration, script, s)
 		if err != nil {
 			return err
+		}
+		if prof != nil {
+			if err := <-prof; err != nil {
+				return err
+			}
 		}
 		results[s.name] = r
 		ran = append(ran, s)
@@ -254,11 +285,37 @@ func run(o options) error {
 
 	printTable(os.Stdout, ran, results)
 	fmt.Println()
-	fmt.Printf("medops-api peak RSS (VmHWM): %s   RSS after the run (VmRSS): %s   target < 30 MiB\n", common.MiB(mem.HWM), common.MiB(mem.RSS))
+	fmt.Printf("medops-api RSS after the run (VmRSS): %s (anonymous %s, mapped files %s: the binary and bbolt's mmap); peak (VmHWM): %s; target < 30 MiB\n",
+		common.MiB(mem.RSS), common.MiB(mem.Anon), common.MiB(mem.File), common.MiB(mem.HWM))
 	fmt.Printf("medops-api binary: %s (CGO_ENABLED=0 go build -trimpath, as make build)\n", common.MiB(binInfo.Size()))
 	fmt.Printf("seeding: %d creates from 32 concurrent clients in %s (%.0f/s)\n", o.tasks, seedTook.Round(time.Millisecond), float64(o.tasks)/seedTook.Seconds())
 	fmt.Printf("load average at the end: %.2f\n", common.LoadAvg1())
+	if o.profile != "" {
+		fmt.Printf("CPU profiles (figures above are from the profiled harness): go tool pprof -top %s/<scenario>.pprof\n", o.profile)
+	}
 	return nil
+}
+
+// cpuProfile saves a CPU profile of d taken while wrk runs.
+func cpuProfile(url string, d time.Duration, path string) error {
+	secs := max(1, int(d/time.Second))
+	resp, err := http.Get(fmt.Sprintf("%s?seconds=%d", url, secs))
+	if err != nil {
+		return fmt.Errorf("taking a CPU profile: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("taking a CPU profile: %s", resp.Status)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return fmt.Errorf("saving the CPU profile: %w", err)
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
+		return fmt.Errorf("saving the CPU profile: %w", err)
+	}
+	return f.Close()
 }
 
 func toolVersion(name string, arg string) string {
@@ -362,7 +419,7 @@ http {
 // startAPI writes a config with the gateway pointing at the upstream, auth
 // disabled and a cache rule that keeps task reads out of the cache (a ttl of
 // 0 means "do not cache" for that prefix), then starts medops-api.
-func startAPI(bin, dir string, port int, upAddr, logLevel string) (*common.Proc, error) {
+func startAPI(bin, dir string, port int, upAddr, logLevel string, extraArgs []string) (*common.Proc, error) {
 	data := filepath.Join(dir, "data")
 	conf := fmt.Sprintf(`listen: 127.0.0.1:%d
 dataDir: %s
@@ -391,7 +448,7 @@ auth:
 	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
 		return nil, fmt.Errorf("writing the medops-api config: %w", err)
 	}
-	return common.Start("medops-api", filepath.Join(dir, "medops-api.log"), nil, bin, "--config", confPath)
+	return common.Start("medops-api", filepath.Join(dir, "medops-api.log"), nil, bin, append([]string{"--config", confPath}, extraArgs...)...)
 }
 
 func waitOK(url string, within time.Duration) error {
@@ -551,14 +608,20 @@ func runWrk(o options, d time.Duration, script string, s scenario) (result, erro
 func ms(us int64) string { return fmt.Sprintf("%.2f ms", float64(us)/1000) }
 
 func printTable(w io.Writer, ran []scenario, res map[string]result) {
-	base := res["nginx"]
+	base, bare := res["nginx"], res["bare"]
+	ratio := func(a, b float64) string {
+		if b == 0 {
+			return "n/a"
+		}
+		return fmt.Sprintf("%.2f×", a/b)
+	}
 	var rows [][]string
 	for _, s := range ran {
 		r := res[s.name]
 		rows = append(rows, []string{
 			s.what, fmt.Sprintf("%.0f", r.rps()), ms(r.P50US), ms(r.P99US), fmt.Sprint(r.errors()),
-			fmt.Sprintf("%.2f×", r.rps()/base.rps()), fmt.Sprintf("%.2f×", float64(r.P99US)/float64(base.P99US)), s.target,
+			ratio(r.rps(), base.rps()), ratio(float64(r.P99US), float64(base.P99US)), ratio(r.rps(), bare.rps()), s.target,
 		})
 	}
-	common.Table(w, []string{"scenario", "req/s", "p50", "p99", "errors", "req/s ÷ nginx", "p99 ÷ nginx", "target"}, rows)
+	common.Table(w, []string{"scenario", "req/s", "p50", "p99", "errors", "req/s ÷ nginx", "p99 ÷ nginx", "req/s ÷ bare", "target"}, rows)
 }

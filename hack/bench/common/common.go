@@ -124,8 +124,10 @@ func (p *Proc) Tail(n int) string {
 
 // Mem is a process's memory from /proc/PID/status, in bytes.
 type Mem struct {
-	HWM int64 // VmHWM: peak resident set size
-	RSS int64 // VmRSS: resident set size now
+	HWM  int64 // VmHWM: peak resident set size
+	RSS  int64 // VmRSS: resident set size now
+	Anon int64 // RssAnon: the part of RSS that is heap, stacks and other private memory
+	File int64 // RssFile: the part of RSS that is mapped files (the binary, bbolt's mmap)
 }
 
 // ReadMem reads VmHWM and VmRSS of a process.
@@ -148,6 +150,10 @@ func ReadMem(pid int) (Mem, error) {
 			dst = &m.HWM
 		case "VmRSS":
 			dst = &m.RSS
+		case "RssAnon":
+			dst = &m.Anon
+		case "RssFile":
+			dst = &m.File
 		default:
 			continue
 		}

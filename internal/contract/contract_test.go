@@ -1,0 +1,129 @@
+// Package contract holds the end-to-end check of the one-schema promise: the
+// configuration file the operator renders into a ConfigMap is exactly one
+// that medops-api accepts. It lives apart from both sides because it needs
+// both, and neither should import the other.
+package contract
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"k8s.io/apimachinery/pkg/api/equality"
+	"sigs.k8s.io/yaml"
+
+	"github.com/medops/medops/api/v1alpha1"
+	"github.com/medops/medops/operator"
+	"github.com/medops/medops/server/app"
+	"github.com/medops/medops/server/config"
+)
+
+// samples reads every MedOpsAPI in config/samples.
+func samples(t *testing.T) map[string]*v1alpha1.MedOpsAPI {
+	t.Helper()
+	files, err := filepath.Glob(filepath.Join("..", "..", "config", "samples", "*.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]*v1alpha1.MedOpsAPI{}
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var meta struct {
+			Kind string `json:"kind"`
+		}
+		if err := yaml.Unmarshal(data, &meta); err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		if meta.Kind != "MedOpsAPI" {
+			continue // kustomization.yaml
+		}
+		m := &v1alpha1.MedOpsAPI{}
+		if err := yaml.UnmarshalStrict(data, m); err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		out[filepath.Base(f)] = m
+	}
+	if len(out) < 3 {
+		t.Fatalf("found only %d MedOpsAPI samples", len(out))
+	}
+	return out
+}
+
+// TestRenderedConfigLoadsInWorkload renders each sample's ConfigMap the way
+// the operator does, writes it where the Deployment's --config argument
+// points (under a temporary root), parses that argument with medops-api's
+// own flag parser, loads the file, and finally builds the whole app from
+// it. Any drift between what the operator writes and what the workload
+// reads fails here.
+func TestRenderedConfigLoadsInWorkload(t *testing.T) {
+	for name, m := range samples(t) {
+		t.Run(name, func(t *testing.T) {
+			rendered, _, err := operator.RenderConfig(m)
+			if err != nil {
+				t.Fatalf("RenderConfig: %v", err)
+			}
+			cm, err := operator.BuildConfigMap(m)
+			if err != nil {
+				t.Fatalf("BuildConfigMap: %v", err)
+			}
+			dep, err := operator.BuildDeployment(m, operator.Inputs{TokenSecretName: operator.TokenSecretName(m)})
+			if err != nil {
+				t.Fatalf("BuildDeployment: %v", err)
+			}
+			args := dep.Spec.Template.Spec.Containers[0].Args
+
+			root := t.TempDir()
+			flags, err := config.ParseFlags("medops-api", args, func(string) string { return "" }, os.Stderr)
+			if err != nil {
+				t.Fatalf("medops-api refuses the operator's arguments %q: %v", args, err)
+			}
+			if !strings.HasPrefix(flags.ConfigPath, operator.ConfigDir+"/") {
+				t.Fatalf("--config %q is not inside the mounted ConfigMap %s", flags.ConfigPath, operator.ConfigDir)
+			}
+			key := strings.TrimPrefix(flags.ConfigPath, operator.ConfigDir+"/")
+			data, ok := cm.Data[key]
+			if !ok {
+				t.Fatalf("--config names key %q, the ConfigMap has %v", key, cm.Data)
+			}
+			flags.ConfigPath = filepath.Join(root, flags.ConfigPath)
+			if err := os.MkdirAll(filepath.Dir(flags.ConfigPath), 0o750); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(flags.ConfigPath, []byte(data), 0o600); err != nil {
+				t.Fatal(err)
+			}
+
+			loaded, err := config.FromFlags(flags)
+			if err != nil {
+				t.Fatalf("medops-api cannot load the rendered config:\n%s\n%v", data, err)
+			}
+			if !equality.Semantic.DeepEqual(loaded, rendered) {
+				t.Fatalf("the workload reads another config than the operator rendered:\nrendered %+v\nloaded   %+v", rendered, loaded)
+			}
+
+			// The paths are the pod's; point them into the temporary root
+			// and start the real app (store, cache, gateway) from the file.
+			loaded.DataDir = filepath.Join(root, loaded.DataDir)
+			if loaded.Auth.TokenFile != "" {
+				loaded.Auth.TokenFile = filepath.Join(root, loaded.Auth.TokenFile)
+				if err := os.MkdirAll(filepath.Dir(loaded.Auth.TokenFile), 0o750); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(loaded.Auth.TokenFile, []byte("t0ken\n"), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			a, err := app.New(app.Options{Config: loaded})
+			if err != nil {
+				t.Fatalf("medops-api does not start from the rendered config: %v", err)
+			}
+			if err := a.Close(); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
