@@ -109,12 +109,18 @@ func (r *Reconciler) applyChild(ctx context.Context, obj client.Object) (applyOu
 	err = r.Client.Apply(ctx, client.ApplyConfigurationFromUnstructured(result),
 		client.FieldOwner(FieldManager), client.ForceOwnership)
 	switch {
-	case err == nil && (!exists || isSubset(desired.Object, result.Object)):
-	case err == nil, exists && apierrors.IsInvalid(err):
-		// Another manager took over list entries we set (a port or a
-		// container edited with kubectl edit): server-side apply keeps their
-		// entries next to ours, leaving the object different from what we
-		// want, or invalid (two ports named http). Replace what we set.
+	case err == nil:
+		// Entries other managers added to lists we set (an env var from
+		// kubectl set env) stay, as server-side apply intends. They make the
+		// subset check fail, so later reconciles re-apply, but only when
+		// something wakes them: an apply that changes nothing is not an
+		// event, so there is no loop. Fighting them with updates would loop
+		// against a mutating webhook.
+	case exists && apierrors.IsInvalid(err):
+		// Another manager took over a list entry we set (a Service port
+		// edited with kubectl edit): server-side apply keeps their entry next
+		// to ours, which can make the object invalid (two ports named http).
+		// Replace what we set.
 		repaired, rerr := r.repair(ctx, desired)
 		if rerr != nil {
 			if err != nil {
@@ -138,7 +144,6 @@ func (r *Reconciler) applyChild(ctx context.Context, obj client.Object) (applyOu
 	}
 	return created, now, nil
 }
-
 
 // repair writes the desired fields over the live object with an update: maps
 // are merged (other managers' keys, such as kubectl's restartedAt annotation,

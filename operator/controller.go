@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -171,7 +172,12 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	}
 
 	st := observed{}
-	in, err := r.tokenInputs(ctx, &m)
+	var done changes
+	// Events go out once per reconcile, one per kind of change, naming the
+	// objects: at scale, one Event per child would be most of the
+	// operator's writes.
+	defer done.record(r, &m)
+	in, err := r.tokenInputs(ctx, &m, &done)
 	if err != nil {
 		var missing *tokenSecretError
 		if errors.As(err, &missing) {
@@ -198,7 +204,6 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 		return r.finish(ctx, &m, st, fmt.Errorf("build children: %w", err))
 	}
 
-	var changed []string
 	for _, c := range children {
 		var (
 			out  applyOutcome
@@ -217,24 +222,14 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 			st.degraded(ReasonApplyFailed, aerr.Error())
 			return r.finish(ctx, &m, st, aerr)
 		}
-		switch out {
-		case created:
-			r.event(&m, c.Object, corev1.EventTypeNormal, "Created", "Create", "created %s %s", kind, c.Object.GetName())
-		case updated:
-			r.event(&m, c.Object, corev1.EventTypeNormal, "Updated", "Update", "updated %s %s", kind, c.Object.GetName())
-		case deleted:
-			r.event(&m, c.Object, corev1.EventTypeNormal, "Deleted", "Delete", "deleted %s %s (no longer wanted)", kind, c.Object.GetName())
-		}
-		if out != unchanged {
-			changed = append(changed, fmt.Sprintf("%s/%s", kind, c.Object.GetName()))
-		}
+		done.add(out, kind+" "+c.Object.GetName())
 		if d, ok := c.Object.(*appsv1.Deployment); ok && c.Wanted {
 			st.desired = d
 			st.live, _ = now.(*appsv1.Deployment)
 		}
 	}
-	if len(changed) > 0 {
-		logger.Info("children changed", "objects", changed)
+	if !done.empty() {
+		logger.Info("children changed", "created", done.created, "updated", done.updated, "deleted", done.deleted)
 	}
 	return r.finish(ctx, &m, st, nil)
 }
@@ -254,13 +249,44 @@ func (r *Reconciler) finish(ctx context.Context, m *v1alpha1.MedOpsAPI, st obser
 	return reconcile.Result{}, rerr
 }
 
-// event records an Event regarding the MedOpsAPI. related is the child it
-// is about: the events API folds events with the same regarding, related,
-// reason and action into one series, so without it every "Created" of a
-// reconcile would collapse into the first.
+// event records an Event regarding the MedOpsAPI; related, when set, is the
+// child it is about (it also keeps failures of different children apart:
+// the events API folds events with equal regarding, related, reason and
+// action into one series).
 func (r *Reconciler) event(m *v1alpha1.MedOpsAPI, related runtime.Object, typ, reason, action, note string, args ...any) {
 	if r.Recorder != nil {
 		r.Recorder.Eventf(m, related, typ, reason, action, note, args...)
+	}
+}
+
+// changes collects what one reconcile created, updated and deleted.
+type changes struct{ created, updated, deleted []string }
+
+func (c *changes) add(out applyOutcome, what string) {
+	switch out {
+	case created:
+		c.created = append(c.created, what)
+	case updated:
+		c.updated = append(c.updated, what)
+	case deleted:
+		c.deleted = append(c.deleted, what)
+	}
+}
+
+func (c *changes) empty() bool { return len(c.created)+len(c.updated)+len(c.deleted) == 0 }
+
+// record emits one Event per kind of change. The events API folds events of
+// the same object, reason and action into a series that keeps the first
+// note, so a later Updated only counts up; the log has every detail.
+func (c *changes) record(r *Reconciler, m *v1alpha1.MedOpsAPI) {
+	if len(c.created) > 0 {
+		r.event(m, nil, corev1.EventTypeNormal, "Created", "Create", "created %s", strings.Join(c.created, ", "))
+	}
+	if len(c.updated) > 0 {
+		r.event(m, nil, corev1.EventTypeNormal, "Updated", "Update", "updated %s", strings.Join(c.updated, ", "))
+	}
+	if len(c.deleted) > 0 {
+		r.event(m, nil, corev1.EventTypeNormal, "Deleted", "Delete", "deleted %s (no longer wanted)", strings.Join(c.deleted, ", "))
 	}
 }
 
@@ -272,13 +298,17 @@ func (e *tokenSecretError) Error() string { return e.msg }
 // tokenInputs finds the token Secret (making it when the operator owns it)
 // and the hash of its data, which the builders fold into the pod template so
 // that a rotated token rolls the pods.
-func (r *Reconciler) tokenInputs(ctx context.Context, m *v1alpha1.MedOpsAPI) (Inputs, error) {
+func (r *Reconciler) tokenInputs(ctx context.Context, m *v1alpha1.MedOpsAPI, done *changes) (Inputs, error) {
 	key := client.ObjectKeyFromObject(m)
 	generated := BuildTokenSecret(m, nil)
 	if m.Spec.Auth.Disabled || m.Spec.Auth.TokenSecretRef != nil {
 		// A token the operator once generated is no longer wanted.
-		if _, err := r.deleteGeneratedToken(ctx, m, generated.Name); err != nil {
+		gone, err := r.deleteGeneratedToken(ctx, m, generated.Name)
+		if err != nil {
 			return Inputs{}, err
+		}
+		if gone {
+			done.add(deleted, "Secret "+generated.Name)
 		}
 	}
 	if m.Spec.Auth.Disabled {
@@ -298,8 +328,12 @@ func (r *Reconciler) tokenInputs(ctx context.Context, m *v1alpha1.MedOpsAPI) (In
 	err := r.Cache.Get(ctx, types.NamespacedName{Namespace: m.Namespace, Name: name}, meta)
 	switch {
 	case apierrors.IsNotFound(err) && m.Spec.Auth.TokenSecretRef == nil:
-		if err := r.createToken(ctx, m); err != nil {
+		made, err := r.createToken(ctx, m)
+		if err != nil {
 			return Inputs{}, err
+		}
+		if made {
+			done.add(created, "Secret "+generated.Name)
 		}
 		meta = nil // just made: read it below
 	case apierrors.IsNotFound(err):
@@ -332,21 +366,20 @@ func (r *Reconciler) tokenInputs(ctx context.Context, m *v1alpha1.MedOpsAPI) (In
 // createToken makes the MedOpsAPI's own token Secret with a random token.
 // It uses Create, never apply: once made the token is never rewritten, and an
 // AlreadyExists (the cache lagging behind) is fine.
-func (r *Reconciler) createToken(ctx context.Context, m *v1alpha1.MedOpsAPI) error {
+func (r *Reconciler) createToken(ctx context.Context, m *v1alpha1.MedOpsAPI) (bool, error) {
 	buf := make([]byte, 32)
 	if _, err := rand.Read(buf); err != nil {
-		return fmt.Errorf("generate token: %w", err)
+		return false, fmt.Errorf("generate token: %w", err)
 	}
 	token := []byte(hex.EncodeToString(buf))
 	s := BuildTokenSecret(m, token)
 	if err := r.Client.Create(ctx, s, client.FieldOwner(FieldManager)); err != nil {
 		if apierrors.IsAlreadyExists(err) {
-			return nil
+			return false, nil
 		}
-		return fmt.Errorf("create token Secret %s: %w", s.Name, err)
+		return false, fmt.Errorf("create token Secret %s: %w", s.Name, err)
 	}
-	r.event(m, s, corev1.EventTypeNormal, "Created", "Create", "created Secret %s with a generated token", s.Name)
-	return nil
+	return true, nil
 }
 
 // deleteGeneratedToken removes the generated token Secret once the user
@@ -367,7 +400,6 @@ func (r *Reconciler) deleteGeneratedToken(ctx context.Context, m *v1alpha1.MedOp
 	if err := r.Client.Delete(ctx, meta, client.Preconditions{UID: &uid}); err != nil && !apierrors.IsNotFound(err) {
 		return false, fmt.Errorf("delete generated token Secret %s: %w", name, err)
 	}
-	r.event(m, meta, corev1.EventTypeNormal, "Deleted", "Delete", "deleted generated token Secret %s (no longer wanted)", name)
 	return true, nil
 }
 

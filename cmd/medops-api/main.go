@@ -86,7 +86,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 
 	// Graceful shutdown: readiness off, wait for load balancers to notice,
 	// stop accepting and let in-flight requests finish, then close the
-	// store (deferred above) once nothing can write to it.
+	// store once nothing can write to it.
 	a.SetDraining()
 	delay := cfg.Server.ShutdownDelay.Duration
 	log.Info("shutting down", "delay", delay.String(), "timeout", cfg.Server.ShutdownTimeout.Duration.String())
@@ -103,9 +103,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return 1
 	}
 	// Nothing can write any more: close the store now, so that a failure to
-	// close it cleanly shows in the exit code, not only in the log.
+	// close it cleanly shows in the exit code. Close is idempotent and keeps
+	// its error, so the deferred call logs it once.
 	if err := a.Close(); err != nil {
-		log.Error("closing", "err", err)
 		return 1
 	}
 	log.Info("stopped")

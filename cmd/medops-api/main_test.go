@@ -430,6 +430,9 @@ func vmRSS(t *testing.T, pid int) int64 {
 // Raspberry Pi needs. A cache that pre-allocated its full size, or bigcache's
 // own defaults, would blow well past the bound.
 func TestDefaultConfigStaysSmall(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector multiplies memory use")
+	}
 	p := start(t, "--data-dir", t.TempDir())
 	client := &http.Client{Timeout: 10 * time.Second}
 	for i := range 50 {

@@ -46,7 +46,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.BoolVar(&o.LeaderElection, "leader-elect", false, "elect a leader, so that only one replica reconciles")
 	fs.StringVar(&o.LeaderElectionNamespace, "leader-election-namespace", "", "namespace of the leader election Lease (default: the pod's namespace)")
 	fs.StringVar(&watchNS, "watch-namespace", "", "comma-separated namespaces to watch (default: all namespaces)")
-	fs.IntVar(&o.MaxConcurrentReconciles, "max-concurrent-reconciles", 2, "number of MedOpsAPIs reconciled at once")
+	fs.IntVar(&o.MaxConcurrentReconciles, "max-concurrent-reconciles", 4, "number of MedOpsAPIs reconciled at once (reconciles mostly wait on the apiserver)")
 	fs.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&logFormat, "log-format", "json", "log format: json or text")
 	if err := fs.Parse(args); err != nil {

@@ -119,7 +119,7 @@ cluster_up() {
     --listen-client-urls "http://127.0.0.1:$ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
     --listen-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
     --initial-cluster "e2e=http://127.0.0.1:$ETCD_PEER_PORT" --unsafe-no-fsync --log-level warn
-  wait_for 30 "etcd /health" curl -fs "http://127.0.0.1:$ETCD_PORT/health" || die "etcd did not start (see $logs/etcd.log)"
+  wait_for -p etcd 30 "etcd /health" curl -fs "http://127.0.0.1:$ETCD_PORT/health" || die "etcd did not start (see $logs/etcd.log)"
 
   start kube-apiserver "$logs/kube-apiserver.log" "$K8S_DIR/kube-apiserver" \
     --etcd-servers "http://127.0.0.1:$ETCD_PORT" \
@@ -134,7 +134,7 @@ cluster_up() {
     --endpoint-reconciler-type none
   # (no endpoint reconciler: it refuses a loopback address, and nothing in
   # this cluster reaches the apiserver through the kubernetes Service)
-  wait_for 90 "kube-apiserver /readyz" k get --raw /readyz ||
+  wait_for -p etcd -p kube-apiserver 90 "kube-apiserver /readyz" k get --raw /readyz ||
     die "kube-apiserver did not become ready (see $logs/kube-apiserver.log)"
 
   start kube-controller-manager "$logs/kube-controller-manager.log" "$K8S_DIR/kube-controller-manager" \
@@ -163,17 +163,17 @@ cluster_up() {
     --manage-all-nodes=false --manage-nodes-with-annotation-selector kwok.x-k8s.io/node=fake \
     --node-lease-duration-seconds 40 --cidr 10.244.0.0/16
 
-  wait_for 60 "kube-controller-manager /healthz" healthy "https://127.0.0.1:$KCM_PORT/healthz" ||
+  wait_for -p kube-controller-manager 60 "kube-controller-manager /healthz" healthy "https://127.0.0.1:$KCM_PORT/healthz" ||
     die "kube-controller-manager is not healthy (see $logs/kube-controller-manager.log)"
-  wait_for 60 "kube-scheduler /healthz" healthy "https://127.0.0.1:$SCHEDULER_PORT/healthz" ||
+  wait_for -p kube-scheduler 60 "kube-scheduler /healthz" healthy "https://127.0.0.1:$SCHEDULER_PORT/healthz" ||
     die "kube-scheduler is not healthy (see $logs/kube-scheduler.log)"
 
   cluster_nodes
-  wait_for 60 "nodes Ready" k wait --for=condition=Ready node --all --timeout=5s ||
+  wait_for -p kwok -p kube-controller-manager 60 "nodes Ready" k wait --for=condition=Ready node --all --timeout=5s ||
     die "nodes did not become Ready (see $logs/kwok.log)"
   # The controller manager creates each namespace's default ServiceAccount;
   # pods cannot be admitted before it exists.
-  wait_for 60 "default ServiceAccount" k -n default get serviceaccount default ||
+  wait_for -p kube-controller-manager 60 "default ServiceAccount" k -n default get serviceaccount default ||
     die "the default ServiceAccount never appeared (see $logs/kube-controller-manager.log)"
   log "cluster up in $((SECONDS - t0))s: apiserver https://127.0.0.1:$APISERVER_PORT, KUBECONFIG=$KUBECONFIG"
 }

@@ -129,16 +129,19 @@ e2e_init() {
   log "work folder: $E2E_WORK"
 }
 
-# wait_for SECONDS DESCRIPTION CMD...: polls CMD every 0.5s until it succeeds.
-# Gives up at once when a process this run started has exited, since a dead
-# component is the usual reason and its log says why.
+# wait_for [-p NAME]... SECONDS DESCRIPTION CMD...: polls CMD every 0.5s
+# until it succeeds. Gives up at once when a process named with -p (one this
+# run started) has exited: a dead component is the usual reason, and its log
+# says why.
 wait_for() {
+  local procs=()
+  while [ "$1" = -p ]; do procs+=("$2"); shift 2; done
   local secs=$1 what=$2; shift 2
-  local deadline=$((SECONDS + secs)) i
+  local deadline=$((SECONDS + secs)) p
   until "$@" >/dev/null 2>&1; do
-    for i in "${!E2E_PIDS[@]}"; do
-      if ! kill -0 "${E2E_PIDS[$i]}" 2>/dev/null; then
-        log "${E2E_PIDNAMES[$i]} (pid ${E2E_PIDS[$i]}) has exited while waiting for $what"
+    for p in "${procs[@]}"; do
+      if ! alive "$p"; then
+        log "$p has exited while waiting for $what"
         return 1
       fi
     done

@@ -11,7 +11,7 @@
 # folder printed at the end.
 #
 # Environment: E2E_WORK (work folder, default a new temp dir),
-# E2E_TIMEOUT (seconds per wait, default 120).
+# E2E_TIMEOUT (seconds per wait, default 120), E2E_CHART (the chart to install).
 set -euo pipefail
 
 # shellcheck source=hack/e2e/cluster.sh
@@ -23,7 +23,7 @@ RELEASE=medops
 OPERATOR_NS=medops-system
 NS=medops-demo # the namespace the samples go to, under the restricted Pod Security Standard
 SAMPLES=$E2E_ROOT/config/samples
-CHART=$E2E_ROOT/charts/medops-operator
+CHART=${E2E_CHART:-$E2E_ROOT/charts/medops-operator} # E2E_CHART: try another copy of the chart
 
 kn() { k -n "$NS" "$@"; }
 jp() { kn get "$1" "$2" -o "jsonpath=$3"; } # jp KIND NAME JSONPATH
@@ -41,7 +41,7 @@ setup() {
   HELM_BIN=$("$E2E_ROOT/hack/tools.sh" helm) || die "building helm failed"
   cluster_up
   start local-path "$E2E_WORK/logs/local-path.log" "$E2E_ROOT/hack/e2e/local-path.sh" "$KUBECTL_BIN" "$KUBECONFIG"
-  wait_for 30 "the local-path StorageClass" k get storageclass local-path || die "local-path provisioner did not start"
+  wait_for -p local-path 30 "the local-path StorageClass" k get storageclass local-path || die "local-path provisioner did not start"
 }
 
 # ---------------------------------------------------------------- checks
@@ -60,9 +60,9 @@ helm_install() {
   local out
   if out=$("$HELM_BIN" --kubeconfig "$KUBECONFIG" install "$RELEASE" "$CHART" -n "$OPERATOR_NS" --create-namespace \
     --wait --timeout "${TIMEOUT}s" 2>&1); then
-    pass "helm install $RELEASE $CHART"
+    pass "helm install $RELEASE ${CHART#"$E2E_ROOT"/}"
   else
-    fail "helm install $RELEASE $CHART" "$out"
+    fail "helm install $RELEASE ${CHART#"$E2E_ROOT"/}" "$out"
     return 1
   fi
   check "helm: the MedOpsAPI CRD is Established" k wait --for=condition=Established crd/medopsapis.medops.io --timeout=30s
@@ -121,12 +121,12 @@ EOF
   KUBECONFIG=$E2E_WORK/operator.kubeconfig start medops-operator "$E2E_WORK/logs/medops-operator.log" \
     "$E2E_WORK/bin/medops-operator" "${args[@]}"
   check "operator: out of cluster as ServiceAccount $sa, /readyz answers" \
-    wait_for 60 "operator /readyz" curl -fs --max-time 2 "http://127.0.0.1:$OPERATOR_PROBE_PORT/readyz"
+    wait_for -p medops-operator 60 "operator /readyz" curl -fs --max-time 2 "http://127.0.0.1:$OPERATOR_PROBE_PORT/readyz"
   # Everything after needs a working operator; its log says what went wrong.
   [ "$E2E_FAILED" -eq 0 ] || { log "operator not ready: see $E2E_WORK/logs/medops-operator.log"; return 1; }
   if $leader; then
     check "operator: holds the leader-election Lease in $OPERATOR_NS" \
-      wait_for 60 "leader lease" bash -c "'$KUBECTL_BIN' -n '$OPERATOR_NS' get lease -o jsonpath='{.items[*].spec.holderIdentity}' | grep -q ."
+      wait_for -p medops-operator 60 "leader lease" bash -c "'$KUBECTL_BIN' -n '$OPERATOR_NS' get lease -o jsonpath='{.items[*].spec.holderIdentity}' | grep -q ."
   fi
 }
 
@@ -173,10 +173,15 @@ apply_samples() {
   # Pods of the samples must pass the restricted Pod Security Standard, the
   # apiserver's PodSecurity admission checks each pod the ReplicaSet creates.
   k label namespace "$NS" pod-security.kubernetes.io/enforce=restricted >/dev/null
-  # The gateway sample names a token Secret the user creates first.
-  kn create secret generic medops-gateway-token --from-literal=token="$(openssl rand -hex 24)" >/dev/null
-  local f names=() out
+  local f names=() out secret key
   for f in "$SAMPLES"/medops_v1alpha1_medopsapi_*.yaml; do
+    # A sample that names its own token Secret (auth.tokenSecretRef) expects
+    # the user to create it first, as its comment says.
+    secret=$(kn create --dry-run=client -f "$f" -o jsonpath='{.spec.auth.tokenSecretRef.name}' 2>/dev/null)
+    key=$(kn create --dry-run=client -f "$f" -o jsonpath='{.spec.auth.tokenSecretRef.key}' 2>/dev/null)
+    if [ -n "$secret" ] && ! kn get secret "$secret" >/dev/null 2>&1; then
+      kn create secret generic "$secret" --from-literal="${key:-token}=$(openssl rand -hex 24)" >/dev/null
+    fi
     if out=$(kn apply -f "$f" -o name 2>&1); then
       pass "kubectl apply -f config/samples/$(basename "$f")"
       names+=("${out#*/}")
@@ -321,7 +326,7 @@ check_delete() {
 traffic() {
   mkdir -p "$E2E_WORK/traffic/data" "$E2E_WORK/nginx"
   start upstream "$E2E_WORK/logs/upstream.log" "$E2ETOOL" upstream --addr-file "$E2E_WORK/traffic/upstream.addr"
-  wait_for 10 "upstream" test -s "$E2E_WORK/traffic/upstream.addr" || { fail "traffic: local upstream starts"; return 1; }
+  wait_for -p upstream 10 "upstream" test -s "$E2E_WORK/traffic/upstream.addr" || { fail "traffic: local upstream starts"; return 1; }
   UPSTREAM=$(cat "$E2E_WORK/traffic/upstream.addr")
   HOST=medops.e2e.test
   kn apply -f - >/dev/null <<EOF
@@ -364,7 +369,7 @@ EOF
   fi
   start medops-api "$E2E_WORK/logs/medops-api.log" "$E2E_WORK/bin/medops-api" --config "$cfg"
   check "traffic: medops-api runs with the rendered config (/readyz)" \
-    wait_for 30 "medops-api /readyz" curl -fs --max-time 2 "http://127.0.0.1:$API_PORT/readyz"
+    wait_for -p medops-api 30 "medops-api /readyz" curl -fs --max-time 2 "http://127.0.0.1:$API_PORT/readyz"
 
   # The Ingress, as ingress-nginx would serve it.
   kn get ingress medops-traffic -o json >"$E2E_WORK/traffic/ingress.json"
@@ -385,17 +390,31 @@ EOF
     --backend "127.0.0.1:$API_PORT" --prefix "$E2E_WORK/nginx" --json-errors "${root_flag[@]}" \
     2>"$E2E_WORK/nginx/conf.warnings" >"$E2E_WORK/nginx/nginx.conf") &&
     out=$("$NGINX_BIN" -t -q -p "$E2E_WORK/nginx" -c "$E2E_WORK/nginx/nginx.conf" 2>&1); then
-    pass "traffic: nginx configured from the Ingress (host, path, proxy-body-size, proxy-read-timeout)"
+    local want
+    out=""
+    for want in "server_name $HOST;" "location / {" "client_max_body_size 1m;" "proxy_read_timeout 30s;"; do
+      grep -qF "$want" "$E2E_WORK/nginx/nginx.conf" || out+="nginx.conf lacks: $want"$'\n'
+    done
+    if [ -z "$out" ]; then
+      pass "traffic: nginx configured from the Ingress (host, path, proxy-body-size 1m, proxy-read-timeout 30s)"
+    else
+      fail "traffic: nginx configured from the Ingress (host, path, proxy-body-size 1m, proxy-read-timeout 30s)" "$out"
+    fi
   else
     fail "traffic: nginx configured from the Ingress" "$out$(cat "$E2E_WORK/nginx/conf.warnings")"
     return 1
   fi
   start nginx "$E2E_WORK/logs/nginx.log" "$NGINX_BIN" -p "$E2E_WORK/nginx" -c "$E2E_WORK/nginx/nginx.conf" -g 'daemon off;'
   E2E_LOGS+=("nginx access: $E2E_WORK/nginx/access.log" "nginx error: $E2E_WORK/nginx/error.log")
-  wait_for 10 "nginx" curl -s -o /dev/null "http://127.0.0.1:$NGINX_PORT/" || { fail "traffic: nginx starts"; return 1; }
+  wait_for -p nginx 10 "nginx" curl -s -o /dev/null "http://127.0.0.1:$NGINX_PORT/" || { fail "traffic: nginx starts"; return 1; }
 
-  local base="http://$HOST:$NGINX_PORT"
-  c() { curl -s --max-time 20 --resolve "$HOST:$NGINX_PORT:127.0.0.1" "$@"; }
+  # The user's address is the one in status.url; curl's --connect-to sends
+  # its host's port 80 to nginx's loopback port, so the URL is used as is.
+  local base
+  base=$(jp medopsapi medops-traffic '{.status.url}')
+  check_eq "traffic: status.url is the Ingress address" "http://$HOST/" "$base"
+  base=${base%/}
+  c() { curl -s --max-time 20 --connect-to "$HOST:80:127.0.0.1:$NGINX_PORT" "$@"; }
 
   check_eq "traffic: an unknown Host gets nginx's 404" 404 \
     "$(curl -s --max-time 10 -o /dev/null -w '%{http_code}' -H 'Host: other.example' "http://127.0.0.1:$NGINX_PORT/healthz")"

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -469,6 +470,10 @@ func TestHelmInstallUpgradeUninstall(t *testing.T) {
 		t.Errorf("the MedOpsAPI from NOTES.txt is refused: %v", err)
 	}
 
+	// Both Deployments' pods pass the restricted Pod Security Standard, as
+	// enforced by the apiserver's PodSecurity admission.
+	checkRestrictedPods(ctx, t, dyn, map[string]unstructured.Unstructured{"chart": *dep, "kustomize": kustomizeDeployment(t)})
+
 	// Upgrade with a CRD that gained a printer column, and a new image tag.
 	changed := copyChartWithExtraColumn(t)
 	h.mustRun(t, "upgrade", "medops-operator", changed, "--namespace", "medops-system", "--set", "image.tag=v0.2.0")
@@ -641,4 +646,76 @@ func notesExample(t *testing.T, out string) unstructured.Unstructured {
 	}
 	t.Fatalf("helm install printed no example MedOpsAPI in its notes:\n%s", out)
 	return unstructured.Unstructured{}
+}
+
+// TestHelmCRDPolicy: crds.keep decides whether helm uninstall leaves the
+// CRD (and so the users' MedOpsAPIs) in place.
+func TestHelmCRDPolicy(t *testing.T) {
+	h := newHelm(t)
+	for _, keep := range []bool{true, false} {
+		objs, err := Split(h.mustRun(t, "template", "medops-operator", chartDir(), "--set", "crds.keep="+strconv.FormatBool(keep)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		found := false
+		for _, o := range objs {
+			if o.GetKind() != "CustomResourceDefinition" {
+				continue
+			}
+			found = true
+			if got := o.GetAnnotations()["helm.sh/resource-policy"] == "keep"; got != keep {
+				t.Errorf("crds.keep=%v: CRD annotations %v", keep, o.GetAnnotations())
+			}
+		}
+		if !found {
+			t.Errorf("crds.keep=%v: no CRD rendered", keep)
+		}
+	}
+}
+
+func kustomizeDeployment(t *testing.T) unstructured.Unstructured {
+	t.Helper()
+	for _, o := range buildObjects(t, configDir("default")) {
+		if o.GetKind() == "Deployment" {
+			return o
+		}
+	}
+	t.Fatal("config/default has no Deployment")
+	return unstructured.Unstructured{}
+}
+
+// checkRestrictedPods creates (dry run) a Pod from each Deployment's
+// template in a namespace that enforces the restricted Pod Security
+// Standard; a privileged pod is the control that the policy is enforced.
+func checkRestrictedPods(ctx context.Context, t *testing.T, dyn dynamic.Interface, deps map[string]unstructured.Unstructured) {
+	t.Helper()
+	nsGVR := schema.GroupVersionResource{Version: "v1", Resource: "namespaces"}
+	podGVR := schema.GroupVersionResource{Version: "v1", Resource: "pods"}
+	ns := unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "v1", "kind": "Namespace",
+		"metadata": map[string]any{"name": "pss-restricted", "labels": map[string]any{
+			"pod-security.kubernetes.io/enforce": "restricted", "pod-security.kubernetes.io/enforce-version": "latest"}},
+	}}
+	if _, err := dyn.Resource(nsGVR).Create(ctx, &ns, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("create restricted namespace: %v", err)
+	}
+	pod := func(name string, spec map[string]any) *unstructured.Unstructured {
+		return &unstructured.Unstructured{Object: map[string]any{
+			"apiVersion": "v1", "kind": "Pod",
+			"metadata": map[string]any{"name": name, "namespace": "pss-restricted"},
+			"spec":     spec,
+		}}
+	}
+	dryRun := metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}}
+	privileged := pod("privileged", map[string]any{"containers": []any{map[string]any{
+		"name": "c", "image": "busybox", "securityContext": map[string]any{"privileged": true}}}})
+	if _, err := dyn.Resource(podGVR).Namespace("pss-restricted").Create(ctx, privileged, dryRun); err == nil {
+		t.Fatal("a privileged pod was admitted: PodSecurity admission is not enforcing, so this check proves nothing")
+	}
+	for name, dep := range deps {
+		spec, _, _ := unstructured.NestedMap(dep.Object, "spec", "template", "spec")
+		if _, err := dyn.Resource(podGVR).Namespace("pss-restricted").Create(ctx, pod("operator-"+name, spec), dryRun); err != nil {
+			t.Errorf("the %s operator pod is refused under the restricted Pod Security Standard: %v", name, err)
+		}
+	}
 }

@@ -59,11 +59,12 @@ func buildObjects(t *testing.T, dir string, images ...Image) []unstructured.Unst
 func TestEveryKustomizationBuilds(t *testing.T) {
 	// want: the kinds each folder must yield (every one at least once, no others).
 	want := map[string][]string{
-		"crd":     {"CustomResourceDefinition"},
-		"rbac":    {"ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "ServiceAccount"},
-		"manager": {"Deployment", "Namespace"},
-		"default": {"ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition", "Deployment", "Namespace", "Role", "RoleBinding", "Service", "ServiceAccount"},
-		"samples": {"MedOpsAPI"},
+		"crd":        {"CustomResourceDefinition"},
+		"rbac":       {"ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "ServiceAccount"},
+		"manager":    {"Deployment", "Namespace"},
+		"default":    {"ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition", "Deployment", "Namespace", "Role", "RoleBinding", "Service", "ServiceAccount"},
+		"samples":    {"MedOpsAPI"},
+		"prometheus": {"ServiceMonitor"},
 	}
 	var dirs []string
 	err := filepath.WalkDir(configDir(), func(path string, d fs.DirEntry, err error) error {

@@ -40,6 +40,7 @@ import (
 	"github.com/allegro/bigcache/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 
 	"github.com/medops/medops/api/v1alpha1"
 )
@@ -140,43 +141,25 @@ func New(spec v1alpha1.CacheSpec, opts Options) (*Cache, error) {
 		return c, nil
 	}
 
-	if c.ttl <= 0 {
-		return nil, fmt.Errorf("cache.ttl must be positive, got %s", c.ttl)
-	}
-	if c.staleIfError < 0 {
-		return nil, fmt.Errorf("cache.staleIfError must not be negative, got %s", c.staleIfError)
+	// The same checks the config file gets, so a spec built in code (tests,
+	// the operator) fails here with the field named, not inside bigcache.
+	if errs := spec.Validate(field.NewPath("cache")); len(errs) > 0 {
+		return nil, errs.ToAggregate()
 	}
 	shards := int(*spec.Shards)
-	if shards <= 0 || shards&(shards-1) != 0 || shards > 1024 {
-		return nil, fmt.Errorf("cache.shards must be a power of two from 1 to 1024, got %d", shards)
-	}
-	// bigcache's HardMaxCacheSize counts whole MiB; the fraction is dropped.
+	// bigcache's HardMaxCacheSize counts whole MiB; the fraction is dropped,
+	// so the shard an entry must fit in is a little smaller than
+	// Validate's size/shards when the size is not whole MiB.
 	sizeMiB := spec.Size.Value() >> 20
-	if sizeMiB < 1 {
-		return nil, fmt.Errorf("cache.size must be at least 1Mi, got %s", spec.Size.String())
-	}
-	if sizeMiB > 1<<30 {
-		return nil, fmt.Errorf("cache.size %s is too large", spec.Size.String())
-	}
 	c.shardBytes = int(sizeMiB<<20) / shards
-	maxEntry := spec.MaxEntrySize.Value()
-	if maxEntry <= 0 {
-		return nil, fmt.Errorf("cache.maxEntrySize must be positive, got %s", spec.MaxEntrySize.String())
-	}
-	if maxEntry > int64(c.shardBytes) {
+	if maxEntry := spec.MaxEntrySize.Value(); maxEntry > int64(c.shardBytes) {
 		return nil, fmt.Errorf("cache.maxEntrySize %s does not fit in one shard: cache.size/cache.shards is %s",
 			spec.MaxEntrySize.String(), resource.NewQuantity(int64(c.shardBytes), resource.BinarySI))
 	}
-	c.maxBody = int(maxEntry)
+	c.maxBody = int(spec.MaxEntrySize.Value())
 
 	c.maxFresh = max(c.ttl, minFreshCap)
-	for i, r := range spec.Rules {
-		if !strings.HasPrefix(r.PathPrefix, "/") {
-			return nil, fmt.Errorf("cache.rules[%d].pathPrefix %q must start with /", i, r.PathPrefix)
-		}
-		if r.TTL.Duration < 0 {
-			return nil, fmt.Errorf("cache.rules[%d].ttl must not be negative, got %s", i, r.TTL.Duration)
-		}
+	for _, r := range spec.Rules {
 		c.rules = append(c.rules, rule{prefix: r.PathPrefix, ttl: r.TTL.Duration})
 		c.maxFresh = max(c.maxFresh, r.TTL.Duration)
 	}

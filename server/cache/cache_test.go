@@ -449,6 +449,9 @@ func TestNewChecks(t *testing.T) {
 		want string
 	}{
 		{"entry larger than a shard", v1alpha1.CacheSpec{Size: qty("1Mi"), Shards: ptr(int32(16)), MaxEntrySize: qty("128Ki")}, "cache.maxEntrySize"},
+		// Validate allows it (1200Ki <= 1536Ki), but bigcache's limit is
+		// whole MiB, so the one shard holds 1Mi.
+		{"entry larger than a whole-MiB shard", v1alpha1.CacheSpec{Size: qty("1536Ki"), Shards: ptr(int32(1)), MaxEntrySize: qty("1200Ki")}, "cache.maxEntrySize 1200Ki does not fit"},
 		{"shards not a power of two", v1alpha1.CacheSpec{Shards: ptr(int32(12))}, "cache.shards"},
 		{"size under a MiB", v1alpha1.CacheSpec{Size: qty("1000Ki")}, "cache.size"},
 		{"negative rule", v1alpha1.CacheSpec{Rules: []v1alpha1.CacheRule{{PathPrefix: "/a", TTL: *dur(-time.Second)}}}, "cache.rules[0].ttl"},

@@ -476,3 +476,25 @@ func TestRateLimitServedFromCache(t *testing.T) {
 		t.Fatalf("after the reset: %d %s %q", r.status, r.header.Get("X-Cache"), r.body)
 	}
 }
+
+func TestNewNamesTheField(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		ups  []v1alpha1.Upstream
+		want string
+	}{
+		{"not http", []v1alpha1.Upstream{{Name: "a", URL: "ftp://x"}}, "modules.gateway.upstreams[0].url"},
+		{"credentials", []v1alpha1.Upstream{{Name: "a", URL: "https://u:p@x"}}, "modules.gateway.upstreams[0].url"},
+		{"duplicate", []v1alpha1.Upstream{{Name: "a", URL: "https://x"}, {Name: "a", URL: "https://y"}}, "modules.gateway.upstreams[1].name"},
+		{"slash in name", []v1alpha1.Upstream{{Name: "a/b", URL: "https://x"}}, "modules.gateway.upstreams[0]"},
+		{"zero timeout", []v1alpha1.Upstream{{Name: "a", URL: "https://x", Timeout: dur(0)}}, "modules.gateway.upstreams[0].timeout"},
+		{"none", nil, "modules.gateway.upstreams"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := New(module(tc.ups...), Options{})
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %v, want it to name %s", err, tc.want)
+			}
+		})
+	}
+}

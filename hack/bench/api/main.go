@@ -241,6 +241,7 @@ func run(o options) error {
 	}
 
 	results := map[string]result{}
+	mems := map[string]common.Mem{}
 	var ran []scenario
 	for _, s := range scenarios {
 		if len(selected) > 0 && !selected[s.name] && s.name != "nginx" {
@@ -274,6 +275,13 @@ func run(o options) error {
 		}
 		results[s.name] = r
 		ran = append(ran, s)
+		if strings.HasPrefix(s.what, "medops-api") {
+			m, err := common.ReadMem(api.Cmd.Process.Pid)
+			if err != nil {
+				return fmt.Errorf("medops-api is gone after %s: %w\n%s", s.name, err, api.Tail(20))
+			}
+			mems[s.name] = m
+		}
 	}
 	mem, err := common.ReadMem(api.Cmd.Process.Pid)
 	if err != nil {
@@ -283,7 +291,7 @@ func run(o options) error {
 		return fmt.Errorf("medops-api exited during the run: %v\n%s", err, api.Tail(20))
 	}
 
-	printTable(os.Stdout, ran, results)
+	printTable(os.Stdout, ran, results, mems)
 	fmt.Println()
 	fmt.Printf("medops-api RSS after the run (VmRSS): %s (anonymous %s, mapped files %s: the binary and bbolt's mmap); peak (VmHWM): %s; target < 30 MiB\n",
 		common.MiB(mem.RSS), common.MiB(mem.Anon), common.MiB(mem.File), common.MiB(mem.HWM))
@@ -607,7 +615,7 @@ func runWrk(o options, d time.Duration, script string, s scenario) (result, erro
 
 func ms(us int64) string { return fmt.Sprintf("%.2f ms", float64(us)/1000) }
 
-func printTable(w io.Writer, ran []scenario, res map[string]result) {
+func printTable(w io.Writer, ran []scenario, res map[string]result, mems map[string]common.Mem) {
 	base, bare := res["nginx"], res["bare"]
 	ratio := func(a, b float64) string {
 		if b == 0 {
@@ -620,8 +628,16 @@ func printTable(w io.Writer, ran []scenario, res map[string]result) {
 		r := res[s.name]
 		rows = append(rows, []string{
 			s.what, fmt.Sprintf("%.0f", r.rps()), ms(r.P50US), ms(r.P99US), fmt.Sprint(r.errors()),
-			ratio(r.rps(), base.rps()), ratio(float64(r.P99US), float64(base.P99US)), ratio(r.rps(), bare.rps()), s.target,
+			ratio(r.rps(), base.rps()), ratio(float64(r.P99US), float64(base.P99US)), ratio(r.rps(), bare.rps()), s.target, rss(mems, s.name),
 		})
 	}
-	common.Table(w, []string{"scenario", "req/s", "p50", "p99", "errors", "req/s ÷ nginx", "p99 ÷ nginx", "req/s ÷ bare", "target"}, rows)
+	common.Table(w, []string{"scenario", "req/s", "p50", "p99", "errors", "req/s ÷ nginx", "p99 ÷ nginx", "req/s ÷ bare", "target", "RSS after (anon)"}, rows)
+}
+
+func rss(mems map[string]common.Mem, name string) string {
+	m, ok := mems[name]
+	if !ok {
+		return ""
+	}
+	return fmt.Sprintf("%.1f (%.1f) MiB", float64(m.RSS)/(1<<20), float64(m.Anon)/(1<<20))
 }
