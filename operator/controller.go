@@ -65,6 +65,13 @@ type tokenHash struct {
 	hash            string
 }
 
+// RBAC, least privilege: children need get/list/watch (cache), patch and
+// create (server-side apply, which creates a missing object), update (the
+// repair after a foreign edit made an apply invalid, see applyChild) and
+// delete (children no longer wanted). Secrets are never patched: the token
+// is made with create and only deleted. MedOpsAPIs are only read; their
+// status is replaced with update. Events use the events.k8s.io API.
+//
 // +kubebuilder:rbac:groups=medops.io,resources=medopsapis,verbs=get;list;watch
 // +kubebuilder:rbac:groups=medops.io,resources=medopsapis/status,verbs=get;update
 // +kubebuilder:rbac:groups=apps,resources=deployments,verbs=get;list;watch;create;update;patch;delete
@@ -172,21 +179,20 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	}
 
 	st := observed{}
-	var done changes
 	// Events go out once per reconcile, one per kind of change, naming the
-	// objects: at scale, one Event per child would be most of the
-	// operator's writes.
-	defer done.record(r, &m)
-	in, err := r.tokenInputs(ctx, &m, &done)
+	// objects (finish records them): at scale, one Event per child would be
+	// most of the operator's writes.
+	done := &changes{}
+	in, err := r.tokenInputs(ctx, &m, done)
 	if err != nil {
 		var missing *tokenSecretError
 		if errors.As(err, &missing) {
 			// Not retried: the Secret watch wakes us when it appears.
 			st.degraded(ReasonTokenSecretMissing, missing.Error())
-			return r.finish(ctx, &m, st, nil)
+			return r.finish(ctx, &m, st, done, nil)
 		}
 		st.degraded(ReasonApplyFailed, err.Error())
-		return r.finish(ctx, &m, st, err)
+		return r.finish(ctx, &m, st, done, err)
 	}
 
 	children, err := Children(&m, in)
@@ -198,10 +204,10 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 				cond.Reason != ReasonInvalidConfig || cond.Message != msg {
 				r.event(&m, nil, corev1.EventTypeWarning, ReasonInvalidConfig, "Validate", "%s", msg)
 			}
-			return r.finish(ctx, &m, st, nil)
+			return r.finish(ctx, &m, st, done, nil)
 		}
 		st.degraded(ReasonApplyFailed, err.Error())
-		return r.finish(ctx, &m, st, fmt.Errorf("build children: %w", err))
+		return r.finish(ctx, &m, st, done, fmt.Errorf("build children: %w", err))
 	}
 
 	for _, c := range children {
@@ -220,7 +226,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 			logger.Error(aerr, "reconcile child", "kind", kind, "name", c.Object.GetName())
 			r.event(&m, c.Object, corev1.EventTypeWarning, ReasonApplyFailed, "Apply", "%s %s: %v", kind, c.Object.GetName(), aerr)
 			st.degraded(ReasonApplyFailed, aerr.Error())
-			return r.finish(ctx, &m, st, aerr)
+			return r.finish(ctx, &m, st, done, aerr)
 		}
 		done.add(out, kind+" "+c.Object.GetName())
 		if d, ok := c.Object.(*appsv1.Deployment); ok && c.Wanted {
@@ -231,12 +237,16 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	if !done.empty() {
 		logger.Info("children changed", "created", done.created, "updated", done.updated, "deleted", done.deleted)
 	}
-	return r.finish(ctx, &m, st, nil)
+	return r.finish(ctx, &m, st, done, nil)
 }
 
 // finish writes the status computed from st and returns rerr, so that a
 // failed reconcile is retried with the controller's exponential backoff.
-func (r *Reconciler) finish(ctx context.Context, m *v1alpha1.MedOpsAPI, st observed, rerr error) (reconcile.Result, error) {
+//
+// Events are recorded first: they are sent asynchronously, and going out
+// before the status write means they do not trail the visible convergence.
+func (r *Reconciler) finish(ctx context.Context, m *v1alpha1.MedOpsAPI, st observed, done *changes, rerr error) (reconcile.Result, error) {
+	done.record(r, m)
 	if err := r.writeStatus(ctx, m, st); err != nil {
 		if apierrors.IsConflict(err) {
 			// The MedOpsAPI changed under us; its new version is queued anyway.
@@ -332,10 +342,14 @@ func (r *Reconciler) tokenInputs(ctx context.Context, m *v1alpha1.MedOpsAPI, don
 		if err != nil {
 			return Inputs{}, err
 		}
-		if made {
-			done.add(created, "Secret "+generated.Name)
+		if made != nil {
+			// The apiserver's answer holds the data: no need to read it back.
+			done.add(created, "Secret "+made.Name)
+			h := hashSecretData(made.Data)
+			r.tokenHashes.Store(key, tokenHash{uid: made.UID, resourceVersion: made.ResourceVersion, hash: h})
+			return Inputs{TokenSecretName: name, SecretHash: h}, nil
 		}
-		meta = nil // just made: read it below
+		meta = nil // made by an earlier reconcile the cache has not seen yet: read it below
 	case apierrors.IsNotFound(err):
 		return Inputs{}, &tokenSecretError{fmt.Sprintf("auth.tokenSecretRef: Secret %q not found in namespace %s", name, m.Namespace)}
 	case err != nil:
@@ -365,21 +379,21 @@ func (r *Reconciler) tokenInputs(ctx context.Context, m *v1alpha1.MedOpsAPI, don
 
 // createToken makes the MedOpsAPI's own token Secret with a random token.
 // It uses Create, never apply: once made the token is never rewritten, and an
-// AlreadyExists (the cache lagging behind) is fine.
-func (r *Reconciler) createToken(ctx context.Context, m *v1alpha1.MedOpsAPI) (bool, error) {
+// AlreadyExists (the cache lagging behind) is fine: it returns nil then.
+func (r *Reconciler) createToken(ctx context.Context, m *v1alpha1.MedOpsAPI) (*corev1.Secret, error) {
 	buf := make([]byte, 32)
 	if _, err := rand.Read(buf); err != nil {
-		return false, fmt.Errorf("generate token: %w", err)
+		return nil, fmt.Errorf("generate token: %w", err)
 	}
 	token := []byte(hex.EncodeToString(buf))
 	s := BuildTokenSecret(m, token)
 	if err := r.Client.Create(ctx, s, client.FieldOwner(FieldManager)); err != nil {
 		if apierrors.IsAlreadyExists(err) {
-			return false, nil
+			return nil, nil
 		}
-		return false, fmt.Errorf("create token Secret %s: %w", s.Name, err)
+		return nil, fmt.Errorf("create token Secret %s: %w", s.Name, err)
 	}
-	return true, nil
+	return s, nil
 }
 
 // deleteGeneratedToken removes the generated token Secret once the user

@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -448,5 +449,58 @@ func TestDefaultConfigStaysSmall(t *testing.T) {
 	t.Logf("VmRSS after start-up and 100 requests: %.1f MiB", float64(rss)/(1<<20))
 	if rss > 40<<20 {
 		t.Fatalf("VmRSS %.1f MiB, want at most 40 MiB", float64(rss)/(1<<20))
+	}
+}
+
+// TestSIGTERMWaitsForSlowRequest: a request still running when SIGTERM
+// arrives (a slow upstream behind the gateway) gets its full answer before
+// the process exits 0.
+func TestSIGTERMWaitsForSlowRequest(t *testing.T) {
+	entered := make(chan struct{}, 1)
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		entered <- struct{}{}
+		time.Sleep(700 * time.Millisecond)
+		fmt.Fprint(w, "slow answer")
+	}))
+	defer up.Close()
+	cfg := filepath.Join(t.TempDir(), "config.yaml")
+	doc := fmt.Sprintf("modules:\n  gateway:\n    enabled: true\n    upstreams:\n    - name: slow\n      url: %s\nserver:\n  shutdownDelay: 0s\n", up.URL)
+	if err := os.WriteFile(cfg, []byte(doc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := start(t, "--data-dir", t.TempDir(), "--config", cfg)
+	type answer struct {
+		status int
+		body   string
+		err    error
+	}
+	done := make(chan answer, 1)
+	go func() {
+		res, err := http.Get(p.base + "/api/v1/gateway/slow/x")
+		if err != nil {
+			done <- answer{err: err}
+			return
+		}
+		defer res.Body.Close()
+		b, err := io.ReadAll(res.Body)
+		done <- answer{res.StatusCode, string(b), err}
+	}()
+	select {
+	case <-entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the request never reached the upstream")
+	}
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	a := <-done
+	if a.err != nil || a.status != http.StatusOK || a.body != "slow answer" {
+		t.Fatalf("in-flight request: %d %q %v", a.status, a.body, a.err)
+	}
+	if code := p.wait(t); code != 0 {
+		t.Fatalf("exit code %d:\n%s", code, p.stderr)
+	}
+	if !strings.Contains(p.stderr.String(), `"msg":"stopped"`) {
+		t.Fatalf("no clean stop logged:\n%s", p.stderr)
 	}
 }

@@ -19,10 +19,15 @@ import (
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/medops/medops/api/v1alpha1"
 	"github.com/medops/medops/internal/testenv"
+	"github.com/medops/medops/operator"
 )
 
 // TestOperatorBinary runs the operator's main against a real apiserver, as a
@@ -104,6 +109,30 @@ func TestOperatorBinary(t *testing.T) {
 		return nil
 	})
 
+	// --watch-namespace: a MedOpsAPI in a watched namespace gets its
+	// Deployment, one elsewhere is left alone.
+	mc, err := client.New(cfg, client.Options{Scheme: scheme(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bg := context.Background()
+	if err := mc.Create(bg, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "ignored"}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, ns := range []string{"default", "ignored"} {
+		if err := mc.Create(bg, &v1alpha1.MedOpsAPI{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "api"}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "Deployment in the watched namespace", func() error {
+		_, err := cs.AppsV1().Deployments("default").Get(bg, "api", metav1.GetOptions{})
+		return err
+	})
+	time.Sleep(2 * time.Second)
+	if _, err := cs.AppsV1().Deployments("ignored").Get(bg, "api", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("MedOpsAPI in an unwatched namespace was reconciled (Deployment get: %v)", err)
+	}
+
 	// Metrics: a self-signed certificate, so the client skips verification;
 	// what is checked is who may read.
 	insecure := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
@@ -130,19 +159,23 @@ func TestOperatorBinary(t *testing.T) {
 		}
 		return err
 	})
-	if code, _ := get(""); code != http.StatusUnauthorized {
-		t.Errorf("GET /metrics without a token = %d, want 401", code)
+	if code, body := get(""); code != http.StatusUnauthorized {
+		t.Errorf("GET /metrics without a token = %d (%.200s), want 401", code, body)
 	}
 	scraper := serviceAccountToken(t, cs, "scraper", false)
-	if code, _ := get(scraper); code != http.StatusForbidden {
-		t.Errorf("GET /metrics as an unauthorized service account = %d, want 403", code)
+	if code, body := get(scraper); code != http.StatusForbidden {
+		t.Errorf("GET /metrics as an unauthorized service account = %d (%.200s), want 403", code, body)
 	}
 	allowed := serviceAccountToken(t, cs, "prometheus", true)
-	code, body := get(allowed)
-	if code != http.StatusOK || !strings.Contains(body, "controller_runtime_reconcile_total") {
-		t.Errorf("GET /metrics as an authorized service account = %d; body has reconcile metrics: %v",
-			code, strings.Contains(body, "controller_runtime_reconcile_total"))
-	}
+	// The apiserver's RBAC authorizer learns of the new binding through its
+	// own informer, so the first answer may still be a 403.
+	waitFor(t, "GET /metrics as an authorized service account", func() error {
+		code, body := get(allowed)
+		if code != http.StatusOK || !strings.Contains(body, "controller_runtime_reconcile_total") {
+			return fmt.Errorf("status %d; body has reconcile metrics: %v", code, strings.Contains(body, "controller_runtime_reconcile_total"))
+		}
+		return nil
+	})
 }
 
 func TestRunRefusesBadFlags(t *testing.T) {
@@ -201,6 +234,15 @@ func serviceAccountToken(t *testing.T, cs kubernetes.Interface, name string, all
 		t.Fatalf("token for %s: %v", name, err)
 	}
 	return tr.Status.Token
+}
+
+func scheme(t *testing.T) *runtime.Scheme {
+	t.Helper()
+	s, err := operator.NewScheme()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
 }
 
 func freeAddr(t *testing.T) string {

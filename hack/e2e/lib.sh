@@ -106,8 +106,8 @@ cleanup() {
     printf '\nLogs (kept in %s):\n' "$E2E_WORK" >&2
     printf '  %s\n' "${E2E_LOGS[@]}" >&2
   fi
-  # etcd's data is the only bulky part; logs stay for reading.
-  rm -rf "$E2E_WORK/etcd-data"
+  # etcd's data and the binaries are the bulky parts; logs stay for reading.
+  rm -rf "${E2E_WORK:?}/etcd-data" "${E2E_WORK:?}/bin"
   # The summary line comes last, also when the run was aborted (counted as a
   # failure), so it is always the closing line.
   if [ "$E2E_REPORT" = 1 ]; then

@@ -234,6 +234,20 @@ check_children() {
   check_eq "medops-gateway: 2 ready pods" 2 "$(ready_pods medops-gateway)"
   check_eq "medops-gateway: Ingress class nginx for medops.example.org" "nginx medops.example.org" \
     "$(jp ingress medops-gateway '{.spec.ingressClassName} {.spec.rules[0].host}' 2>&1)"
+  # Its nginx settings must be values ingress-nginx accepts (a Kubernetes
+  # quantity such as 1Mi is not an nginx size): render them and nginx -t.
+  local gw=$E2E_WORK/nginx-gateway out
+  mkdir -p "$gw"
+  if out=$(kn get ingress medops-gateway -o json >"$gw/ingress.json" &&
+    "$E2ETOOL" nginx-conf --ingress "$gw/ingress.json" --listen 127.0.0.1:1 --backend 127.0.0.1:2 --prefix "$gw" \
+      2>&1 >"$gw/nginx.conf" && "$NGINX_BIN" -t -q -p "$gw" -c "$gw/nginx.conf" 2>&1) &&
+    grep -q 'client_max_body_size 1m;' "$gw/nginx.conf" && grep -q 'proxy_read_timeout 60s;' "$gw/nginx.conf" &&
+    grep -q 'rate=20r/s' "$gw/nginx.conf"; then
+    pass "medops-gateway: its Ingress annotations are valid nginx settings (1m body, 60s read timeout, 20 rps)"
+  else
+    fail "medops-gateway: its Ingress annotations are valid nginx settings (1m body, 60s read timeout, 20 rps)" \
+      "$out$(grep -E 'client_max_body_size|proxy_read_timeout|rate=' "$gw/nginx.conf" 2>/dev/null)"
+  fi
   check_eq "medops-gateway: status.url from the ingress host and TLS" "https://medops.example.org/" \
     "$(jp medopsapi medops-gateway '{.status.url}')"
   check_eq "medops-gateway: a PodDisruptionBudget with minAvailable 1" 1 "$(jp pdb medops-gateway '{.spec.minAvailable}' 2>&1)"
@@ -454,6 +468,14 @@ EOF
   check_eq "traffic: a 2 MiB body gets 413 as JSON" "413 application/json yes" \
     "$(status_of "$h1") $(header_of "$h1" Content-Type | cut -d';' -f1) $(jq_has_error "$(cat "$E2E_WORK/traffic/413.json")")"
   printf '      413 answered by %s\n' "$(grep -qi '^x-request-id:' <<<"$h1" && echo medops-api || echo "nginx (proxy-body-size)")"
+  # Behind an ingress with a larger limit, the API's own limit
+  # (server.maxBodySize as rendered) answers in the same JSON shape.
+  head -c $((1024 * 1024 + 64)) /dev/zero | tr '\0' 'a' | sed 's/^/{"title":"/; s/$/"}/' >"$big"
+  h1=$(curl -s --max-time 20 -D - -o "$E2E_WORK/traffic/413-direct.json" -X POST -H "Authorization: Bearer $TOKEN" \
+    -H 'Content-Type: application/json' --data-binary "@$big" "http://127.0.0.1:$API_PORT/api/v1/tasks")
+  check_eq "traffic: medops-api itself answers a body over its 1Mi maxBodySize with a JSON 413" "413 application/json yes" \
+    "$(status_of "$h1") $(header_of "$h1" Content-Type | cut -d';' -f1) $(jq_has_error "$(cat "$E2E_WORK/traffic/413-direct.json")")"
+  rm -f "$big"
 }
 
 # A rule missing from the chart's RBAC shows up as "forbidden" in the

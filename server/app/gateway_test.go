@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -78,5 +79,32 @@ func TestGatewayThroughRouter(t *testing.T) {
 	}
 	if !strings.Contains(m, "medops_gateway_requests_total") {
 		t.Fatal("gateway metrics not on the app registry")
+	}
+}
+
+func TestGatewayHead(t *testing.T) {
+	var methods []string
+	var mu sync.Mutex
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		methods = append(methods, r.Method)
+		mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprint(w, `{"id":"ENSG00000139618"}`)
+	}))
+	t.Cleanup(up.Close)
+	e := newTestEnv(t, withGateway(up.URL))
+	path := "/api/v1/gateway/ensembl/lookup/id/ENSG00000139618"
+	for i, want := range []string{"MISS", "HIT"} {
+		r := e.do(t, "HEAD", path, "")
+		if r.status != 200 || len(r.body) != 0 || r.header.Get("X-Cache") != want ||
+			r.header.Get("Content-Length") != "24" || r.header.Get("Content-Type") != "application/json" {
+			t.Fatalf("HEAD %d: %d X-Cache %q headers %v body %q", i, r.status, r.header.Get("X-Cache"), r.header, r.body)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if strings.Join(methods, ",") != "HEAD" {
+		t.Fatalf("upstream saw %v, want one HEAD", methods)
 	}
 }

@@ -24,6 +24,12 @@
 //     generation counter registered for the prefix; the counters of every
 //     prefix a path falls under are part of that path's cache key, so after a
 //     bump the old entries are simply unreachable and age out of the FIFO.
+//   - bigcache only appends: a Set takes fresh queue space even for a key it
+//     already holds, and the space returns only when FIFO eviction or the
+//     life window pops it. So the middleware never stores what cannot be
+//     read back (an answer raced by an invalidation) nor rewrites an
+//     unchanged fresh entry (a client's no-cache); each write still costs one
+//     new entry per key read after it, up to cache.size.
 package cache
 
 import (

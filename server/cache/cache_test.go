@@ -544,3 +544,91 @@ func TestRevalidationWithLastModified(t *testing.T) {
 	expect(t, f.get(t, "/lm", "If-Modified-Since", lastMod), http.StatusNotModified, "HIT", "")
 	expect(t, f.get(t, "/lm", "If-Modified-Since", "Sat, 28 Feb 2026 10:00:00 GMT"), 200, "HIT", "call 1")
 }
+
+// TestNoCacheKeepsUnchangedEntry: a client's no-cache gets a validated
+// answer, but when nothing changed the stored entry is kept rather than
+// stored again. bigcache only appends, so re-storing on every no-cache read
+// would grow the cache to its hard limit under a stream of them.
+func TestNoCacheKeepsUnchangedEntry(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		etag        bool // the origin validates If-None-Match
+		revalidated string
+	}{
+		{"full answer", false, "MISS"},
+		{"304 answer", true, "HIT"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			origin := &counter{serve: func(w http.ResponseWriter, r *http.Request, n int64) {
+				w.Header().Set("Content-Type", "text/plain")
+				if tc.etag {
+					w.Header().Set("ETag", `"same"`)
+					if r.Header.Get("If-None-Match") == `"same"` {
+						w.WriteHeader(http.StatusNotModified)
+						return
+					}
+				}
+				fmt.Fprint(w, "same body")
+			}}
+			f := newFixture(t, v1alpha1.CacheSpec{}, origin)
+			expect(t, f.get(t, "/n"), 200, "MISS", "same body")
+			capacity := f.c.bc.Capacity()
+			f.clock.Advance(10 * time.Second)
+			for range 500 {
+				a := f.get(t, "/n", "Cache-Control", "no-cache")
+				expect(t, a, 200, tc.revalidated, "same body")
+				if a.header.Get("Age") != "0" {
+					t.Fatalf("validated answer Age = %q, want 0", a.header.Get("Age"))
+				}
+			}
+			if got := origin.n.Load(); got != 501 {
+				t.Fatalf("origin calls = %d, want every no-cache request validated", got)
+			}
+			// The entry stored first is still the one served.
+			a := f.get(t, "/n")
+			expect(t, a, 200, "HIT", "same body")
+			if a.header.Get("Age") != "10" {
+				t.Errorf("Age = %q, want 10: the entry was stored again", a.header.Get("Age"))
+			}
+			if got := f.c.bc.Capacity(); got != capacity {
+				t.Errorf("bigcache grew from %d to %d bytes for one unchanged entry", capacity, got)
+			}
+		})
+	}
+}
+
+// TestWriteDuringMissIsNotStored: an answer computed while a write
+// invalidated its path is served but not stored. Its key is already
+// unreachable, so storing it would only take space; under a busy mix of
+// writes and list reads that waste filled the cache to its limit.
+func TestWriteDuringMissIsNotStored(t *testing.T) {
+	var c *Cache
+	var writeDuring atomic.Bool
+	origin := &counter{serve: func(w http.ResponseWriter, r *http.Request, n int64) {
+		if writeDuring.Load() {
+			c.InvalidatePrefix("/api/v1/tasks")
+		}
+		fmt.Fprintf(w, "call %d", n)
+	}}
+	f := newFixture(t, v1alpha1.CacheSpec{}, origin)
+	c = f.c
+	// The first invalidation of a prefix registers it; later ones bump it.
+	for round := range 2 {
+		if round > 0 {
+			c.InvalidatePrefix("/api/v1/tasks") // a write before the read
+		}
+		writeDuring.Store(true)
+		expect(t, f.get(t, "/api/v1/tasks"), 200, "MISS", "")
+		if n := f.c.bc.Len(); n != round {
+			t.Fatalf("round %d: %d entries after a miss raced by a write, want %d", round, n, round)
+		}
+		writeDuring.Store(false)
+		expect(t, f.get(t, "/api/v1/tasks"), 200, "MISS", "")
+		expect(t, f.get(t, "/api/v1/tasks"), 200, "HIT", "")
+	}
+	// Paths outside the invalidated prefix are stored as usual.
+	writeDuring.Store(true)
+	expect(t, f.get(t, "/api/v1/gateway/x"), 200, "MISS", "")
+	writeDuring.Store(false)
+	expect(t, f.get(t, "/api/v1/gateway/x"), 200, "HIT", "")
+}

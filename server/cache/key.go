@@ -70,6 +70,18 @@ func (c *Cache) appendKey(dst []byte, r *http.Request) ([]byte, bool) {
 	return dst, true
 }
 
+// generation sums the invalidation generations of the prefixes path is
+// under; every InvalidatePrefix that concerns path raises it.
+func (c *Cache) generation(path string) uint64 {
+	var sum uint64
+	for _, g := range *c.gens.Load() {
+		if strings.HasPrefix(path, g.prefix) {
+			sum += g.n.Load()
+		}
+	}
+	return sum
+}
+
 func hasCredentials(r *http.Request) bool {
 	return len(r.Header["Authorization"]) > 0 || len(r.Header["Cookie"]) > 0
 }

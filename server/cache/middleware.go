@@ -62,6 +62,9 @@ func (c *Cache) serve(w http.ResponseWriter, r *http.Request, next http.Handler)
 		return
 	}
 
+	// Read before the key is built: a write that lands in between can then
+	// only cost a store, never leave an entry under an outdated key.
+	gen := c.generation(r.URL.Path)
 	bp := c.bufs.Get().(*[]byte)
 	key, ok := c.appendKey((*bp)[:0], r)
 	if !ok {
@@ -71,10 +74,7 @@ func (c *Cache) serve(w http.ResponseWriter, r *http.Request, next http.Handler)
 		return
 	}
 	now := c.now()
-	var (
-		stale  []byte
-		staleE entry
-	)
+	m := miss{ruleTTL: ruleTTL, hasRule: hasRule, noCache: reqCC.noCache, gen: gen}
 	if raw, err := c.bc.Get(bytesString(key)); err == nil {
 		// bigcache compares keys already, but its hash may be swapped and a
 		// collision must never serve another key's response: compare again.
@@ -89,10 +89,10 @@ func (c *Cache) serve(w http.ResponseWriter, r *http.Request, next http.Handler)
 				c.writeEntry(w, r, &e, c.vHit, now)
 				return
 			}
-			stale, staleE = raw, e
+			m.stale, m.staleE = raw, e
 		}
 	}
-	keyStr := string(key)
+	m.key = string(key)
 	*bp = key[:0]
 	c.bufs.Put(bp)
 	if reqCC.onlyIfCached {
@@ -102,9 +102,53 @@ func (c *Cache) serve(w http.ResponseWriter, r *http.Request, next http.Handler)
 		return
 	}
 	c.m.misses.Inc()
-	// A client that asked for no-cache wants a validated answer: the stored
-	// one may seed a conditional request but is never served stale.
-	c.fill(w, r, next, keyStr, stale, staleE, !reqCC.noCache, ruleTTL, hasRule)
+	c.fill(w, r, next, &m)
+}
+
+// miss is what the lookup learned about a request the handler must answer.
+type miss struct {
+	key string
+	// stale is the stored entry, if any: expired, or fresh but refused by
+	// the client (no-cache, max-age). It may seed a conditional request and
+	// stand in for a failed answer; staleE is its decoded view.
+	stale  []byte
+	staleE entry
+	// noCache: the client asked for a validated answer, so the stored one
+	// is never served stale to it.
+	noCache bool
+	ruleTTL time.Duration
+	hasRule bool
+	// gen is the path's invalidation generation when the key was built;
+	// outdated is set when a write invalidated the path while the handler
+	// ran. Its answer may predate the write and its key is already
+	// unreachable, so storing it would only take space.
+	gen      uint64
+	outdated bool
+}
+
+// unchanged reports whether storing again would only rewrite an entry that
+// is still fresh with the same content: what a client's no-cache gets when
+// nothing changed. Skipping that Set matters because bigcache only appends:
+// every Set takes new queue space until FIFO eviction, so a stream of
+// no-cache reads would otherwise grow the cache to its hard limit.
+func (m *miss) unchanged(now time.Time, status int, h http.Header, body []byte) bool {
+	e := &m.staleE
+	if !m.noCache || m.stale == nil || now.UnixNano() >= e.expires || e.status != status || !bytes.Equal(e.body, body) {
+		return false
+	}
+	for _, name := range [...]string{"Content-Type", "Etag", "Last-Modified", "Cache-Control", "Vary", "Content-Encoding"} {
+		if string(e.header(name)) != firstOr(h[name], "") {
+			return false
+		}
+	}
+	return true
+}
+
+func firstOr(v []string, def string) string {
+	if len(v) == 0 {
+		return def
+	}
+	return v[0]
 }
 
 // result is what one handler call produced, shared by every request
@@ -155,8 +199,8 @@ func (g *group) finish(key string, f *flight, res *result) {
 	close(f.done)
 }
 
-func (c *Cache) fill(w http.ResponseWriter, r *http.Request, next http.Handler, key string, stale []byte, staleE entry, allowStale bool, ruleTTL time.Duration, hasRule bool) {
-	f, leader := c.flights.join(key)
+func (c *Cache) fill(w http.ResponseWriter, r *http.Request, next http.Handler, m *miss) {
+	f, leader := c.flights.join(m.key)
 	if !leader {
 		c.m.coalesced.Inc()
 		select {
@@ -175,15 +219,15 @@ func (c *Cache) fill(w http.ResponseWriter, r *http.Request, next http.Handler, 
 	var res *result
 	// On a panic res stays nil and the waiters call the handler themselves;
 	// the panic goes on to the server's recoverer.
-	defer func() { c.flights.finish(key, f, res) }()
-	res = c.lead(w, r, next, key, stale, staleE, allowStale, ruleTTL, hasRule)
+	defer func() { c.flights.finish(m.key, f, res) }()
+	res = c.lead(w, r, next, m)
 	if !res.streamed {
 		c.writeResult(w, r, res)
 	}
 }
 
 // lead calls the handler for a miss and stores what may be stored.
-func (c *Cache) lead(w http.ResponseWriter, r *http.Request, next http.Handler, key string, stale []byte, staleE entry, allowStale bool, ruleTTL time.Duration, hasRule bool) *result {
+func (c *Cache) lead(w http.ResponseWriter, r *http.Request, next http.Handler, m *miss) *result {
 	// The call serves every waiter too, so the leader's client going away
 	// must not cancel it; handlers bound their own work (the gateway has a
 	// per-upstream timeout).
@@ -192,18 +236,19 @@ func (c *Cache) lead(w http.ResponseWriter, r *http.Request, next http.Handler, 
 		delete(req.Header, h)
 	}
 	sentCond := false
-	if stale != nil {
-		if etag := staleE.header("Etag"); etag != nil && staleE.flags&flagGeneratedETag == 0 {
+	if m.stale != nil {
+		if etag := m.staleE.header("Etag"); etag != nil && m.staleE.flags&flagGeneratedETag == 0 {
 			req.Header["If-None-Match"] = []string{string(etag)}
 			sentCond = true
 		}
-		if lm := staleE.header("Last-Modified"); lm != nil {
+		if lm := m.staleE.header("Last-Modified"); lm != nil {
 			req.Header["If-Modified-Since"] = []string{string(lm)}
 			sentCond = true
 		}
 	}
 	rec := &recorder{w: w, c: c, h: make(http.Header), limit: c.maxBody, head: r.Method == http.MethodHead}
 	next.ServeHTTP(rec, req)
+	m.outdated = c.generation(r.URL.Path) != m.gen
 	if rec.overflow {
 		c.m.tooLarge.Inc()
 		return &result{streamed: true, private: true}
@@ -215,18 +260,18 @@ func (c *Cache) lead(w http.ResponseWriter, r *http.Request, next http.Handler, 
 	now := c.now()
 
 	if status == http.StatusNotModified && sentCond {
-		if res := c.refresh(key, staleE, rec.h, ruleTTL, hasRule, now); res != nil {
+		if res := c.refresh(m, rec.h, now); res != nil {
 			return res
 		}
 		// The 304 validated the stored body but forbids keeping it (for
 		// example no-store now): answer with it once, store nothing. The
 		// client asked unconditionally and must not get the bare 304.
-		return &result{entry: stale, xcache: c.vMiss}
+		return &result{entry: m.stale, xcache: c.vMiss}
 	}
-	if (status >= 500 || status == http.StatusTooManyRequests) && stale != nil && allowStale && c.staleOK(&staleE, now) {
+	if (status >= 500 || status == http.StatusTooManyRequests) && m.stale != nil && !m.noCache && c.staleOK(&m.staleE, now) {
 		c.m.stale.Inc()
 		c.log.Debug("serving stale entry", slog.String("path", r.URL.Path), slog.Int("status", status))
-		return &result{entry: stale, xcache: c.vStale}
+		return &result{entry: m.stale, xcache: c.vStale}
 	}
 
 	d := parseCacheControl(rec.h["Cache-Control"])
@@ -237,7 +282,7 @@ func (c *Cache) lead(w http.ResponseWriter, r *http.Request, next http.Handler, 
 	if !cacheableStatus(status) || res.private || !c.varyOK(rec.h["Vary"]) {
 		return res
 	}
-	ttl, ok := c.freshness(rec.h, d, ruleTTL, hasRule, now)
+	ttl, ok := c.freshness(rec.h, d, m.ruleTTL, m.hasRule, now)
 	if !ok {
 		return res
 	}
@@ -255,15 +300,21 @@ func (c *Cache) lead(w http.ResponseWriter, r *http.Request, next http.Handler, 
 			flags |= flagGeneratedETag
 		}
 	}
-	b, ok := encodeEntry(flags, status, now.Add(-initialAge(rec.h)).UnixNano(), now.Add(ttl).UnixNano(), []byte(key), rec.h, cl, rec.buf)
-	if !c.store(key, b, ok) {
+	b, ok := encodeEntry(flags, status, now.Add(-initialAge(rec.h)).UnixNano(), now.Add(ttl).UnixNano(), []byte(m.key), rec.h, cl, rec.buf)
+	if ok && (m.outdated || m.unchanged(now, status, rec.h, rec.buf)) {
+		return &result{entry: b, xcache: c.vMiss} // answered, not stored
+	}
+	if !c.store(m.key, b, ok) {
 		return res
 	}
 	return &result{entry: b, xcache: c.vMiss}
 }
 
-// refresh turns a 304 into a fresh copy of the stale entry.
-func (c *Cache) refresh(key string, old entry, upd http.Header, ruleTTL time.Duration, hasRule bool, now time.Time) *result {
+// refresh turns a 304 into a fresh copy of the stored entry. An entry that
+// is still fresh (the client sent no-cache) is answered from but not stored
+// again, for the reason miss.unchanged gives.
+func (c *Cache) refresh(m *miss, upd http.Header, now time.Time) *result {
+	old := m.staleE
 	h, cl := entryHeaders(old)
 	for _, name := range [...]string{"Cache-Control", "Etag", "Expires", "Last-Modified", "Vary", "Content-Location", "Date"} {
 		if vals, ok := upd[name]; ok {
@@ -271,7 +322,7 @@ func (c *Cache) refresh(key string, old entry, upd http.Header, ruleTTL time.Dur
 		}
 	}
 	d := parseCacheControl(h["Cache-Control"])
-	ttl, ok := c.freshness(h, d, ruleTTL, hasRule, now)
+	ttl, ok := c.freshness(h, d, m.ruleTTL, m.hasRule, now)
 	if !ok || !c.varyOK(h["Vary"]) {
 		return nil
 	}
@@ -280,10 +331,17 @@ func (c *Cache) refresh(key string, old entry, upd http.Header, ruleTTL time.Dur
 		flags |= flagMustRevalidate
 	}
 	b, ok := encodeEntry(flags, old.status, now.UnixNano(), now.Add(ttl).UnixNano(), old.key, h, cl, old.body)
-	if !c.store(key, b, ok) {
+	if !ok {
+		c.m.tooLarge.Inc()
 		return nil
 	}
 	c.m.revalidated.Inc()
+	if m.outdated || (now.UnixNano() < old.expires && m.noCache) {
+		return &result{entry: b, xcache: c.vHit}
+	}
+	if !c.store(m.key, b, ok) {
+		return nil
+	}
 	return &result{entry: b, xcache: c.vHit}
 }
 

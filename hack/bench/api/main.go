@@ -61,8 +61,8 @@ func main() {
 	flag.IntVar(&o.bodySize, "body-size", 2048, "size in bytes of the upstream JSON body and of nginx's static file")
 	flag.StringVar(&o.logLevel, "log-level", "warn", "medops-api logLevel; info writes one access log line per request (nginx runs with access_log off)")
 	flag.BoolVar(&o.keep, "keep", false, "keep the temporary folder (binaries, configs, logs, data) for inspection")
-	flag.StringVar(&o.only, "only", "", "comma-separated scenario names to run (default all; nginx always runs)")
-	flag.StringVar(&o.profile, "profile", "", "folder for CPU profiles: runs hack/bench/apiprof (medops-api plus pprof on another port) and profiles each medops-api scenario")
+	flag.StringVar(&o.only, "only", "", "comma-separated scenarios to run: healthz, gateway, task, list, create (default all; the nginx and bare baselines always run)")
+	flag.StringVar(&o.profile, "profile", "", "folder for CPU and allocation profiles: runs hack/bench/apiprof (medops-api plus pprof on another port) and profiles each medops-api scenario")
 	flag.Parse()
 	if err := run(o); err != nil {
 		slog.Error("bench-api failed", "error", err)
@@ -154,7 +154,7 @@ func run(o options) error {
 		if err != nil {
 			return err
 		}
-		pprofURL = fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/profile", port)
+		pprofURL = fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/", port)
 		extraArgs = []string{fmt.Sprintf("--pprof=127.0.0.1:%d", port)}
 	}
 	upBin, err := common.GoBuild(ctx, root, "./hack/bench/upstream", dir)
@@ -244,7 +244,7 @@ func run(o options) error {
 	mems := map[string]common.Mem{}
 	var ran []scenario
 	for _, s := range scenarios {
-		if len(selected) > 0 && !selected[s.name] && s.name != "nginx" {
+		if len(selected) > 0 && !selected[s.name] && s.name != "nginx" && s.name != "bare" {
 			continue
 		}
 		script := filepath.Join(dir, s.name+".lua")
@@ -259,18 +259,22 @@ func run(o options) error {
 		fmt.Fprintf(os.Stderr, "measuring %s for %s ...\n", s.name, o.duration)
 		var prof chan error
 		if pprofURL != "" && s.name != "nginx" && s.name != "bare" {
-			prof = make(chan error, 1)
-			go func() {
-				prof <- cpuProfile(pprofURL, o.duration-time.Second, filepath.Join(o.profile, s.name+".pprof"))
-			}()
+			prof = make(chan error, 2)
+			for _, kind := range []string{"profile", "allocs"} {
+				go func() {
+					prof <- profile(pprofURL+kind, o.duration-time.Second, filepath.Join(o.profile, s.name+"."+kind+".pprof"))
+				}()
+			}
 		}
 		r, err := runWrk(o, o.duration, script, s)
 		if err != nil {
 			return err
 		}
 		if prof != nil {
-			if err := <-prof; err != nil {
-				return err
+			for range 2 {
+				if err := <-prof; err != nil {
+					return err
+				}
 			}
 		}
 		results[s.name] = r
@@ -299,29 +303,29 @@ func run(o options) error {
 	fmt.Printf("seeding: %d creates from 32 concurrent clients in %s (%.0f/s)\n", o.tasks, seedTook.Round(time.Millisecond), float64(o.tasks)/seedTook.Seconds())
 	fmt.Printf("load average at the end: %.2f\n", common.LoadAvg1())
 	if o.profile != "" {
-		fmt.Printf("CPU profiles (figures above are from the profiled harness): go tool pprof -top %s/<scenario>.pprof\n", o.profile)
+		fmt.Printf("profiles (figures above are from the profiled harness): go tool pprof -top %[1]s/<scenario>.profile.pprof; allocations: go tool pprof -sample_index=alloc_space -top %[1]s/<scenario>.allocs.pprof\n", o.profile)
 	}
 	return nil
 }
 
-// cpuProfile saves a CPU profile of d taken while wrk runs.
-func cpuProfile(url string, d time.Duration, path string) error {
+// profile saves a CPU profile, or the allocations, of d taken while wrk runs.
+func profile(url string, d time.Duration, path string) error {
 	secs := max(1, int(d/time.Second))
 	resp, err := http.Get(fmt.Sprintf("%s?seconds=%d", url, secs))
 	if err != nil {
-		return fmt.Errorf("taking a CPU profile: %w", err)
+		return fmt.Errorf("taking a profile: %w", err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("taking a CPU profile: %s", resp.Status)
+		return fmt.Errorf("taking a profile %s: %s", url, resp.Status)
 	}
 	f, err := os.Create(path)
 	if err != nil {
-		return fmt.Errorf("saving the CPU profile: %w", err)
+		return fmt.Errorf("saving the profile: %w", err)
 	}
 	if _, err := io.Copy(f, resp.Body); err != nil {
 		f.Close()
-		return fmt.Errorf("saving the CPU profile: %w", err)
+		return fmt.Errorf("saving the profile: %w", err)
 	}
 	return f.Close()
 }

@@ -69,6 +69,7 @@ func run() error {
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	mux.Handle("/debug/pprof/allocs", pprof.Handler("allocs"))
 	pln, err := net.Listen("tcp", pprofAddr)
 	if err != nil {
 		return fmt.Errorf("pprof listener: %w", err)
