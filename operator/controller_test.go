@@ -787,6 +787,30 @@ func TestGeneratedTokenKeptAndRotationRollsPods(t *testing.T) {
 	})
 }
 
+func TestAuthDisabledDeletesGeneratedToken(t *testing.T) {
+	t.Parallel()
+	s := suite(t)
+	ns := s.newNamespace(t, "noauth")
+	create(t, s, newAPI(ns, "api"))
+	eventually(t, wait, "token Secret generated", func() error { return get(s, ns, "api-token", &corev1.Secret{}) })
+	update(t, s, ns, "api", func(m *v1alpha1.MedOpsAPI) { m.Spec.Auth.Disabled = true })
+	eventually(t, wait, "generated token deleted and unmounted", func() error {
+		if err := gone(s, ns, "api-token", &corev1.Secret{}); err != nil {
+			return err
+		}
+		var dep appsv1.Deployment
+		if err := get(s, ns, "api", &dep); err != nil {
+			return err
+		}
+		for _, v := range dep.Spec.Template.Spec.Volumes {
+			if v.Secret != nil {
+				return fmt.Errorf("Deployment still mounts Secret %s", v.Secret.SecretName)
+			}
+		}
+		return nil
+	})
+}
+
 func TestUserTokenSecret(t *testing.T) {
 	t.Parallel()
 	s := suite(t)
