@@ -45,9 +45,7 @@ func DefaultResources() *corev1.ResourceRequirements {
 
 // SetDefaults fills every unset field of the spec with the value the
 // apiserver's CRD defaulting would give, plus the Go-only defaults of the
-// shared config types (modules, cache) and replicas. Replicas has no CRD
-// default on purpose: with autoscaling the HPA owns the count and a defaulted
-// replicas: 1 would clash with minReplicas > 1.
+// shared config types (modules, cache).
 func (s *MedOpsAPISpec) SetDefaults() {
 	if s.Image == "" {
 		s.Image = DefaultImage
@@ -55,7 +53,7 @@ func (s *MedOpsAPISpec) SetDefaults() {
 	if s.ImagePullPolicy == "" {
 		s.ImagePullPolicy = DefaultImagePullPolicy
 	}
-	if s.Replicas == nil && s.Autoscaling == nil {
+	if s.Replicas == nil {
 		s.Replicas = ptr(DefaultReplicas)
 	}
 	if a := s.Autoscaling; a != nil {

@@ -31,11 +31,12 @@ const (
 //
 // The CEL rules below encode what the operator cannot build safely. Replicas
 // and autoscaling: when autoscaling is set the HPA owns the Deployment's
-// replica count, so spec.replicas may stay unset; if it is set (kubectl scale
-// writes it) it must lie within minReplicas..maxReplicas, so that the two
-// never disagree about what the user asked for.
+// replica count and spec.replicas is not written to the Deployment. Replicas
+// still defaults to 1 so that the scale subresource (kubectl scale) always
+// finds its field; a value above maxReplicas is refused, since it asks for
+// something the HPA would never allow.
 //
-// +kubebuilder:validation:XValidation:rule="!has(self.autoscaling) || !has(self.replicas) || (self.replicas >= (has(self.autoscaling.minReplicas) ? self.autoscaling.minReplicas : 1) && self.replicas <= self.autoscaling.maxReplicas)",message="replicas must lie within autoscaling.minReplicas and autoscaling.maxReplicas when autoscaling is set (or leave replicas unset)"
+// +kubebuilder:validation:XValidation:rule="!has(self.autoscaling) || !has(self.replicas) || self.replicas <= self.autoscaling.maxReplicas",message="replicas must not exceed autoscaling.maxReplicas: while autoscaling is set the HPA owns the replica count"
 // +kubebuilder:validation:XValidation:rule="!has(self.storage) || (has(self.storage.ephemeral) && self.storage.ephemeral) || !has(self.replicas) || self.replicas <= 1",message="persistent storage allows at most 1 replica (the task store has a single writer): set storage.ephemeral: true or replicas: 1"
 // +kubebuilder:validation:XValidation:rule="!has(self.storage) || (has(self.storage.ephemeral) && self.storage.ephemeral) || !has(self.autoscaling)",message="autoscaling cannot be used with persistent storage (the task store has a single writer): set storage.ephemeral: true or remove autoscaling"
 // +kubebuilder:validation:XValidation:rule="!has(self.auth) || !has(self.auth.disabled) || !self.auth.disabled || !has(self.auth.tokenSecretRef)",message="auth.tokenSecretRef and auth.disabled: true contradict each other: remove one"
@@ -62,6 +63,7 @@ type MedOpsAPISpec struct {
 	// Replicas is the number of pods when autoscaling is not set. It is the
 	// scale subresource's field, so `kubectl scale` works. Defaults to 1.
 	// +optional
+	// +kubebuilder:default=1
 	// +kubebuilder:validation:Minimum=0
 	// +kubebuilder:validation:Maximum=100
 	Replicas *int32 `json:"replicas,omitempty"`

@@ -50,12 +50,9 @@ func TestInvalidMedOpsAPIsAreRefused(t *testing.T) {
 	cases := []struct {
 		name, spec, want string
 	}{
-		{"replicas outside autoscaling range", `
+		{"replicas above autoscaling maximum", `
 replicas: 5
-autoscaling: {minReplicas: 1, maxReplicas: 3}`, "replicas must lie within autoscaling.minReplicas and autoscaling.maxReplicas"},
-		{"replicas below autoscaling minimum", `
-replicas: 1
-autoscaling: {minReplicas: 2, maxReplicas: 3}`, "replicas must lie within autoscaling.minReplicas"},
+autoscaling: {minReplicas: 1, maxReplicas: 3}`, "replicas must not exceed autoscaling.maxReplicas"},
 		{"autoscaling min above max", `
 autoscaling: {minReplicas: 5, maxReplicas: 2}`, "autoscaling.minReplicas must not be greater than autoscaling.maxReplicas"},
 		{"autoscaling without maxReplicas", `
@@ -149,6 +146,9 @@ func TestValidMedOpsAPIsAreAccepted(t *testing.T) {
 	cases := []struct{ name, spec string }{
 		{"empty spec", `{}`},
 		{"autoscaling without replicas", `autoscaling: {minReplicas: 2, maxReplicas: 5}`},
+		{"autoscaling with the defaulted replicas below minReplicas", `
+replicas: 1
+autoscaling: {minReplicas: 2, maxReplicas: 5}`},
 		{"autoscaling with replicas in range (kubectl scale)", `
 replicas: 3
 autoscaling: {minReplicas: 2, maxReplicas: 5}`},
