@@ -581,11 +581,11 @@ func TestScaleSubresource(t *testing.T) {
 	t.Parallel()
 	s := suite(t)
 	ns := s.newNamespace(t, "scale")
-	// /scale needs spec.replicas to exist: the CRD has no default for it
-	// (a default would clash with autoscaling.minReplicas), so set it.
+	// spec.replicas is left unset, as in a minimal manifest: /scale needs the
+	// field to exist, so this also proves the CRD defaults it.
 	create(t, s, newAPI(ns, "api", func(m *v1alpha1.MedOpsAPI) {
 		m.Spec.Storage = &v1alpha1.StorageSpec{Ephemeral: true}
-		m.Spec.Replicas = ptr(int32(1))
+		m.Spec.Replicas = nil
 	}))
 	eventually(t, wait, "status selector set", func() error {
 		var m v1alpha1.MedOpsAPI
