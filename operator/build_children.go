@@ -70,8 +70,15 @@ func BuildIngress(m *v1alpha1.MedOpsAPI) *networkingv1.Ingress {
 	if ann == nil {
 		ann = map[string]string{}
 	}
-	if in.ProxyBodySize != nil {
-		ann[AnnotationProxyBodySize] = nginxSize(*in.ProxyBodySize)
+	// nginx gets headroom over the API's own limit so that the API, not
+	// nginx, answers a slightly oversized body, in JSON. A user's own
+	// annotation is kept unless the typed setting is given.
+	if _, own := ann[AnnotationProxyBodySize]; in.ProxyBodySize != nil || !own {
+		limit := resource.MustParse(v1alpha1.DefaultMaxBodySize)
+		if in.ProxyBodySize != nil {
+			limit = in.ProxyBodySize.DeepCopy()
+		}
+		ann[AnnotationProxyBodySize] = nginxSize(*resource.NewQuantity(2*limit.Value(), resource.BinarySI))
 	}
 	if in.ProxyReadTimeout != nil {
 		ann[AnnotationProxyReadTimeout] = strconv.FormatInt(int64(math.Ceil(in.ProxyReadTimeout.Seconds())), 10)

@@ -24,6 +24,10 @@ func RenderConfig(m *v1alpha1.MedOpsAPI) (*v1alpha1.WorkloadConfig, []byte, erro
 		Modules:  *d.Spec.Modules.DeepCopy(),
 		Cache:    *d.Spec.Cache.DeepCopy(),
 	}
+	if in := d.Spec.Ingress; in != nil && in.ProxyBodySize != nil {
+		q := in.ProxyBodySize.DeepCopy()
+		w.Server.MaxBodySize = &q
+	}
 	if d.Spec.Auth.Disabled {
 		w.Auth.Disabled = true
 	} else {

@@ -409,6 +409,36 @@ func TestPodLabelsNeverOverrideSelector(t *testing.T) {
 	}
 }
 
+// The API's body limit follows ingress.proxyBodySize and nginx gets twice
+// that, so the API answers a slightly oversized body with its JSON 413.
+func TestBodyLimitReachesTheAPIWithNginxHeadroom(t *testing.T) {
+	tests := []struct {
+		name, spec         string
+		wantNginx, wantAPI string
+	}{
+		{"default", "ingress: {enabled: true, host: a.example}", "2m", "1Mi"},
+		{"typed limit", "ingress: {enabled: true, host: a.example, proxyBodySize: 8Mi}", "16m", "8Mi"},
+		{"odd size", "ingress: {enabled: true, host: a.example, proxyBodySize: 1500Ki}", "3000k", "1500Ki"},
+		{"user annotation kept", "ingress: {enabled: true, host: a.example, annotations: {nginx.ingress.kubernetes.io/proxy-body-size: 1k}}", "1k", "1Mi"},
+		{"typed limit beats annotation", "ingress: {enabled: true, host: a.example, proxyBodySize: 4Mi, annotations: {nginx.ingress.kubernetes.io/proxy-body-size: 1k}}", "8m", "4Mi"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m := fromSpec(t, tt.spec)
+			if got := operator.BuildIngress(m).Annotations[operator.AnnotationProxyBodySize]; got != tt.wantNginx {
+				t.Errorf("nginx proxy-body-size = %q, want %q", got, tt.wantNginx)
+			}
+			w, _, err := operator.RenderConfig(m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := w.Server.MaxBodySize.String(); got != tt.wantAPI {
+				t.Errorf("rendered server.maxBodySize = %s, want %s", got, tt.wantAPI)
+			}
+		})
+	}
+}
+
 func TestIngressAnnotationsAndTLS(t *testing.T) {
 	m := fromSpec(t, `
 ingress:
@@ -421,7 +451,7 @@ ingress:
   limitRPS: 7`)
 	ing := operator.BuildIngress(m)
 	want := map[string]string{
-		"nginx.ingress.kubernetes.io/proxy-body-size":    "8m",
+		"nginx.ingress.kubernetes.io/proxy-body-size":    "16m",
 		"nginx.ingress.kubernetes.io/proxy-read-timeout": "90",
 		"nginx.ingress.kubernetes.io/limit-rps":          "7",
 		"cert-manager.io/cluster-issuer":                 "le",

@@ -259,8 +259,12 @@ type IngressSpec struct {
 	// +optional
 	Annotations map[string]string `json:"annotations,omitempty"`
 
-	// ProxyBodySize is the largest request body the ingress controller passes
-	// (nginx.ingress.kubernetes.io/proxy-body-size).
+	// ProxyBodySize is the largest request body the API accepts (it becomes
+	// server.maxBodySize in the rendered config; 1Mi when unset). The Ingress
+	// lets through twice that (nginx.ingress.kubernetes.io/proxy-body-size):
+	// a body just over the limit then gets the API's own JSON 413 that names
+	// the limit instead of nginx's HTML page, while nginx still stops far
+	// larger bodies before they reach a Raspberry Pi.
 	// +optional
 	// +kubebuilder:validation:XValidation:rule="!isQuantity(string(self)) || (quantity(string(self)).isGreaterThan(quantity('0')) && quantity(string(self)).compareTo(quantity('1Gi')) <= 0)",message="ingress.proxyBodySize must be positive and at most 1Gi"
 	ProxyBodySize *resource.Quantity `json:"proxyBodySize,omitempty"`

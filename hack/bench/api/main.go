@@ -49,6 +49,7 @@ type options struct {
 	keep        bool
 	only        string
 	profile     string
+	apiEnv      string
 }
 
 func main() {
@@ -63,6 +64,7 @@ func main() {
 	flag.BoolVar(&o.keep, "keep", false, "keep the temporary folder (binaries, configs, logs, data) for inspection")
 	flag.StringVar(&o.only, "only", "", "comma-separated scenarios to run: healthz, gateway, task, list, create (default all; the nginx and bare baselines always run)")
 	flag.StringVar(&o.profile, "profile", "", "folder for CPU and allocation profiles: runs hack/bench/apiprof (medops-api plus pprof on another port) and profiles each medops-api scenario")
+	flag.StringVar(&o.apiEnv, "api-env", "", "comma-separated NAME=VALUE environment for medops-api, for experiments (e.g. GOGC=400)")
 	flag.Parse()
 	if err := run(o); err != nil {
 		slog.Error("bench-api failed", "error", err)
@@ -128,6 +130,9 @@ func run(o options) error {
 
 	fmt.Print(common.Machine())
 	fmt.Printf("wrk:     %s\nnginx:   %s\n", toolVersion("wrk", "-v"), toolVersion("nginx", "-v"))
+	if o.apiEnv != "" {
+		fmt.Printf("env:     medops-api runs with %s\n", o.apiEnv)
+	}
 	fmt.Printf("load:    wrk -t%d -c%d -d%s --latency (warm-up %s); body %d bytes; %d tasks seeded; medops-api logLevel %s\n\n",
 		o.threads, o.connections, o.duration, o.warmup, o.bodySize, o.tasks, o.logLevel)
 
@@ -193,7 +198,7 @@ func run(o options) error {
 	if err != nil {
 		return err
 	}
-	api, err := startAPI(apiBin, dir, apiPort, upAddr, o.logLevel, extraArgs)
+	api, err := startAPI(apiBin, dir, apiPort, upAddr, o.logLevel, splitEnv(o.apiEnv), extraArgs)
 	if err != nil {
 		return err
 	}
@@ -299,6 +304,9 @@ func run(o options) error {
 	fmt.Println()
 	fmt.Printf("medops-api RSS after the run (VmRSS): %s (anonymous %s, mapped files %s: the binary and bbolt's mmap); peak (VmHWM): %s; target < 30 MiB\n",
 		common.MiB(mem.RSS), common.MiB(mem.Anon), common.MiB(mem.File), common.MiB(mem.HWM))
+	if db, err := dirSize(filepath.Join(dir, "data")); err == nil {
+		fmt.Printf("medops-api data directory after the run: %s\n", common.MiB(db))
+	}
 	fmt.Printf("medops-api binary: %s (CGO_ENABLED=0 go build -trimpath, as make build)\n", common.MiB(binInfo.Size()))
 	fmt.Printf("seeding: %d creates from 32 concurrent clients in %s (%.0f/s)\n", o.tasks, seedTook.Round(time.Millisecond), float64(o.tasks)/seedTook.Seconds())
 	fmt.Printf("load average at the end: %.2f\n", common.LoadAvg1())
@@ -431,7 +439,7 @@ http {
 // startAPI writes a config with the gateway pointing at the upstream, auth
 // disabled and a cache rule that keeps task reads out of the cache (a ttl of
 // 0 means "do not cache" for that prefix), then starts medops-api.
-func startAPI(bin, dir string, port int, upAddr, logLevel string, extraArgs []string) (*common.Proc, error) {
+func startAPI(bin, dir string, port int, upAddr, logLevel string, env, extraArgs []string) (*common.Proc, error) {
 	data := filepath.Join(dir, "data")
 	conf := fmt.Sprintf(`listen: 127.0.0.1:%d
 dataDir: %s
@@ -460,7 +468,7 @@ auth:
 	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
 		return nil, fmt.Errorf("writing the medops-api config: %w", err)
 	}
-	return common.Start("medops-api", filepath.Join(dir, "medops-api.log"), nil, bin, append([]string{"--config", confPath}, extraArgs...)...)
+	return common.Start("medops-api", filepath.Join(dir, "medops-api.log"), env, bin, append([]string{"--config", confPath}, extraArgs...)...)
 }
 
 func waitOK(url string, within time.Duration) error {
@@ -644,4 +652,32 @@ func rss(mems map[string]common.Mem, name string) string {
 		return ""
 	}
 	return fmt.Sprintf("%.1f (%.1f) MiB", float64(m.RSS)/(1<<20), float64(m.Anon)/(1<<20))
+}
+
+func splitEnv(s string) []string {
+	var out []string
+	for _, kv := range strings.Split(s, ",") {
+		if kv = strings.TrimSpace(kv); kv != "" {
+			out = append(out, kv)
+		}
+	}
+	return out
+}
+
+func dirSize(dir string) (int64, error) {
+	var n int64
+	err := filepath.WalkDir(dir, func(_ string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.Type().IsRegular() {
+			info, err := d.Info()
+			if err != nil {
+				return err
+			}
+			n += info.Size()
+		}
+		return nil
+	})
+	return n, err
 }
