@@ -153,8 +153,8 @@ func TestURLOf(t *testing.T) {
 	}
 	for _, tt := range tests {
 		m := &v1alpha1.MedOpsAPI{Spec: v1alpha1.MedOpsAPISpec{Ingress: tt.in}}
-		if got := urlOf(m); got != tt.want {
-			t.Errorf("urlOf(%+v) = %q, want %q", tt.in, got, tt.want)
+		if got := m.Spec.URL(); got != tt.want {
+			t.Errorf("URL(%+v) = %q, want %q", tt.in, got, tt.want)
 		}
 	}
 }

@@ -3,7 +3,6 @@ package operator
 import (
 	"context"
 	"fmt"
-	"strings"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -56,7 +55,7 @@ func computeStatus(m *v1alpha1.MedOpsAPI, o observed) v1alpha1.MedOpsAPIStatus {
 		})
 	}
 	st.ObservedGeneration = gen
-	st.URL = urlOf(m)
+	st.URL = m.Spec.URL()
 
 	if o.failReason != "" {
 		set(v1alpha1.ConditionDegraded, metav1.ConditionTrue, o.failReason, o.failMessage)
@@ -119,26 +118,6 @@ func computeStatus(m *v1alpha1.MedOpsAPI, o observed) v1alpha1.MedOpsAPIStatus {
 		set(v1alpha1.ConditionReady, metav1.ConditionFalse, reason, counts)
 	}
 	return st
-}
-
-// urlOf is where the API is reachable from outside, from the ingress.
-func urlOf(m *v1alpha1.MedOpsAPI) string {
-	in := m.Spec.Ingress
-	if in == nil || !in.Enabled || in.Host == "" {
-		return ""
-	}
-	scheme := "http"
-	if in.TLS != nil {
-		scheme = "https"
-	}
-	path := in.Path
-	if path == "" {
-		path = "/"
-	}
-	if !strings.HasPrefix(path, "/") {
-		path = "/" + path
-	}
-	return scheme + "://" + in.Host + path
 }
 
 // writeStatus updates the status subresource only when the status changed,
