@@ -241,11 +241,11 @@ check_children() {
   if out=$(kn get ingress medops-gateway -o json >"$gw/ingress.json" &&
     "$E2ETOOL" nginx-conf --ingress "$gw/ingress.json" --listen 127.0.0.1:1 --backend 127.0.0.1:2 --prefix "$gw" \
       2>&1 >"$gw/nginx.conf" && "$NGINX_BIN" -t -q -p "$gw" -c "$gw/nginx.conf" 2>&1) &&
-    grep -q 'client_max_body_size 1m;' "$gw/nginx.conf" && grep -q 'proxy_read_timeout 60s;' "$gw/nginx.conf" &&
+    grep -q 'client_max_body_size 2m;' "$gw/nginx.conf" && grep -q 'proxy_read_timeout 60s;' "$gw/nginx.conf" &&
     grep -q 'rate=20r/s' "$gw/nginx.conf"; then
-    pass "medops-gateway: its Ingress annotations are valid nginx settings (1m body, 60s read timeout, 20 rps)"
+    pass "medops-gateway: its Ingress annotations are valid nginx settings (2m body for a 1Mi API limit, 60s read timeout, 20 rps)"
   else
-    fail "medops-gateway: its Ingress annotations are valid nginx settings (1m body, 60s read timeout, 20 rps)" \
+    fail "medops-gateway: its Ingress annotations are valid nginx settings (2m body for a 1Mi API limit, 60s read timeout, 20 rps)" \
       "$out$(grep -E 'client_max_body_size|proxy_read_timeout|rate=' "$gw/nginx.conf" 2>/dev/null)"
   fi
   check_eq "medops-gateway: status.url from the ingress host and TLS" "https://medops.example.org/" \
@@ -406,13 +406,13 @@ EOF
     out=$("$NGINX_BIN" -t -q -p "$E2E_WORK/nginx" -c "$E2E_WORK/nginx/nginx.conf" 2>&1); then
     local want
     out=""
-    for want in "server_name $HOST;" "location / {" "client_max_body_size 1m;" "proxy_read_timeout 30s;"; do
+    for want in "server_name $HOST;" "location / {" "client_max_body_size 2m;" "proxy_read_timeout 30s;"; do
       grep -qF "$want" "$E2E_WORK/nginx/nginx.conf" || out+="nginx.conf lacks: $want"$'\n'
     done
     if [ -z "$out" ]; then
-      pass "traffic: nginx configured from the Ingress (host, path, proxy-body-size 1m, proxy-read-timeout 30s)"
+      pass "traffic: nginx configured from the Ingress (host, path, proxy-body-size 2m, proxy-read-timeout 30s)"
     else
-      fail "traffic: nginx configured from the Ingress (host, path, proxy-body-size 1m, proxy-read-timeout 30s)" "$out"
+      fail "traffic: nginx configured from the Ingress (host, path, proxy-body-size 2m, proxy-read-timeout 30s)" "$out"
     fi
   else
     fail "traffic: nginx configured from the Ingress" "$out$(cat "$E2E_WORK/nginx/conf.warnings")"
@@ -465,7 +465,7 @@ EOF
   # The operator gives nginx twice the API's limit, so a body just over the
   # API's 1Mi passes nginx and medops-api itself answers (X-Request-Id shows it).
   head -c $((3 * 512 * 1024)) /dev/zero | tr '\0' 'a' | sed 's/^/{"title":"/; s/$/"}/' >"$big"
-  h1=$(c -D - -o "$E2E_WORK/traffic/413.json" -X POST -H "Authorization: Bearer $TOKEN" \
+  h1=$(c -D - -o "$E2E_WORK/traffic/413.json" -X POST -H "Authorization: Bearer $TOKEN" -H 'Expect:' \
     -H 'Content-Type: application/json' --data-binary "@$big" "$base/api/v1/tasks")
   check_eq "traffic: a 1.5 MiB body gets medops-api's JSON 413 through nginx" "413 application/json yes medops-api" \
     "$(status_of "$h1") $(header_of "$h1" Content-Type | cut -d';' -f1) $(jq_has_error "$(cat "$E2E_WORK/traffic/413.json")") $(grep -qi '^x-request-id:' <<<"$h1" && echo medops-api || echo nginx)"
