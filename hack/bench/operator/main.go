@@ -158,6 +158,9 @@ func run(o options) error {
 		return fmt.Errorf("starting envtest from %s: %w", assets, err)
 	}
 	defer func() {
+		// Close the benchmark's watches first: the apiserver waits for open
+		// watches when it shuts down.
+		cancel()
 		if err := env.Stop(); err != nil {
 			slog.Warn("stopping envtest", "error", err)
 		}
@@ -869,7 +872,7 @@ func report(w io.Writer, d reportData) {
 		{"reconcile p50 / p99 at the end", secs(d.atEnd.quantile(family, 0.5)) + " / " + secs(d.atEnd.quantile(family, 0.99)), "", ""},
 		{"reconciles until converged", reconciles(d.atConverge), "", ""},
 		{"reconciles at the end", reconciles(d.atEnd), "", ""},
-		{"operator peak RSS (VmHWM)", common.MiB(d.mem.HWM), "< 150 MiB", met(d.mem.HWM < 150<<20)},
+		{"operator peak RSS (VmHWM)", common.MiB(max(d.mem.HWM, d.memAtConverge.HWM)), "< 150 MiB", met(max(d.mem.HWM, d.memAtConverge.HWM) < 150<<20)},
 		{"  (peak RSS when converged / RSS at the end)", common.MiB(d.memAtConverge.HWM) + " / " + common.MiB(d.mem.RSS), "", ""},
 	}
 	common.Table(w, []string{"figure", "value", "target", ""}, rows)
