@@ -44,7 +44,7 @@ build() {
   for p in "$@"; do [ -x "$out/$(basename "$p")" ] || missing+=("$p"); done
   [ ${#missing[@]} -eq 0 ] && return 0
   mkdir -p "$out"
-  log "building ${missing[*]} (first time only; kube-apiserver takes ~5 min on 2 cores)"
+  log "building ${missing[*]} (first time only; a Kubernetes binary takes ~5 min on 2 cores)"
   local tmp; tmp=$(mktemp -d "$out/.build.XXXX")
   (cd "$dir" && CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -ldflags "$ldflags" -o "$tmp/" "${missing[@]}")
   mv "$tmp"/* "$out/" && rmdir "$tmp"
