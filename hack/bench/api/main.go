@@ -22,6 +22,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -50,6 +51,7 @@ type options struct {
 	only        string
 	profile     string
 	apiEnv      string
+	rounds      int
 }
 
 func main() {
@@ -65,7 +67,11 @@ func main() {
 	flag.StringVar(&o.only, "only", "", "comma-separated scenarios to run: healthz, gateway, task, list, create (default all; the nginx and bare baselines always run)")
 	flag.StringVar(&o.profile, "profile", "", "folder for CPU and allocation profiles: runs hack/bench/apiprof (medops-api plus pprof on another port) and profiles each medops-api scenario")
 	flag.StringVar(&o.apiEnv, "api-env", "", "comma-separated NAME=VALUE environment for medops-api, for experiments (e.g. GOGC=400)")
+	flag.IntVar(&o.rounds, "rounds", 3, "times each scenario is measured, interleaved; the table shows medians")
 	flag.Parse()
+	if o.rounds < 1 {
+		o.rounds = 1
+	}
 	if err := run(o); err != nil {
 		slog.Error("bench-api failed", "error", err)
 		os.Exit(1)
@@ -86,6 +92,8 @@ type result struct {
 	ErrWrite   int64 `json:"err_write"`
 	ErrStatus  int64 `json:"err_status"`
 	ErrTimeout int64 `json:"err_timeout"`
+
+	cpuPerReq time.Duration // CPU time of the server under test per request
 }
 
 func (r result) rps() float64 { return float64(r.Requests) / (float64(r.DurationUS) / 1e6) }
@@ -100,6 +108,9 @@ type scenario struct {
 	script string   // Lua prepended to report.lua; "" for a plain GET
 	args   []string // script arguments (after "--")
 	target string   // the issue's target, for the table
+
+	scriptPath string // the script file written for this run
+	pid        int    // the server under test, for its CPU time
 }
 
 func run(o options) error {
@@ -133,8 +144,8 @@ func run(o options) error {
 	if o.apiEnv != "" {
 		fmt.Printf("env:     medops-api runs with %s\n", o.apiEnv)
 	}
-	fmt.Printf("load:    wrk -t%d -c%d -d%s --latency (warm-up %s); body %d bytes; %d tasks seeded; medops-api logLevel %s\n\n",
-		o.threads, o.connections, o.duration, o.warmup, o.bodySize, o.tasks, o.logLevel)
+	fmt.Printf("load:    wrk -t%d -c%d -d%s --latency (warm-up %s), %d interleaved rounds, medians shown; body %d bytes; %d tasks seeded; medops-api logLevel %s\n\n",
+		o.threads, o.connections, o.duration, o.warmup, o.rounds, o.bodySize, o.tasks, o.logLevel)
 
 	fmt.Fprintln(os.Stderr, "building medops-api and the upstream ...")
 	apiBin, err := common.GoBuild(ctx, root, "./cmd/medops-api", dir)
@@ -245,8 +256,16 @@ func run(o options) error {
 		}
 	}
 
-	results := map[string]result{}
-	mems := map[string]common.Mem{}
+	for i := range scenarios {
+		switch scenarios[i].name {
+		case "nginx":
+			scenarios[i].pid = nginx.Cmd.Process.Pid
+		case "bare":
+			scenarios[i].pid = upstream.Cmd.Process.Pid
+		default:
+			scenarios[i].pid = api.Cmd.Process.Pid
+		}
+	}
 	var ran []scenario
 	for _, s := range scenarios {
 		if len(selected) > 0 && !selected[s.name] && s.name != "nginx" && s.name != "bare" {
@@ -256,40 +275,73 @@ func run(o options) error {
 		if err := os.WriteFile(script, []byte(s.script+"\n"+reportLua), 0o644); err != nil {
 			return fmt.Errorf("writing %s: %w", script, err)
 		}
-		if o.warmup > 0 {
-			if _, err := runWrk(o, o.warmup, script, s); err != nil {
-				return err
-			}
+		s.scriptPath = script
+		ran = append(ran, s)
+	}
+	// Each round measures every scenario once, nginx first; ratios are taken
+	// within a round, so a burst of load from elsewhere on a shared machine
+	// moves both sides of a ratio, and the table shows the median round.
+	// Creates come last, in rounds of their own, so that every read scenario
+	// sees a store of exactly the seeded tasks.
+	var reads, writes []scenario
+	for _, s := range ran {
+		if s.name == "create" {
+			writes = append(writes, s)
+		} else {
+			reads = append(reads, s)
 		}
-		fmt.Fprintf(os.Stderr, "measuring %s for %s ...\n", s.name, o.duration)
-		var prof chan error
-		if pprofURL != "" && s.name != "nginx" && s.name != "bare" {
-			prof = make(chan error, 2)
-			for _, kind := range []string{"profile", "allocs"} {
-				go func() {
-					prof <- profile(pprofURL+kind, o.duration-time.Second, filepath.Join(o.profile, s.name+"."+kind+".pprof"))
-				}()
-			}
-		}
-		r, err := runWrk(o, o.duration, script, s)
-		if err != nil {
-			return err
-		}
-		if prof != nil {
-			for range 2 {
-				if err := <-prof; err != nil {
+	}
+	results := map[string][]result{}
+	mems := map[string]common.Mem{}
+	for _, group := range [][]scenario{reads, writes} {
+		for round := 1; round <= o.rounds && len(group) > 0; round++ {
+			for _, s := range group {
+				if o.warmup > 0 && round == 1 {
+					if _, err := runWrk(o, o.warmup, s.scriptPath, s); err != nil {
+						return err
+					}
+				}
+				fmt.Fprintf(os.Stderr, "round %d/%d: measuring %s for %s ...\n", round, o.rounds, s.name, o.duration)
+				var prof chan error
+				if pprofURL != "" && round == 1 && s.name != "nginx" && s.name != "bare" {
+					prof = make(chan error, 2)
+					for _, kind := range []string{"profile", "allocs"} {
+						go func() {
+							prof <- profile(pprofURL+kind, o.duration-time.Second, filepath.Join(o.profile, s.name+"."+kind+".pprof"))
+						}()
+					}
+				}
+				cpuBefore, err := common.CPUTime(s.pid)
+				if err != nil {
 					return err
 				}
+				r, err := runWrk(o, o.duration, s.scriptPath, s)
+				if err != nil {
+					return err
+				}
+				cpuAfter, err := common.CPUTime(s.pid)
+				if err != nil {
+					return err
+				}
+				if r.Requests > 0 {
+					r.cpuPerReq = (cpuAfter - cpuBefore) / time.Duration(r.Requests)
+				}
+				if prof != nil {
+					for range 2 {
+						if err := <-prof; err != nil {
+							return err
+						}
+					}
+				}
+				results[s.name] = append(results[s.name], r)
+				if strings.HasPrefix(s.what, "medops-api") {
+					m, err := common.ReadMem(api.Cmd.Process.Pid)
+					if err != nil {
+						return fmt.Errorf("medops-api is gone after %s: %w\n%s", s.name, err, api.Tail(20))
+					}
+					mems[s.name] = m
+				}
 			}
-		}
-		results[s.name] = r
-		ran = append(ran, s)
-		if strings.HasPrefix(s.what, "medops-api") {
-			m, err := common.ReadMem(api.Cmd.Process.Pid)
-			if err != nil {
-				return fmt.Errorf("medops-api is gone after %s: %w\n%s", s.name, err, api.Tail(20))
-			}
-			mems[s.name] = m
 		}
 	}
 	mem, err := common.ReadMem(api.Cmd.Process.Pid)
@@ -627,23 +679,52 @@ func runWrk(o options, d time.Duration, script string, s scenario) (result, erro
 
 func ms(us int64) string { return fmt.Sprintf("%.2f ms", float64(us)/1000) }
 
-func printTable(w io.Writer, ran []scenario, res map[string]result, mems map[string]common.Mem) {
-	base, bare := res["nginx"], res["bare"]
-	ratio := func(a, b float64) string {
-		if b == 0 {
-			return "n/a"
-		}
-		return fmt.Sprintf("%.2f×", a/b)
-	}
+func printTable(w io.Writer, ran []scenario, res map[string][]result, mems map[string]common.Mem) {
 	var rows [][]string
 	for _, s := range ran {
-		r := res[s.name]
+		rs := res[s.name]
+		var rps, p50, p99, errs, vsNginx, p99VsNginx, vsBare, cpu []float64
+		for i, r := range rs {
+			cpu = append(cpu, float64(r.cpuPerReq)/float64(time.Microsecond))
+			rps = append(rps, r.rps())
+			p50 = append(p50, float64(r.P50US))
+			p99 = append(p99, float64(r.P99US))
+			errs = append(errs, float64(r.errors()))
+			vsNginx = append(vsNginx, r.rps()/res["nginx"][i].rps())
+			p99VsNginx = append(p99VsNginx, float64(r.P99US)/float64(res["nginx"][i].P99US))
+			vsBare = append(vsBare, r.rps()/res["bare"][i].rps())
+		}
+		var totalErrs float64
+		for _, e := range errs {
+			totalErrs += e
+		}
 		rows = append(rows, []string{
-			s.what, fmt.Sprintf("%.0f", r.rps()), ms(r.P50US), ms(r.P99US), fmt.Sprint(r.errors()),
-			ratio(r.rps(), base.rps()), ratio(float64(r.P99US), float64(base.P99US)), ratio(r.rps(), bare.rps()), s.target, rss(mems, s.name),
+			s.what, fmt.Sprintf("%.0f", median(rps)), ms(int64(median(p50))), ms(int64(median(p99))), fmt.Sprintf("%.0f", totalErrs),
+			spread(vsNginx), spread(p99VsNginx), spread(vsBare), fmt.Sprintf("%.1f µs", median(cpu)), s.target, rss(mems, s.name),
 		})
 	}
-	common.Table(w, []string{"scenario", "req/s", "p50", "p99", "errors", "req/s ÷ nginx", "p99 ÷ nginx", "req/s ÷ bare", "target", "RSS after (anon)"}, rows)
+	common.Table(w, []string{"scenario", "req/s", "p50", "p99", "errors (all rounds)", "req/s ÷ nginx", "p99 ÷ nginx", "req/s ÷ bare", "server CPU/req", "target", "RSS after (anon)"}, rows)
+}
+
+func median(v []float64) float64 {
+	s := append([]float64(nil), v...)
+	sort.Float64s(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// spread formats the median of per-round ratios, with their range when
+// there is more than one round.
+func spread(v []float64) string {
+	m := fmt.Sprintf("%.2f×", median(v))
+	if len(v) < 2 {
+		return m
+	}
+	s := append([]float64(nil), v...)
+	sort.Float64s(s)
+	return fmt.Sprintf("%s (%.2f–%.2f)", m, s[0], s[len(s)-1])
 }
 
 func rss(mems map[string]common.Mem, name string) string {

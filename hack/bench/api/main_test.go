@@ -30,3 +30,22 @@ func TestResultRatesAndErrors(t *testing.T) {
 		t.Errorf("errors = %v, want 3", got)
 	}
 }
+
+func TestMedianAndSpread(t *testing.T) {
+	for _, tc := range []struct {
+		in         []float64
+		median     float64
+		spreadText string
+	}{
+		{[]float64{0.5}, 0.5, "0.50×"},
+		{[]float64{0.9, 0.5, 0.7}, 0.7, "0.70× (0.50–0.90)"},
+		{[]float64{0.4, 0.8, 0.6, 0.2}, 0.5, "0.50× (0.20–0.80)"},
+	} {
+		if got := median(tc.in); got != tc.median {
+			t.Errorf("median(%v) = %v, want %v", tc.in, got, tc.median)
+		}
+		if got := spread(tc.in); got != tc.spreadText {
+			t.Errorf("spread(%v) = %q, want %q", tc.in, got, tc.spreadText)
+		}
+	}
+}
