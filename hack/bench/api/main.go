@@ -124,15 +124,11 @@ func run(o options) error {
 	if err != nil {
 		return err
 	}
-	dir, err := os.MkdirTemp("", "medops-bench-api-")
+	dir, cleanup, err := common.WorkDir("medops-bench-api-", o.keep)
 	if err != nil {
-		return fmt.Errorf("creating a temporary folder: %w", err)
+		return err
 	}
-	if o.keep {
-		fmt.Fprintf(os.Stderr, "keeping %s\n", dir)
-	} else {
-		defer os.RemoveAll(dir)
-	}
+	defer cleanup()
 	// nginx's workers drop to the unprivileged "nobody" user when started
 	// as root; they must be able to read the static file.
 	if err := os.Chmod(dir, 0o755); err != nil {

@@ -169,6 +169,20 @@ func ReadMem(pid int) (Mem, error) {
 	return m, sc.Err()
 }
 
+// WorkDir makes the run's temporary folder. The returned cleanup removes it,
+// unless keep is set, in which case its path is printed for a post-mortem.
+func WorkDir(prefix string, keep bool) (string, func(), error) {
+	dir, err := os.MkdirTemp("", prefix)
+	if err != nil {
+		return "", nil, fmt.Errorf("creating a temporary folder: %w", err)
+	}
+	if keep {
+		fmt.Fprintf(os.Stderr, "keeping %s\n", dir)
+		return dir, func() {}, nil
+	}
+	return dir, func() { os.RemoveAll(dir) }, nil
+}
+
 // FreePort asks the kernel for a free loopback port. Another process could
 // take it before the caller binds it; on a benchmark machine that is rare
 // enough to accept.

@@ -109,15 +109,11 @@ func run(o options) error {
 	if err != nil {
 		return err
 	}
-	dir, err := os.MkdirTemp("", "medops-bench-operator-")
+	dir, cleanup, err := common.WorkDir("medops-bench-operator-", o.keep)
 	if err != nil {
-		return fmt.Errorf("creating a temporary folder: %w", err)
+		return err
 	}
-	if o.keep {
-		fmt.Fprintf(os.Stderr, "keeping %s\n", dir)
-	} else {
-		defer os.RemoveAll(dir)
-	}
+	defer cleanup()
 	fmt.Print(common.Machine())
 	fmt.Printf("setup:   %d MedOpsAPIs in %d namespaces, %d ConfigMaps and %d Secrets of %d bytes each; quiet window %s\n\n",
 		o.medopsAPIs, o.namespaces, o.configMaps, o.secrets, o.payload, o.quiet)
