@@ -399,15 +399,7 @@ var (
 // with the CRD under crds/ would leave it stale), then uninstalls and checks
 // the CRD and the user's MedOpsAPI were kept.
 func TestHelmInstallUpgradeUninstall(t *testing.T) {
-	env, cfg, err := testenv.Start()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := env.Stop(); err != nil {
-			t.Errorf("stop control plane: %v", err)
-		}
-	})
+	env, cfg := testenv.StartForTest(t)
 	h := newHelm(t)
 	h.kubeconfig = writeKubeconfig(t, env, cfg)
 	dyn, err := dynamic.NewForConfig(cfg)

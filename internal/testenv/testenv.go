@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"sort"
+	"testing"
 
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
@@ -61,4 +62,20 @@ func Start(crdDirs ...string) (*envtest.Environment, *rest.Config, error) {
 		return nil, nil, fmt.Errorf("start envtest control plane from %s: %w", assets, err)
 	}
 	return env, cfg, nil
+}
+
+// StartForTest is Start for a single test: it fails the test when the
+// control plane cannot start and stops it when the test ends.
+func StartForTest(t testing.TB, crdDirs ...string) (*envtest.Environment, *rest.Config) {
+	t.Helper()
+	env, cfg, err := Start(crdDirs...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := env.Stop(); err != nil {
+			t.Errorf("stop control plane: %v", err)
+		}
+	})
+	return env, cfg
 }

@@ -15,15 +15,7 @@ import (
 // TestControlPlane proves the harness: a real kube-apiserver and etcd start,
 // and a namespace written through the API can be read back from storage.
 func TestControlPlane(t *testing.T) {
-	env, cfg, err := testenv.Start()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := env.Stop(); err != nil {
-			t.Errorf("stop control plane: %v", err)
-		}
-	})
+	_, cfg := testenv.StartForTest(t)
 	cs, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		t.Fatal(err)
