@@ -341,26 +341,8 @@ func TestReproducible(t *testing.T) {
 		t.Fatal(err)
 	}
 	digest := func(archive string) v1.Hash {
-		lp, top := openArchive(t, archive)
-		root, err := lp.ImageIndex()
-		if err != nil {
-			t.Fatal(err)
-		}
-		idx, err := root.ImageIndex(top.Manifests[0].Digest)
-		if err != nil {
-			t.Fatal(err)
-		}
-		im, err := idx.IndexManifest()
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, d := range im.Manifests {
-			if d.Platform.Architecture == "arm64" {
-				return d.Digest
-			}
-		}
-		t.Fatalf("%s has no arm64 image", archive)
-		return v1.Hash{}
+		_, d := arm64Image(t, archive)
+		return d
 	}
 	first, second := digest(paths[api.Name]), digest(filepath.Join(again, api.Name+".oci.tar"))
 	if first != second {
@@ -407,30 +389,7 @@ func TestQEMUHealthz(t *testing.T) {
 		t.Fatalf("qemu-aarch64-static not found: apt-get install -y qemu-user-static (%v)", err)
 	}
 	api := programs[1]
-	lp, top := openArchive(t, archives(t)[api.Name])
-	root, err := lp.ImageIndex()
-	if err != nil {
-		t.Fatal(err)
-	}
-	idx, err := root.ImageIndex(top.Manifests[0].Digest)
-	if err != nil {
-		t.Fatal(err)
-	}
-	im, err := idx.IndexManifest()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var img v1.Image
-	for _, d := range im.Manifests {
-		if d.Platform.Architecture == "arm64" {
-			if img, err = idx.Image(d.Digest); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	if img == nil {
-		t.Fatal("no arm64 image")
-	}
+	img, _ := arm64Image(t, archives(t)[api.Name])
 	bin := filepath.Join(t.TempDir(), "medops-api")
 	if err := os.WriteFile(bin, layerFiles(t, img)["medops-api"].data, 0o755); err != nil {
 		t.Fatal(err)
@@ -490,4 +449,34 @@ func TestQEMUHealthz(t *testing.T) {
 		t.Fatalf("GET /healthz = %d %s, want 200", resp.StatusCode, body)
 	}
 	t.Logf("arm64 medops-api under qemu: /healthz %d %s", resp.StatusCode, strings.TrimSpace(string(body)))
+}
+
+// arm64Image returns the linux/arm64 image of an archive's multi-arch index
+// and its digest, failing the test when there is none.
+func arm64Image(t *testing.T, archive string) (v1.Image, v1.Hash) {
+	t.Helper()
+	lp, top := openArchive(t, archive)
+	root, err := lp.ImageIndex()
+	if err != nil {
+		t.Fatal(err)
+	}
+	idx, err := root.ImageIndex(top.Manifests[0].Digest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	im, err := idx.IndexManifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range im.Manifests {
+		if d.Platform != nil && d.Platform.Architecture == "arm64" {
+			img, err := idx.Image(d.Digest)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return img, d.Digest
+		}
+	}
+	t.Fatalf("%s has no arm64 image", archive)
+	return nil, v1.Hash{}
 }
