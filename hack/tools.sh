@@ -23,6 +23,15 @@ K8S_DIR="$bin/k8s/$K8S_VERSION"
 
 log() { printf '[tools] %s\n' "$*" >&2; }
 
+# One build at a time: parallel test runs (or several work trees sharing bin/)
+# would otherwise compile the same multi-minute binary side by side.
+mkdir -p "$bin"
+if [ -z "${MEDOPS_TOOLS_LOCKED:-}" ]; then
+  exec 9>"$bin/.tools.lock"
+  flock 9
+  export MEDOPS_TOOLS_LOCKED=1 # a nested call (control-plane → envtest) holds it already
+fi
+
 # Building from the module proxy leaves the version variables at v0.0.0-master,
 # which breaks kubeVersion checks in charts and kubectl's skew warning: stamp them.
 kube_ldflags() {
