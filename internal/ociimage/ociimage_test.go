@@ -25,7 +25,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
-	"github.com/medops/medops/internal/testenv"
+	"github.com/medops/medops/internal/repo"
 )
 
 // The images are built once per test run (cross-compiling is the slow part)
@@ -50,7 +50,7 @@ func TestMain(m *testing.M) {
 
 func testOptions(out string, progs []Program, plats []Platform) Options {
 	return Options{
-		ModuleDir: testenv.RepoRoot(), OutDir: out, Programs: progs, Platforms: plats,
+		ModuleDir: repo.Root(), OutDir: out, Programs: progs, Platforms: plats,
 		Version: "v9.8.7", Revision: "0123abcd", Created: created, CABundle: caBundle(),
 	}
 }

@@ -40,6 +40,22 @@ type Kind struct {
 	Optional bool
 }
 
+// RBAC of the child kinds, one marker per entry of Kinds: get/list/watch
+// for the cache, create and patch for server-side apply, update for the
+// repair of an apply a foreign edit made invalid, delete for children no
+// longer wanted. (Package-level markers: a blank line keeps them out of
+// Kinds's doc comment, where controller-gen would not see them.)
+//
+// +kubebuilder:rbac:groups="",resources=serviceaccounts,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups="",resources=configmaps,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups="",resources=persistentvolumeclaims,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups="",resources=services,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=apps,resources=deployments,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=autoscaling,resources=horizontalpodautoscalers,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=networking.k8s.io,resources=ingresses,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=networking.k8s.io,resources=networkpolicies,verbs=get;list;watch;create;update;patch;delete
+
 // Kinds is the table of child kinds, in apply order: the ServiceAccount,
 // the ConfigMap and the PVC exist before the Deployment whose pods use
 // them, the Service before the Ingress that routes to it, and the HPA comes
@@ -52,18 +68,8 @@ type Kind struct {
 // To add a child kind: write its builder (a pure function of *Desired, with
 // a golden-file scenario), add one entry here where the order needs it
 // (set Optional and AddToScheme for a CRD's kind), and add one
-// +kubebuilder:rbac marker below for its resource, then run
+// +kubebuilder:rbac marker above for its resource, then run
 // `make manifests`.
-//
-// +kubebuilder:rbac:groups="",resources=serviceaccounts,verbs=get;list;watch;create;update;patch;delete
-// +kubebuilder:rbac:groups="",resources=configmaps,verbs=get;list;watch;create;update;patch;delete
-// +kubebuilder:rbac:groups="",resources=persistentvolumeclaims,verbs=get;list;watch;create;update;patch;delete
-// +kubebuilder:rbac:groups="",resources=services,verbs=get;list;watch;create;update;patch;delete
-// +kubebuilder:rbac:groups=apps,resources=deployments,verbs=get;list;watch;create;update;patch;delete
-// +kubebuilder:rbac:groups=autoscaling,resources=horizontalpodautoscalers,verbs=get;list;watch;create;update;patch;delete
-// +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch;create;update;patch;delete
-// +kubebuilder:rbac:groups=networking.k8s.io,resources=ingresses,verbs=get;list;watch;create;update;patch;delete
-// +kubebuilder:rbac:groups=networking.k8s.io,resources=networkpolicies,verbs=get;list;watch;create;update;patch;delete
 func Kinds() []Kind {
 	always := func(*v1alpha1.MedOpsAPISpec) bool { return true }
 	return []Kind{
