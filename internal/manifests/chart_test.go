@@ -407,7 +407,7 @@ func TestHelmInstallUpgradeUninstall(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 	defer cancel()
 
 	installOut := h.mustRun(t, "install", "medops-operator", chartDir(), "--namespace", "medops-system", "--create-namespace")
