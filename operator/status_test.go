@@ -82,4 +82,3 @@ func TestURLOf(t *testing.T) {
 		}
 	}
 }
-

@@ -88,18 +88,18 @@ func (r *Reconciler) tokenInputs(ctx context.Context, m *v1alpha1.MedOpsAPI, cha
 			}
 		}
 	}
-	var s corev1.Secret
-	if err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: m.Namespace, Name: name}, &s); err != nil {
+	var secret corev1.Secret
+	if err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: m.Namespace, Name: name}, &secret); err != nil {
 		if apierrors.IsNotFound(err) && m.Spec.Auth.TokenSecretRef != nil {
 			return resource.Inputs{}, &tokenSecretError{fmt.Sprintf("auth.tokenSecretRef: Secret %q not found in namespace %s", name, m.Namespace)}
 		}
 		return resource.Inputs{}, fmt.Errorf("read token Secret %s: %w", name, err)
 	}
-	if dataKey != "" && len(s.Data[dataKey]) == 0 {
+	if dataKey != "" && len(secret.Data[dataKey]) == 0 {
 		return resource.Inputs{}, &tokenSecretError{fmt.Sprintf("auth.tokenSecretRef: Secret %q has no key %q", name, dataKey)}
 	}
-	h := hashSecretData(s.Data)
-	r.tokenHashes.Store(key, tokenHash{uid: s.UID, resourceVersion: s.ResourceVersion, hash: h})
+	h := hashSecretData(secret.Data)
+	r.tokenHashes.Store(key, tokenHash{uid: secret.UID, resourceVersion: secret.ResourceVersion, hash: h})
 	return resource.Inputs{TokenSecretName: name, SecretHash: h}, nil
 }
 
@@ -112,14 +112,14 @@ func (r *Reconciler) createToken(ctx context.Context, m *v1alpha1.MedOpsAPI) (*c
 		return nil, fmt.Errorf("generate token: %w", err)
 	}
 	token := []byte(hex.EncodeToString(buf))
-	s := resource.BuildTokenSecret(m, token)
-	if err := r.Client.Create(ctx, s, client.FieldOwner(FieldManager)); err != nil {
+	secret := resource.BuildTokenSecret(m, token)
+	if err := r.Client.Create(ctx, secret, client.FieldOwner(FieldManager)); err != nil {
 		if apierrors.IsAlreadyExists(err) {
 			return nil, nil
 		}
-		return nil, fmt.Errorf("create token Secret %s: %w", s.Name, err)
+		return nil, fmt.Errorf("create token Secret %s: %w", secret.Name, err)
 	}
-	return s, nil
+	return secret, nil
 }
 
 // deleteGeneratedToken removes the generated token Secret once the user
