@@ -105,6 +105,16 @@ func kind[T any, PT interface {
 	}
 }
 
+// FromCRD marks a kind whose API comes from a CRD the cluster may lack:
+// its Go types are registered with addToScheme, and it is managed only
+// where the cluster serves it (see Kind.Optional). For a table entry such
+// as kind(gatewayv1.SchemeGroupVersion.WithKind("HTTPRoute"), ...).FromCRD(gatewayv1.Install).
+func (k Kind) FromCRD(addToScheme func(*runtime.Scheme) error) Kind {
+	k.Optional = true
+	k.AddToScheme = addToScheme
+	return k
+}
+
 // Child is one desired child object; Wanted=false means an object of that
 // kind and name must not exist (it is deleted if the MedOpsAPI controls it).
 type Child struct {
