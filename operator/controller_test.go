@@ -19,6 +19,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	apiresource "k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -897,5 +898,31 @@ func TestCacheHoldsOnlyWhatTheOperatorNeeds(t *testing.T) {
 	pm, _ := secretMeta("unrelated")
 	if len(pm.Annotations) != 0 || len(pm.ManagedFields) != 0 {
 		t.Errorf("cached Secret metadata keeps annotations %v / managedFields: Secret data could sit in memory", pm.Annotations)
+	}
+}
+
+// TestServedKindsDropsOptionalKindsTheClusterLacks runs the start-up lookup
+// against the real apiserver: an optional kind whose API is served stays,
+// one whose CRD is missing (HTTPRoute, no Gateway API here) is left out,
+// and required kinds are kept without a lookup.
+func TestServedKindsDropsOptionalKindsTheClusterLacks(t *testing.T) {
+	t.Parallel()
+	s := suite(t)
+	kinds := resource.Kinds()
+	httpRoute := kinds[0]
+	httpRoute.GVK = schema.GroupVersionKind{Group: "gateway.networking.k8s.io", Version: "v1", Kind: "HTTPRoute"}
+	httpRoute.Optional = true
+	servedOptional := kinds[1]
+	servedOptional.Optional = true
+	got, err := servedKinds(s.cfg, append(kinds, httpRoute, servedOptional))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, k := range got {
+		names = append(names, k.GVK.Kind)
+	}
+	if len(got) != len(kinds)+1 || got[len(got)-1].GVK != servedOptional.GVK {
+		t.Errorf("served kinds %v: want the %d table kinds and the served optional %s, not HTTPRoute", names, len(kinds), servedOptional.GVK.Kind)
 	}
 }

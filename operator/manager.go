@@ -94,9 +94,12 @@ func NewScheme() (*runtime.Scheme, error) {
 // cluster does not serve (their CRD is not installed). The lookup happens
 // once, at start-up: installing such a CRD later takes an operator restart.
 func ServedKinds(cfg *rest.Config) ([]resource.Kind, error) {
-	kinds := resource.Kinds()
+	return servedKinds(cfg, resource.Kinds())
+}
+
+func servedKinds(cfg *rest.Config, kinds []resource.Kind) ([]resource.Kind, error) {
 	var mapper meta.RESTMapper
-	served := kinds[:0]
+	served := make([]resource.Kind, 0, len(kinds))
 	for _, k := range kinds {
 		if !k.Optional {
 			served = append(served, k)
