@@ -64,12 +64,6 @@ type Reconciler struct {
 	tokenHashes sync.Map // types.NamespacedName -> tokenHash
 }
 
-type tokenHash struct {
-	uid             types.UID
-	resourceVersion string
-	hash            string
-}
-
 // RBAC, least privilege: children need get/list/watch (cache), patch and
 // create (server-side apply, which creates a missing object), update (the
 // repair after a foreign edit made an apply invalid, see apply.Applier) and

@@ -26,6 +26,13 @@ const (
 	secretHashLen = 16
 )
 
+// tokenHash is the hash of a token Secret's data at one version of it.
+type tokenHash struct {
+	uid             types.UID
+	resourceVersion string
+	hash            string
+}
+
 // tokenSecretError says that the token Secret a MedOpsAPI references cannot be used.
 type tokenSecretError struct{ msg string }
 
