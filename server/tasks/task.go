@@ -64,7 +64,7 @@ type Task struct {
 type rule struct {
 	required  bool     // must not be blank
 	maxLen    int      // characters of a string, items of a list; 0: none
-	enum      []string // allowed values; the first default is def
+	enum      []string // allowed values
 	def       string   // what Normalize fills in for an empty value
 	multiline bool     // newlines and tabs are allowed
 	doc       string

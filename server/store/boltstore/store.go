@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -190,7 +191,7 @@ func (s *Store) Update(ctx context.Context, id string, ifVersion int64, mutate f
 			return err
 		}
 		next := cur
-		next.Labels = append([]string(nil), cur.Labels...)
+		next.Labels = slices.Clone(cur.Labels) // an empty list stays empty, not null
 		if err := mutate(&next); err != nil {
 			result = err
 			return nil

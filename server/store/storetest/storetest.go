@@ -66,12 +66,19 @@ func testCreateAndGet(t *testing.T, s tasks.Store) {
 		again.Version != 1 || !again.CreatedAt.Equal(got.CreatedAt) || !again.UpdatedAt.Equal(got.UpdatedAt) {
 		t.Fatalf("stored task differs:\n got %+v\nwant %+v", again, got)
 	}
+	bare, err := s.Create(ctx, valid(t, tasks.Task{Title: "no labels"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.Get(ctx, bare.ID); err != nil || got.Labels == nil || got.Due != nil {
+		t.Fatalf("a task without labels or due must read back with labels [] and no due: %#v %v", got, err)
+	}
 	second, err := s.Create(ctx, in)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if second.ID <= got.ID {
-		t.Fatalf("ids not in creation order: %s then %s", got.ID, second.ID)
+	if second.ID <= bare.ID || bare.ID <= got.ID {
+		t.Fatalf("ids not in creation order: %s, %s, %s", got.ID, bare.ID, second.ID)
 	}
 	for _, id := range []string{"01ARZ3NDEKTSV4RRFFQ69G5FAV", "not-an-id", ""} {
 		if _, err := s.Get(ctx, id); !errors.Is(err, tasks.ErrNotFound) {
@@ -97,11 +104,12 @@ func testUpdateAndDeleteVersions(t *testing.T, s tasks.Store) {
 		t.Fatal(err)
 	}
 	if upd.Version != 2 || upd.Status != tasks.StatusDone || upd.ID != tk.ID || !upd.CreatedAt.Equal(tk.CreatedAt) ||
-		upd.UpdatedAt.Before(tk.UpdatedAt) {
-		t.Fatalf("bad update result: %+v", upd)
+		upd.UpdatedAt.Before(tk.UpdatedAt) || upd.Labels == nil {
+		t.Fatalf("bad update result: %#v", upd)
 	}
-	if cur, err := s.Get(ctx, tk.ID); err != nil || cur.Version != 2 || cur.Status != tasks.StatusDone {
-		t.Fatalf("update not stored: %+v %v", cur, err)
+	// An empty label list stays an empty list (JSON []), never null.
+	if cur, err := s.Get(ctx, tk.ID); err != nil || cur.Version != 2 || cur.Status != tasks.StatusDone || cur.Labels == nil {
+		t.Fatalf("update not stored: %#v %v", cur, err)
 	}
 	// Stale version: mutate does not run.
 	ran := false
