@@ -12,9 +12,9 @@ import (
 )
 
 // The OpenAPI 3.0 document is built in Go from the same values the handlers
-// use; each module supplies its own part (tasks.OpenAPI), so it cannot drift
-// from them as a hand-written file would. A test walks the chi tree and checks that the
-// document and the routes list the same operations.
+// use, and each module supplies its own part (tasks.OpenAPI), so it cannot
+// drift from them as a hand-written file would. A test walks the chi tree
+// and checks that the document and the routes list the same operations.
 
 type obj = map[string]any
 
