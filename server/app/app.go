@@ -52,6 +52,8 @@ type App struct {
 	store     tasks.Store // nil when the task module is off
 	mods      *modules
 	root      *chi.Mux
+	handler   http.Handler // observe around root
+	routeCtxs sync.Pool    // *chi.Context, see observe
 	metrics   *httpMetrics
 	ids       *requestIDs
 	recorders sync.Pool
@@ -69,6 +71,7 @@ func New(opts Options) (_ *App, err error) {
 	}
 	a := &App{cfg: opts.Config, log: opts.Logger, reg: opts.Registry}
 	a.recorders.New = func() any { return new(recorder) }
+	a.routeCtxs.New = func() any { return chi.NewRouteContext() }
 	if a.log == nil {
 		a.log = slog.New(slog.DiscardHandler)
 	}
@@ -140,7 +143,11 @@ func (a *App) buildRouter(token string) error {
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
 		httpx.WriteError(w, http.StatusNotFound, "not_found", "no route for "+r.URL.Path, "")
 	})
-	r.Use(a.observe, limitBody(a.cfg.Server.MaxBodySize.Value()))
+	// observe wraps the router instead of being its first middleware: it
+	// hands chi a routing context together with its own values, so the
+	// request is copied once per request instead of twice.
+	a.handler = a.observe(r)
+	r.Use(limitBody(a.cfg.Server.MaxBodySize.Value()))
 	if token != "" {
 		r.Use(requireToken(token))
 	}
@@ -181,7 +188,7 @@ func (a *App) newTasksRouter(read func(http.Handler) http.Handler, invalidate fu
 }
 
 // Handler is the root HTTP handler.
-func (a *App) Handler() http.Handler { return a.root }
+func (a *App) Handler() http.Handler { return a.handler }
 
 // Router exposes the chi tree, for route walks.
 func (a *App) Router() chi.Routes { return a.root }

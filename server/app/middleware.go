@@ -1,6 +1,7 @@
 package app
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -13,6 +14,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"github.com/go-chi/chi/v5"
 
 	"github.com/medops/medops/server/httpx"
 )
@@ -112,7 +115,7 @@ func saneRequestID(s string) bool {
 	return true
 }
 
-// observe is the outermost middleware: request id, panic recovery, one
+// observe is the outermost handler, around the router: request id, panic recovery, one
 // access log line and the request metrics. Recovery sits inside so that a
 // panic is still logged and counted as the 500 it became.
 func (a *App) observe(next http.Handler) http.Handler {
@@ -125,7 +128,15 @@ func (a *App) observe(next http.Handler) http.Handler {
 		w.Header().Set(httpx.HeaderRequestID, id)
 		rec := a.recorders.Get().(*recorder)
 		*rec = recorder{ResponseWriter: w}
-		r = r.WithContext(httpx.WithRequestID(r.Context(), id))
+		// The one copy of the request: chi's routing context and the
+		// request id go into the context together. chi's router, finding
+		// its context already there, routes on this request without
+		// copying it again (it would otherwise, and this middleware once
+		// did too: 11% of the cached gateway GET's allocated bytes).
+		rctx := a.routeCtxs.Get().(*chi.Context)
+		rctx.Reset()
+		rctx.Routes = a.root
+		r = r.WithContext(httpx.WithRequestID(context.WithValue(r.Context(), chi.RouteCtxKey, rctx), id))
 
 		a.serveRecovered(next, rec, r)
 		if rec.bare405 {
@@ -164,6 +175,7 @@ func (a *App) observe(next http.Handler) http.Handler {
 		}
 		*rec = recorder{}
 		a.recorders.Put(rec)
+		a.routeCtxs.Put(rctx)
 	})
 }
 
