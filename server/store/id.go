@@ -99,3 +99,10 @@ func ValidID(s string) bool {
 	}
 	return true
 }
+
+// NewIDSource returns a generator of task ids for a store kept elsewhere
+// (PostgreSQL): ids strictly increase within one process, and ids of
+// different processes sort by their millisecond.
+func NewIDSource(now func() time.Time) func() (string, error) {
+	return newIDGen(now).next
+}

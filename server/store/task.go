@@ -59,6 +59,9 @@ var (
 	ErrNotFound = errors.New("task not found")
 	ErrConflict = errors.New("task version conflict")
 	ErrClosed   = errors.New("store is closed")
+	// ErrUnavailable says the store cannot reach its database right now;
+	// the request may be retried (the API answers 503).
+	ErrUnavailable = errors.New("task store is unavailable")
 )
 
 // FieldError is a validation failure of one task field.
