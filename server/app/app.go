@@ -4,6 +4,7 @@
 package app
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -20,6 +21,7 @@ import (
 	"github.com/medops/medops/api/v1alpha1"
 	"github.com/medops/medops/server/httpx"
 	"github.com/medops/medops/server/store"
+	"github.com/medops/medops/server/store/pgstore"
 	"github.com/medops/medops/server/tasks"
 )
 
@@ -49,7 +51,7 @@ type App struct {
 	cfg       *v1alpha1.WorkloadConfig
 	log       *slog.Logger
 	reg       *prometheus.Registry
-	store     *store.Store // nil when the task module is off
+	store     taskStore // nil when the task module is off
 	mods      *modules
 	root      *chi.Mux
 	metrics   *httpMetrics
@@ -91,7 +93,7 @@ func New(opts Options) (_ *App, err error) {
 		return nil, err
 	}
 	if a.cfg.Modules.TasksEnabled() {
-		if a.store, err = store.Open(a.cfg.DataDir, opts.StoreOptions); err != nil {
+		if a.store, err = a.openStore(opts.StoreOptions); err != nil {
 			return nil, err
 		}
 	}
@@ -103,6 +105,36 @@ func New(opts Options) (_ *App, err error) {
 	}
 	return a, nil
 }
+
+// taskStore is a task store the app opens, serves and closes.
+type taskStore interface {
+	tasks.Store
+	Ready() bool
+	Close() error
+}
+
+// openStore opens PostgreSQL when a DSN file is configured (tasks shared by
+// every replica), else the embedded bbolt file in the data directory.
+func (a *App) openStore(bolt store.Options) (taskStore, error) {
+	if f := a.cfg.Postgres.DSNFile; f != "" {
+		s, err := pgstore.Open(context.Background(), pgstore.Options{DSNFile: f, Logger: a.log})
+		if err != nil {
+			return nil, fmt.Errorf("postgres.dsnFile: %w", err)
+		}
+		return s, nil
+	}
+	s, err := store.Open(a.cfg.DataDir, bolt)
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// sharedStore reports whether tasks live in a database other replicas
+// write too. Then task reads are never served from this replica's response
+// cache: an entry could not learn of another replica's write, so a client
+// that wrote on one replica could read the old version on another.
+func (a *App) sharedStore() bool { return a.cfg.Postgres.DSNFile != "" }
 
 // readToken reads the bearer token once at start: a missing or empty file
 // is a start-up error, never a silently open API.
@@ -180,7 +212,7 @@ func (a *App) Router() chi.Routes { return a.root }
 func (a *App) Registry() *prometheus.Registry { return a.reg }
 
 // Store is the task store, nil when the task module is off.
-func (a *App) Store() *store.Store { return a.store }
+func (a *App) Store() interface{ Close() error } { return a.store }
 
 // SetDraining turns readiness off: the first step of a graceful shutdown.
 func (a *App) SetDraining() { a.draining.Store(true) }
@@ -199,7 +231,7 @@ func (a *App) readyz(w http.ResponseWriter, _ *http.Request) {
 	case a.draining.Load():
 		httpx.WriteError(w, http.StatusServiceUnavailable, "draining", "shutting down", "")
 	case a.store != nil && !a.store.Ready():
-		httpx.WriteError(w, http.StatusServiceUnavailable, "not_ready", "the task store is not open", "")
+		httpx.WriteError(w, http.StatusServiceUnavailable, "not_ready", "the task store is closed or cannot reach its database", "")
 	default:
 		_ = httpx.WriteJSON(w, http.StatusOK, map[string]string{"status": "ready"})
 	}

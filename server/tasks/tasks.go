@@ -4,6 +4,7 @@ package tasks
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -24,9 +25,19 @@ import (
 // MergePatchType is the media type of RFC 7386 JSON merge patches.
 const MergePatchType = "application/merge-patch+json"
 
+// Store is what the module needs of a task store: the embedded bbolt store
+// and the PostgreSQL store (server/store/pgstore) both provide it.
+type Store interface {
+	Create(ctx context.Context, t store.Task) (store.Task, error)
+	Get(ctx context.Context, id string) (store.Task, error)
+	Update(ctx context.Context, id string, ifVersion int64, mutate func(*store.Task) error) (store.Task, error)
+	Delete(ctx context.Context, id string, ifVersion int64) error
+	List(ctx context.Context, o store.ListOptions) (store.Page, error)
+}
+
 // Options configure the module.
 type Options struct {
-	Store  *store.Store
+	Store  Store
 	Logger *slog.Logger
 	// BasePath is where the router is mounted; Location headers use it.
 	BasePath string
@@ -40,7 +51,7 @@ type Options struct {
 }
 
 type handler struct {
-	st      *store.Store
+	st      Store
 	log     *slog.Logger
 	base    string
 	onWrite func()
@@ -417,6 +428,11 @@ func (h *handler) storeError(w http.ResponseWriter, r *http.Request, err error) 
 		httpx.WriteError(w, http.StatusNotFound, "not_found", "no task with this id", "id")
 	case errors.Is(err, store.ErrBadCursor):
 		httpx.WriteError(w, http.StatusBadRequest, "invalid", "cursor is not one this server returned", "cursor")
+	case errors.Is(err, store.ErrUnavailable):
+		// The database is out of reach and the write was not acknowledged;
+		// the client may retry once /readyz is green again.
+		w.Header().Set("Retry-After", "1")
+		httpx.WriteError(w, http.StatusServiceUnavailable, "unavailable", "the task store cannot reach its database; retry shortly", "")
 	case errors.Is(err, store.ErrClosed):
 		httpx.WriteError(w, http.StatusServiceUnavailable, "unavailable", "the task store is closed", "")
 	case r.Context().Err() != nil:
