@@ -295,7 +295,9 @@ func TestPostgresRestartUnderLoad(t *testing.T) {
 		defer mu.Unlock()
 		return statuses[http.StatusServiceUnavailable] >= 20
 	})
-	srv.Restart()
+	if err := srv.Restart(); err != nil {
+		t.Fatal(err)
+	}
 	phase.Store(2)
 	waitFor("/readyz 200 after the restart", func() bool { return readyz() == http.StatusOK })
 	waitFor("creates after the restart", func() bool { return okAfter.Load() >= 200 })

@@ -85,7 +85,6 @@ func Require(t testing.TB) string {
 
 // Server is one running PostgreSQL server.
 type Server struct {
-	t        testing.TB
 	bin      string
 	dir      string // owned by the server's user; holds data, socket, log
 	Port     int
@@ -95,27 +94,42 @@ type Server struct {
 	done     chan struct{}
 }
 
-// Start initialises a cluster and starts it. The role User owns the
+// Start initialises a cluster and starts it for one test, and stops it
+// and removes its folder when the test ends. The role User owns the
 // database Database and logs in with Password over TCP; the superuser
 // postgres logs in over the unix socket without one (Admin).
 func Start(t testing.TB) *Server {
 	t.Helper()
 	bin := Require(t)
-	s := &Server{t: t, bin: bin}
-	var err error
-	if s.cred, err = serverUser(); err != nil {
+	s, err := Launch(bin)
+	if err != nil {
 		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	return s
+}
+
+// Launch is Start outside a test (make bench-api): the caller must Close
+// the server.
+func Launch(bin string) (_ *Server, err error) {
+	s := &Server{bin: bin}
+	if s.cred, err = serverUser(); err != nil {
+		return nil, err
 	}
 	// Not t.TempDir: its parents are private to root, and the server runs as
 	// nobody. The path stays short because a unix socket path is limited to
 	// about 100 bytes.
 	if s.dir, err = os.MkdirTemp("", "medops-pg-"); err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
-	t.Cleanup(func() { _ = os.RemoveAll(s.dir) })
+	defer func() {
+		if err != nil {
+			_ = s.Close()
+		}
+	}()
 	if s.cred != nil {
 		if err := os.Chown(s.dir, int(s.cred.Uid), int(s.cred.Gid)); err != nil {
-			t.Fatal(err)
+			return nil, err
 		}
 	}
 	pw := make([]byte, 12)
@@ -123,22 +137,35 @@ func Start(t testing.TB) *Server {
 	s.Password = "pw-" + hex.EncodeToString(pw)
 	pwFile := filepath.Join(s.dir, "superuser-pw")
 	if err := s.writeOwned(pwFile, "unused-"+s.Password); err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	// -N skips initdb's own fsyncs (the folder is thrown away); commits are
 	// still fsynced by the running server, which is what the tests rely on.
 	initdb := s.command(filepath.Join(bin, "initdb"), "-N", "-D", s.dataDir(), "-U", "postgres",
 		"--pwfile", pwFile, "--auth-local=trust", "--auth-host=scram-sha-256", "--encoding=UTF8", "--locale=C")
 	if out, err := initdb.CombinedOutput(); err != nil {
-		t.Fatalf("initdb: %v\n%s", err, out)
+		return nil, fmt.Errorf("initdb: %w\n%s", err, out)
 	}
-	s.start()
-	t.Cleanup(s.stop)
+	if err := s.start(); err != nil {
+		return nil, err
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	s.Exec(ctx, fmt.Sprintf("CREATE ROLE %s LOGIN PASSWORD '%s'", User, s.Password))
-	s.Exec(ctx, fmt.Sprintf("CREATE DATABASE %s OWNER %s", Database, User))
-	return s
+	for _, sql := range []string{
+		fmt.Sprintf("CREATE ROLE %s LOGIN PASSWORD '%s'", User, s.Password),
+		fmt.Sprintf("CREATE DATABASE %s OWNER %s", Database, User),
+	} {
+		if err := s.exec(ctx, sql); err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// Close stops the server (fast shutdown) and removes its folder.
+func (s *Server) Close() error {
+	s.stop()
+	return os.RemoveAll(s.dir)
 }
 
 // serverUser is the user the server runs as: nobody when we are root.
@@ -178,18 +205,19 @@ func (s *Server) command(name string, args ...string) *exec.Cmd {
 // start runs the postmaster (not through pg_ctl, so its PID is our child's)
 // and waits until it accepts connections. The first start picks a free
 // port; restarts keep it, so clients reconnect to the same address.
-func (s *Server) start() {
-	s.t.Helper()
+func (s *Server) start() error {
 	for attempt := 0; ; attempt++ {
-		if s.Port == 0 || attempt > 0 {
-			s.Port = freePort(s.t)
+		port, err := freePort()
+		if err != nil {
+			return err
 		}
-		err := s.startOnce()
+		s.Port = port
+		err = s.startOnce()
 		if err == nil {
-			return
+			return nil
 		}
 		if attempt == 2 || !strings.Contains(s.log(), "could not bind") {
-			s.t.Fatalf("starting postgres: %v\n%s", err, s.log())
+			return fmt.Errorf("starting postgres: %w\n%s", err, s.log())
 		}
 	}
 }
@@ -247,14 +275,13 @@ func (s *Server) log() string {
 // Log returns the server's log, for failure messages.
 func (s *Server) Log() string { return s.log() }
 
-func freePort(t testing.TB) int {
-	t.Helper()
+func freePort() (int, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		t.Fatal(err)
+		return 0, err
 	}
 	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 // signal sends sig to the postmaster and waits for it to exit.
@@ -287,11 +314,11 @@ func (s *Server) Crash() { s.signal(syscall.SIGQUIT) }
 func (s *Server) Stop() { s.stop() }
 
 // Restart starts the stopped server again on the same port.
-func (s *Server) Restart() {
-	s.t.Helper()
+func (s *Server) Restart() error {
 	if err := s.startOnce(); err != nil {
-		s.t.Fatalf("restarting postgres: %v\n%s", err, s.log())
+		return fmt.Errorf("restarting postgres: %w\n%s", err, s.log())
 	}
+	return nil
 }
 
 // AdminDSN connects as the superuser over the unix socket.
@@ -305,24 +332,23 @@ func (s *Server) DSN(db string) string {
 }
 
 // Exec runs statements as the superuser and fails the test on error.
-func (s *Server) Exec(ctx context.Context, sql string, args ...any) {
-	s.t.Helper()
-	c, err := pgx.Connect(ctx, s.AdminDSN())
-	if err != nil {
-		s.t.Fatalf("connecting as postgres: %v", err)
-	}
-	defer c.Close(context.Background())
-	if _, err := c.Exec(ctx, sql, args...); err != nil {
-		s.t.Fatalf("%s: %v", sql, err)
+func (s *Server) Exec(t testing.TB, sql string, args ...any) {
+	t.Helper()
+	if err := s.exec(t.Context(), sql, args...); err != nil {
+		t.Fatal(err)
 	}
 }
 
-// CreateDatabase makes a fresh database owned by User and returns its DSN,
-// so that tests sharing a server do not see each other's tasks.
-func (s *Server) CreateDatabase(ctx context.Context, name string) string {
-	s.t.Helper()
-	s.Exec(ctx, fmt.Sprintf("CREATE DATABASE %s OWNER %s", pgx.Identifier{name}.Sanitize(), User))
-	return s.DSN(name)
+func (s *Server) exec(ctx context.Context, sql string, args ...any) error {
+	c, err := pgx.Connect(ctx, s.AdminDSN())
+	if err != nil {
+		return fmt.Errorf("connecting as postgres: %w", err)
+	}
+	defer c.Close(context.Background())
+	if _, err := c.Exec(ctx, sql, args...); err != nil {
+		return fmt.Errorf("%s: %w", sql, err)
+	}
+	return nil
 }
 
 // WriteDSNFile writes dsn to a file the test owns and returns its path.

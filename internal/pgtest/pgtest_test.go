@@ -33,7 +33,9 @@ func TestServerRunsUnprivilegedAndSurvivesACrash(t *testing.T) {
 		t.Fatalf("postgres runs as root:\n%s", st)
 	}
 	s.Crash()
-	s.Restart()
+	if err := s.Restart(); err != nil {
+		t.Fatal(err)
+	}
 	c, err = pgx.Connect(ctx, s.DSN(Database))
 	if err != nil {
 		t.Fatal(err)

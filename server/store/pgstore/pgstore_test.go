@@ -140,7 +140,9 @@ func TestOutageFailsFastAndRecovers(t *testing.T) {
 		}
 		errsSeen = append(errsSeen, err.Error())
 	}
-	srv.Restart()
+	if err := srv.Restart(); err != nil {
+		t.Fatal(err)
+	}
 	deadline = time.Now().Add(30 * time.Second)
 	for !s.Ready() {
 		if time.Now().After(deadline) {
@@ -177,13 +179,13 @@ func TestRotatedPasswordIsReadFromTheFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	newPW := "rotated-" + srv.Password
-	srv.Exec(ctx, fmt.Sprintf("ALTER ROLE %s PASSWORD '%s'", pgtest.User, newPW))
+	srv.Exec(t, fmt.Sprintf("ALTER ROLE %s PASSWORD '%s'", pgtest.User, newPW))
 	if err := os.WriteFile(dsnFile, []byte(strings.Replace(srv.DSN(pgtest.Database), srv.Password, newPW, 1)), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	// End every session: the pool must open new connections, which only
 	// the new password opens.
-	srv.Exec(ctx, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1", pgtest.User)
+	srv.Exec(t, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1", pgtest.User)
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		got, err := s.Get(ctx, tk.ID)
