@@ -75,7 +75,7 @@ func Require(t testing.TB) string {
 	if err == nil {
 		return dir
 	}
-	msg := fmt.Sprintf("%v: install PostgreSQL 15 with `apt-get install postgresql-15` (or point %s at its bin folder) to run this test", err, EnvBinDir)
+	msg := fmt.Sprintf("%v: install PostgreSQL 15 with `make install-postgres` (apt-get install postgresql-15) or point %s at its bin folder to run this test", err, EnvBinDir)
 	if os.Getenv(EnvRequire) == "1" {
 		t.Fatalf("%s; %s=1 forbids skipping", msg, EnvRequire)
 	}
