@@ -268,3 +268,36 @@ func (s *syncBuf) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// BenchmarkCreateParallel measures durable creates (each committed with
+// fsync before it returns) from many concurrent writers.
+func BenchmarkCreateParallel(b *testing.B) {
+	srv := pgtest.Start(b)
+	s := openTest(b, pgtest.WriteDSNFile(b, srv.DSN(pgtest.Database)), Options{})
+	b.SetParallelism(16)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, err := s.Create(b.Context(), store.Task{Title: "bench", Labels: []string{"a"}}); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "creates/s")
+}
+
+func BenchmarkGet(b *testing.B) {
+	srv := pgtest.Start(b)
+	s := openTest(b, pgtest.WriteDSNFile(b, srv.DSN(pgtest.Database)), Options{})
+	tk, err := s.Create(b.Context(), store.Task{Title: "bench"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := s.Get(b.Context(), tk.ID); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
