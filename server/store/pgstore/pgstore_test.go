@@ -1,16 +1,21 @@
 package pgstore
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
 	"os"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/medops/medops/internal/pgtest"
 	"github.com/medops/medops/server/store"
@@ -299,5 +304,35 @@ func BenchmarkGet(b *testing.B) {
 		if _, err := s.Get(b.Context(), tk.ID); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestUnreachableOrRefused: only errors that mean the database is out of
+// reach turn into 503s; a statement the server refused stays an error of
+// its own (500), so a bug is not disguised as an outage.
+func TestUnreachableOrRefused(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		err  error
+		want bool
+	}{
+		{"dial refused", &net.OpError{Op: "dial", Err: syscall.ECONNREFUSED}, true},
+		{"reset", fmt.Errorf("read: %w", syscall.ECONNRESET), true},
+		{"eof", fmt.Errorf("receive message: %w", io.ErrUnexpectedEOF), true},
+		{"timeout", fmt.Errorf("query: %w", context.DeadlineExceeded), true},
+		{"conn closed", fmt.Errorf("query: %w", pgconn.ErrConnClosed), true},
+		{"admin shutdown", &pgconn.PgError{Code: "57P01"}, true},
+		{"starting up", &pgconn.PgError{Code: "57P03"}, true},
+		{"connection failure", &pgconn.PgError{Code: "08006"}, true},
+		{"read-only standby", &pgconn.PgError{Code: "25006"}, true},
+		{"unique violation", &pgconn.PgError{Code: "23505"}, false},
+		{"undefined table", &pgconn.PgError{Code: "42P01"}, false},
+		{"plain bug", errors.New("cannot scan"), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := unreachable(tc.err); got != tc.want {
+				t.Fatalf("unreachable(%v) = %v, want %v", tc.err, got, tc.want)
+			}
+		})
 	}
 }
