@@ -154,7 +154,7 @@ func (s *Store) migrateWhenReachable(ctx context.Context, within time.Duration) 
 		if err == nil {
 			return nil
 		}
-		if !unreachable(err) || ctx.Err() != nil {
+		if !unreachable(err) || misconfigured(err) || ctx.Err() != nil {
 			return fmt.Errorf("preparing the postgres task schema: %w", s.dsn.redact(err))
 		}
 		s.log.Warn("waiting for PostgreSQL", "err", s.dsn.redact(err).Error(), "retryIn", backoff.String())
@@ -165,6 +165,14 @@ func (s *Store) migrateWhenReachable(ctx context.Context, within time.Duration) 
 		}
 		backoff = min(2*backoff, maxBackoff)
 	}
+}
+
+// misconfigured reports refusals that waiting will not cure: a wrong
+// password or user, a missing database, missing privileges. Start-up stops
+// on them at once with the server's reason.
+func misconfigured(err error) bool {
+	var pge *pgconn.PgError
+	return errors.As(err, &pge) && (strings.HasPrefix(pge.Code, "28") || pge.Code == "3D000" || pge.Code == "42501")
 }
 
 // Close stops the monitor and closes every connection.
@@ -276,6 +284,12 @@ func domain(err error) bool {
 // connections, and the server's own connection-level errors. Everything
 // else (a refused statement, a bug) stays a plain error, a 500.
 func unreachable(err error) bool {
+	var ce *pgconn.ConnectError
+	if errors.As(err, &ce) {
+		// Whatever the reason (even a rejected password mid-rotation), no
+		// connection means no store until the monitor gets one.
+		return true
+	}
 	var pge *pgconn.PgError
 	if errors.As(err, &pge) {
 		switch {
@@ -290,11 +304,8 @@ func unreachable(err error) bool {
 		}
 		return false
 	}
-	var (
-		ce *pgconn.ConnectError
-		ne net.Error
-	)
-	return errors.As(err, &ce) || errors.As(err, &ne) || pgconn.Timeout(err) ||
+	var ne net.Error
+	return errors.As(err, &ne) || pgconn.Timeout(err) ||
 		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, pgconn.ErrConnClosed) ||
 		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
 		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNREFUSED)

@@ -241,6 +241,21 @@ func TestBadDSNFileNamesTheFileNotTheSecret(t *testing.T) {
 	}
 }
 
+// TestWrongPasswordStopsStartUpAtOnce: a rejected password is not waited
+// out for the start timeout; the error says why, without the password.
+func TestWrongPasswordStopsStartUpAtOnce(t *testing.T) {
+	srv := pgtest.Start(t)
+	wrong := "wrong-" + srv.Password
+	f := pgtest.WriteDSNFile(t, strings.Replace(srv.DSN(pgtest.Database), srv.Password, wrong, 1))
+	_, err := Open(t.Context(), Options{DSNFile: f, StartTimeout: time.Minute})
+	if err == nil || !strings.Contains(err.Error(), "password authentication failed") || strings.Contains(err.Error(), "gave up") {
+		t.Fatalf("want an immediate authentication error, got %v", err)
+	}
+	if strings.Contains(err.Error(), wrong) {
+		t.Fatalf("the password leaked: %v", err)
+	}
+}
+
 // TestUnreachableAtStartGivesUpWithoutTheSecret: a database that never
 // answers makes Open fail after its start timeout, naming the problem
 // without the password.
@@ -328,6 +343,7 @@ func TestUnreachableOrRefused(t *testing.T) {
 		{"unique violation", &pgconn.PgError{Code: "23505"}, false},
 		{"undefined table", &pgconn.PgError{Code: "42P01"}, false},
 		{"plain bug", errors.New("cannot scan"), false},
+		{"connect refused by the server", &pgconn.ConnectError{Config: &pgconn.Config{}}, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := unreachable(tc.err); got != tc.want {
