@@ -351,6 +351,14 @@ func (s *Server) exec(ctx context.Context, sql string, args ...any) error {
 	return nil
 }
 
+// CreateDatabase makes a fresh database owned by User and returns its DSN,
+// so that tests sharing a server do not see each other's tasks.
+func (s *Server) CreateDatabase(t testing.TB, name string) string {
+	t.Helper()
+	s.Exec(t, fmt.Sprintf("CREATE DATABASE %s OWNER %s", pgx.Identifier{name}.Sanitize(), User))
+	return s.DSN(name)
+}
+
 // WriteDSNFile writes dsn to a file the test owns and returns its path.
 func WriteDSNFile(t testing.TB, dsn string) string {
 	t.Helper()

@@ -20,7 +20,7 @@ import (
 
 	"github.com/medops/medops/api/v1alpha1"
 	"github.com/medops/medops/server/httpx"
-	"github.com/medops/medops/server/store"
+	"github.com/medops/medops/server/store/boltstore"
 	"github.com/medops/medops/server/store/pgstore"
 	"github.com/medops/medops/server/tasks"
 )
@@ -43,7 +43,7 @@ type Options struct {
 	// apps in one process do not collide.
 	Registry *prometheus.Registry
 	// StoreOptions tune the task store (tests shorten the batch delay).
-	StoreOptions store.Options
+	StoreOptions boltstore.Options
 }
 
 // App is a ready-to-serve medops-api.
@@ -51,7 +51,7 @@ type App struct {
 	cfg       *v1alpha1.WorkloadConfig
 	log       *slog.Logger
 	reg       *prometheus.Registry
-	store     taskStore // nil when the task module is off
+	store     tasks.Store // nil when the task module is off
 	mods      *modules
 	root      *chi.Mux
 	metrics   *httpMetrics
@@ -106,16 +106,11 @@ func New(opts Options) (_ *App, err error) {
 	return a, nil
 }
 
-// taskStore is a task store the app opens, serves and closes.
-type taskStore interface {
-	tasks.Store
-	Ready() bool
-	Close() error
-}
-
 // openStore opens PostgreSQL when a DSN file is configured (tasks shared by
-// every replica), else the embedded bbolt file in the data directory.
-func (a *App) openStore(bolt store.Options) (taskStore, error) {
+// every replica), else the embedded bbolt file in the data directory. It
+// returns the interface so that a nil *Store never hides in a non-nil
+// tasks.Store.
+func (a *App) openStore(bolt boltstore.Options) (tasks.Store, error) {
 	if f := a.cfg.Postgres.DSNFile; f != "" {
 		s, err := pgstore.Open(context.Background(), pgstore.Options{DSNFile: f, Logger: a.log})
 		if err != nil {
@@ -123,7 +118,7 @@ func (a *App) openStore(bolt store.Options) (taskStore, error) {
 		}
 		return s, nil
 	}
-	s, err := store.Open(a.cfg.DataDir, bolt)
+	s, err := boltstore.Open(a.cfg.DataDir, bolt)
 	if err != nil {
 		return nil, err
 	}
@@ -212,7 +207,7 @@ func (a *App) Router() chi.Routes { return a.root }
 func (a *App) Registry() *prometheus.Registry { return a.reg }
 
 // Store is the task store, nil when the task module is off.
-func (a *App) Store() interface{ Close() error } { return a.store }
+func (a *App) Store() tasks.Store { return a.store }
 
 // SetDraining turns readiness off: the first step of a graceful shutdown.
 func (a *App) SetDraining() { a.draining.Store(true) }

@@ -1,14 +1,15 @@
 // Package pgstore keeps tasks in PostgreSQL, so that several medops-api
 // replicas on several nodes share one set of tasks. It behaves like the
-// embedded bbolt store (server/store): same ids, versions, filters, cursor
-// pagination and limits, and a write returns only after its commit.
+// embedded bbolt store (server/store/boltstore): it passes the same
+// conformance suite (server/store/storetest), and a write returns only
+// after its commit.
 //
 // Conditional writes (If-Match) are decided by the database: an update is
 // "UPDATE ... WHERE id = $1 AND version = $2", so of two replicas racing on
 // one version exactly one changes a row; there is no read-then-write window.
 //
 // When the database cannot be reached every call fails at once with
-// store.ErrUnavailable (the API answers 503) instead of hanging, Ready turns
+// tasks.ErrUnavailable (the API answers 503) instead of hanging, Ready turns
 // false, and a monitor pings with growing back-off until it answers again.
 // The connection string is read from a file on every new connection, so a
 // rotated password is used without a restart, and it never appears in an
@@ -24,6 +25,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -33,7 +35,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/medops/medops/server/store"
+	"github.com/medops/medops/server/tasks"
 )
 
 const (
@@ -69,11 +71,11 @@ type Options struct {
 	StartTimeout time.Duration
 }
 
-// Store is the PostgreSQL task store. It is safe for concurrent use.
+// Store is the PostgreSQL task tasks. It is safe for concurrent use.
 type Store struct {
 	pool      *pgxpool.Pool
 	dsn       *dsnSource
-	ids       func() (string, error)
+	ids       *tasks.IDGen
 	now       func() time.Time
 	log       *slog.Logger
 	opTimeout time.Duration
@@ -107,7 +109,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	if s.opTimeout <= 0 {
 		s.opTimeout = defaultOpTimeout
 	}
-	s.ids = store.NewIDSource(s.now)
+	s.ids = tasks.NewIDGen(s.now)
 	pc, err := s.dsn.config()
 	if err != nil {
 		return nil, err
@@ -241,15 +243,15 @@ func (s *Store) markDown(err error) {
 
 // run calls fn with the call's timeout and turns what went wrong into the
 // store's errors: domain outcomes pass through, an unreachable database
-// becomes store.ErrUnavailable, anything else is wrapped with what.
+// becomes tasks.ErrUnavailable, anything else is wrapped with what.
 func (s *Store) run(ctx context.Context, what string, fn func(context.Context) error) error {
 	if s.closed.Load() {
-		return store.ErrClosed
+		return tasks.ErrClosed
 	}
 	if !s.up.Load() {
 		// Fail at once while the monitor waits for the database: piling
 		// requests onto connection attempts would only slow its recovery.
-		return fmt.Errorf("%s: %w", what, store.ErrUnavailable)
+		return fmt.Errorf("%s: %w", what, tasks.ErrUnavailable)
 	}
 	octx, cancel := context.WithTimeout(ctx, s.opTimeout)
 	defer cancel()
@@ -267,16 +269,16 @@ func (s *Store) run(ctx context.Context, what string, fn func(context.Context) e
 		return fmt.Errorf("%s: %w", what, ctx.Err())
 	case unreachable(err):
 		s.markDown(err)
-		return fmt.Errorf("%s: %w: %w", what, store.ErrUnavailable, s.dsn.redact(err))
+		return fmt.Errorf("%s: %w: %w", what, tasks.ErrUnavailable, s.dsn.redact(err))
 	}
 	return fmt.Errorf("%s: %w", what, s.dsn.redact(err))
 }
 
 // domain reports the outcomes of the caller's own making.
 func domain(err error) bool {
-	var fe *store.FieldError
-	return errors.Is(err, store.ErrNotFound) || errors.Is(err, store.ErrConflict) ||
-		errors.Is(err, store.ErrBadCursor) || errors.As(err, &fe)
+	var fe *tasks.FieldError
+	return errors.Is(err, tasks.ErrNotFound) || errors.Is(err, tasks.ErrConflict) ||
+		errors.Is(err, tasks.ErrBadCursor) || errors.As(err, &fe)
 }
 
 // unreachable reports errors that mean the database is out of reach rather
@@ -311,108 +313,110 @@ func unreachable(err error) bool {
 		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNREFUSED)
 }
 
+// labelsColumn is the labels for the array column, which is NOT NULL: a
+// task without labels has an empty array there (its JSON keeps its own
+// form).
+func labelsColumn(l []string) []string {
+	if l == nil {
+		return []string{}
+	}
+	return l
+}
+
 const insertSQL = `INSERT INTO medops_tasks (id, version, status, priority, assignee, labels, body)
 VALUES ($1, $2, $3, $4, $5, $6, $7)`
 
 // Create stores a new task and returns it once the commit is durable.
-func (s *Store) Create(ctx context.Context, t store.Task) (store.Task, error) {
+func (s *Store) Create(ctx context.Context, t tasks.Task) (tasks.Task, error) {
 	if err := ctx.Err(); err != nil {
-		return store.Task{}, err
+		return tasks.Task{}, err
 	}
-	id, err := s.ids()
+	id, err := s.ids.Next()
 	if err != nil {
-		return store.Task{}, err
+		return tasks.Task{}, err
 	}
 	now := s.now().UTC()
 	t.ID, t.CreatedAt, t.UpdatedAt, t.Version = id, now, now, 1
-	t.Normalize()
-	if err := t.Validate(); err != nil {
-		return store.Task{}, err
-	}
 	body, err := json.Marshal(&t)
 	if err != nil {
-		return store.Task{}, fmt.Errorf("encoding task: %w", err)
+		return tasks.Task{}, fmt.Errorf("encoding task: %w", err)
 	}
 	err = s.run(ctx, "creating task", func(ctx context.Context) error {
-		_, err := s.pool.Exec(ctx, insertSQL, t.ID, t.Version, t.Status, t.Priority, t.Assignee, t.Labels, body)
+		_, err := s.pool.Exec(ctx, insertSQL, t.ID, t.Version, t.Status, t.Priority, t.Assignee, labelsColumn(t.Labels), body)
 		return err
 	})
 	if err != nil {
-		return store.Task{}, err
+		return tasks.Task{}, err
 	}
 	return t, nil
 }
 
 // Get returns one task.
-func (s *Store) Get(ctx context.Context, id string) (store.Task, error) {
-	if !store.ValidID(id) {
-		return store.Task{}, store.ErrNotFound
+func (s *Store) Get(ctx context.Context, id string) (tasks.Task, error) {
+	if !tasks.ValidID(id) {
+		return tasks.Task{}, tasks.ErrNotFound
 	}
 	var body []byte
 	err := s.run(ctx, "reading task "+id, func(ctx context.Context) error {
 		err := s.pool.QueryRow(ctx, `SELECT body FROM medops_tasks WHERE id = $1`, id).Scan(&body)
 		if errors.Is(err, pgx.ErrNoRows) {
-			return store.ErrNotFound
+			return tasks.ErrNotFound
 		}
 		return err
 	})
 	if err != nil {
-		return store.Task{}, err
+		return tasks.Task{}, err
 	}
-	var t store.Task
+	var t tasks.Task
 	if err := json.Unmarshal(body, &t); err != nil {
-		return store.Task{}, fmt.Errorf("decoding task %s: %w", id, err)
+		return tasks.Task{}, fmt.Errorf("decoding task %s: %w", id, err)
 	}
 	return t, nil
 }
 
 // Update applies mutate to the current task and stores the result. When
 // ifVersion is not zero the task must still be at that version, or a
-// *store.ConflictError is returned. The write is conditional on the version
+// *tasks.ConflictError is returned. The write is conditional on the version
 // read, so a concurrent writer (on any replica) makes it retry (ifVersion
 // zero) or fail with a conflict; mutate may therefore run more than once,
 // always on a freshly read task.
-func (s *Store) Update(ctx context.Context, id string, ifVersion int64, mutate func(*store.Task) error) (store.Task, error) {
+func (s *Store) Update(ctx context.Context, id string, ifVersion int64, mutate func(*tasks.Task) error) (tasks.Task, error) {
 	if err := ctx.Err(); err != nil {
-		return store.Task{}, err
+		return tasks.Task{}, err
 	}
-	if !store.ValidID(id) {
-		return store.Task{}, store.ErrNotFound
+	if !tasks.ValidID(id) {
+		return tasks.Task{}, tasks.ErrNotFound
 	}
 	for range maxUpdateTries {
 		cur, err := s.Get(ctx, id)
 		if err != nil {
-			return store.Task{}, err
+			return tasks.Task{}, err
 		}
 		if ifVersion != 0 && cur.Version != ifVersion {
-			return store.Task{}, &store.ConflictError{ID: id, Expected: ifVersion, Current: cur.Version}
+			return tasks.Task{}, &tasks.ConflictError{ID: id, Expected: ifVersion, Current: cur.Version}
 		}
 		next := cur
-		next.Labels = append([]string(nil), cur.Labels...)
+		next.Labels = slices.Clone(cur.Labels) // an empty list stays empty, not null
 		if err := mutate(&next); err != nil {
-			return store.Task{}, err
+			return tasks.Task{}, err
 		}
 		next.ID, next.CreatedAt = cur.ID, cur.CreatedAt
 		next.Version = cur.Version + 1
 		next.UpdatedAt = s.now().UTC()
-		next.Normalize()
-		if err := next.Validate(); err != nil {
-			return store.Task{}, err
-		}
 		body, err := json.Marshal(&next)
 		if err != nil {
-			return store.Task{}, fmt.Errorf("encoding task %s: %w", id, err)
+			return tasks.Task{}, fmt.Errorf("encoding task %s: %w", id, err)
 		}
 		var won bool
 		err = s.run(ctx, "updating task "+id, func(ctx context.Context) error {
 			tag, err := s.pool.Exec(ctx, `UPDATE medops_tasks
 SET version = $3, status = $4, priority = $5, assignee = $6, labels = $7, body = $8
-WHERE id = $1 AND version = $2`, id, cur.Version, next.Version, next.Status, next.Priority, next.Assignee, next.Labels, body)
+WHERE id = $1 AND version = $2`, id, cur.Version, next.Version, next.Status, next.Priority, next.Assignee, labelsColumn(next.Labels), body)
 			won = err == nil && tag.RowsAffected() == 1
 			return err
 		})
 		if err != nil {
-			return store.Task{}, err
+			return tasks.Task{}, err
 		}
 		if won {
 			return next, nil
@@ -423,12 +427,12 @@ WHERE id = $1 AND version = $2`, id, cur.Version, next.Version, next.Status, nex
 		if ifVersion != 0 {
 			now, err := s.Get(ctx, id)
 			if err != nil {
-				return store.Task{}, err
+				return tasks.Task{}, err
 			}
-			return store.Task{}, &store.ConflictError{ID: id, Expected: ifVersion, Current: now.Version}
+			return tasks.Task{}, &tasks.ConflictError{ID: id, Expected: ifVersion, Current: now.Version}
 		}
 	}
-	return store.Task{}, fmt.Errorf("updating task %s: lost %d races to other writers in a row", id, maxUpdateTries)
+	return tasks.Task{}, fmt.Errorf("updating task %s: lost %d races to other writers in a row", id, maxUpdateTries)
 }
 
 // Delete removes a task. When ifVersion is not zero the task must still be
@@ -437,8 +441,8 @@ func (s *Store) Delete(ctx context.Context, id string, ifVersion int64) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if !store.ValidID(id) {
-		return store.ErrNotFound
+	if !tasks.ValidID(id) {
+		return tasks.ErrNotFound
 	}
 	var deleted bool
 	err := s.run(ctx, "deleting task "+id, func(ctx context.Context) error {
@@ -453,17 +457,17 @@ func (s *Store) Delete(ctx context.Context, id string, ifVersion int64) error {
 	if err != nil {
 		return err // ErrNotFound: there was nothing to delete
 	}
-	return &store.ConflictError{ID: id, Expected: ifVersion, Current: cur.Version}
+	return &tasks.ConflictError{ID: id, Expected: ifVersion, Current: cur.Version}
 }
 
 // List returns tasks in id (creation) order, filtered and paged like the
 // bbolt store's List.
-func (s *Store) List(ctx context.Context, o store.ListOptions) (store.Page, error) {
-	limit := o.Limit
-	if limit <= 0 {
-		limit = store.DefaultLimit
+func (s *Store) List(ctx context.Context, o tasks.ListOptions) (tasks.Page, error) {
+	limit := o.PageSize()
+	after, err := o.After()
+	if err != nil {
+		return tasks.Page{}, err
 	}
-	limit = min(limit, store.MaxLimit)
 	var (
 		where []string
 		args  []any
@@ -472,11 +476,7 @@ func (s *Store) List(ctx context.Context, o store.ListOptions) (store.Page, erro
 		args = append(args, v)
 		where = append(where, fmt.Sprintf(format, len(args)))
 	}
-	if o.Cursor != "" {
-		after, err := store.DecodeCursor(o.Cursor)
-		if err != nil {
-			return store.Page{}, err
-		}
+	if after != "" {
 		cond("id > $%d", after)
 	}
 	if o.Status != "" {
@@ -502,7 +502,7 @@ func (s *Store) List(ctx context.Context, o store.ListOptions) (store.Page, erro
 	// Only database work runs inside run: anything failing there is the
 	// database's doing, which run classifies.
 	var bodies [][]byte
-	err := s.run(ctx, "listing tasks", func(ctx context.Context) error {
+	err = s.run(ctx, "listing tasks", func(ctx context.Context) error {
 		bodies = bodies[:0]
 		rows, err := s.pool.Query(ctx, q, args...)
 		if err != nil {
@@ -519,17 +519,17 @@ func (s *Store) List(ctx context.Context, o store.ListOptions) (store.Page, erro
 		return rows.Err()
 	})
 	if err != nil {
-		return store.Page{}, err
+		return tasks.Page{}, err
 	}
-	page := store.Page{Items: make([]store.Task, len(bodies))}
+	page := tasks.Page{Items: make([]tasks.Task, len(bodies))}
 	for i, b := range bodies {
 		if err := json.Unmarshal(b, &page.Items[i]); err != nil {
-			return store.Page{}, fmt.Errorf("decoding a listed task: %w", err)
+			return tasks.Page{}, fmt.Errorf("decoding a listed task: %w", err)
 		}
 	}
 	if len(page.Items) > limit {
 		page.Items = page.Items[:limit]
-		page.Next = store.EncodeCursor(page.Items[limit-1].ID)
+		page.Next = tasks.EncodeCursor(page.Items[limit-1].ID)
 	}
 	return page, nil
 }

@@ -18,7 +18,8 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/medops/medops/internal/pgtest"
-	"github.com/medops/medops/server/store"
+	"github.com/medops/medops/server/store/storetest"
+	"github.com/medops/medops/server/tasks"
 )
 
 func openTest(t testing.TB, dsnFile string, opts Options) *Store {
@@ -30,6 +31,18 @@ func openTest(t testing.TB, dsnFile string, opts Options) *Store {
 	}
 	t.Cleanup(func() { _ = s.Close() })
 	return s
+}
+
+// TestConformance runs the behaviour every task store shares, each case on
+// a fresh database of one server.
+func TestConformance(t *testing.T) {
+	srv := pgtest.Start(t)
+	n := 0
+	storetest.Run(t, func(t *testing.T) tasks.Store {
+		n++
+		dsn := srv.CreateDatabase(t, fmt.Sprintf("conformance_%d", n))
+		return openTest(t, pgtest.WriteDSNFile(t, dsn), Options{})
+	})
 }
 
 // TestThreeReplicasMigrateAtOnce: three stores opening one empty database
@@ -72,7 +85,7 @@ func TestThreeReplicasMigrateAtOnce(t *testing.T) {
 	if applied != len(all) || distinct != len(all) {
 		t.Fatalf("%d migration rows (%d distinct), want each of %d once", applied, distinct, len(all))
 	}
-	tk, err := stores[0].Create(t.Context(), store.Task{Title: "shared"})
+	tk, err := stores[0].Create(t.Context(), tasks.Task{Title: "shared"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -117,7 +130,7 @@ func TestOutageFailsFastAndRecovers(t *testing.T) {
 	var logs syncBuf
 	s := openTest(t, dsnFile, Options{Logger: slog.New(slog.NewTextHandler(&logs, nil)), OpTimeout: 2 * time.Second})
 	ctx := t.Context()
-	before, err := s.Create(ctx, store.Task{Title: "before the outage"})
+	before, err := s.Create(ctx, tasks.Task{Title: "before the outage"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -134,13 +147,13 @@ func TestOutageFailsFastAndRecovers(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	for _, op := range []func() error{
-		func() error { _, err := s.Create(ctx, store.Task{Title: "during"}); return err },
+		func() error { _, err := s.Create(ctx, tasks.Task{Title: "during"}); return err },
 		func() error { _, err := s.Get(ctx, before.ID); return err },
-		func() error { _, err := s.List(ctx, store.ListOptions{}); return err },
+		func() error { _, err := s.List(ctx, tasks.ListOptions{}); return err },
 		func() error { return s.Delete(ctx, before.ID, 0) },
 	} {
 		err := op()
-		if !errors.Is(err, store.ErrUnavailable) {
+		if !errors.Is(err, tasks.ErrUnavailable) {
 			t.Fatalf("want ErrUnavailable with the database down, got %v", err)
 		}
 		errsSeen = append(errsSeen, err.Error())
@@ -159,7 +172,7 @@ func TestOutageFailsFastAndRecovers(t *testing.T) {
 	if err != nil || got.Title != before.Title {
 		t.Fatalf("after recovery: %+v %v", got, err)
 	}
-	if _, err := s.Create(ctx, store.Task{Title: "after"}); err != nil {
+	if _, err := s.Create(ctx, tasks.Task{Title: "after"}); err != nil {
 		t.Fatalf("create after recovery: %v", err)
 	}
 	all := logs.String() + strings.Join(errsSeen, "\n")
@@ -179,7 +192,7 @@ func TestRotatedPasswordIsReadFromTheFile(t *testing.T) {
 	dsnFile := pgtest.WriteDSNFile(t, srv.DSN(pgtest.Database))
 	s := openTest(t, dsnFile, Options{})
 	ctx := t.Context()
-	tk, err := s.Create(ctx, store.Task{Title: "rotate"})
+	tk, err := s.Create(ctx, tasks.Task{Title: "rotate"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -197,7 +210,7 @@ func TestRotatedPasswordIsReadFromTheFile(t *testing.T) {
 		if err == nil && got.ID == tk.ID {
 			break
 		}
-		if !errors.Is(err, store.ErrUnavailable) {
+		if !errors.Is(err, tasks.ErrUnavailable) {
 			t.Fatalf("unexpected error while reconnecting: %v", err)
 		}
 		if strings.Contains(err.Error(), newPW) || strings.Contains(err.Error(), srv.Password) {
@@ -298,7 +311,7 @@ func BenchmarkCreateParallel(b *testing.B) {
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			if _, err := s.Create(b.Context(), store.Task{Title: "bench", Labels: []string{"a"}}); err != nil {
+			if _, err := s.Create(b.Context(), tasks.Task{Title: "bench", Labels: []string{"a"}}); err != nil {
 				b.Error(err)
 				return
 			}
@@ -310,7 +323,7 @@ func BenchmarkCreateParallel(b *testing.B) {
 func BenchmarkGet(b *testing.B) {
 	srv := pgtest.Start(b)
 	s := openTest(b, pgtest.WriteDSNFile(b, srv.DSN(pgtest.Database)), Options{})
-	tk, err := s.Create(b.Context(), store.Task{Title: "bench"})
+	tk, err := s.Create(b.Context(), tasks.Task{Title: "bench"})
 	if err != nil {
 		b.Fatal(err)
 	}
