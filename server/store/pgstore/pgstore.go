@@ -156,13 +156,17 @@ func (s *Store) migrateWhenReachable(ctx context.Context, within time.Duration) 
 		if err == nil {
 			return nil
 		}
-		if !unreachable(err) || misconfigured(err) || ctx.Err() != nil {
+		if !unreachable(err) || misconfigured(err) {
 			return fmt.Errorf("preparing the postgres task schema: %w", s.dsn.redact(err))
+		}
+		gaveUp := fmt.Errorf("preparing the postgres task schema: gave up after %s: %w", within, s.dsn.redact(err))
+		if ctx.Err() != nil {
+			return gaveUp
 		}
 		s.log.Warn("waiting for PostgreSQL", "err", s.dsn.redact(err).Error(), "retryIn", backoff.String())
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("preparing the postgres task schema: gave up after %s: %w", within, s.dsn.redact(err))
+			return gaveUp
 		case <-time.After(backoff):
 		}
 		backoff = min(2*backoff, maxBackoff)
