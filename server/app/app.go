@@ -173,12 +173,8 @@ func (a *App) buildRouter(token string) error {
 	r.Method(http.MethodGet, "/metrics", promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{
 		ErrorLog: slog.NewLogLogger(a.log.Handler(), slog.LevelError),
 	}))
-	var mountErr error
-	r.Route(APIPrefix, func(api chi.Router) {
-		mountErr = a.mountModules(api)
-	})
-	if mountErr != nil {
-		return mountErr
+	if err := a.mountModules(r); err != nil {
+		return err
 	}
 	doc, err := a.openAPIDocument()
 	if err != nil {
