@@ -30,7 +30,7 @@ type origin struct {
 	serve http.HandlerFunc
 }
 
-func newOrigin(t *testing.T, serve http.HandlerFunc) *origin {
+func newOrigin(t testing.TB, serve http.HandlerFunc) *origin {
 	o := &origin{serve: serve}
 	o.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		o.calls.Add(1)
@@ -58,7 +58,7 @@ func dur(d time.Duration) *metav1.Duration { return &metav1.Duration{Duration: d
 
 // mount serves the gateway the way the router does: chi, mounted at
 // /api/v1/gateway, optionally behind a cache.
-func mount(t *testing.T, mod v1alpha1.GatewayModule, c *cache.Cache) (*httptest.Server, *gateway) {
+func mount(t testing.TB, mod v1alpha1.GatewayModule, c *cache.Cache) (*httptest.Server, *gateway) {
 	t.Helper()
 	h, err := New(mod, Options{Registerer: prometheus.NewRegistry()})
 	if err != nil {
@@ -310,7 +310,7 @@ func TestTTLBecomesMaxAge(t *testing.T) {
 
 // The cache in front of the gateway: coalescing, stale-if-error and
 // revalidation, all through HTTP semantics only.
-func newCache(t *testing.T, now func() time.Time) *cache.Cache {
+func newCache(t testing.TB, now func() time.Time) *cache.Cache {
 	t.Helper()
 	spec := v1alpha1.CacheSpec{TTL: dur(time.Minute), StaleIfError: dur(10 * time.Minute)}
 	spec.SetDefaults()
