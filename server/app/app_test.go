@@ -5,12 +5,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -33,6 +35,13 @@ type testEnv struct {
 // before the app is built.
 func newTestEnv(t testing.TB, mutate func(*v1alpha1.WorkloadConfig)) *testEnv {
 	t.Helper()
+	return newTestEnvLogged(t, nil, mutate)
+}
+
+// newTestEnvLogged is newTestEnv with the JSON logs (access log included)
+// written to logs; nil discards them.
+func newTestEnvLogged(t testing.TB, logs io.Writer, mutate func(*v1alpha1.WorkloadConfig)) *testEnv {
+	t.Helper()
 	cfg := &v1alpha1.WorkloadConfig{DataDir: t.TempDir()}
 	tok := filepath.Join(t.TempDir(), "token")
 	if err := os.WriteFile(tok, []byte(testToken+"\n"), 0o600); err != nil {
@@ -46,7 +55,11 @@ func newTestEnv(t testing.TB, mutate func(*v1alpha1.WorkloadConfig)) *testEnv {
 	if errs := cfg.Validate(); len(errs) > 0 {
 		t.Fatal(errs.ToAggregate())
 	}
-	a, err := New(Options{Config: cfg})
+	opts := Options{Config: cfg}
+	if logs != nil {
+		opts.Logger = slog.New(slog.NewJSONHandler(logs, nil))
+	}
+	a, err := New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,6 +71,46 @@ func newTestEnv(t testing.TB, mutate func(*v1alpha1.WorkloadConfig)) *testEnv {
 		}
 	})
 	return &testEnv{app: a, srv: srv}
+}
+
+// syncBuffer collects log output written from server goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// accessLog is one access log line.
+type accessLog struct {
+	Msg       string `json:"msg"`
+	RequestID string `json:"request_id"`
+	Route     string `json:"route"`
+	Status    int    `json:"status"`
+	Aborted   bool   `json:"aborted"`
+}
+
+// findLog returns the access log line of a request id.
+func findLog(t testing.TB, logs, id string) accessLog {
+	t.Helper()
+	for _, l := range strings.Split(logs, "\n") {
+		var a accessLog
+		if json.Unmarshal([]byte(l), &a) == nil && a.Msg == "request" && a.RequestID == id {
+			return a
+		}
+	}
+	t.Fatalf("no access log line for request %s in:\n%s", id, logs)
+	return accessLog{}
 }
 
 type resp struct {

@@ -2,6 +2,7 @@ package app
 
 import (
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -106,5 +107,55 @@ func TestGatewayHead(t *testing.T) {
 	defer mu.Unlock()
 	if strings.Join(methods, ",") != "HEAD" {
 		t.Fatalf("upstream saw %v, want one HEAD", methods)
+	}
+}
+
+// TestGatewayCutOffIsLoggedAndCounted: a request whose upstream cuts its
+// body off is in the access log and the metrics under its route: as the
+// JSON 502 the cache turns it into, and, with the cache off, as the
+// aborted response the client saw.
+func TestGatewayCutOffIsLoggedAndCounted(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "1000")
+		fmt.Fprint(w, "partial")
+		w.(http.Flusher).Flush()
+		panic(http.ErrAbortHandler)
+	}))
+	t.Cleanup(up.Close)
+	for _, tc := range []struct {
+		name    string
+		cache   bool
+		status  int
+		aborted bool
+	}{{"cache on", true, 502, false}, {"cache off", false, 200, true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			var logs syncBuffer
+			e := newTestEnvLogged(t, &logs, func(c *v1alpha1.WorkloadConfig) {
+				withGateway(up.URL)(c)
+				c.Cache.Enabled = &tc.cache
+			})
+			req, _ := http.NewRequest(http.MethodGet, e.srv.URL+"/api/v1/gateway/ensembl/x", nil)
+			req.Header.Set("X-Request-Id", "cut-1")
+			res, err := e.srv.Client().Do(req)
+			if err == nil {
+				_, err = io.ReadAll(res.Body)
+				res.Body.Close()
+			}
+			if tc.aborted {
+				if err == nil {
+					t.Fatalf("the cut body reached the client as complete: %d", res.StatusCode)
+				}
+			} else if err != nil || res.StatusCode != tc.status {
+				t.Fatalf("got %v %v, want %d", res, err, tc.status)
+			}
+			line := findLog(t, logs.String(), "cut-1")
+			if line.Status != tc.status || line.Route != "/api/v1/gateway/*" || line.Aborted != tc.aborted {
+				t.Errorf("access log %+v, want status %d, route /api/v1/gateway/*, aborted %v", line, tc.status, tc.aborted)
+			}
+			m := string(e.do(t, "GET", "/metrics", "").body)
+			if v := metricValue(t, m, fmt.Sprintf(`medops_http_requests_total{code="%d",method="GET",route="/api/v1/gateway/*"}`, tc.status)); v != 1 {
+				t.Errorf("counted %v times", v)
+			}
+		})
 	}
 }

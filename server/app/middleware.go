@@ -127,7 +127,7 @@ func (a *App) observe(next http.Handler) http.Handler {
 		*rec = recorder{ResponseWriter: w}
 		r = r.WithContext(httpx.WithRequestID(r.Context(), id))
 
-		a.serveRecovered(next, rec, r)
+		aborted := a.serveRecovered(next, rec, r)
 		if rec.bare405 {
 			// WriteError sets Content-Type, so this 405 goes through.
 			rec.bare405, rec.wroteHeader = false, false
@@ -151,7 +151,7 @@ func (a *App) observe(next http.Handler) http.Handler {
 		elapsed := time.Since(start)
 		a.metrics.observe(r.Method, route, status, elapsed)
 		if a.log.Enabled(r.Context(), slog.LevelInfo) {
-			a.log.LogAttrs(r.Context(), slog.LevelInfo, "request",
+			attrs := []slog.Attr{
 				slog.String("request_id", id),
 				slog.String("method", r.Method),
 				slog.String("path", r.URL.Path),
@@ -160,22 +160,34 @@ func (a *App) observe(next http.Handler) http.Handler {
 				slog.Int64("bytes", rec.bytes),
 				slog.Float64("duration_ms", float64(elapsed.Microseconds())/1000),
 				slog.String("remote", r.RemoteAddr),
-			)
+			}
+			if aborted {
+				attrs = append(attrs, slog.Bool("aborted", true))
+			}
+			a.log.LogAttrs(r.Context(), slog.LevelInfo, "request", attrs...)
 		}
 		*rec = recorder{}
 		a.recorders.Put(rec)
+		if aborted {
+			// Logged and counted; now let net/http cut the connection.
+			panic(http.ErrAbortHandler)
+		}
 	})
 }
 
-func (a *App) serveRecovered(next http.Handler, rec *recorder, r *http.Request) {
+// serveRecovered runs next, turning a panic into a 500. It reports true when
+// the handler aborted its response on purpose (http.ErrAbortHandler, e.g. an
+// upstream cut off after the status was sent); the caller logs and counts
+// the request and then re-raises the abort so net/http cuts the connection.
+func (a *App) serveRecovered(next http.Handler, rec *recorder, r *http.Request) (aborted bool) {
 	defer func() {
 		v := recover()
 		if v == nil {
 			return
 		}
 		if v == http.ErrAbortHandler {
-			// net/http's way to abort a response on purpose: let it through.
-			panic(v)
+			aborted = true
+			return
 		}
 		a.log.ErrorContext(r.Context(), "panic serving request",
 			"request_id", httpx.RequestID(r.Context()), "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
@@ -186,6 +198,7 @@ func (a *App) serveRecovered(next http.Handler, rec *recorder, r *http.Request) 
 		}
 	}()
 	next.ServeHTTP(rec, r)
+	return false
 }
 
 // limitBody answers 413 for bodies over the limit: at once when

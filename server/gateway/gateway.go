@@ -107,7 +107,7 @@ func New(mod v1alpha1.GatewayModule, opts Options) (http.Handler, error) {
 	}
 	g.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "medops", Subsystem: "gateway", Name: "requests_total",
-		Help: "Gateway answers by upstream and HTTP status code.",
+		Help: "Gateway answers by upstream and HTTP status code (\"aborted\": the upstream failed mid-body after the status was sent).",
 	}, []string{"upstream", "code"})
 	g.duration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Namespace: "medops", Subsystem: "gateway", Name: "upstream_duration_seconds",
@@ -238,8 +238,7 @@ func (g *gateway) forward(w http.ResponseWriter, r *http.Request, up *upstream, 
 		if r.Context().Err() != nil {
 			return // the client went away; nobody to answer
 		}
-		var ne net.Error
-		if errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {
+		if isTimeout(err) {
 			g.fail(w, up, http.StatusGatewayTimeout, "gateway_timeout", fmt.Sprintf("upstream %q did not answer within %s", up.name, up.timeout))
 			return
 		}
@@ -279,17 +278,43 @@ func (g *gateway) forward(w http.ResponseWriter, r *http.Request, up *upstream, 
 	} else if resp.ContentLength >= 0 && resp.StatusCode != http.StatusNoContent && resp.StatusCode != http.StatusNotModified {
 		h.Set("Content-Length", strconv.FormatInt(resp.ContentLength, 10))
 	}
-	g.requests.WithLabelValues(up.name, strconv.Itoa(resp.StatusCode)).Inc()
 	w.WriteHeader(resp.StatusCode)
 	if r.Method == http.MethodHead || resp.StatusCode == http.StatusNotModified {
+		g.requests.WithLabelValues(up.name, strconv.Itoa(resp.StatusCode)).Inc()
 		return
 	}
 	if _, err := io.Copy(w, resp.Body); err != nil {
-		// The status is out; the only honest signal left is to abort the
-		// response, which also keeps the cache from storing a cut body.
-		g.log.Warn("upstream body cut off", slog.String("upstream", up.name), slog.Any("error", err))
-		panic(http.ErrAbortHandler)
+		g.bodyFailed(w, r, up, err)
+		return
 	}
+	g.requests.WithLabelValues(up.name, strconv.Itoa(resp.StatusCode)).Inc()
+}
+
+// bodyFailed handles an upstream that stalled or cut its answer off after
+// the status line. Behind the cache nothing has reached the client yet, so
+// the recorded start is taken back and the client gets a JSON 502 or 504,
+// which the cache may replace with a stale entry and hands to every
+// coalesced waiter. Without the cache the status is out, and aborting the
+// response is the only honest signal left (the client sees a cut body, never
+// a complete-looking one).
+func (g *gateway) bodyFailed(w http.ResponseWriter, r *http.Request, up *upstream, err error) {
+	g.log.Warn("upstream body cut off", slog.String("upstream", up.name), slog.Any("error", err),
+		slog.String("request_id", httpx.RequestID(r.Context())))
+	if httpx.Retract(w) {
+		if isTimeout(err) {
+			g.fail(w, up, http.StatusGatewayTimeout, "gateway_timeout", fmt.Sprintf("upstream %q stalled in the middle of its answer", up.name))
+		} else {
+			g.fail(w, up, http.StatusBadGateway, "bad_gateway", fmt.Sprintf("upstream %q cut its answer off", up.name))
+		}
+		return
+	}
+	g.requests.WithLabelValues(up.name, "aborted").Inc()
+	panic(http.ErrAbortHandler)
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout())
 }
 
 func (g *gateway) fail(w http.ResponseWriter, up *upstream, status int, code, msg string) {

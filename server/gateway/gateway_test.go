@@ -498,3 +498,85 @@ func TestNewNamesTheField(t *testing.T) {
 		})
 	}
 }
+
+// TestUpstreamFailsMidBody: an upstream that sends its status and part of
+// the body, then cuts the connection or stalls. Behind the cache nothing
+// has reached the client yet, so it gets a JSON 502 (cut) or 504 (stall),
+// or the stale entry where stale-if-error allows, and coalesced waiters
+// share the one upstream call and its answer.
+func TestUpstreamFailsMidBody(t *testing.T) {
+	var mode atomic.Value
+	mode.Store("cut")
+	release := make(chan struct{})
+	o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/wait" {
+			<-release
+		}
+		m := mode.Load().(string)
+		if m == "ok" {
+			fmt.Fprint(w, "whole answer")
+			return
+		}
+		w.Header().Set("Content-Length", "1000")
+		w.WriteHeader(http.StatusOK)
+		fmt.Fprint(w, "the first bytes")
+		w.(http.Flusher).Flush()
+		if m == "stall" {
+			<-r.Context().Done()
+			return
+		}
+		panic(http.ErrAbortHandler) // cut the connection
+	})
+	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	var mu sync.Mutex
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	srv, _ := mount(t, module(v1alpha1.Upstream{Name: "e", URL: o.srv.URL, TTL: dur(30 * time.Second), Timeout: dur(300 * time.Millisecond)}), newCache(t, clock))
+
+	for _, tc := range []struct {
+		mode   string
+		status int
+		code   string
+	}{{"cut", 502, "bad_gateway"}, {"stall", 504, "gateway_timeout"}} {
+		mode.Store(tc.mode)
+		r := get(t, srv.URL+"/api/v1/gateway/e/"+tc.mode)
+		if code, _ := errCode(t, r.body); r.status != tc.status || code != tc.code {
+			t.Errorf("%s: %d %q, want %d %s", tc.mode, r.status, r.body, tc.status, tc.code)
+		}
+	}
+
+	// Ten waiters on one call that is cut off: one upstream call, ten 502s.
+	mode.Store("cut")
+	calls := o.calls.Load()
+	var wg sync.WaitGroup
+	var got502 atomic.Int64
+	for range 10 {
+		wg.Go(func() {
+			r := get(t, srv.URL+"/api/v1/gateway/e/wait")
+			if code, _ := errCode(t, r.body); r.status == 502 && code == "bad_gateway" {
+				got502.Add(1)
+			}
+		})
+	}
+	for o.calls.Load() == calls {
+		time.Sleep(5 * time.Millisecond)
+	}
+	time.Sleep(100 * time.Millisecond) // let the other nine join the flight
+	close(release)
+	wg.Wait()
+	if n := o.calls.Load() - calls; n != 1 || got502.Load() != 10 {
+		t.Errorf("10 coalesced waiters: %d upstream calls, %d got the JSON 502; want 1 and 10", n, got502.Load())
+	}
+
+	// A stored answer stands in for a cut one while stale-if-error allows.
+	mode.Store("ok")
+	if r := get(t, srv.URL+"/api/v1/gateway/e/gene"); r.status != 200 || r.body != "whole answer" {
+		t.Fatalf("fill: %d %q", r.status, r.body)
+	}
+	mu.Lock()
+	now = now.Add(time.Minute)
+	mu.Unlock()
+	mode.Store("cut")
+	if r := get(t, srv.URL+"/api/v1/gateway/e/gene"); r.status != 200 || r.body != "whole answer" || r.header.Get("X-Cache") != "STALE" {
+		t.Errorf("stale-if-error on a cut body: %d %q X-Cache %q", r.status, r.body, r.header.Get("X-Cache"))
+	}
+}

@@ -74,3 +74,21 @@ func RequestID(ctx context.Context) string {
 	id, _ := ctx.Value(requestIDKey).(string)
 	return id
 }
+
+// Retracter is implemented by response writers that hold a response back
+// instead of sending it as it is written, as the response cache does while
+// it records one.
+type Retracter interface {
+	// Retract drops the status, headers and body written so far and
+	// reports true, or reports false when some of it has reached the client.
+	Retract() bool
+}
+
+// Retract lets a handler that fails after it began to answer (an upstream
+// cut off mid-body) take the answer back and send an error instead. It
+// reports false when w cannot take it back; the handler must then abort the
+// response (panic(http.ErrAbortHandler)), the only honest signal left.
+func Retract(w http.ResponseWriter) bool {
+	r, ok := w.(Retracter)
+	return ok && r.Retract()
+}
