@@ -272,7 +272,10 @@ func (g *gateway) forward(w http.ResponseWriter, r *http.Request, up *upstream, 
 		// The cache in front reads this; so do clients and other caches.
 		h.Add("Cache-Control", "max-age="+strconv.FormatInt(int64(up.ttl/time.Second), 10))
 	}
-	h.Set("Vary", "Accept, Accept-Language, Content-Type")
+	// The upstream's own Vary stays: it may vary on what the cache cannot
+	// key (*, Cookie), and then the cache must not store the answer. The
+	// gateway adds the negotiation headers it forwards.
+	h["Vary"] = append(append([]string(nil), resp.Header["Vary"]...), "Accept, Accept-Language, Content-Type")
 	if r.Method == http.MethodHead {
 		copyHeaders(h, resp.Header, []string{"Content-Length"})
 	} else if resp.ContentLength >= 0 && resp.StatusCode != http.StatusNoContent && resp.StatusCode != http.StatusNotModified {

@@ -580,3 +580,47 @@ func TestUpstreamFailsMidBody(t *testing.T) {
 		t.Errorf("stale-if-error on a cut body: %d %q X-Cache %q", r.status, r.body, r.header.Get("X-Cache"))
 	}
 }
+
+// TestUpstreamVaryIsKeptAndHonoured: the upstream's own Vary reaches the
+// client next to the gateway's, and a response that varies on what the
+// cache does not key (*, Cookie, which the gateway never forwards) is not
+// stored, so it is never shared between clients.
+func TestUpstreamVaryIsKeptAndHonoured(t *testing.T) {
+	o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/star":
+			w.Header().Set("Vary", "*")
+		case "/cookie":
+			w.Header().Set("Vary", "Cookie")
+		case "/encoding":
+			w.Header().Set("Vary", "Accept-Encoding")
+		}
+		fmt.Fprint(w, "answer")
+	})
+	srv, _ := mount(t, module(v1alpha1.Upstream{Name: "e", URL: o.srv.URL, TTL: dur(time.Minute)}), newCache(t, nil))
+	for _, tc := range []struct {
+		path, vary string
+		second     string // X-Cache of the second request
+	}{
+		{"star", "*", "MISS"},
+		{"cookie", "Cookie", "MISS"},
+		{"encoding", "Accept-Encoding", "HIT"},
+		{"none", "", "HIT"},
+	} {
+		t.Run(tc.path, func(t *testing.T) {
+			before := o.calls.Load()
+			first := get(t, srv.URL+"/api/v1/gateway/e/"+tc.path)
+			second := get(t, srv.URL+"/api/v1/gateway/e/"+tc.path)
+			vary := strings.Join(first.header.Values("Vary"), ", ")
+			if tc.vary != "" && !strings.Contains(vary, tc.vary) {
+				t.Errorf("Vary %q lost the upstream's %q", vary, tc.vary)
+			}
+			if !strings.Contains(vary, "Accept-Language") {
+				t.Errorf("Vary %q lost the gateway's negotiation headers", vary)
+			}
+			if got := second.header.Get("X-Cache"); got != tc.second {
+				t.Errorf("second request X-Cache %q, want %s (upstream calls %d)", got, tc.second, o.calls.Load()-before)
+			}
+		})
+	}
+}
