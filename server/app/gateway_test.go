@@ -159,3 +159,46 @@ func TestGatewayCutOffIsLoggedAndCounted(t *testing.T) {
 		})
 	}
 }
+
+// TestGatewayForwardsTheLoggedRequestID: the upstream gets the request id
+// our access log carries (one value, sanitised), never the client's raw
+// header, so logs on both sides join.
+func TestGatewayForwardsTheLoggedRequestID(t *testing.T) {
+	seen := make(chan []string, 10)
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		seen <- r.Header.Values("X-Request-Id")
+		w.Header().Set("Cache-Control", "no-store")
+		fmt.Fprint(w, "ok")
+	}))
+	t.Cleanup(up.Close)
+	var logs syncBuffer
+	e := newTestEnvLogged(t, &logs, withGateway(up.URL))
+	for _, tc := range []struct {
+		name string
+		sent []string
+	}{
+		{"sane id", []string{"client-id-1"}},
+		{"several values", []string{"first", "second"}},
+		{"unsafe bytes", []string{"a b\"c<script>"}},
+		{"none", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			req, _ := http.NewRequest(http.MethodGet, e.srv.URL+"/api/v1/gateway/ensembl/"+strings.ReplaceAll(tc.name, " ", "-"), nil)
+			req.Header["X-Request-Id"] = tc.sent
+			res, err := e.srv.Client().Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			res.Body.Close()
+			id := res.Header.Get("X-Request-Id")
+			upstream := <-seen
+			if len(upstream) != 1 || upstream[0] != id {
+				t.Fatalf("upstream got X-Request-Id %q, the client got %q", upstream, id)
+			}
+			findLog(t, logs.String(), id) // the same id is in our access log
+			if len(tc.sent) == 1 && tc.name == "sane id" && id != tc.sent[0] {
+				t.Errorf("a sane client id %q was replaced by %q", tc.sent[0], id)
+			}
+		})
+	}
+}

@@ -118,8 +118,12 @@ func saneRequestID(s string) bool {
 func (a *App) observe(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
-		id := r.Header.Get(httpx.HeaderRequestID)
-		if !saneRequestID(id) {
+		// A client's id is kept only when it is one sane value; the id is
+		// logged, answered and forwarded upstream, so it must be unambiguous.
+		var id string
+		if vals := r.Header[httpx.HeaderRequestID]; len(vals) == 1 && saneRequestID(vals[0]) {
+			id = vals[0]
+		} else {
 			id = a.ids.next()
 		}
 		w.Header().Set(httpx.HeaderRequestID, id)

@@ -171,11 +171,12 @@ func newClient() *http.Client {
 	}
 }
 
-// forwardHeaders are the request headers an upstream gets: content
-// negotiation (Ensembl reads the format from Content-Type as well as
-// Accept), the cache's revalidation conditions and the request id.
-// Credentials meant for medops-api are never forwarded.
-var forwardHeaders = [...]string{"Accept", "Accept-Language", "Content-Type", "If-None-Match", "If-Modified-Since", httpx.HeaderRequestID}
+// forwardHeaders are the request headers an upstream gets as the client sent
+// them: content negotiation (Ensembl reads the format from Content-Type as
+// well as Accept) and the cache's revalidation conditions. Credentials meant
+// for medops-api are never forwarded, nor is the client's X-Request-Id: the
+// upstream gets the id our access log carries (see forward).
+var forwardHeaders = [...]string{"Accept", "Accept-Language", "Content-Type", "If-None-Match", "If-Modified-Since"}
 
 // relayHeaders are the upstream response headers passed back.
 var relayHeaders = [...]string{"Content-Type", "Content-Language", "Content-Disposition", "Cache-Control",
@@ -230,6 +231,11 @@ func (g *gateway) forward(w http.ResponseWriter, r *http.Request, up *upstream, 
 		}
 	}
 	req.Header.Set("User-Agent", "medops-api-gateway")
+	// The router's id, already sanitised or made up, so logs on both sides
+	// join; the client's raw header may hold any bytes and several values.
+	if id := httpx.RequestID(r.Context()); id != "" {
+		req.Header[httpx.HeaderRequestID] = []string{id}
+	}
 
 	start := time.Now()
 	resp, err := g.client.Do(req)
