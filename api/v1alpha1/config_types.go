@@ -127,7 +127,9 @@ type Upstream struct {
 	// +kubebuilder:validation:Pattern=`^(0|([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+)$`
 	TTL *metav1.Duration `json:"ttl,omitempty"`
 
-	// Timeout bounds one upstream call. Defaults to 10s.
+	// Timeout bounds waiting for the upstream: for its response headers,
+	// then for each pause in its body. It does not bound a slow client's
+	// download of the answer. Defaults to 10s.
 	// +optional
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:Pattern=`^(0|([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+)$`

@@ -218,8 +218,14 @@ func (g *gateway) forward(w http.ResponseWriter, r *http.Request, up *upstream, 
 	target.RawPath = up.baseRawPath + rawRest
 	target.RawQuery = r.URL.RawQuery
 
-	ctx, cancel := context.WithTimeout(r.Context(), up.timeout)
-	defer cancel()
+	// The timeout bounds waiting for the upstream: its response headers,
+	// then each gap between body reads. It does not run while the body is
+	// written to the client, so a slow client downloading a large answer
+	// is not cut off (the server's WriteTimeout bounds that).
+	ctx, cancel := context.WithCancelCause(r.Context())
+	defer cancel(nil)
+	idle := time.AfterFunc(up.timeout, func() { cancel(errUpstreamTimeout) })
+	defer idle.Stop()
 	req, err := http.NewRequestWithContext(ctx, r.Method, target.String(), nil)
 	if err != nil {
 		httpx.WriteError(w, http.StatusBadRequest, "invalid", "cannot build the upstream request: "+err.Error(), "path")
@@ -239,12 +245,13 @@ func (g *gateway) forward(w http.ResponseWriter, r *http.Request, up *upstream, 
 
 	start := time.Now()
 	resp, err := g.client.Do(req)
+	idle.Stop()
 	g.duration.WithLabelValues(up.name).Observe(time.Since(start).Seconds())
 	if err != nil {
 		if r.Context().Err() != nil {
 			return // the client went away; nobody to answer
 		}
-		if isTimeout(err) {
+		if timedOut(ctx, err) {
 			g.fail(w, up, http.StatusGatewayTimeout, "gateway_timeout", fmt.Sprintf("upstream %q did not answer within %s", up.name, up.timeout))
 			return
 		}
@@ -292,8 +299,8 @@ func (g *gateway) forward(w http.ResponseWriter, r *http.Request, up *upstream, 
 		g.requests.WithLabelValues(up.name, strconv.Itoa(resp.StatusCode)).Inc()
 		return
 	}
-	if _, err := io.Copy(w, resp.Body); err != nil {
-		g.bodyFailed(w, r, up, err)
+	if _, err := io.Copy(w, &idleReader{r: resp.Body, idle: idle, timeout: up.timeout}); err != nil {
+		g.bodyFailed(w, r, up, timedOut(ctx, err), err)
 		return
 	}
 	g.requests.WithLabelValues(up.name, strconv.Itoa(resp.StatusCode)).Inc()
@@ -306,11 +313,11 @@ func (g *gateway) forward(w http.ResponseWriter, r *http.Request, up *upstream, 
 // coalesced waiter. Without the cache the status is out, and aborting the
 // response is the only honest signal left (the client sees a cut body, never
 // a complete-looking one).
-func (g *gateway) bodyFailed(w http.ResponseWriter, r *http.Request, up *upstream, err error) {
+func (g *gateway) bodyFailed(w http.ResponseWriter, r *http.Request, up *upstream, timeout bool, err error) {
 	g.log.Warn("upstream body cut off", slog.String("upstream", up.name), slog.Any("error", err),
 		slog.String("request_id", httpx.RequestID(r.Context())))
 	if httpx.Retract(w) {
-		if isTimeout(err) {
+		if timeout {
 			g.fail(w, up, http.StatusGatewayTimeout, "gateway_timeout", fmt.Sprintf("upstream %q stalled in the middle of its answer", up.name))
 		} else {
 			g.fail(w, up, http.StatusBadGateway, "bad_gateway", fmt.Sprintf("upstream %q cut its answer off", up.name))
@@ -321,9 +328,30 @@ func (g *gateway) bodyFailed(w http.ResponseWriter, r *http.Request, up *upstrea
 	panic(http.ErrAbortHandler)
 }
 
-func isTimeout(err error) bool {
+// errUpstreamTimeout cancels an upstream call that waited too long.
+var errUpstreamTimeout = errors.New("upstream timeout")
+
+// timedOut reports whether an upstream call failed because it waited too
+// long: on our idle timer or on a network timeout.
+func timedOut(ctx context.Context, err error) bool {
 	var ne net.Error
-	return errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout())
+	return errors.Is(context.Cause(ctx), errUpstreamTimeout) || errors.Is(err, context.DeadlineExceeded) ||
+		(errors.As(err, &ne) && ne.Timeout())
+}
+
+// idleReader runs the idle timer only while it waits for the upstream's
+// body, never while the caller writes what it read to the client.
+type idleReader struct {
+	r       io.Reader
+	idle    *time.Timer
+	timeout time.Duration
+}
+
+func (ir *idleReader) Read(p []byte) (int, error) {
+	ir.idle.Reset(ir.timeout)
+	n, err := ir.r.Read(p)
+	ir.idle.Stop()
+	return n, err
 }
 
 func (g *gateway) fail(w http.ResponseWriter, up *upstream, status int, code, msg string) {

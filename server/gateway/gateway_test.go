@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -622,5 +623,44 @@ func TestUpstreamVaryIsKeptAndHonoured(t *testing.T) {
 				t.Errorf("second request X-Cache %q, want %s (upstream calls %d)", got, tc.second, o.calls.Load()-before)
 			}
 		})
+	}
+}
+
+// TestTimeoutDoesNotCutASlowClient: the upstream timeout bounds waiting
+// for the upstream, not the client's download. A 20 MB answer the upstream
+// sends at once reaches a client that reads it slowly, for much longer than
+// the timeout, whole.
+func TestTimeoutDoesNotCutASlowClient(t *testing.T) {
+	const size = 20 << 20
+	chunk := bytes.Repeat([]byte("ACGT"), 16<<10)
+	o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", strconv.Itoa(size))
+		for sent := 0; sent < size; sent += len(chunk) {
+			if _, err := w.Write(chunk); err != nil {
+				return
+			}
+		}
+	})
+	srv, _ := mount(t, module(v1alpha1.Upstream{Name: "e", URL: o.srv.URL, Timeout: dur(300 * time.Millisecond)}), nil)
+	resp, err := http.Get(srv.URL + "/api/v1/gateway/e/genome")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	buf := make([]byte, 256<<10)
+	var got int
+	for {
+		n, err := resp.Body.Read(buf)
+		got += n
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatalf("download cut after %d of %d bytes: %v", got, size, err)
+		}
+		time.Sleep(20 * time.Millisecond) // a slow client: ~13 MB/s at most
+	}
+	if got != size {
+		t.Fatalf("got %d bytes, want %d", got, size)
 	}
 }
