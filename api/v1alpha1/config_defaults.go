@@ -25,6 +25,7 @@ const (
 	DefaultMaxEntrySize    = "1Mi"
 	DefaultStaleIfError    = 10 * time.Minute
 	DefaultUpstreamTimeout = 10 * time.Second
+	DefaultMaxRetryAfter   = 5 * time.Minute
 	DefaultMaxBodySize     = "1Mi"
 	DefaultShutdownDelay   = 5 * time.Second
 	DefaultShutdownTimeout = 20 * time.Second
@@ -76,6 +77,9 @@ func (m *ModulesSpec) SetDefaults() {
 	}
 	if m.Gateway.Enabled == nil {
 		m.Gateway.Enabled = ptr(false)
+	}
+	if m.Gateway.MaxRetryAfter == nil {
+		m.Gateway.MaxRetryAfter = &metav1.Duration{Duration: DefaultMaxRetryAfter}
 	}
 	for i := range m.Gateway.Upstreams {
 		if m.Gateway.Upstreams[i].Timeout == nil {
@@ -163,6 +167,9 @@ func (m *ModulesSpec) Validate(path *field.Path) field.ErrorList {
 		if u.Timeout != nil && u.Timeout.Duration <= 0 {
 			errs = append(errs, field.Invalid(p.Child("timeout"), u.Timeout.Duration.String(), "must be positive"))
 		}
+	}
+	if d := m.Gateway.MaxRetryAfter; d != nil && d.Duration < time.Second {
+		errs = append(errs, field.Invalid(path.Child("gateway", "maxRetryAfter"), d.Duration.String(), "must be at least 1s"))
 	}
 	if m.GatewayEnabled() && len(m.Gateway.Upstreams) == 0 {
 		errs = append(errs, field.Required(up, "the gateway needs at least one upstream"))

@@ -105,6 +105,16 @@ type GatewayModule struct {
 	// +kubebuilder:validation:MaxItems=32
 	// +listType=atomic
 	Upstreams []Upstream `json:"upstreams,omitempty"`
+
+	// MaxRetryAfter caps how long an upstream's Retry-After (or
+	// X-RateLimit-Reset) can shut it off, and the Retry-After relayed to
+	// clients, so a wrong or hostile header cannot block an upstream for
+	// hours. Defaults to 5m.
+	// +optional
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^(0|([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+)$`
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1s')",message="modules.gateway.maxRetryAfter must be at least 1s"
+	MaxRetryAfter *metav1.Duration `json:"maxRetryAfter,omitempty"`
 }
 
 // Upstream is one REST service behind the gateway.

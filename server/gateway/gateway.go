@@ -51,10 +51,6 @@ type Options struct {
 // http.StripPrefix having cut the path.
 const MountPath = "/api/v1/gateway"
 
-// maxBlock bounds how long one rate-limit answer can shut an upstream off,
-// so a wrong header cannot do it for days.
-const maxBlock = time.Hour
-
 type upstream struct {
 	name        string
 	base        url.URL
@@ -72,6 +68,10 @@ type gateway struct {
 	client *http.Client
 	log    *slog.Logger
 	now    func() time.Time
+	// maxRetryAfter bounds how long one rate-limit answer can shut an
+	// upstream off, and the Retry-After clients get, so a wrong header
+	// cannot do it for hours.
+	maxRetryAfter time.Duration
 
 	requests    *prometheus.CounterVec
 	duration    *prometheus.HistogramVec
@@ -86,6 +86,11 @@ func New(mod v1alpha1.GatewayModule, opts Options) (http.Handler, error) {
 		client: opts.Client,
 		log:    opts.Logger,
 		now:    time.Now,
+
+		maxRetryAfter: v1alpha1.DefaultMaxRetryAfter,
+	}
+	if mod.MaxRetryAfter != nil {
+		g.maxRetryAfter = mod.MaxRetryAfter.Duration
 	}
 	if g.log == nil {
 		g.log = slog.New(slog.DiscardHandler)
@@ -180,7 +185,7 @@ var forwardHeaders = [...]string{"Accept", "Accept-Language", "Content-Type", "I
 
 // relayHeaders are the upstream response headers passed back.
 var relayHeaders = [...]string{"Content-Type", "Content-Language", "Content-Disposition", "Cache-Control",
-	"Etag", "Last-Modified", "Expires", "Age", "Retry-After", "Location"}
+	"Etag", "Last-Modified", "Expires", "Age", "Location"}
 
 // rateHeaders are Ensembl's rate-limit headers, passed back with a 429.
 var rateHeaders = [...]string{"X-Ratelimit-Limit", "X-Ratelimit-Remaining", "X-Ratelimit-Reset", "X-Ratelimit-Period"}
@@ -204,7 +209,7 @@ func (g *gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if wait := up.blocked(g.now()); wait > 0 {
 		g.rateLimited.WithLabelValues(up.name).Inc()
 		g.requests.WithLabelValues(up.name, "429").Inc()
-		w.Header().Set("Retry-After", strconv.FormatInt(int64(math.Ceil(wait.Seconds())), 10))
+		w.Header().Set("Retry-After", retryAfterValue(wait))
 		httpx.WriteError(w, http.StatusTooManyRequests, "rate_limited",
 			fmt.Sprintf("upstream %q rate limit is exhausted; retry later", up.name), "")
 		return
@@ -260,17 +265,21 @@ func (g *gateway) forward(w http.ResponseWriter, r *http.Request, up *upstream, 
 		return
 	}
 	defer resp.Body.Close()
-	up.noteLimits(resp, g.now())
+	now := g.now()
+	wait := up.noteLimits(resp, now, g.maxRetryAfter)
 
 	switch {
 	case resp.StatusCode == http.StatusTooManyRequests:
 		copyHeaders(w.Header(), resp.Header, rateHeaders[:])
-		copyHeaders(w.Header(), resp.Header, []string{"Retry-After"})
+		// What the gateway itself now waits, never the upstream's raw value.
+		w.Header().Set("Retry-After", retryAfterValue(wait))
 		g.requests.WithLabelValues(up.name, "429").Inc()
 		httpx.WriteError(w, http.StatusTooManyRequests, "rate_limited", fmt.Sprintf("upstream %q is rate limiting", up.name), "")
 		return
 	case resp.StatusCode >= 500:
-		copyHeaders(w.Header(), resp.Header, []string{"Retry-After"})
+		if d, ok := parseDelay(resp.Header.Get("Retry-After"), now); ok {
+			w.Header().Set("Retry-After", retryAfterValue(min(d, g.maxRetryAfter)))
+		}
 		status, code := http.StatusBadGateway, "bad_gateway"
 		if resp.StatusCode == http.StatusGatewayTimeout {
 			status, code = http.StatusGatewayTimeout, "gateway_timeout"
@@ -395,7 +404,8 @@ func (u *upstream) blocked(now time.Time) time.Duration {
 // noteLimits shuts the upstream off until its rate limit resets: after a
 // 429 for its Retry-After, and when X-RateLimit-Remaining reaches 0 until
 // X-RateLimit-Reset. Ensembl sends both as seconds, sometimes fractional.
-func (u *upstream) noteLimits(resp *http.Response, now time.Time) {
+// The wait is at most limit; it returns the wait it noted (0 for none).
+func (u *upstream) noteLimits(resp *http.Response, now time.Time, limit time.Duration) time.Duration {
 	var wait time.Duration
 	switch {
 	case resp.StatusCode == http.StatusTooManyRequests:
@@ -409,14 +419,15 @@ func (u *upstream) noteLimits(resp *http.Response, now time.Time) {
 			wait = time.Second
 		}
 	default:
-		return
+		return 0
 	}
-	wait = min(wait, maxBlock)
+	wait = min(wait, limit)
 	u.mu.Lock()
 	if until := now.Add(wait); until.After(u.blockedUntil) {
 		u.blockedUntil = until
 	}
 	u.mu.Unlock()
+	return wait
 }
 
 // firstSeconds reads the first header that holds a delay: seconds (integer
@@ -430,21 +441,44 @@ func firstSeconds(h http.Header, now time.Time, names ...string) time.Duration {
 	return 0
 }
 
+// parseDelay reads a Retry-After value: delay-seconds, with the decimal
+// fraction Ensembl sends, or an HTTP date. Anything else (a sign, an
+// exponent, Inf, NaN, hex, words) is not a delay. Huge values saturate;
+// callers clamp.
 func parseDelay(v string, now time.Time) (time.Duration, bool) {
 	v = strings.TrimSpace(v)
-	if v == "" {
-		return 0, false
-	}
-	if f, err := strconv.ParseFloat(v, 64); err == nil {
-		if math.IsNaN(f) || f < 0 {
+	if whole, frac, hasFrac := strings.Cut(v, "."); digits(whole) && (!hasFrac || digits(frac)) {
+		if len(whole) > 9 { // over 31 years: saturate rather than overflow
+			return math.MaxInt64, true
+		}
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil {
 			return 0, false
 		}
-		return time.Duration(min(f, maxBlock.Seconds()) * float64(time.Second)), true
+		return time.Duration(f * float64(time.Second)), true
 	}
 	if t, err := http.ParseTime(v); err == nil {
 		return max(t.Sub(now), 0), true
 	}
 	return 0, false
+}
+
+func digits(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// retryAfterValue formats a delay as Retry-After's whole seconds, rounded
+// up so a client never comes back early.
+func retryAfterValue(d time.Duration) string {
+	return strconv.FormatInt(int64(math.Ceil(d.Seconds())), 10)
 }
 
 // splitPath finds the upstream name and the rest of the path, in escaped and

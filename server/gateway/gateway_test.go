@@ -263,7 +263,8 @@ func TestRateLimits(t *testing.T) {
 
 	mode.Store("429")
 	r := get(t, srv.URL+"/api/v1/gateway/ensembl/a")
-	if code, _ := errCode(t, r.body); r.status != 429 || code != "rate_limited" || r.header.Get("Retry-After") != "1.5" {
+	// Retry-After is relayed as whole seconds, rounded up.
+	if code, _ := errCode(t, r.body); r.status != 429 || code != "rate_limited" || r.header.Get("Retry-After") != "2" {
 		t.Fatalf("429 pass-through: %d %s %v", r.status, r.body, r.header)
 	}
 	// Until the Retry-After has passed the gateway answers itself.
@@ -662,5 +663,65 @@ func TestTimeoutDoesNotCutASlowClient(t *testing.T) {
 	}
 	if got != size {
 		t.Fatalf("got %d bytes, want %d", got, size)
+	}
+}
+
+// TestRetryAfterIsParsedAndClamped: whatever an upstream sends as
+// Retry-After, the client gets either nothing or whole seconds between 1
+// and modules.gateway.maxRetryAfter, and the upstream is never shut off for
+// longer than that.
+func TestRetryAfterIsParsedAndClamped(t *testing.T) {
+	var status atomic.Int64
+	var retryAfter atomic.Value
+	o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		if s := status.Load(); s != 200 {
+			w.Header().Set("Retry-After", retryAfter.Load().(string))
+			http.Error(w, "no", int(s))
+			return
+		}
+		fmt.Fprint(w, "fine")
+	})
+	mod := module(v1alpha1.Upstream{Name: "e", URL: o.srv.URL})
+	mod.MaxRetryAfter = dur(time.Minute)
+	srv, g := mount(t, mod, nil)
+	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	var mu sync.Mutex
+	g.now = func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
+	for _, tc := range []struct {
+		value string
+		want  string // Retry-After the client gets on a 503 ("" for none)
+		block string // Retry-After of the 429, also the block in seconds
+	}{
+		{"Inf", "", "1"},
+		{"NaN", "", "1"},
+		{"-5", "", "1"},
+		{"soon", "", "1"},
+		{"1e9", "", "1"},
+		{"0x10", "", "1"},
+		{"7", "7", "7"},
+		{"1.5", "2", "2"},
+		{"7200", "60", "60"},
+		{"Wed, 21 Oct 2099 07:28:00 GMT", "60", "60"},
+	} {
+		t.Run(tc.value, func(t *testing.T) {
+			retryAfter.Store(tc.value)
+			status.Store(503)
+			r := get(t, srv.URL+"/api/v1/gateway/e/x")
+			if got := strings.Join(r.header.Values("Retry-After"), ","); r.status != 502 || got != tc.want {
+				t.Errorf("503 with Retry-After %q: %d Retry-After %q, want 502 and %q", tc.value, r.status, got, tc.want)
+			}
+			status.Store(429)
+			r = get(t, srv.URL+"/api/v1/gateway/e/x")
+			if got := strings.Join(r.header.Values("Retry-After"), ","); r.status != 429 || got != tc.block {
+				t.Errorf("429 with Retry-After %q: %d Retry-After %q, want 429 and %q", tc.value, r.status, got, tc.block)
+			}
+			status.Store(200)
+			secs, _ := strconv.Atoi(tc.block)
+			advance(time.Duration(secs)*time.Second + time.Millisecond)
+			if r = get(t, srv.URL+"/api/v1/gateway/e/x"); r.status != 200 {
+				t.Errorf("still blocked %s after a 429 with Retry-After %q: %d Retry-After %q", tc.block, tc.value, r.status, r.header.Get("Retry-After"))
+			}
+		})
 	}
 }
