@@ -84,9 +84,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	case <-ctx.Done():
 	}
 
-	// Graceful shutdown: readiness off, wait for load balancers to notice,
-	// stop accepting and let in-flight requests finish, then close the
-	// store once nothing can write to it.
+	// Graceful shutdown: readiness off and every answer closes its
+	// connection (App.SetDraining), wait for load balancers and clients to
+	// move away, stop accepting and let in-flight requests finish, then
+	// close the store once nothing can write to it.
 	a.SetDraining()
 	delay := cfg.Server.ShutdownDelay.Duration
 	log.Info("shutting down", "delay", delay.String(), "timeout", cfg.Server.ShutdownTimeout.Duration.String())

@@ -504,3 +504,101 @@ func TestSIGTERMWaitsForSlowRequest(t *testing.T) {
 		t.Fatalf("no clean stop logged:\n%s", p.stderr)
 	}
 }
+
+// TestSIGTERMUnderKeepAliveLoadLosesNoRequest: 32 clients on kept-alive
+// connections send a mix of creates and reads while medops-api gets
+// SIGTERM, ten times. No request may fail except connects refused once the
+// listener is closed: a POST cut off with EOF or a reset leaves its client
+// unable to know whether the task was created. The clients behave like a
+// load balancer: an answer that closes its connection tells them the pod is
+// going, and they move away (here: stop).
+func TestSIGTERMUnderKeepAliveLoadLosesNoRequest(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(cfg, []byte("server:\n  shutdownDelay: 300ms\n  shutdownTimeout: 10s\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	const clients, rounds = 32, 10
+	var failures []string
+	var served, closing, refused int
+	for round := range rounds {
+		p := start(t, "--data-dir", dir, "--config", cfg)
+		tr := &http.Transport{MaxIdleConnsPerHost: clients, MaxConnsPerHost: clients}
+		client := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+		var (
+			mu      sync.Mutex
+			wg      sync.WaitGroup
+			started sync.WaitGroup
+		)
+		started.Add(clients)
+		for c := range clients {
+			wg.Go(func() {
+				for i := 0; ; i++ {
+					var req *http.Request
+					switch i % 3 {
+					case 0:
+						req, _ = http.NewRequest(http.MethodPost, p.base+"/api/v1/tasks",
+							strings.NewReader(fmt.Sprintf(`{"title":"r%d-c%d-%d"}`, round, c, i)))
+						req.Header.Set("Content-Type", "application/json")
+					case 1:
+						req, _ = http.NewRequest(http.MethodGet, p.base+"/api/v1/tasks?limit=5", nil)
+					default:
+						req, _ = http.NewRequest(http.MethodGet, p.base+"/healthz", nil)
+					}
+					status, closed, err := call(client, req)
+					if i == 0 {
+						started.Done()
+					}
+					mu.Lock()
+					switch {
+					case err != nil && errors.Is(err, syscall.ECONNREFUSED):
+						refused++
+					case err != nil:
+						failures = append(failures, fmt.Sprintf("round %d client %d: %s %s: %v", round, c, req.Method, req.URL.Path, err))
+					case status >= 500:
+						failures = append(failures, fmt.Sprintf("round %d client %d: %s %s: status %d", round, c, req.Method, req.URL.Path, status))
+					case closed:
+						closing++
+					default:
+						served++
+					}
+					mu.Unlock()
+					if err != nil || closed {
+						return
+					}
+				}
+			})
+		}
+		started.Wait() // every client has a kept-alive connection
+		if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		if code := p.wait(t); code != 0 {
+			t.Fatalf("round %d: exit code %d:\n%s", round, code, p.stderr)
+		}
+		wg.Wait()
+		tr.CloseIdleConnections()
+	}
+	t.Logf("%d rounds: %d requests served, %d answered with Connection: close, %d connects refused, %d failed",
+		rounds, served, closing, refused, len(failures))
+	if len(failures) > 0 {
+		t.Fatalf("%d requests failed:\n%s", len(failures), strings.Join(failures[:min(len(failures), 20)], "\n"))
+	}
+	if closing == 0 {
+		t.Fatal("no answer during the drain closed its connection")
+	}
+}
+
+// call sends req and reads the whole answer; closed reports that the
+// server closes the connection after it.
+func call(c *http.Client, req *http.Request) (status int, closed bool, err error) {
+	res, err := c.Do(req)
+	if err != nil {
+		return 0, false, err
+	}
+	defer res.Body.Close()
+	if _, err := io.Copy(io.Discard, res.Body); err != nil {
+		return res.StatusCode, false, err
+	}
+	return res.StatusCode, res.Close, nil
+}

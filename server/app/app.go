@@ -182,7 +182,9 @@ func (a *App) Registry() *prometheus.Registry { return a.reg }
 // Store is the task store, nil when the task module is off.
 func (a *App) Store() *store.Store { return a.store }
 
-// SetDraining turns readiness off: the first step of a graceful shutdown.
+// SetDraining turns readiness off and makes every answer close its
+// connection (Connection: close), so clients move away before the server
+// shuts down: the first step of a graceful shutdown.
 func (a *App) SetDraining() { a.draining.Store(true) }
 
 // Ready reports what /readyz answers.

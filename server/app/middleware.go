@@ -127,6 +127,14 @@ func (a *App) observe(next http.Handler) http.Handler {
 			id = a.ids.next()
 		}
 		w.Header().Set(httpx.HeaderRequestID, id)
+		if a.draining.Load() {
+			// Shutdown closes idle kept-alive connections, and a client may
+			// be sending on one just then: its request is lost with EOF or a
+			// reset, and for a POST it cannot know whether the write
+			// happened. So while draining every answer closes its
+			// connection, and clients move to other pods before Shutdown.
+			w.Header().Set("Connection", "close")
+		}
 		rec := a.recorders.Get().(*recorder)
 		*rec = recorder{ResponseWriter: w}
 		r = r.WithContext(httpx.WithRequestID(r.Context(), id))
