@@ -49,6 +49,9 @@ type WorkloadConfig struct {
 type WorkloadAuth struct {
 	// TokenFile is a file holding the bearer token that write requests must
 	// present. The operator mounts it from a Secret, never from the ConfigMap.
+	// medops-api reads it again within a second of a change (the kubelet
+	// swaps a mounted Secret in place), so rotating the token needs no
+	// restart; an unreadable or empty update keeps the last good token.
 	// +optional
 	TokenFile string `json:"tokenFile,omitempty"`
 

@@ -8,8 +8,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"os"
-	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -61,7 +59,7 @@ type App struct {
 	closeErr  error
 }
 
-// New opens the store, reads the token file, builds the modules and the
+// New opens the store, reads the token file (and follows it), builds the modules and the
 // router. Close releases what it opened.
 func New(opts Options) (_ *App, err error) {
 	if opts.Config == nil {
@@ -86,7 +84,7 @@ func New(opts Options) (_ *App, err error) {
 	if a.metrics, err = newHTTPMetrics(a.reg); err != nil {
 		return nil, fmt.Errorf("registering HTTP metrics: %w", err)
 	}
-	token, err := readToken(a.cfg.Auth)
+	token, err := newTokenFile(a.cfg.Auth, a.log)
 	if err != nil {
 		return nil, err
 	}
@@ -104,24 +102,7 @@ func New(opts Options) (_ *App, err error) {
 	return a, nil
 }
 
-// readToken reads the bearer token once at start: a missing or empty file
-// is a start-up error, never a silently open API.
-func readToken(auth v1alpha1.WorkloadAuth) (string, error) {
-	if auth.Disabled || auth.TokenFile == "" {
-		return "", nil
-	}
-	b, err := os.ReadFile(auth.TokenFile)
-	if err != nil {
-		return "", fmt.Errorf("auth.tokenFile: %w", err)
-	}
-	tok := strings.TrimSpace(string(b))
-	if tok == "" {
-		return "", fmt.Errorf("auth.tokenFile: %s is empty", auth.TokenFile)
-	}
-	return tok, nil
-}
-
-func (a *App) buildRouter(token string) error {
+func (a *App) buildRouter(token *tokenFile) error {
 	r := chi.NewRouter()
 	a.root = r
 	// Set before any Mount: chi hands it to sub-routers as they are
@@ -131,7 +112,7 @@ func (a *App) buildRouter(token string) error {
 		httpx.WriteError(w, http.StatusNotFound, "not_found", "no route for "+r.URL.Path, "")
 	})
 	r.Use(a.observe, limitBody(a.cfg.Server.MaxBodySize.Value()))
-	if token != "" {
+	if token != nil {
 		r.Use(requireToken(token))
 	}
 	r.Get("/healthz", a.healthz)

@@ -235,8 +235,7 @@ func limitBody(max int64) func(http.Handler) http.Handler {
 // requireToken protects every method but GET and HEAD with a bearer token.
 // Both sides are hashed before the constant-time compare, so neither the
 // content nor the length of the token leaks through timing.
-func requireToken(token string) func(http.Handler) http.Handler {
-	want := sha256.Sum256([]byte(token))
+func requireToken(token *tokenFile) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if r.Method == http.MethodGet || r.Method == http.MethodHead {
@@ -251,7 +250,7 @@ func requireToken(token string) func(http.Handler) http.Handler {
 				return
 			}
 			gotSum := sha256.Sum256([]byte(strings.TrimSpace(got)))
-			if subtle.ConstantTimeCompare(gotSum[:], want[:]) != 1 {
+			if want := token.current(); subtle.ConstantTimeCompare(gotSum[:], want[:]) != 1 {
 				w.Header().Set("WWW-Authenticate", `Bearer realm="medops", error="invalid_token"`)
 				httpx.WriteError(w, http.StatusUnauthorized, "unauthorized", "the bearer token is not valid", "Authorization")
 				return
