@@ -34,6 +34,15 @@ const (
 	MaxCacheSize = "8Gi"
 )
 
+// Defaults inside a container. The image sets them (in its env), so that
+// `docker run` or `podman run` of it serves other hosts and can write its
+// data; the image's layer carries ContainerDataDir owned by the nonroot
+// user.
+const (
+	ContainerListen  = ":8080"
+	ContainerDataDir = "/var/lib/medops"
+)
+
 // LogLevels are the accepted values of logLevel.
 var LogLevels = []string{"debug", "info", "warn", "error"}
 
