@@ -51,6 +51,16 @@ func ptr[T any](v T) *T { return &v }
 // TasksEnabled reports whether the task module is on (default true).
 func (m ModulesSpec) TasksEnabled() bool { return m.Tasks.Enabled == nil || *m.Tasks.Enabled }
 
+// TasksAnonymousReads reports whether task reads need no token (default false).
+func (m ModulesSpec) TasksAnonymousReads() bool {
+	return m.Tasks.AnonymousReads != nil && *m.Tasks.AnonymousReads
+}
+
+// GatewayAnonymousReads reports whether gateway reads need no token (default true).
+func (m ModulesSpec) GatewayAnonymousReads() bool {
+	return m.Gateway.AnonymousReads == nil || *m.Gateway.AnonymousReads
+}
+
 // GatewayEnabled reports whether the gateway module is on (default false).
 func (m ModulesSpec) GatewayEnabled() bool { return m.Gateway.Enabled != nil && *m.Gateway.Enabled }
 
@@ -83,6 +93,12 @@ func (c *CacheSpec) SetDefaults() {
 func (m *ModulesSpec) SetDefaults() {
 	if m.Tasks.Enabled == nil {
 		m.Tasks.Enabled = ptr(true)
+	}
+	if m.Tasks.AnonymousReads == nil {
+		m.Tasks.AnonymousReads = ptr(false)
+	}
+	if m.Gateway.AnonymousReads == nil {
+		m.Gateway.AnonymousReads = ptr(true)
 	}
 	if m.Gateway.Enabled == nil {
 		m.Gateway.Enabled = ptr(false)

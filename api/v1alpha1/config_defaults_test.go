@@ -32,6 +32,8 @@ func TestWorkloadConfigDefaults(t *testing.T) {
 		{"stale if error", w.Cache.StaleIfError.Duration, 10 * time.Minute},
 		{"max body size", w.Server.MaxBodySize.String(), "1Mi"},
 		{"max retry after", w.Modules.Gateway.MaxRetryAfter.Duration, 5 * time.Minute},
+		{"task reads need the token", w.Modules.TasksAnonymousReads(), false},
+		{"gateway reads are anonymous", w.Modules.GatewayAnonymousReads(), true},
 	}
 	for _, c := range checks {
 		if c.got != c.want {

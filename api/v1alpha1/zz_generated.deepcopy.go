@@ -153,6 +153,11 @@ func (in *GatewayModule) DeepCopyInto(out *GatewayModule) {
 			(*in)[i].DeepCopyInto(&(*out)[i])
 		}
 	}
+	if in.AnonymousReads != nil {
+		in, out := &in.AnonymousReads, &out.AnonymousReads
+		*out = new(bool)
+		**out = **in
+	}
 	if in.MaxRetryAfter != nil {
 		in, out := &in.MaxRetryAfter, &out.MaxRetryAfter
 		*out = new(v1.Duration)
@@ -578,6 +583,11 @@ func (in *TasksModule) DeepCopyInto(out *TasksModule) {
 	*out = *in
 	if in.Enabled != nil {
 		in, out := &in.Enabled, &out.Enabled
+		*out = new(bool)
+		**out = **in
+	}
+	if in.AnonymousReads != nil {
+		in, out := &in.AnonymousReads, &out.AnonymousReads
 		*out = new(bool)
 		**out = **in
 	}

@@ -113,7 +113,7 @@ func (a *App) buildRouter(token *tokenFile) error {
 	})
 	r.Use(a.observe, limitBody(a.cfg.Server.MaxBodySize.Value()))
 	if token != nil {
-		r.Use(requireToken(token))
+		r.Use(requireToken(token, a.anonymousRead))
 	}
 	r.Get("/healthz", a.healthz)
 	r.Get("/readyz", a.readyz)

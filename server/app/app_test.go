@@ -153,9 +153,9 @@ func (e *testEnv) do(t testing.TB, method, path string, body string, hdr ...stri
 	if body != "" {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	if method != http.MethodGet && method != http.MethodHead {
-		req.Header.Set("Authorization", "Bearer "+testToken)
-	}
+	// Every request carries the token (reads of the task module need it
+	// too); a test removes it with "Authorization", "".
+	req.Header.Set("Authorization", "Bearer "+testToken)
 	for i := 0; i+1 < len(hdr); i += 2 {
 		if hdr[i+1] == "" {
 			req.Header.Del(hdr[i])
@@ -422,16 +422,103 @@ func TestListPaginationAndFilters(t *testing.T) {
 	}
 }
 
-func TestReadsNeedNoTokenAndAuthCanBeOff(t *testing.T) {
-	e := newTestEnv(t, nil)
-	if r := e.do(t, "GET", "/api/v1/tasks", "", "Authorization", ""); r.status != 200 {
-		t.Fatalf("GET without token: %d", r.status)
+// TestWhoNeedsTheToken: task reads need the token by default, the gateway
+// (public upstream data) and the service endpoints do not, writes always
+// do, and modules.*.anonymousReads switches a module's reads either way.
+func TestWhoNeedsTheToken(t *testing.T) {
+	up, _ := upstreamServer(t)
+	for _, tc := range []struct {
+		name             string
+		tasks, gateway   *bool
+		tasksAnonymous   bool
+		gatewayAnonymous bool
+	}{
+		{"defaults", nil, nil, false, true},
+		{"tasks opted in, gateway opted out", ptrTo(true), ptrTo(false), true, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newTestEnv(t, func(c *v1alpha1.WorkloadConfig) {
+				withGateway(up.URL)(c)
+				c.Modules.Tasks.AnonymousReads, c.Modules.Gateway.AnonymousReads = tc.tasks, tc.gateway
+				c.Modules.SetDefaults()
+			})
+			id := e.create(t, `{"title":"patient 12: change dressing"}`).ID
+			noToken := []string{"Authorization", ""}
+			for _, c := range []struct {
+				method, path string
+				anonymous    bool
+			}{
+				{"GET", "/api/v1/tasks", tc.tasksAnonymous},
+				{"GET", "/api/v1/tasks/" + id, tc.tasksAnonymous},
+				{"HEAD", "/api/v1/tasks/" + id, tc.tasksAnonymous},
+				{"GET", "/api/v1/gateway/ensembl/info/ping", tc.gatewayAnonymous},
+				{"POST", "/api/v1/tasks", false},
+				{"DELETE", "/api/v1/tasks/" + id, false},
+				{"GET", "/api/v1/nothing-here", false},
+				{"GET", "/healthz", true},
+				{"GET", "/readyz", true},
+				{"GET", "/metrics", true},
+				{"GET", "/openapi.json", true},
+			} {
+				body := ""
+				if c.method == "POST" {
+					body = `{"title":"x"}`
+				}
+				r := e.do(t, c.method, c.path, body, noToken...)
+				if c.anonymous && r.status == http.StatusUnauthorized {
+					t.Errorf("%s %s without a token: 401, want it served", c.method, c.path)
+				}
+				if !c.anonymous {
+					if r.status != http.StatusUnauthorized || r.header.Get("WWW-Authenticate") == "" {
+						t.Errorf("%s %s without a token: %d, want 401 with WWW-Authenticate", c.method, c.path, r.status)
+					} else if c.method != "HEAD" && r.errorBody(t).Code != "unauthorized" {
+						t.Errorf("%s %s: %s", c.method, c.path, r.body)
+					}
+				}
+				if c.method == "GET" {
+					if r := e.do(t, c.method, c.path, "", "Authorization", "Bearer wrong"); r.status != http.StatusUnauthorized {
+						t.Errorf("%s %s with a wrong token: %d, want 401", c.method, c.path, r.status)
+					}
+				}
+			}
+		})
 	}
 	open := newTestEnv(t, func(c *v1alpha1.WorkloadConfig) { c.Auth.Disabled = true })
 	if r := open.do(t, "POST", "/api/v1/tasks", `{"title":"a"}`, "Authorization", ""); r.status != 201 {
 		t.Fatalf("auth disabled: POST without token got %d", r.status)
 	}
+	if r := open.do(t, "GET", "/api/v1/tasks", "", "Authorization", ""); r.status != 200 {
+		t.Fatalf("auth disabled: GET without token got %d", r.status)
+	}
 }
+
+// TestCacheKeepsTokenAnswersFromAnonymousRequests: token-bearing task reads
+// are cached (the token is the API's, not a per-client credential), and an
+// anonymous request is never answered from those entries, even where the
+// module lets anonymous reads through.
+func TestCacheKeepsTokenAnswersFromAnonymousRequests(t *testing.T) {
+	for _, anonymous := range []bool{false, true} {
+		t.Run(fmt.Sprintf("anonymousReads=%v", anonymous), func(t *testing.T) {
+			e := newTestEnv(t, func(c *v1alpha1.WorkloadConfig) { c.Modules.Tasks.AnonymousReads = &anonymous })
+			id := e.create(t, `{"title":"restock morphine"}`).ID
+			path := "/api/v1/tasks/" + id
+			for i, want := range []string{"MISS", "HIT"} {
+				if r := e.do(t, "GET", path, ""); r.status != 200 || r.header.Get("X-Cache") != want {
+					t.Fatalf("read %d with the token: %d X-Cache %q, want 200 %s", i, r.status, r.header.Get("X-Cache"), want)
+				}
+			}
+			r := e.do(t, "GET", path, "", "Authorization", "")
+			switch {
+			case !anonymous && r.status != http.StatusUnauthorized:
+				t.Fatalf("anonymous read: %d X-Cache %q, want 401", r.status, r.header.Get("X-Cache"))
+			case anonymous && (r.status != 200 || r.header.Get("X-Cache") != "MISS"):
+				t.Fatalf("anonymous read: %d X-Cache %q, want 200 MISS (an entry of its own)", r.status, r.header.Get("X-Cache"))
+			}
+		})
+	}
+}
+
+func ptrTo[T any](v T) *T { return &v }
 
 func TestEmptyTokenFileStopsStartUp(t *testing.T) {
 	cfg := &v1alpha1.WorkloadConfig{DataDir: t.TempDir()}

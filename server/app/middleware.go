@@ -137,7 +137,8 @@ func (a *App) observe(next http.Handler) http.Handler {
 		}
 		rec := a.recorders.Get().(*recorder)
 		*rec = recorder{ResponseWriter: w}
-		r = r.WithContext(httpx.WithRequestID(r.Context(), id))
+		info := &httpx.Info{ID: id}
+		r = r.WithContext(httpx.WithInfo(r.Context(), info))
 
 		aborted := a.serveRecovered(next, rec, r)
 		if rec.bare405 {
@@ -232,21 +233,29 @@ func limitBody(max int64) func(http.Handler) http.Handler {
 	}
 }
 
-// requireToken protects every method but GET and HEAD with a bearer token.
-// Both sides are hashed before the constant-time compare, so neither the
-// content nor the length of the token leaks through timing.
-func requireToken(token *tokenFile) func(http.Handler) http.Handler {
+// requireToken asks for the bearer token on every request but the reads
+// anonymous lets through without one. Both sides are hashed before the constant-time
+// compare, so neither the content nor the length of the token leaks through
+// timing. A valid token is recorded in the request's Info (the cache keys
+// such requests apart, so an anonymous request is never answered with what a
+// token-bearing one was given) and then removed from the request: no handler
+// needs it, and the cache would otherwise take it for a per-client
+// credential and not cache at all.
+func requireToken(token *tokenFile, anonymous func(*http.Request) bool) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if r.Method == http.MethodGet || r.Method == http.MethodHead {
+			authz := r.Header.Get("Authorization")
+			// An anonymous read that still presents a token has it checked,
+			// so it is cached with the other token-bearing requests instead
+			// of bypassing the cache as a credential.
+			if authz == "" && (r.Method == http.MethodGet || r.Method == http.MethodHead) && anonymous(r) {
 				next.ServeHTTP(w, r)
 				return
 			}
-			authz := r.Header.Get("Authorization")
 			scheme, got, ok := strings.Cut(authz, " ")
 			if !ok || !strings.EqualFold(scheme, "Bearer") {
 				w.Header().Set("WWW-Authenticate", `Bearer realm="medops"`)
-				httpx.WriteError(w, http.StatusUnauthorized, "unauthorized", "this method needs an Authorization: Bearer token", "Authorization")
+				httpx.WriteError(w, http.StatusUnauthorized, "unauthorized", r.Method+" "+r.URL.Path+" needs an Authorization: Bearer token", "Authorization")
 				return
 			}
 			gotSum := sha256.Sum256([]byte(strings.TrimSpace(got)))
@@ -255,7 +264,36 @@ func requireToken(token *tokenFile) func(http.Handler) http.Handler {
 				httpx.WriteError(w, http.StatusUnauthorized, "unauthorized", "the bearer token is not valid", "Authorization")
 				return
 			}
+			if info := httpx.InfoFrom(r.Context()); info != nil {
+				info.Authenticated = true
+			}
+			delete(r.Header, "Authorization")
 			next.ServeHTTP(w, r)
 		})
 	}
+}
+
+// anonymousRead reports whether a GET or HEAD needs no token: everything
+// outside /api/v1 (health, readiness, /metrics for scrapes, the OpenAPI
+// document) and the modules whose anonymousReads is on. It reads the path
+// chi routes on, so the decision and the route always agree.
+func (a *App) anonymousRead(r *http.Request) bool {
+	p := r.URL.RawPath
+	if p == "" {
+		p = r.URL.Path
+	}
+	switch {
+	case under(p, TasksPrefix):
+		return a.cfg.Modules.TasksAnonymousReads()
+	case under(p, GatewayPrefix):
+		return a.cfg.Modules.GatewayAnonymousReads()
+	default:
+		return !under(p, APIPrefix)
+	}
+}
+
+// under reports whether path is prefix or below it.
+func under(path, prefix string) bool {
+	rest, ok := strings.CutPrefix(path, prefix)
+	return ok && (rest == "" || rest[0] == '/')
 }

@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"strings"
 	"unsafe"
+
+	"github.com/medops/medops/server/httpx"
 )
 
 // varyHeaders are the request headers every key covers, in canonical form.
@@ -22,7 +24,8 @@ var varyHeaders = [...]string{"Accept", "Accept-Encoding", "Accept-Language", "C
 //
 // The key is: method, escaped path, the raw query, the raw values of
 // varyHeaders, the invalidation generations of the prefixes the path is
-// under, and — only when credentials may be cached — a hash of them, so one
+// under, whether the request presented the API's token, and — only when
+// credentials may be cached — a hash of them, so one
 // client's authorised responses never reach another. Fields are separated by
 // '\n', which none of them can contain.
 //
@@ -56,6 +59,11 @@ func (c *Cache) appendKey(dst []byte, r *http.Request) ([]byte, bool) {
 			dst = append(dst, 'g')
 			dst = strconv.AppendUint(dst, g.n.Load(), 10)
 		}
+	}
+	// Requests that presented the API's token get entries of their own, so
+	// an anonymous request is never answered with what needed the token.
+	if httpx.Authenticated(r.Context()) {
+		dst = append(dst, 'a')
 	}
 	if c.cacheAuthorized && hasCredentials(r) {
 		var h maphash.Hash
