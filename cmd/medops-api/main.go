@@ -130,7 +130,9 @@ func newServer(cfg *v1alpha1.WorkloadConfig, h http.Handler, log *slog.Logger) *
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      write,
 		IdleTimeout:       120 * time.Second,
-		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		// The app answers headers over app.MaxHeaderBytes with a JSON 431;
+		// net/http's own (plain-text) 431 is only the hard ceiling above it.
+		MaxHeaderBytes: 16 * app.MaxHeaderBytes,
+		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 }

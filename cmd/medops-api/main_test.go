@@ -25,6 +25,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/medops/medops/api/v1alpha1"
+	"github.com/medops/medops/server/app"
 )
 
 // The process tests run the real medops-api: the test binary re-executes
@@ -398,6 +399,9 @@ func TestServerLimits(t *testing.T) {
 			srv := newServer(cfg, http.NotFoundHandler(), log)
 			if srv.ReadHeaderTimeout <= 0 || srv.ReadTimeout <= 0 || srv.IdleTimeout <= 0 || srv.MaxHeaderBytes <= 0 {
 				t.Fatalf("a limit is off: %+v", srv)
+			}
+			if srv.MaxHeaderBytes <= app.MaxHeaderBytes {
+				t.Fatalf("MaxHeaderBytes %d: net/http's plain-text 431 would pre-empt the app's JSON one at %d", srv.MaxHeaderBytes, app.MaxHeaderBytes)
 			}
 			if srv.WriteTimeout != tc.write {
 				t.Fatalf("WriteTimeout %s, want %s", srv.WriteTimeout, tc.write)

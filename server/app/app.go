@@ -111,7 +111,7 @@ func (a *App) buildRouter(token *tokenFile) error {
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
 		httpx.WriteError(w, http.StatusNotFound, "not_found", "no route for "+r.URL.Path, "")
 	})
-	r.Use(a.observe, limitBody(a.cfg.Server.MaxBodySize.Value()))
+	r.Use(a.observe, limitHeader, limitBody(a.cfg.Server.MaxBodySize.Value()))
 	if token != nil {
 		r.Use(requireToken(token, a.anonymousRead))
 	}

@@ -744,3 +744,33 @@ func TestTaskConditionalGet(t *testing.T) {
 		})
 	}
 }
+
+// TestErrorsBeforeRoutingAreJSONAndCountedByRoute: answers made before a
+// request reaches its handler (431 for oversized headers, 401 for a missing
+// token, 413 for a declared oversized body) are JSON, and are counted under
+// the route they were meant for, not "unmatched".
+func TestErrorsBeforeRoutingAreJSONAndCountedByRoute(t *testing.T) {
+	e := newTestEnv(t, nil)
+	id := e.create(t, `{"title":"x"}`).ID
+	big := strings.Repeat("a", MaxHeaderBytes)
+	for _, tc := range []struct {
+		method, path, body string
+		hdr                []string
+		status             int
+		code, route        string
+	}{
+		{"GET", "/api/v1/tasks/" + id, "", []string{"X-Big", big}, 431, "header_too_large", "/api/v1/tasks/{id}"},
+		{"GET", "/api/v1/tasks/" + id, "", []string{"Authorization", ""}, 401, "unauthorized", "/api/v1/tasks/{id}"},
+		{"POST", "/api/v1/tasks", strings.Repeat("x", 2<<20), nil, 413, "too_large", "/api/v1/tasks"},
+	} {
+		r := e.do(t, tc.method, tc.path, tc.body, tc.hdr...)
+		if r.status != tc.status || r.errorBody(t).Code != tc.code {
+			t.Errorf("%s %s: %d %s, want %d %s", tc.method, tc.path, r.status, r.body, tc.status, tc.code)
+		}
+		text := string(e.do(t, "GET", "/metrics", "").body)
+		want := fmt.Sprintf(`medops_http_requests_total{code="%d",method="%s",route="%s"}`, tc.status, tc.method, tc.route)
+		if !strings.Contains(text, want+" 1") {
+			t.Errorf("metrics lack %s 1", want)
+		}
+	}
+}

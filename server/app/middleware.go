@@ -14,6 +14,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/go-chi/chi/v5"
+
 	"github.com/medops/medops/server/httpx"
 )
 
@@ -158,8 +160,8 @@ func (a *App) observe(next http.Handler) http.Handler {
 		// between here and the routers to pass r itself on, not a copy;
 		// TestMetricsByRoutePattern fails if one does not.
 		route := "unmatched"
-		if r.Pattern != "" && status != http.StatusNotFound {
-			route = r.Pattern
+		if status != http.StatusNotFound {
+			route = a.routeOf(r)
 		}
 		elapsed := time.Since(start)
 		a.metrics.observe(r.Method, route, status, elapsed)
@@ -192,6 +194,23 @@ func (a *App) observe(next http.Handler) http.Handler {
 // the handler aborted its response on purpose (http.ErrAbortHandler, e.g. an
 // upstream cut off after the status was sent); the caller logs and counts
 // the request and then re-raises the abort so net/http cuts the connection.
+// routeOf is the route pattern of a request: the one chi recorded while
+// routing, or, for a request answered before it was routed (401, 413, 431),
+// the one it would have reached, so its error is counted under its route.
+func (a *App) routeOf(r *http.Request) string {
+	if r.Pattern != "" {
+		return r.Pattern
+	}
+	p := r.URL.RawPath
+	if p == "" {
+		p = r.URL.Path
+	}
+	if pattern := a.root.Find(chi.NewRouteContext(), r.Method, p); pattern != "" {
+		return pattern
+	}
+	return "unmatched"
+}
+
 func (a *App) serveRecovered(next http.Handler, rec *recorder, r *http.Request) (aborted bool) {
 	defer func() {
 		v := recover()
@@ -212,6 +231,31 @@ func (a *App) serveRecovered(next http.Handler, rec *recorder, r *http.Request) 
 	}()
 	next.ServeHTTP(rec, r)
 	return false
+}
+
+// MaxHeaderBytes bounds a request's line and headers; larger ones get a
+// JSON 431. The HTTP server's own limit must be higher (its 431 is plain
+// text): it stays as the hard ceiling on what a connection may buffer.
+const MaxHeaderBytes = 64 << 10
+
+// limitHeader answers 431 for requests whose line and headers exceed
+// MaxHeaderBytes, as net/http counts them (each line with its CRLF).
+func limitHeader(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n := len(r.Method) + len(r.RequestURI) + len(r.Proto) + 4
+		for k, vals := range r.Header {
+			for _, v := range vals {
+				n += len(k) + len(v) + 4
+			}
+		}
+		if n > MaxHeaderBytes {
+			w.Header().Set("Connection", "close")
+			httpx.WriteError(w, http.StatusRequestHeaderFieldsTooLarge, "header_too_large",
+				fmt.Sprintf("the request line and headers are larger than %d bytes", MaxHeaderBytes), "")
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 // limitBody answers 413 for bodies over the limit: at once when
