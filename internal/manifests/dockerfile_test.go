@@ -11,7 +11,7 @@ import (
 	"testing"
 
 	"github.com/medops/medops/api/v1alpha1"
-	"github.com/medops/medops/internal/testenv"
+	"github.com/medops/medops/internal/repo"
 	"github.com/medops/medops/server/config"
 )
 
@@ -23,7 +23,7 @@ type stage struct {
 
 func parseDockerfile(t *testing.T) []stage {
 	t.Helper()
-	data, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "Dockerfile"))
+	data, err := os.ReadFile(filepath.Join(repo.Root(), "Dockerfile"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -147,12 +147,12 @@ func TestDockerfileCopiesEveryPackage(t *testing.T) {
 			}
 		}
 	}
-	ignore, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), ".dockerignore"))
+	ignore, err := os.ReadFile(filepath.Join(repo.Root(), ".dockerignore"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	cmd := exec.Command("go", "list", "-deps", "-f", "{{if .Module}}{{if eq .Module.Path \"github.com/medops/medops\"}}{{.ImportPath}}{{end}}{{end}}", "./cmd/medops-operator", "./cmd/medops-api")
-	cmd.Dir = testenv.RepoRoot()
+	cmd.Dir = repo.Root()
 	out, err := cmd.Output()
 	if err != nil {
 		t.Fatalf("go list: %v", err)

@@ -29,7 +29,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"golang.org/x/sys/unix"
 
-	"github.com/medops/medops/internal/testenv"
+	"github.com/medops/medops/internal/repo"
 )
 
 // The images are built once per test run (cross-compiling is the slow part)
@@ -54,7 +54,7 @@ func TestMain(m *testing.M) {
 
 func testOptions(out string, progs []Program, plats []Platform) Options {
 	return Options{
-		ModuleDir: testenv.RepoRoot(), OutDir: out, Programs: progs, Platforms: plats,
+		ModuleDir: repo.Root(), OutDir: out, Programs: progs, Platforms: plats,
 		Version: "v9.8.7", Revision: "0123abcd", Created: created, CABundle: caBundle(),
 	}
 }
@@ -353,7 +353,7 @@ func TestReproducible(t *testing.T) {
 	api := programs[1]
 	arm64 := Platform{OS: "linux", Arch: "arm64"}
 	again := t.TempDir()
-	if _, err := Build(context.Background(), testOptions(again, []Program{api}, []Platform{arm64})); err != nil {
+	if _, err := Build(t.Context(), testOptions(again, []Program{api}, []Platform{arm64})); err != nil {
 		t.Fatal(err)
 	}
 	digest := func(archive string) v1.Hash {
@@ -431,7 +431,7 @@ func TestQEMUHealthz(t *testing.T) {
 		t.Fatalf("image user %q: %v", cf.Config.User, err)
 	}
 
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "/qemu-aarch64-static", append(slices.Clone(cf.Config.Entrypoint), cf.Config.Cmd...)...)
 	cmd.Env = cf.Config.Env
