@@ -100,6 +100,12 @@ type TasksModule struct {
 	// list is not public data. Writes always need the token.
 	// +optional
 	AnonymousReads *bool `json:"anonymousReads,omitempty"`
+
+	// RequireIfMatch refuses a PATCH or DELETE without an If-Match header
+	// (428), so no client overwrites or deletes a change it has not seen.
+	// Off by default: If-Match is then optional.
+	// +optional
+	RequireIfMatch bool `json:"requireIfMatch,omitempty"`
 }
 
 // GatewayModule configures the upstream gateway.

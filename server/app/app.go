@@ -158,6 +158,7 @@ func (a *App) newTasksRouter(read func(http.Handler) http.Handler, invalidate fu
 		BasePath:       TasksPrefix,
 		OnWrite:        func() { invalidate(TasksPrefix) },
 		ReadMiddleware: read,
+		RequireIfMatch: a.cfg.Modules.Tasks.RequireIfMatch,
 	})
 }
 

@@ -775,3 +775,78 @@ func TestErrorsBeforeRoutingAreJSONAndCountedByRoute(t *testing.T) {
 		}
 	}
 }
+
+// TestStrictTaskInput: what the task module used to accept silently or
+// answer with the wrong status: invalid UTF-8 (it was stored as U+FFFD),
+// duplicate members (the last one won), an undecodable query (it was
+// ignored), and an If-Match version too large to be one (a 400, although a
+// well-formed ETag that matches nothing is a 412).
+func TestStrictTaskInput(t *testing.T) {
+	e := newTestEnv(t, nil)
+	tk := e.create(t, `{"title":"base"}`)
+	id := "/api/v1/tasks/" + tk.ID
+	for _, tc := range []struct {
+		name         string
+		method, path string
+		body         string
+		hdr          []string
+		status       int
+		code, field  string
+	}{
+		{"invalid UTF-8", "POST", "/api/v1/tasks", "{\"title\":\"caf\xe9\"}", nil, 400, "invalid_json", ""},
+		{"invalid UTF-8 in a patch", "PATCH", id, "{\"details\":\"\xff\"}", nil, 400, "invalid_json", ""},
+		{"duplicate member", "POST", "/api/v1/tasks", `{"title":"a","title":"b"}`, nil, 400, "duplicate_field", "title"},
+		{"duplicate member in a patch", "PATCH", id, `{"status":"done","priority":"low","status":"open"}`, nil, 400, "duplicate_field", "status"},
+		{"undecodable query", "GET", "/api/v1/tasks?limit=%zz", "", nil, 400, "invalid", "query"},
+		{"undecodable query name", "GET", "/api/v1/tasks?%zz=1", "", nil, 400, "invalid", "query"},
+		{"If-Match overflow", "PATCH", id, `{"title":"x"}`, []string{"If-Match", `"99999999999999999999"`}, 412, "precondition_failed", "If-Match"},
+		{"If-Match overflow on delete", "DELETE", id, "", []string{"If-Match", `"99999999999999999999"`}, 412, "precondition_failed", "If-Match"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := e.do(t, tc.method, tc.path, tc.body, tc.hdr...)
+			if r.status != tc.status {
+				t.Fatalf("%d %s, want %d", r.status, r.body, tc.status)
+			}
+			if eb := r.errorBody(t); eb.Code != tc.code || eb.Field != tc.field {
+				t.Fatalf("code %q field %q, want %q %q: %s", eb.Code, eb.Field, tc.code, tc.field, r.body)
+			}
+		})
+	}
+	if got := e.do(t, "GET", id, "").task(t); got.Title != "base" || got.Version != tk.Version {
+		t.Fatalf("a refused request changed the task: %+v", got)
+	}
+}
+
+// TestRequireIfMatch: with modules.tasks.requireIfMatch, a PATCH or DELETE
+// without If-Match is refused with 428, so no client overwrites a change it
+// has not seen; with it, writes go through as before.
+func TestRequireIfMatch(t *testing.T) {
+	e := newTestEnv(t, func(c *v1alpha1.WorkloadConfig) { c.Modules.Tasks.RequireIfMatch = true })
+	tk := e.create(t, `{"title":"base"}`)
+	id := "/api/v1/tasks/" + tk.ID
+	for _, method := range []string{"PATCH", "DELETE"} {
+		body := ""
+		if method == "PATCH" {
+			body = `{"title":"blind"}`
+		}
+		r := e.do(t, method, id, body)
+		if eb := r.errorBody(t); r.status != http.StatusPreconditionRequired || eb.Code != "precondition_required" || eb.Field != "If-Match" {
+			t.Fatalf("%s without If-Match: %d %s, want 428", method, r.status, r.body)
+		}
+	}
+	r := e.do(t, "PATCH", id, `{"title":"seen"}`, "If-Match", r2etag(tk.Version))
+	if r.status != 200 {
+		t.Fatalf("PATCH with If-Match: %d %s", r.status, r.body)
+	}
+	if r = e.do(t, "DELETE", id, "", "If-Match", r.header.Get("ETag")); r.status != http.StatusNoContent {
+		t.Fatalf("DELETE with If-Match: %d %s", r.status, r.body)
+	}
+	// Off by default.
+	plain := newTestEnv(t, nil)
+	tk = plain.create(t, `{"title":"base"}`)
+	if r := plain.do(t, "PATCH", "/api/v1/tasks/"+tk.ID, `{"title":"x"}`); r.status != 200 {
+		t.Fatalf("default PATCH without If-Match: %d", r.status)
+	}
+}
+
+func r2etag(v int64) string { return `"` + strconv.FormatInt(v, 10) + `"` }
