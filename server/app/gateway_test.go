@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/medops/medops/api/v1alpha1"
+	"github.com/medops/medops/internal/syncbuf"
 )
 
 // upstreamServer is a real HTTP service on 127.0.0.1 that counts its calls.
@@ -129,7 +130,7 @@ func TestGatewayCutOffIsLoggedAndCounted(t *testing.T) {
 		aborted bool
 	}{{"cache on", true, 502, false}, {"cache off", false, 200, true}} {
 		t.Run(tc.name, func(t *testing.T) {
-			var logs syncBuffer
+			var logs syncbuf.Buffer
 			e := newTestEnvLogged(t, &logs, func(c *v1alpha1.WorkloadConfig) {
 				withGateway(up.URL)(c)
 				c.Cache.Enabled = &tc.cache
@@ -171,7 +172,7 @@ func TestGatewayForwardsTheLoggedRequestID(t *testing.T) {
 		fmt.Fprint(w, "ok")
 	}))
 	t.Cleanup(up.Close)
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	e := newTestEnvLogged(t, &logs, withGateway(up.URL))
 	for _, tc := range []struct {
 		name string
