@@ -175,6 +175,17 @@ func (h *handler) create(w http.ResponseWriter, r *http.Request) error {
 	if err := t.Validate(); err != nil {
 		return err
 	}
+	if h.raw != nil {
+		created, body, err := h.raw.CreateRaw(r.Context(), t)
+		if err != nil {
+			return err
+		}
+		h.onWrite()
+		w.Header().Set("Location", h.base+"/"+created.ID)
+		w.Header().Set("ETag", etag(created.Version))
+		writeRawJSON(w, http.StatusCreated, append(body, '\n'))
+		return nil
+	}
 	created, err := h.st.Create(r.Context(), t)
 	if err != nil {
 		return err
@@ -281,7 +292,7 @@ func (h *handler) getRaw(w http.ResponseWriter, r *http.Request) error {
 		return nil
 	}
 	*bp = append(b, '\n')
-	writeRawJSON(w, *bp)
+	writeRawJSON(w, http.StatusOK, *bp)
 	return nil
 }
 
@@ -301,7 +312,7 @@ func (h *handler) listRaw(w http.ResponseWriter, r *http.Request, o ListOptions)
 		b = append(append(append(b, `,"next":"`...), next...), '"')
 	}
 	*bp = append(b, "}\n"...)
-	writeRawJSON(w, *bp)
+	writeRawJSON(w, http.StatusOK, *bp)
 	return nil
 }
 
@@ -314,13 +325,13 @@ func (h *handler) putBuf(bp *[]byte) {
 	}
 }
 
-// writeRawJSON writes a 200 with body, which is JSON ending in a newline
-// (as httpx.WriteJSON writes it).
-func writeRawJSON(w http.ResponseWriter, body []byte) {
+// writeRawJSON writes body, which is JSON ending in a newline (as
+// httpx.WriteJSON writes it).
+func writeRawJSON(w http.ResponseWriter, status int, body []byte) {
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
 	h.Set("Content-Length", strconv.Itoa(len(body)))
-	w.WriteHeader(http.StatusOK)
+	w.WriteHeader(status)
 	_, _ = w.Write(body)
 }
 

@@ -38,6 +38,7 @@ func TestRawReadsAnswerLikeDecodedReads(t *testing.T) {
 		t.Fatal(err)
 	}
 	var ids []string
+	createdBodies := map[string][]byte{}
 	for i := range 5 {
 		body := fmt.Sprintf(`{"title":"t%d <b>&amp;</b>","labels":["l%d"],"priority":"%s","due":"2030-01-02T03:04:05+02:00"}`,
 			i, i%2, []string{"low", "high"}[i%2])
@@ -48,7 +49,20 @@ func TestRawReadsAnswerLikeDecodedReads(t *testing.T) {
 		if w.Code != http.StatusCreated {
 			t.Fatalf("create: %d %s", w.Code, w.Body)
 		}
-		ids = append(ids, w.Header().Get("Location")[len("/tasks/"):])
+		id := w.Header().Get("Location")[len("/tasks/"):]
+		if w.Header().Get("ETag") != `"1"` || w.Header().Get("Content-Type") != "application/json" {
+			t.Fatalf("create headers: %v", w.Header())
+		}
+		ids, createdBodies[id] = append(ids, id), w.Body.Bytes()
+	}
+	// A create's answer on the fast path is what a GET on the decoding
+	// path then answers.
+	for _, id := range ids {
+		w := httptest.NewRecorder()
+		slow.ServeHTTP(w, httptest.NewRequest(http.MethodGet, "/"+id, nil))
+		if w.Code != http.StatusOK || !bytes.Equal(w.Body.Bytes(), createdBodies[id]) {
+			t.Fatalf("create answered %q; GET on the decoding path %d %q", createdBodies[id], w.Code, w.Body)
+		}
 	}
 	page := httptest.NewRecorder()
 	fast.ServeHTTP(page, httptest.NewRequest(http.MethodGet, "/?limit=2", nil))

@@ -53,6 +53,10 @@ type RawReader interface {
 	// of the tasks' representations and returns the next cursor; errors
 	// as List.
 	ListRaw(ctx context.Context, o ListOptions, dst []byte) ([]byte, string, error)
+	// CreateRaw is Create that also returns the created task's JSON
+	// representation, as the store encoded it for keeping, so that it is
+	// not encoded a second time for the answer.
+	CreateRaw(ctx context.Context, t Task) (Task, []byte, error)
 }
 
 // Errors a Store returns; callers match them with errors.Is / errors.As.

@@ -105,18 +105,25 @@ func (s *Store) Path() string { return s.db.Path() }
 // Create stores a new task (see tasks.Store) and returns it once it is on
 // disk.
 func (s *Store) Create(ctx context.Context, t tasks.Task) (tasks.Task, error) {
+	t, _, err := s.CreateRaw(ctx, t)
+	return t, err
+}
+
+// CreateRaw is Create that also returns the task's JSON as stored (the
+// tasks.RawReader fast path of a create's answer).
+func (s *Store) CreateRaw(ctx context.Context, t tasks.Task) (tasks.Task, []byte, error) {
 	if err := ctx.Err(); err != nil {
-		return tasks.Task{}, err
+		return tasks.Task{}, nil, err
 	}
 	id, err := s.ids.Next()
 	if err != nil {
-		return tasks.Task{}, err
+		return tasks.Task{}, nil, err
 	}
 	now := s.now().UTC()
 	t.ID, t.CreatedAt, t.UpdatedAt, t.Version = id, now, now, 1
 	val, err := encodeValue(&t)
 	if err != nil {
-		return tasks.Task{}, err
+		return tasks.Task{}, nil, err
 	}
 	if err := s.batch(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketTasks)
@@ -128,9 +135,9 @@ func (s *Store) Create(ctx context.Context, t tasks.Task) (tasks.Task, error) {
 		b.FillPercent = 0.9
 		return b.Put([]byte(id), val)
 	}); err != nil {
-		return tasks.Task{}, fmt.Errorf("creating task: %w", err)
+		return tasks.Task{}, nil, fmt.Errorf("creating task: %w", err)
 	}
-	return t, nil
+	return t, val[headerLen:], nil
 }
 
 // Get returns one task.

@@ -394,6 +394,20 @@ func testRaw(t *testing.T, s tasks.Store) {
 		}
 		return b
 	}
+	// CreateRaw answers with exactly what Get then returns.
+	due2 := due.Add(time.Hour)
+	made, js, err := raw.CreateRaw(ctx, valid(t, tasks.Task{Title: "raw <create>", Labels: []string{"a"}, Due: &due2}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored, err := s.Get(ctx, made.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if made.Version != 1 || !bytes.Equal(js, marshal(&stored)) || !bytes.Equal(js, marshal(&made)) {
+		t.Fatalf("CreateRaw returned %s (%+v), the store holds %s", js, made, marshal(&stored))
+	}
+	ids = append(ids, made.ID)
 	prefix := []byte("kept:")
 	for _, id := range ids {
 		want, err := s.Get(ctx, id)
