@@ -110,6 +110,13 @@ func (h *host) keepIPTables() error {
 		if err != nil {
 			return fmt.Errorf("%s-save: %w", fam, err)
 		}
+		// A table the save did not list (an unused one) is restored as empty:
+		// iptables-restore replaces every table it names, user chains included.
+		for _, table := range []string{"filter", "nat", "mangle", "raw"} {
+			if !bytes.Contains(saved, []byte("*"+table+"\n")) {
+				saved = append(saved, []byte("*"+table+"\nCOMMIT\n")...)
+			}
+		}
 		h.onUndo(fam+" rules", func() error {
 			cmd := exec.Command(fam + "-restore")
 			cmd.Stdin = bytes.NewReader(saved)
