@@ -84,9 +84,9 @@ build_traefik() {
     rm -rf "$tmp/lego5/providers/dns/$p"
     # Drop the import and the `case ...:` + `return p.NewDNSProvider()` pair.
     awk -v p="$p" '
-      $0 ~ "^\t"github.com/go-acme/lego/v5/providers/dns/" p ""$" { next }
-      held != "" { if ($0 ~ "^\t\treturn " p "\.NewDNSProvider\(\)$") { held=""; next } print held; held="" }
-      /^	case / { held=$0; next }
+      $0 == "\t\"github.com/go-acme/lego/v5/providers/dns/" p "\"" { next }
+      held != "" { if ($0 == "\t\treturn " p ".NewDNSProvider()") { held=""; next } print held; held="" }
+      /^\tcase / { held=$0; next }
       { print }
       END { if (held != "") print held }' "$f" >"$f.new" && mv "$f.new" "$f"
   done
