@@ -81,7 +81,6 @@ build_traefik() {
   cp -r "$lego" "$tmp/lego5" && chmod -R u+w "$tmp/lego5"
   local f="$tmp/lego5/providers/dns/zz_gen_dns_providers.go" p
   for p in $LEGO_DROPPED; do
-    rm -rf "$tmp/lego5/providers/dns/$p"
     # Drop the import and the `case ...:` + `return p.NewDNSProvider()` pair.
     awk -v p="$p" '
       $0 == "\t\"github.com/go-acme/lego/v5/providers/dns/" p "\"" { next }
