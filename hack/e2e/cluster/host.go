@@ -130,26 +130,25 @@ func (h *host) keepIPTables() error {
 }
 
 // isolate keeps pod and Service traffic on this machine: nothing from or to
-// those ranges leaves through a link other than the pods' bridge and lo.
+// those ranges leaves through a link other than the pods' bridge and lo. The
+// rules sit in mangle's POSTROUTING, where the output link is final: a
+// packet the host sends to a ClusterIP is routed to eth0 first and only
+// rerouted to the bridge once kube-proxy's DNAT has made it a pod's.
 func (h *host) isolate(bridge string, ranges ...string) error {
 	const chain = "MEDOPS-E2E-ISOLATE"
-	if err := run("iptables", "-N", chain); err != nil {
+	ipt := func(args ...string) error { return run("iptables", append([]string{"-t", "mangle"}, args...)...) }
+	if err := ipt("-N", chain); err != nil {
 		return err
 	}
 	for _, r := range ranges {
 		for _, dir := range []string{"-s", "-d"} {
-			if err := run("iptables", "-A", chain, dir, r, "!", "-o", bridge, "-j", "DROP"); err != nil {
+			if err := ipt("-A", chain, dir, r, "!", "-o", bridge, "-j", "DROP"); err != nil {
 				return err
 			}
 		}
 	}
-	for _, c := range []string{"FORWARD", "OUTPUT"} {
-		if err := run("iptables", "-I", c, "1", "!", "-o", "lo", "-j", chain); err != nil {
-			return err
-		}
-	}
 	// Removed by the iptables restore recorded before.
-	return nil
+	return ipt("-I", "POSTROUTING", "1", "!", "-o", "lo", "-j", chain)
 }
 
 // addLoAddress puts the node's IP on lo: this kernel cannot make dummy
