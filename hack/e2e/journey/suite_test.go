@@ -192,6 +192,11 @@ func repoRoot() (string, error) {
 func (s *suite) tool(t *testing.T, name string) string {
 	cmd := exec.CommandContext(s.ctx, filepath.Join(s.root, "hack", "tools.sh"), name)
 	cmd.Stderr = os.Stderr
+	// On Ctrl-C the whole group goes (the script's flock and go build too),
+	// and the pipe its children hold open does not keep us waiting.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.WaitDelay = 5 * time.Second
 	out, err := cmd.Output()
 	if err != nil {
 		t.Fatalf("hack/tools.sh %s: %v", name, err)
