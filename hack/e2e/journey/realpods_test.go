@@ -331,8 +331,8 @@ func (s *suite) traefikChecks(t *testing.T, dataDir string) {
 	})
 	s.check(t, "Traefik: the gateway reaches the upstream, the repeat is an X-Cache HIT that does not call it again", func(t *testing.T) {
 		before := s.upstream.Hits()
-		r1 := s.do(t, hc, "GET", base+"/api/v1/gateway/genes/lookup/BRCA2", token, nil)
-		r2 := s.do(t, hc, "GET", base+"/api/v1/gateway/genes/lookup/BRCA2", token, nil)
+		r1 := s.do(t, hc, "GET", base+"/api/v1/gateway/genes/lookup/BRCA2", "", nil)
+		r2 := s.do(t, hc, "GET", base+"/api/v1/gateway/genes/lookup/BRCA2", "", nil)
 		eq(t, "first answer", "200 /lookup/BRCA2", fmt.Sprint(r1.code, " ", r1.field("path")))
 		eq(t, "repeat X-Cache", "HIT", r2.hdr.Get("X-Cache"))
 		eq(t, "upstream calls for 2 requests", 1, s.upstream.Hits()-before)
@@ -376,7 +376,7 @@ func (s *suite) traefikChecks(t *testing.T, dataDir string) {
 		readBack(t)
 	})
 	s.check(t, "a config change (a second upstream) rolls the pods, and the new pods serve it", func(t *testing.T) {
-		eq(t, "proteins before the change", 404, s.do(t, hc, "GET", base+"/api/v1/gateway/proteins/P38398", token, nil).code)
+		eq(t, "proteins before the change", 404, s.do(t, hc, "GET", base+"/api/v1/gateway/proteins/P38398", "", nil).code)
 		old := s.realPods(t, realName)[0].pod.Name
 		if err := s.applyNS(s.realManifest(s.upstreamLine("genes") + "\n" + s.upstreamLine("proteins"))); err != nil {
 			t.Fatal(err)
@@ -389,7 +389,7 @@ func (s *suite) traefikChecks(t *testing.T, dataDir string) {
 			return nil
 		})
 		s.waitFor(t, "the new upstream", s.wait(), func() error {
-			r := s.do(t, hc, "GET", base+"/api/v1/gateway/proteins/P38398", token, nil)
+			r := s.do(t, hc, "GET", base+"/api/v1/gateway/proteins/P38398", "", nil)
 			if r.code != 200 || r.field("path") != "/P38398" {
 				return fmt.Errorf("%v", r)
 			}
