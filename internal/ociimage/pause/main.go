@@ -13,9 +13,16 @@ import (
 	"syscall"
 )
 
-func main() {
+func main() { run(nil) }
+
+// run waits for SIGTERM or SIGINT, reaping children on SIGCHLD; ready (if
+// not nil) is called once the signals are caught.
+func run(ready func()) {
 	sigs := make(chan os.Signal, 8)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGCHLD)
+	if ready != nil {
+		ready()
+	}
 	for s := range sigs {
 		if s != syscall.SIGCHLD {
 			os.Exit(0)
