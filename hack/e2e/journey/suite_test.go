@@ -249,6 +249,8 @@ func (s *suite) teardown(t *testing.T) {
 		s.failing = append(s.failing, "teardown: "+err.Error())
 		t.Errorf("teardown: %v", err)
 	}
+	// The image archives are rebuilt each run; the logs stay.
+	_ = os.RemoveAll(filepath.Join(s.work, "images"))
 	for _, left := range cluster.Leftovers(s.work) {
 		s.failed.Add(1)
 		s.failing = append(s.failing, "teardown left: "+left)
