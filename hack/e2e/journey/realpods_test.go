@@ -211,6 +211,7 @@ func (s *suite) realPodChecks(t *testing.T) {
 		})
 	})
 	s.traefikChecks(t, dataDir)
+	s.gatewayChecks(t)
 }
 
 // mountinfo finds the mount at path inside the process's mount namespace.

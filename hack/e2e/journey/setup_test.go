@@ -149,7 +149,7 @@ func (s *suite) apply(manifest string) error {
 // process with a kubeconfig, listening on loopback. It serves the Ingresses
 // of class traefik (an IngressClass as k3s's chart makes it) and writes
 // their status; it routes to the pods' IPs from the Service's EndpointSlices.
-// The Gateway API provider is on when the cluster has the Gateway API CRDs.
+// Its Gateway API provider serves HTTPRoutes (the CRDs are installed first).
 func (s *suite) startTraefik(t *testing.T) error {
 	if err := s.apply(`apiVersion: networking.k8s.io/v1
 kind: IngressClass
@@ -187,9 +187,10 @@ spec:
 		"--providers.kubernetesingress.ingressendpoint.ip=127.0.0.1",
 		"--log.level=INFO", "--accesslog=true",
 	}
-	if _, err := s.k("get", "crd", "gateways.gateway.networking.k8s.io"); err == nil {
-		args = append(args, "--providers.kubernetesgateway=true")
+	if err := s.installGatewayAPI(); err != nil {
+		return err
 	}
+	args = append(args, "--providers.kubernetesgateway=true")
 	if err := s.c.StartProcess("traefik", []string{"KUBECONFIG=" + s.c.Kubeconfig}, s.tools.traefik, args...); err != nil {
 		return err
 	}
