@@ -24,6 +24,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/medops/medops/hack/bench/common"
 )
 
 // Options say where the binaries are and what to load onto the node.
@@ -55,7 +57,7 @@ type Cluster struct {
 		etcd, etcdPeer, apiserver, kcm, scheduler           int
 		kubelet, kubeletHealthz, proxyHealthz, proxyMetrics int
 	}
-	byName   map[string]*proc
+	byName   map[string]*common.Proc
 	stopOnce sync.Once
 	stopErr  error
 }
@@ -77,7 +79,7 @@ func Start(ctx context.Context, o Options) (_ *Cluster, err error) {
 		ContainerdSocket: filepath.Join(o.Work, "containerd", "containerd.sock"),
 		procs:            &procs{logDir: filepath.Join(o.Work, "logs"), log: o.Log},
 		host:             &host{log: o.Log},
-		byName:           map[string]*proc{},
+		byName:           map[string]*common.Proc{},
 	}
 	defer func() {
 		if err != nil {
@@ -191,7 +193,7 @@ func (c *Cluster) makePKI(context.Context) error {
 	return pk.serviceAccountKeys()
 }
 
-func (c *Cluster) start(name string, env []string, bin string, args ...string) (*proc, error) {
+func (c *Cluster) start(name string, env []string, bin string, args ...string) (*common.Proc, error) {
 	p, err := c.procs.start(name, env, bin, args...)
 	if err == nil {
 		c.byName[name] = p
@@ -359,7 +361,7 @@ func (c *Cluster) startKwok(ctx context.Context) error {
 }
 
 func (c *Cluster) waitNodes(ctx context.Context) error {
-	watch := []*proc{c.byName["kubelet"], c.byName["kwok"], c.byName["kube-controller-manager"]}
+	watch := []*common.Proc{c.byName["kubelet"], c.byName["kwok"], c.byName["kube-controller-manager"]}
 	if err := waitFor(ctx, 120*time.Second, "3 nodes Ready", func(ctx context.Context) error {
 		out, err := c.Kubectl(ctx, "get", "nodes", "-o", `jsonpath={range .items[*]}{.metadata.name}={.status.conditions[?(@.type=="Ready")].status}{" "}{end}`)
 		if err != nil {
@@ -399,7 +401,7 @@ func (c *Cluster) KubectlStdin(ctx context.Context, stdin string, args ...string
 }
 
 // Alive reports whether the named component still runs; Logs is its log.
-func (c *Cluster) Alive(name string) bool { p := c.byName[name]; return p != nil && p.alive() }
+func (c *Cluster) Alive(name string) bool { p := c.byName[name]; return p != nil && alive(p) }
 
 // LogFile is the path of a component's log.
 func (c *Cluster) LogFile(name string) string { return filepath.Join(c.procs.logDir, name+".log") }
@@ -439,7 +441,7 @@ func (c *Cluster) drain() error {
 	// Controllers would replace them: stop those first.
 	for _, p := range []string{"kube-controller-manager", "kube-scheduler"} {
 		if pr := c.byName[p]; pr != nil {
-			pr.stop(10 * time.Second)
+			pr.Stop(10 * time.Second)
 		}
 	}
 	if _, err := c.Kubectl(ctx, "delete", "pods", "-A", "--field-selector", sel, "--grace-period=1", "--wait=false"); err != nil {
