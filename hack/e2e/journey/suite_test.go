@@ -77,7 +77,6 @@ func (s *suite) check(t *testing.T, name string, fn func(t *testing.T)) bool {
 // TestJourney starts the cluster, runs every group of checks in the order a
 // user would meet them, and stops everything.
 func TestJourney(t *testing.T) {
-	t.Helper()
 	s := &suite{log: slog.New(slog.NewTextHandler(os.Stderr, nil))}
 	// Ctrl-C or SIGTERM ends the waits; the cleanups below still run (a
 	// signal would otherwise kill the test binary before them).
@@ -90,7 +89,8 @@ func TestJourney(t *testing.T) {
 	t.Cleanup(cancel)
 	s.ctx = ctx
 	t0 := time.Now()
-	// Registered first, so it runs last: the summary closes the output.
+	// Cleanups run last-registered first: the teardown, then this summary,
+	// which closes the output.
 	t.Cleanup(func() {
 		if len(s.failing) > 0 {
 			fmt.Println("\nFailed checks:")

@@ -1,8 +1,9 @@
 //go:build tools
 
-// Package kube pins the Kubernetes control-plane binaries that envtest and the
-// end-to-end script run. They cannot be downloaded here, so they are built from
-// the Go module proxy at the version named in go.mod.
+// Package kube pins the Kubernetes binaries that envtest and the end-to-end
+// suite run: the control plane, kubectl, and the real node's kubelet and
+// kube-proxy. They cannot be downloaded here, so they are built from the Go
+// module proxy at the version named in go.mod.
 package kube
 
 import (
