@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -329,6 +330,15 @@ func (s *suite) traefikChecks(t *testing.T, dataDir string) {
 			}
 			return fmt.Errorf("no JSON line with request_id %s in %d bytes of logs", requestID, len(logs))
 		})
+	})
+	s.check(t, "kubectl exec runs a command in the container (apiserver, kubelet and containerd streaming)", func(t *testing.T) {
+		// The image holds one static binary and no shell: run it.
+		// Go's flag package prints the usage on stderr and exits 0 for -help.
+		out, err := exec.CommandContext(s.ctx, filepath.Join(s.tools.k8sDir, "kubectl"), "--kubeconfig", s.c.Kubeconfig,
+			"-n", ns, "exec", "deploy/"+realName, "--", "/medops-api", "-help").CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "-config") {
+			t.Errorf("kubectl exec: %v\n%s", err, out)
+		}
 	})
 	s.check(t, "Traefik: the gateway reaches the upstream, the repeat is an X-Cache HIT that does not call it again", func(t *testing.T) {
 		before := s.upstream.Hits()
