@@ -492,9 +492,6 @@ func (c *Cluster) clientTLS(name string) (*tls.Config, error) {
 	return &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: pool}, nil
 }
 
-// CAFile is the cluster CA's certificate.
-func (c *Cluster) CAFile() string { return c.pki.caFile() }
-
 func httpOK(url string, tlsCfg *tls.Config) func(context.Context) error {
 	client := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{TLSClientConfig: tlsCfg}}
 	return func(ctx context.Context) error {
