@@ -51,6 +51,7 @@ type handler struct {
 	base           string
 	onWrite        func()
 	requireIfMatch bool
+	query          *listQuery
 }
 
 // NewRouter returns the module's routes. Not-found and method-not-allowed
@@ -66,6 +67,7 @@ func NewRouter(opts Options) (chi.Router, error) {
 		h.log = slog.New(slog.DiscardHandler)
 	}
 	h.raw, _ = opts.Store.(RawReader)
+	h.query = newListQuery()
 	h.bufs.New = func() any { return new([]byte) }
 	if h.onWrite == nil {
 		h.onWrite = func() {}
@@ -255,7 +257,7 @@ func (h *handler) list(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return httpx.Errorf(http.StatusBadRequest, "invalid", "query", "the query string cannot be decoded: "+err.Error())
 	}
-	o, err := parseListQuery(q)
+	o, err := h.query.parse(q)
 	if err != nil {
 		return err
 	}
