@@ -155,6 +155,10 @@ func (a *App) buildRouter(token string) error {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write(a.openapi)
 	})
+	if a.cfg.Server.Docs.IsEnabled() {
+		a.mountDocs(r)
+	}
+	r.Get("/", a.serveIndex(a.newIndex()))
 	return nil
 }
 
