@@ -90,8 +90,15 @@ func New(opts Options) (_ *App, err error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := a.reg.Register(a.readyGauge()); err != nil {
+		return nil, fmt.Errorf("registering the readiness metric: %w", err)
+	}
 	if a.cfg.Modules.TasksEnabled() {
-		if a.store, err = store.Open(a.cfg.DataDir, opts.StoreOptions); err != nil {
+		so := opts.StoreOptions
+		if so.Registerer == nil {
+			so.Registerer = a.reg
+		}
+		if a.store, err = store.Open(a.cfg.DataDir, so); err != nil {
 			return nil, err
 		}
 	}

@@ -18,6 +18,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -36,6 +37,8 @@ type Options struct {
 	MaxBatchSize int
 	// Now is the clock; nil means time.Now. Tests set it.
 	Now func() time.Time
+	// Registerer receives the store's metrics; nil means none.
+	Registerer prometheus.Registerer
 }
 
 // Store is the task store. It is safe for concurrent use.
@@ -44,12 +47,17 @@ type Store struct {
 	ids    *idGen
 	now    func() time.Time
 	closed atomic.Bool
+	m      opMetrics
 }
 
 // Open opens (creating if needed) dataDir/tasks.db.
 func Open(dataDir string, opts Options) (*Store, error) {
 	if dataDir == "" {
 		return nil, errors.New("opening task store: data directory is empty")
+	}
+	m, err := newOpMetrics(opts.Registerer)
+	if err != nil {
+		return nil, err
 	}
 	if err := os.MkdirAll(dataDir, 0o750); err != nil {
 		return nil, fmt.Errorf("creating data directory %s: %w", dataDir, err)
@@ -86,7 +94,7 @@ func Open(dataDir string, opts Options) (*Store, error) {
 	if now == nil {
 		now = time.Now
 	}
-	return &Store{db: db, ids: newIDGen(now), now: now}, nil
+	return &Store{db: db, ids: newIDGen(now), now: now, m: m}, nil
 }
 
 // Close closes the database; it waits for running transactions.
@@ -109,6 +117,7 @@ func (s *Store) Path() string { return s.db.Path() }
 // Create stores a new task. It assigns id, timestamps and version 1, fills
 // defaults, validates, and returns the task as stored once it is on disk.
 func (s *Store) Create(ctx context.Context, t Task) (Task, error) {
+	defer s.m.since(opCreate, time.Now())
 	if err := ctx.Err(); err != nil {
 		return Task{}, err
 	}
@@ -143,6 +152,7 @@ func (s *Store) Create(ctx context.Context, t Task) (Task, error) {
 
 // Get returns one task.
 func (s *Store) Get(ctx context.Context, id string) (Task, error) {
+	defer s.m.since(opGet, time.Now())
 	var t Task
 	if !ValidID(id) {
 		return t, ErrNotFound
@@ -172,6 +182,7 @@ func (s *Store) Get(ctx context.Context, id string) (Task, error) {
 // task, so it must only depend on its argument. The store restores id and
 // createdAt, bumps the version and sets updatedAt, then validates.
 func (s *Store) Update(ctx context.Context, id string, ifVersion int64, mutate func(*Task) error) (Task, error) {
+	defer s.m.since(opUpdate, time.Now())
 	if err := ctx.Err(); err != nil {
 		return Task{}, err
 	}
@@ -228,6 +239,7 @@ func (s *Store) Update(ctx context.Context, id string, ifVersion int64, mutate f
 // Delete removes a task. When ifVersion is not zero the task must still be
 // at that version.
 func (s *Store) Delete(ctx context.Context, id string, ifVersion int64) error {
+	defer s.m.since(opDelete, time.Now())
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -323,6 +335,7 @@ func DecodeCursor(c string) (string, error) {
 
 // List returns tasks in id (creation) order.
 func (s *Store) List(ctx context.Context, o ListOptions) (Page, error) {
+	defer s.m.since(opList, time.Now())
 	limit := o.Limit
 	if limit <= 0 {
 		limit = DefaultLimit
