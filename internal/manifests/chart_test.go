@@ -267,6 +267,12 @@ func TestHelmTemplate(t *testing.T) {
 				}
 			},
 		},
+		{
+			name: "monitoring", values: "monitoring-values.yaml", wantImage: "ghcr.io/medops/medops-operator:v0.1.0", wantSA: "medops-operator",
+			wantCRD: true, wantRBAC: true, wantMetrics: true, wantManagerBinding: "ClusterRoleBinding",
+			wantArgs: []string{"--metrics-bind-address=:8443"},
+			check:    checkMonitoring,
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -347,7 +353,10 @@ func TestHelmTemplate(t *testing.T) {
 				t.Error("metrics disabled but the metrics Service is rendered")
 			}
 			for _, o := range objs {
-				if ns := o.GetNamespace(); ns != "" && ns != "medops-system" && !(o.GetKind() == "RoleBinding" && (ns == "medops-team" || ns == "medops-lab")) {
+				// Other namespaces only where the values ask for them: the
+				// watched namespaces' RoleBindings, and the dashboard next to Grafana.
+				if ns := o.GetNamespace(); ns != "" && ns != "medops-system" && !(o.GetKind() == "RoleBinding" && (ns == "medops-team" || ns == "medops-lab")) &&
+					!(o.GetKind() == "ConfigMap" && ns == "monitoring") {
 					t.Errorf("%s/%s lands in namespace %s", o.GetKind(), o.GetName(), ns)
 				}
 				if o.GetLabels()["app.kubernetes.io/managed-by"] != "Helm" {
