@@ -1,14 +1,22 @@
 package manifests
 
 import (
+	"context"
 	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/dynamic"
+
+	"github.com/medops/medops/internal/testenv"
 )
 
 // checkMonitoring is what a user of ci/monitoring-values.yaml checks: a
@@ -127,4 +135,57 @@ func TestHelmMonitoringOptIn(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "insecure") {
 		t.Errorf("a misspelt tlsConfig field: %v", err)
 	}
+}
+
+// serviceMonitorCRDDir is a folder holding the Prometheus Operator's
+// ServiceMonitor CRD, generated from its Go types by hack/tools.sh.
+func serviceMonitorCRDDir(t *testing.T) string {
+	t.Helper()
+	out, err := exec.Command(filepath.Join(testenv.RepoRoot(), "hack", "tools.sh"), "servicemonitor-crd").Output()
+	if err != nil {
+		t.Fatalf("hack/tools.sh servicemonitor-crd: %v", err)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// TestHelmInstallMonitoring installs the chart with ci/monitoring-values.yaml
+// into a real kube-apiserver that serves the ServiceMonitor CRD, and reads
+// the objects back: the apiserver prunes fields its schema does not know, so
+// a misspelt or misplaced ServiceMonitor field would be lost here.
+func TestHelmInstallMonitoring(t *testing.T) {
+	env, cfg := testenv.StartForTest(t, serviceMonitorCRDDir(t))
+	h := newHelm(t)
+	h.kubeconfig = writeKubeconfig(t, env, cfg)
+	dyn, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	nsGVR := schema.GroupVersionResource{Version: "v1", Resource: "namespaces"}
+	ns := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "v1", "kind": "Namespace", "metadata": map[string]any{"name": "monitoring"}}}
+	if _, err := dyn.Resource(nsGVR).Create(ctx, ns, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
+	h.mustRun(t, "install", "medops-operator", chartDir(), "--namespace", "medops-system", "--create-namespace",
+		"-f", filepath.Join(chartDir(), "ci", "monitoring-values.yaml"))
+
+	get := func(gvr schema.GroupVersionResource, ns, name string) unstructured.Unstructured {
+		t.Helper()
+		o, err := dyn.Resource(gvr).Namespace(ns).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			t.Fatalf("installed %s %s/%s: %v", gvr.Resource, ns, name, err)
+		}
+		return *o
+	}
+	byID := map[string]unstructured.Unstructured{
+		"ServiceMonitor/medops-operator-metrics":            get(schema.GroupVersionResource{Group: "monitoring.coreos.com", Version: "v1", Resource: "servicemonitors"}, "medops-system", "medops-operator-metrics"),
+		"Service/medops-operator-metrics":                   get(schema.GroupVersionResource{Version: "v1", Resource: "services"}, "medops-system", "medops-operator-metrics"),
+		"ClusterRoleBinding/medops-operator-metrics-reader": get(schema.GroupVersionResource{Group: "rbac.authorization.k8s.io", Version: "v1", Resource: "clusterrolebindings"}, "", "medops-operator-metrics-reader"),
+		"ClusterRole/medops-operator-metrics-reader":        get(schema.GroupVersionResource{Group: "rbac.authorization.k8s.io", Version: "v1", Resource: "clusterroles"}, "", "medops-operator-metrics-reader"),
+		"ConfigMap/medops-operator-dashboard-medops-api":    get(schema.GroupVersionResource{Version: "v1", Resource: "configmaps"}, "monitoring", "medops-operator-dashboard-medops-api"),
+	}
+	// The same checks as on the rendered chart, now on what the apiserver kept.
+	checkMonitoring(t, nil, byID)
 }
