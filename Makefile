@@ -5,7 +5,7 @@ SHELL := /usr/bin/env bash -o pipefail
 IMG_OPERATOR ?= ghcr.io/medops/medops-operator:dev
 IMG_API ?= ghcr.io/medops/medops-api:dev
 PLATFORMS ?= linux/amd64,linux/arm64,linux/arm/v7
-GO_TEST_FLAGS ?= -count=1
+GO_TEST_FLAGS ?= -count=1 -timeout 30m
 TOOLS := hack/tools.sh
 
 .PHONY: all

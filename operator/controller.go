@@ -2,21 +2,14 @@ package operator
 
 import (
 	"context"
-	"crypto/rand"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"sort"
 	"strings"
 	"sync"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
-	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
-	networkingv1 "k8s.io/api/networking/v1"
-	policyv1 "k8s.io/api/policy/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -34,11 +27,17 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/recorder"
 
 	"github.com/medops/medops/api/v1alpha1"
+	"github.com/medops/medops/operator/apply"
+	"github.com/medops/medops/operator/resource"
 )
 
 // indexTokenSecret indexes MedOpsAPIs by the Secret their
 // spec.auth.tokenSecretRef names, so a change of that Secret finds them.
 const indexTokenSecret = "spec.auth.tokenSecretRef.name"
+
+// conflictRequeueDelay is how long a reconcile whose status write lost a
+// conflict waits before trying again (the new version is queued anyway).
+const conflictRequeueDelay = time.Second
 
 // Reconciler turns a MedOpsAPI into its children and reports their state.
 //
@@ -52,6 +51,12 @@ type Reconciler struct {
 	Cache     client.Reader
 	Scheme    *runtime.Scheme
 	Recorder  recorder.EventRecorder
+	// Kinds are the child kinds this cluster serves (resource.Kinds, less
+	// the optional kinds whose API is missing); SetupWithManager watches
+	// them and Reconcile applies or deletes one child of each.
+	Kinds []resource.Kind
+
+	applier *apply.Applier
 
 	// tokenHashes remembers, per MedOpsAPI, the hash of its token Secret's
 	// data at a resourceVersion, so a converged operator does not re-read
@@ -59,27 +64,17 @@ type Reconciler struct {
 	tokenHashes sync.Map // types.NamespacedName -> tokenHash
 }
 
-type tokenHash struct {
-	uid             types.UID
-	resourceVersion string
-	hash            string
-}
-
 // RBAC, least privilege: children need get/list/watch (cache), patch and
 // create (server-side apply, which creates a missing object), update (the
-// repair after a foreign edit made an apply invalid, see applyChild) and
-// delete (children no longer wanted). Secrets are never patched: the token
-// is made with create and only deleted. MedOpsAPIs are only read; their
-// status is replaced with update. Events use the events.k8s.io API.
+// repair after a foreign edit made an apply invalid, see apply.Applier) and
+// delete (children no longer wanted); their markers stand next to the table
+// of child kinds (resource.Kinds). Secrets are never patched: the token is
+// made with create and only deleted. MedOpsAPIs are only read; their status
+// is replaced with update. Events use the events.k8s.io API.
 //
 // +kubebuilder:rbac:groups=medops.io,resources=medopsapis,verbs=get;list;watch
 // +kubebuilder:rbac:groups=medops.io,resources=medopsapis/status,verbs=get;update
-// +kubebuilder:rbac:groups=apps,resources=deployments,verbs=get;list;watch;create;update;patch;delete
-// +kubebuilder:rbac:groups="",resources=services;configmaps;serviceaccounts;persistentvolumeclaims,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;delete
-// +kubebuilder:rbac:groups=networking.k8s.io,resources=ingresses;networkpolicies,verbs=get;list;watch;create;update;patch;delete
-// +kubebuilder:rbac:groups=autoscaling,resources=horizontalpodautoscalers,verbs=get;list;watch;create;update;patch;delete
-// +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
 // SetupWithManager registers the controller and its watches.
@@ -87,6 +82,7 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager, maxConcurrent int) error
 	if r.Cache == nil {
 		r.Cache = mgr.GetCache()
 	}
+	r.applier = &apply.Applier{Client: r.Client, APIReader: r.APIReader, Scheme: r.Scheme, FieldManager: FieldManager}
 	ctx := context.Background()
 	if err := mgr.GetFieldIndexer().IndexField(ctx, &v1alpha1.MedOpsAPI{}, indexTokenSecret, func(o client.Object) []string {
 		m := o.(*v1alpha1.MedOpsAPI)
@@ -104,7 +100,7 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager, maxConcurrent int) error
 	if maxConcurrent > 0 {
 		opts.MaxConcurrentReconciles = maxConcurrent
 	}
-	return ctrl.NewControllerManagedBy(mgr).
+	b := ctrl.NewControllerManagedBy(mgr).
 		Named("medopsapi").
 		// Our own status writes change neither generation, labels nor
 		// annotations, so they do not wake the controller again.
@@ -112,19 +108,13 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager, maxConcurrent int) error
 			predicate.GenerationChangedPredicate{},
 			predicate.LabelChangedPredicate{},
 			predicate.AnnotationChangedPredicate{},
-		))).
-		// Children are watched unfiltered: an edit or deletion by anyone
-		// must bring the child back, and Deployment status feeds ours.
-		Owns(&appsv1.Deployment{}).
-		Owns(&corev1.Service{}).
-		Owns(&corev1.ConfigMap{}).
-		Owns(&corev1.ServiceAccount{}).
-		Owns(&corev1.PersistentVolumeClaim{}).
-		Owns(&networkingv1.Ingress{}).
-		Owns(&networkingv1.NetworkPolicy{}).
-		Owns(&autoscalingv2.HorizontalPodAutoscaler{}).
-		Owns(&policyv1.PodDisruptionBudget{}).
-		Owns(secretMeta).
+		)))
+	// Children are watched unfiltered: an edit or deletion by anyone must
+	// bring the child back, and Deployment status feeds ours.
+	for _, k := range r.Kinds {
+		b = b.Owns(k.New())
+	}
+	return b.Owns(secretMeta).
 		// A user's token Secret is not ours, so it is found through the index.
 		Watches(secretMeta, handler.EnqueueRequestsFromMapFunc(r.mapTokenSecret)).
 		// A retained PVC has no owner reference; its instance label finds
@@ -154,7 +144,7 @@ func (r *Reconciler) mapTokenSecret(ctx context.Context, o client.Object) []reco
 // only holds objects with our managed-by label, so foreign objects never
 // get here.
 func mapUnownedByInstance(_ context.Context, o client.Object) []reconcile.Request {
-	name := o.GetLabels()[LabelInstance]
+	name := o.GetLabels()[resource.LabelInstance]
 	if name == "" || metav1.GetControllerOf(o) != nil {
 		return nil
 	}
@@ -178,79 +168,79 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 		return reconcile.Result{}, nil
 	}
 
-	st := observed{}
+	obs := observed{}
 	// Events go out once per reconcile, one per kind of change, naming the
 	// objects (finish records them): at scale, one Event per child would be
 	// most of the operator's writes.
-	done := &changes{}
-	in, err := r.tokenInputs(ctx, &m, done)
+	changed := &changes{}
+	in, err := r.tokenInputs(ctx, &m, changed)
 	if err != nil {
 		var missing *tokenSecretError
 		if errors.As(err, &missing) {
 			// Not retried: the Secret watch wakes us when it appears.
-			st.degraded(ReasonTokenSecretMissing, missing.Error())
-			return r.finish(ctx, &m, st, done, nil)
+			obs.degraded(ReasonTokenSecretMissing, missing.Error())
+			return r.finish(ctx, &m, obs, changed, nil)
 		}
-		st.degraded(ReasonApplyFailed, err.Error())
-		return r.finish(ctx, &m, st, done, err)
+		obs.degraded(ReasonApplyFailed, err.Error())
+		return r.finish(ctx, &m, obs, changed, err)
 	}
 
-	children, err := Children(&m, in)
+	desired, err := resource.Prepare(&m, in)
 	if err != nil {
 		if msg, ok := invalidConfig(err); ok {
 			// The spec itself is wrong: retrying cannot help, a spec change will.
-			st.degraded(ReasonInvalidConfig, msg)
+			obs.degraded(ReasonInvalidConfig, msg)
 			if cond := findCondition(m.Status.Conditions, v1alpha1.ConditionDegraded); cond == nil ||
 				cond.Reason != ReasonInvalidConfig || cond.Message != msg {
 				r.event(&m, nil, corev1.EventTypeWarning, ReasonInvalidConfig, "Validate", "%s", msg)
 			}
-			return r.finish(ctx, &m, st, done, nil)
+			return r.finish(ctx, &m, obs, changed, nil)
 		}
-		st.degraded(ReasonApplyFailed, err.Error())
-		return r.finish(ctx, &m, st, done, fmt.Errorf("build children: %w", err))
+		obs.degraded(ReasonApplyFailed, err.Error())
+		return r.finish(ctx, &m, obs, changed, fmt.Errorf("build children: %w", err))
 	}
 
-	for _, c := range children {
+	for _, c := range desired.Children(r.Kinds) {
 		var (
-			out  applyOutcome
+			out  apply.Outcome
 			now  client.Object
 			aerr error
 		)
 		if c.Wanted {
-			out, now, aerr = r.applyChild(ctx, c.Object)
+			out, now, aerr = r.applier.Apply(ctx, c.Object)
 		} else {
-			out, aerr = r.deleteChild(ctx, &m, c.Object)
+			out, aerr = r.applier.Delete(ctx, &m, c.Object)
 		}
 		kind := kindOf(c.Object, r.Scheme)
 		if aerr != nil {
 			logger.Error(aerr, "reconcile child", "kind", kind, "name", c.Object.GetName())
 			r.event(&m, c.Object, corev1.EventTypeWarning, ReasonApplyFailed, "Apply", "%s %s: %v", kind, c.Object.GetName(), aerr)
-			st.degraded(ReasonApplyFailed, aerr.Error())
-			return r.finish(ctx, &m, st, done, aerr)
+			obs.degraded(ReasonApplyFailed, aerr.Error())
+			return r.finish(ctx, &m, obs, changed, aerr)
 		}
-		done.add(out, kind+" "+c.Object.GetName())
-		if d, ok := c.Object.(*appsv1.Deployment); ok && c.Wanted {
-			st.desired = d
-			st.live, _ = now.(*appsv1.Deployment)
+		changed.add(out, kind+" "+c.Object.GetName())
+		if dep, ok := c.Object.(*appsv1.Deployment); ok && c.Wanted {
+			obs.desired = dep
+			obs.live, _ = now.(*appsv1.Deployment)
 		}
 	}
-	if !done.empty() {
-		logger.Info("children changed", "created", done.created, "updated", done.updated, "deleted", done.deleted)
+	if !changed.empty() {
+		logger.Info("children changed", "created", changed.created, "updated", changed.updated, "deleted", changed.deleted)
 	}
-	return r.finish(ctx, &m, st, done, nil)
+	return r.finish(ctx, &m, obs, changed, nil)
 }
 
-// finish writes the status computed from st and returns rerr, so that a
+// finish writes the status computed from obs and returns rerr, so that a
 // failed reconcile is retried with the controller's exponential backoff.
 //
 // Events are recorded first: they are sent asynchronously, and going out
 // before the status write means they do not trail the visible convergence.
-func (r *Reconciler) finish(ctx context.Context, m *v1alpha1.MedOpsAPI, st observed, done *changes, rerr error) (reconcile.Result, error) {
-	done.record(r, m)
-	if err := r.writeStatus(ctx, m, st); err != nil {
+func (r *Reconciler) finish(ctx context.Context, m *v1alpha1.MedOpsAPI, obs observed, changed *changes, rerr error) (reconcile.Result, error) {
+	changed.record(r, m)
+	if err := r.writeStatus(ctx, m, obs); err != nil {
 		if apierrors.IsConflict(err) {
 			// The MedOpsAPI changed under us; its new version is queued anyway.
-			return reconcile.Result{RequeueAfter: time.Second}, rerr
+			return reconcile.Result{RequeueAfter: conflictRequeueDelay}, rerr
 		}
 		if rerr == nil {
 			rerr = err
@@ -272,13 +262,13 @@ func (r *Reconciler) event(m *v1alpha1.MedOpsAPI, related runtime.Object, typ, r
 // changes collects what one reconcile created, updated and deleted.
 type changes struct{ created, updated, deleted []string }
 
-func (c *changes) add(out applyOutcome, what string) {
+func (c *changes) add(out apply.Outcome, what string) {
 	switch out {
-	case created:
+	case apply.Created:
 		c.created = append(c.created, what)
-	case updated:
+	case apply.Updated:
 		c.updated = append(c.updated, what)
-	case deleted:
+	case apply.Deleted:
 		c.deleted = append(c.deleted, what)
 	}
 }
@@ -298,138 +288,6 @@ func (c *changes) record(r *Reconciler, m *v1alpha1.MedOpsAPI) {
 	if len(c.deleted) > 0 {
 		r.event(m, nil, corev1.EventTypeNormal, "Deleted", "Delete", "deleted %s (no longer wanted)", strings.Join(c.deleted, ", "))
 	}
-}
-
-// tokenSecretError says that the token Secret a MedOpsAPI references cannot be used.
-type tokenSecretError struct{ msg string }
-
-func (e *tokenSecretError) Error() string { return e.msg }
-
-// tokenInputs finds the token Secret (making it when the operator owns it)
-// and the hash of its data, which the builders fold into the pod template so
-// that a rotated token rolls the pods.
-func (r *Reconciler) tokenInputs(ctx context.Context, m *v1alpha1.MedOpsAPI, done *changes) (Inputs, error) {
-	key := client.ObjectKeyFromObject(m)
-	generated := BuildTokenSecret(m, nil)
-	if m.Spec.Auth.Disabled || m.Spec.Auth.TokenSecretRef != nil {
-		// A token the operator once generated is no longer wanted.
-		gone, err := r.deleteGeneratedToken(ctx, m, generated.Name)
-		if err != nil {
-			return Inputs{}, err
-		}
-		if gone {
-			done.add(deleted, "Secret "+generated.Name)
-		}
-	}
-	if m.Spec.Auth.Disabled {
-		r.tokenHashes.Delete(key)
-		return Inputs{}, nil
-	}
-	name, dataKey := generated.Name, ""
-	if ref := m.Spec.Auth.TokenSecretRef; ref != nil {
-		name, dataKey = ref.Name, ref.Key
-		if dataKey == "" {
-			dataKey = "token"
-		}
-	}
-
-	meta := &metav1.PartialObjectMetadata{}
-	meta.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Secret"))
-	err := r.Cache.Get(ctx, types.NamespacedName{Namespace: m.Namespace, Name: name}, meta)
-	switch {
-	case apierrors.IsNotFound(err) && m.Spec.Auth.TokenSecretRef == nil:
-		made, err := r.createToken(ctx, m)
-		if err != nil {
-			return Inputs{}, err
-		}
-		if made != nil {
-			// The apiserver's answer holds the data: no need to read it back.
-			done.add(created, "Secret "+made.Name)
-			h := hashSecretData(made.Data)
-			r.tokenHashes.Store(key, tokenHash{uid: made.UID, resourceVersion: made.ResourceVersion, hash: h})
-			return Inputs{TokenSecretName: name, SecretHash: h}, nil
-		}
-		meta = nil // made by an earlier reconcile the cache has not seen yet: read it below
-	case apierrors.IsNotFound(err):
-		return Inputs{}, &tokenSecretError{fmt.Sprintf("auth.tokenSecretRef: Secret %q not found in namespace %s", name, m.Namespace)}
-	case err != nil:
-		return Inputs{}, fmt.Errorf("read token Secret %s metadata: %w", name, err)
-	}
-	if meta != nil {
-		if v, ok := r.tokenHashes.Load(key); ok {
-			if th := v.(tokenHash); th.uid == meta.UID && th.resourceVersion == meta.ResourceVersion && th.hash != "" {
-				return Inputs{TokenSecretName: name, SecretHash: th.hash}, nil
-			}
-		}
-	}
-	var s corev1.Secret
-	if err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: m.Namespace, Name: name}, &s); err != nil {
-		if apierrors.IsNotFound(err) && m.Spec.Auth.TokenSecretRef != nil {
-			return Inputs{}, &tokenSecretError{fmt.Sprintf("auth.tokenSecretRef: Secret %q not found in namespace %s", name, m.Namespace)}
-		}
-		return Inputs{}, fmt.Errorf("read token Secret %s: %w", name, err)
-	}
-	if dataKey != "" && len(s.Data[dataKey]) == 0 {
-		return Inputs{}, &tokenSecretError{fmt.Sprintf("auth.tokenSecretRef: Secret %q has no key %q", name, dataKey)}
-	}
-	h := hashSecretData(s.Data)
-	r.tokenHashes.Store(key, tokenHash{uid: s.UID, resourceVersion: s.ResourceVersion, hash: h})
-	return Inputs{TokenSecretName: name, SecretHash: h}, nil
-}
-
-// createToken makes the MedOpsAPI's own token Secret with a random token.
-// It uses Create, never apply: once made the token is never rewritten, and an
-// AlreadyExists (the cache lagging behind) is fine: it returns nil then.
-func (r *Reconciler) createToken(ctx context.Context, m *v1alpha1.MedOpsAPI) (*corev1.Secret, error) {
-	buf := make([]byte, 32)
-	if _, err := rand.Read(buf); err != nil {
-		return nil, fmt.Errorf("generate token: %w", err)
-	}
-	token := []byte(hex.EncodeToString(buf))
-	s := BuildTokenSecret(m, token)
-	if err := r.Client.Create(ctx, s, client.FieldOwner(FieldManager)); err != nil {
-		if apierrors.IsAlreadyExists(err) {
-			return nil, nil
-		}
-		return nil, fmt.Errorf("create token Secret %s: %w", s.Name, err)
-	}
-	return s, nil
-}
-
-// deleteGeneratedToken removes the generated token Secret once the user
-// supplies one or disables auth. Only a Secret this MedOpsAPI controls goes.
-func (r *Reconciler) deleteGeneratedToken(ctx context.Context, m *v1alpha1.MedOpsAPI, name string) (bool, error) {
-	meta := &metav1.PartialObjectMetadata{}
-	meta.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Secret"))
-	if err := r.Cache.Get(ctx, types.NamespacedName{Namespace: m.Namespace, Name: name}, meta); err != nil {
-		if apierrors.IsNotFound(err) {
-			return false, nil
-		}
-		return false, fmt.Errorf("read Secret %s metadata: %w", name, err)
-	}
-	if !metav1.IsControlledBy(meta, m) {
-		return false, nil
-	}
-	uid := meta.UID
-	if err := r.Client.Delete(ctx, meta, client.Preconditions{UID: &uid}); err != nil && !apierrors.IsNotFound(err) {
-		return false, fmt.Errorf("delete generated token Secret %s: %w", name, err)
-	}
-	return true, nil
-}
-
-// hashSecretData hashes a Secret's data in key order.
-func hashSecretData(data map[string][]byte) string {
-	keys := make([]string, 0, len(data))
-	for k := range data {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	h := sha256.New()
-	for _, k := range keys {
-		fmt.Fprintf(h, "%d:%s%d:", len(k), k, len(data[k]))
-		h.Write(data[k])
-	}
-	return hex.EncodeToString(h.Sum(nil))[:16]
 }
 
 // invalidConfig reports whether a builder error is a validation error of the

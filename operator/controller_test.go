@@ -17,149 +17,19 @@ import (
 	policyv1 "k8s.io/api/policy/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
-	"k8s.io/apimachinery/pkg/api/resource"
+	apiresource "k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"github.com/medops/medops/api/v1alpha1"
+	"github.com/medops/medops/operator/resource"
 )
 
 const wait = 20 * time.Second
-
-// --- pure parts of the reconciler ---
-
-func TestIsSubset(t *testing.T) {
-	tests := []struct {
-		name       string
-		want, live any
-		ok         bool
-	}{
-		{"equal scalars", "a", "a", true},
-		{"different scalars", "a", "b", false},
-		{"server default ignored", map[string]any{"a": int64(1)}, map[string]any{"a": int64(1), "b": "x"}, true},
-		{"missing key", map[string]any{"a": int64(1)}, map[string]any{"b": int64(1)}, false},
-		{"nested difference", map[string]any{"s": map[string]any{"port": int64(80)}}, map[string]any{"s": map[string]any{"port": int64(81)}}, false},
-		{"empty map absent in live", map[string]any{"m": map[string]any{}}, map[string]any{}, true},
-		{"nil absent in live", map[string]any{"m": nil}, map[string]any{}, true},
-		{"list element subset", []any{map[string]any{"name": "a"}}, []any{map[string]any{"name": "a", "proto": "TCP"}}, true},
-		{"list length differs", []any{"a"}, []any{"a", "b"}, false},
-		{"list element differs", []any{"a", "b"}, []any{"a", "c"}, false},
-		{"map vs scalar", map[string]any{"a": "x"}, "x", false},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			if got := isSubset(tt.want, tt.live); got != tt.ok {
-				t.Errorf("isSubset(%v, %v) = %v, want %v", tt.want, tt.live, got, tt.ok)
-			}
-		})
-	}
-}
-
-func TestDesiredUnstructuredHash(t *testing.T) {
-	scheme, err := NewScheme()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cm := func(v string) *corev1.ConfigMap {
-		return &corev1.ConfigMap{
-			TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "ConfigMap"},
-			ObjectMeta: metav1.ObjectMeta{Name: "c", Namespace: "n"},
-			Data:       map[string]string{"k": v},
-		}
-	}
-	u1, h1, err := desiredUnstructured(cm("a"), scheme)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, found := u1.Object["metadata"].(map[string]any)["creationTimestamp"]; found {
-		t.Errorf("applied document claims metadata.creationTimestamp: %v", u1.Object["metadata"])
-	}
-	if got := u1.GetAnnotations()[AnnotationAppliedHash]; got != h1 || h1 == "" {
-		t.Errorf("applied-hash annotation = %q, want %q", got, h1)
-	}
-	_, h1again, _ := desiredUnstructured(cm("a"), scheme)
-	_, h2, _ := desiredUnstructured(cm("b"), scheme)
-	if h1 != h1again {
-		t.Errorf("hash not stable: %s then %s", h1, h1again)
-	}
-	if h1 == h2 {
-		t.Errorf("different data, same hash %s", h1)
-	}
-}
-
-func TestComputeStatus(t *testing.T) {
-	m := &v1alpha1.MedOpsAPI{ObjectMeta: metav1.ObjectMeta{Name: "a", Generation: 3}}
-	desired := &appsv1.Deployment{Spec: appsv1.DeploymentSpec{
-		Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "a"}},
-		Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Annotations: map[string]string{AnnotationConfigHash: "h1"}}},
-	}}
-	dep := func(gen, obs int64, want, upd, ready, avail, total int32) *appsv1.Deployment {
-		return &appsv1.Deployment{
-			ObjectMeta: metav1.ObjectMeta{Generation: gen},
-			Spec:       appsv1.DeploymentSpec{Replicas: &want},
-			Status: appsv1.DeploymentStatus{ObservedGeneration: obs, UpdatedReplicas: upd, ReadyReplicas: ready,
-				AvailableReplicas: avail, Replicas: total},
-		}
-	}
-	tests := []struct {
-		name                         string
-		o                            observed
-		ready, progressing, degraded metav1.ConditionStatus
-		readyReason                  string
-	}{
-		{"no deployment yet", observed{desired: desired}, "False", "True", "False", ReasonCreating},
-		{"rolled out", observed{desired: desired, live: dep(2, 2, 2, 2, 2, 2, 2)}, "True", "False", "False", ReasonAvailable},
-		{"new generation not seen", observed{desired: desired, live: dep(3, 2, 2, 2, 2, 2, 2)}, "False", "True", "False", ReasonRollingOut},
-		{"old pods remain", observed{desired: desired, live: dep(2, 2, 2, 2, 2, 2, 3)}, "False", "True", "False", ReasonRollingOut},
-		{"invalid config", observed{failReason: ReasonInvalidConfig, failMessage: "cache.shards: bad"}, "False", "False", "True", ReasonInvalidConfig},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			st := computeStatus(m, tt.o)
-			for typ, want := range map[string]metav1.ConditionStatus{
-				v1alpha1.ConditionReady: tt.ready, v1alpha1.ConditionProgressing: tt.progressing, v1alpha1.ConditionDegraded: tt.degraded,
-			} {
-				c := meta.FindStatusCondition(st.Conditions, typ)
-				if c == nil || c.Status != want || c.ObservedGeneration != 3 {
-					t.Errorf("%s = %+v, want status %s at generation 3", typ, c, want)
-				}
-			}
-			if c := meta.FindStatusCondition(st.Conditions, v1alpha1.ConditionReady); c != nil && c.Reason != tt.readyReason {
-				t.Errorf("Ready reason = %s, want %s", c.Reason, tt.readyReason)
-			}
-			if st.ObservedGeneration != 3 {
-				t.Errorf("observedGeneration = %d, want 3", st.ObservedGeneration)
-			}
-			if tt.o.desired != nil && (st.Selector != "app=a" || st.ConfigHash != "h1") {
-				t.Errorf("selector %q configHash %q, want app=a and h1", st.Selector, st.ConfigHash)
-			}
-		})
-	}
-}
-
-func TestURLOf(t *testing.T) {
-	tests := []struct {
-		in   *v1alpha1.IngressSpec
-		want string
-	}{
-		{nil, ""},
-		{&v1alpha1.IngressSpec{Enabled: false, Host: "a.example"}, ""},
-		{&v1alpha1.IngressSpec{Enabled: true}, ""},
-		{&v1alpha1.IngressSpec{Enabled: true, Host: "a.example", Path: "/"}, "http://a.example/"},
-		{&v1alpha1.IngressSpec{Enabled: true, Host: "a.example", Path: "/api", TLS: &v1alpha1.IngressTLS{SecretName: "s"}}, "https://a.example/api"},
-	}
-	for _, tt := range tests {
-		m := &v1alpha1.MedOpsAPI{Spec: v1alpha1.MedOpsAPISpec{Ingress: tt.in}}
-		if got := m.Spec.URL(); got != tt.want {
-			t.Errorf("URL(%+v) = %q, want %q", tt.in, got, tt.want)
-		}
-	}
-}
-
-// --- envtest: the operator against a real kube-apiserver ---
 
 func newAPI(ns, name string, mutate ...func(*v1alpha1.MedOpsAPI)) *v1alpha1.MedOpsAPI {
 	m := &v1alpha1.MedOpsAPI{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}
@@ -171,14 +41,14 @@ func newAPI(ns, name string, mutate ...func(*v1alpha1.MedOpsAPI)) *v1alpha1.MedO
 
 func create(t *testing.T, s *envSuite, obj client.Object) {
 	t.Helper()
-	if err := s.client.Create(context.Background(), obj); err != nil {
+	if err := s.client.Create(t.Context(), obj); err != nil {
 		t.Fatalf("create %T %s: %v", obj, obj.GetName(), err)
 	}
 }
 
 // get reads an object into obj; it returns the error for use in eventually.
-func get(s *envSuite, ns, name string, obj client.Object) error {
-	return s.client.Get(context.Background(), types.NamespacedName{Namespace: ns, Name: name}, obj)
+func get(t *testing.T, s *envSuite, ns, name string, obj client.Object) error {
+	return s.client.Get(t.Context(), types.NamespacedName{Namespace: ns, Name: name}, obj)
 }
 
 // update re-reads the MedOpsAPI and applies change, retrying on conflicts.
@@ -186,16 +56,17 @@ func update(t *testing.T, s *envSuite, ns, name string, change func(*v1alpha1.Me
 	t.Helper()
 	eventually(t, wait, "update MedOpsAPI "+name, func() error {
 		var m v1alpha1.MedOpsAPI
-		if err := get(s, ns, name, &m); err != nil {
+		if err := get(t, s, ns, name, &m); err != nil {
 			return err
 		}
 		change(&m)
-		return s.client.Update(context.Background(), &m)
+		return s.client.Update(t.Context(), &m)
 	})
 }
 
-func gone(s *envSuite, ns, name string, obj client.Object) error {
-	err := get(s, ns, name, obj)
+func gone(t *testing.T, s *envSuite, ns, name string, obj client.Object) error {
+	t.Helper()
+	err := get(t, s, ns, name, obj)
 	if apierrors.IsNotFound(err) {
 		return nil
 	}
@@ -214,17 +85,17 @@ func isController(obj client.Object, m *v1alpha1.MedOpsAPI) bool {
 func setDeploymentRolledOut(t *testing.T, s *envSuite, ns, name string) {
 	t.Helper()
 	eventually(t, wait, "mark Deployment rolled out", func() error {
-		var d appsv1.Deployment
-		if err := get(s, ns, name, &d); err != nil {
+		var dep appsv1.Deployment
+		if err := get(t, s, ns, name, &dep); err != nil {
 			return err
 		}
 		n := int32(1)
-		if d.Spec.Replicas != nil {
-			n = *d.Spec.Replicas
+		if dep.Spec.Replicas != nil {
+			n = *dep.Spec.Replicas
 		}
-		d.Status = appsv1.DeploymentStatus{ObservedGeneration: d.Generation, Replicas: n, UpdatedReplicas: n,
+		dep.Status = appsv1.DeploymentStatus{ObservedGeneration: dep.Generation, Replicas: n, UpdatedReplicas: n,
 			ReadyReplicas: n, AvailableReplicas: n}
-		return s.client.Status().Update(context.Background(), &d)
+		return s.client.Status().Update(t.Context(), &dep)
 	})
 }
 
@@ -241,12 +112,12 @@ func TestCreateMakesEveryChild(t *testing.T) {
 			TLS: &v1alpha1.IngressTLS{SecretName: "api-tls"}}
 		m.Spec.PodDisruptionBudget = &v1alpha1.PodDisruptionBudgetSpec{MinAvailable: ptrIntStr(1)}
 		m.Spec.NetworkPolicy = &v1alpha1.NetworkPolicySpec{Enabled: true}
-		m.Spec.Storage = &v1alpha1.StorageSpec{Size: ptr(resource.MustParse("2Gi"))}
+		m.Spec.Storage = &v1alpha1.StorageSpec{Size: ptr(apiresource.MustParse("2Gi"))}
 	})
 	create(t, s, m)
 
 	var dep appsv1.Deployment
-	eventually(t, wait, "Deployment created", func() error { return get(s, ns, "api", &dep) })
+	eventually(t, wait, "Deployment created", func() error { return get(t, s, ns, "api", &dep) })
 	var (
 		svc   corev1.Service
 		cm    corev1.ConfigMap
@@ -263,21 +134,21 @@ func TestCreateMakesEveryChild(t *testing.T) {
 	}
 	eventually(t, wait, "every child exists", func() error {
 		for id, obj := range owned {
-			if err := get(s, ns, strings.Fields(id)[1], obj); err != nil {
+			if err := get(t, s, ns, strings.Fields(id)[1], obj); err != nil {
 				return fmt.Errorf("%s: %w", id, err)
 			}
 		}
-		return get(s, ns, "api-data", &pvc)
+		return get(t, s, ns, "api-data", &pvc)
 	})
-	if err := get(s, ns, "api", m); err != nil {
+	if err := get(t, s, ns, "api", m); err != nil {
 		t.Fatal(err)
 	}
 	for id, obj := range owned {
 		if !isController(obj, m) {
 			t.Errorf("%s: controller owner reference = %v, want the MedOpsAPI", id, metav1.GetControllerOf(obj))
 		}
-		if id != "Secret api-token" && obj.GetLabels()[LabelManagedBy] != ManagedByValue {
-			t.Errorf("%s: label %s = %q, want %q (the cache selects on it)", id, LabelManagedBy, obj.GetLabels()[LabelManagedBy], ManagedByValue)
+		if id != "Secret api-token" && obj.GetLabels()[resource.LabelManagedBy] != resource.ManagedByValue {
+			t.Errorf("%s: label %s = %q, want %q (the cache selects on it)", id, resource.LabelManagedBy, obj.GetLabels()[resource.LabelManagedBy], resource.ManagedByValue)
 		}
 	}
 	if len(pvc.OwnerReferences) != 0 {
@@ -291,8 +162,8 @@ func TestCreateMakesEveryChild(t *testing.T) {
 	}
 
 	pod := dep.Spec.Template.Spec
-	if dep.Spec.Template.Annotations[AnnotationConfigHash] == "" {
-		t.Errorf("pod template lacks the %s annotation", AnnotationConfigHash)
+	if dep.Spec.Template.Annotations[resource.AnnotationConfigHash] == "" {
+		t.Errorf("pod template lacks the %s annotation", resource.AnnotationConfigHash)
 	}
 	if dep.Spec.Strategy.Type != appsv1.RecreateDeploymentStrategyType {
 		t.Errorf("strategy with persistent storage = %s, want Recreate", dep.Spec.Strategy.Type)
@@ -318,8 +189,8 @@ func TestCreateMakesEveryChild(t *testing.T) {
 	if !sawConfig || !sawToken || !sawData {
 		t.Errorf("pod volumes %v: want the ConfigMap, the token Secret and the PVC mounted", pod.Volumes)
 	}
-	if cm.Data[ConfigKey] == "" {
-		t.Errorf("ConfigMap has no %s", ConfigKey)
+	if cm.Data[resource.ConfigKey] == "" {
+		t.Errorf("ConfigMap has no %s", resource.ConfigKey)
 	}
 	if len(svc.Spec.Ports) != 1 || svc.Spec.Ports[0].Port != 80 {
 		t.Errorf("Service ports %v, want one on 80", svc.Spec.Ports)
@@ -330,7 +201,7 @@ func TestCreateMakesEveryChild(t *testing.T) {
 
 	eventually(t, wait, "Created events recorded on the MedOpsAPI", func() error {
 		var evs eventsv1.EventList
-		if err := s.client.List(context.Background(), &evs, client.InNamespace(ns)); err != nil {
+		if err := s.client.List(t.Context(), &evs, client.InNamespace(ns)); err != nil {
 			return err
 		}
 		for _, e := range evs.Items {
@@ -342,11 +213,11 @@ func TestCreateMakesEveryChild(t *testing.T) {
 		return fmt.Errorf("no Created event for the Deployment among %d events", len(evs.Items))
 	})
 	eventually(t, wait, "status reports selector, url and config hash", func() error {
-		if err := get(s, ns, "api", m); err != nil {
+		if err := get(t, s, ns, "api", m); err != nil {
 			return err
 		}
 		st := m.Status
-		if st.URL != "https://api.example.org/" || st.Selector == "" || st.ConfigHash != dep.Spec.Template.Annotations[AnnotationConfigHash] {
+		if st.URL != "https://api.example.org/" || st.Selector == "" || st.ConfigHash != dep.Spec.Template.Annotations[resource.AnnotationConfigHash] {
 			return fmt.Errorf("status url %q selector %q configHash %q", st.URL, st.Selector, st.ConfigHash)
 		}
 		if c := condition(m, v1alpha1.ConditionProgressing); c == nil || c.Status != metav1.ConditionTrue {
@@ -358,19 +229,19 @@ func TestCreateMakesEveryChild(t *testing.T) {
 	// noticed and made again (the instance label leads back to the API).
 	time.Sleep(time.Second) // let the creation's own reconciles finish
 	oldUID := pvc.UID
-	if err := s.client.Delete(context.Background(), &pvc); err != nil {
+	if err := s.client.Delete(t.Context(), &pvc); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, wait, "retained PVC made again after deletion", func() error {
 		var p corev1.PersistentVolumeClaim
-		if err := get(s, ns, "api-data", &p); err != nil {
+		if err := get(t, s, ns, "api-data", &p); err != nil {
 			return err
 		}
 		if p.UID == oldUID {
 			// envtest has no PVC protection controller: drop its finalizer.
 			if len(p.Finalizers) > 0 {
 				p.Finalizers = nil
-				_ = s.client.Update(context.Background(), &p)
+				_ = s.client.Update(t.Context(), &p)
 			}
 			return errors.New("still the old claim")
 		}
@@ -384,8 +255,8 @@ func TestUpdateChildrenFollow(t *testing.T) {
 	ns := s.newNamespace(t, "update")
 	create(t, s, newAPI(ns, "api"))
 	var dep appsv1.Deployment
-	eventually(t, wait, "Deployment created", func() error { return get(s, ns, "api", &dep) })
-	hash1 := dep.Spec.Template.Annotations[AnnotationConfigHash]
+	eventually(t, wait, "Deployment created", func() error { return get(t, s, ns, "api", &dep) })
+	hash1 := dep.Spec.Template.Annotations[resource.AnnotationConfigHash]
 
 	update(t, s, ns, "api", func(m *v1alpha1.MedOpsAPI) {
 		m.Spec.Service.Port = 8081
@@ -394,26 +265,26 @@ func TestUpdateChildrenFollow(t *testing.T) {
 	})
 	eventually(t, wait, "children follow the new spec", func() error {
 		var svc corev1.Service
-		if err := get(s, ns, "api", &svc); err != nil {
+		if err := get(t, s, ns, "api", &svc); err != nil {
 			return err
 		}
 		if len(svc.Spec.Ports) == 0 || svc.Spec.Ports[0].Port != 8081 {
 			return fmt.Errorf("service ports %v, want 8081", svc.Spec.Ports)
 		}
 		var cm corev1.ConfigMap
-		if err := get(s, ns, "api-config", &cm); err != nil {
+		if err := get(t, s, ns, "api-config", &cm); err != nil {
 			return err
 		}
-		if !strings.Contains(cm.Data[ConfigKey], "1m30s") {
-			return fmt.Errorf("config does not carry the new cache ttl:\n%s", cm.Data[ConfigKey])
+		if !strings.Contains(cm.Data[resource.ConfigKey], "1m30s") {
+			return fmt.Errorf("config does not carry the new cache ttl:\n%s", cm.Data[resource.ConfigKey])
 		}
-		if err := get(s, ns, "api", &dep); err != nil {
+		if err := get(t, s, ns, "api", &dep); err != nil {
 			return err
 		}
 		if dep.Spec.Template.Spec.Containers[0].Image != "example.org/medops-api:v9" {
 			return fmt.Errorf("image %s", dep.Spec.Template.Spec.Containers[0].Image)
 		}
-		if h := dep.Spec.Template.Annotations[AnnotationConfigHash]; h == hash1 {
+		if h := dep.Spec.Template.Annotations[resource.AnnotationConfigHash]; h == hash1 {
 			return fmt.Errorf("config hash annotation still %s after a config change: pods would not roll", h)
 		}
 		return nil
@@ -428,33 +299,33 @@ func TestChildRestoredAfterEditOrDelete(t *testing.T) {
 	var svc corev1.Service
 	var cm corev1.ConfigMap
 	eventually(t, wait, "children created", func() error {
-		if err := get(s, ns, "api", &svc); err != nil {
+		if err := get(t, s, ns, "api", &svc); err != nil {
 			return err
 		}
-		return get(s, ns, "api-config", &cm)
+		return get(t, s, ns, "api-config", &cm)
 	})
-	origUID, origConfig := cm.UID, cm.Data[ConfigKey]
+	origUID, origConfig := cm.UID, cm.Data[resource.ConfigKey]
 
 	// Someone edits the Service with another field manager.
 	svc.Spec.Ports[0].Port = 9999
-	if err := s.client.Update(context.Background(), &svc, client.FieldOwner("someone")); err != nil {
+	if err := s.client.Update(t.Context(), &svc, client.FieldOwner("someone")); err != nil {
 		t.Fatalf("edit service: %v", err)
 	}
-	if err := s.client.Delete(context.Background(), &cm); err != nil {
+	if err := s.client.Delete(t.Context(), &cm); err != nil {
 		t.Fatalf("delete configmap: %v", err)
 	}
 	eventually(t, wait, "edited Service and deleted ConfigMap restored", func() error {
-		if err := get(s, ns, "api", &svc); err != nil {
+		if err := get(t, s, ns, "api", &svc); err != nil {
 			return err
 		}
 		if svc.Spec.Ports[0].Port != 80 {
 			return fmt.Errorf("service port %d, want 80 back", svc.Spec.Ports[0].Port)
 		}
-		if err := get(s, ns, "api-config", &cm); err != nil {
+		if err := get(t, s, ns, "api-config", &cm); err != nil {
 			return err
 		}
-		if cm.UID == origUID || cm.Data[ConfigKey] != origConfig {
-			return fmt.Errorf("configmap uid %s (old %s), config equal: %v", cm.UID, origUID, cm.Data[ConfigKey] == origConfig)
+		if cm.UID == origUID || cm.Data[resource.ConfigKey] != origConfig {
+			return fmt.Errorf("configmap uid %s (old %s), config equal: %v", cm.UID, origUID, cm.Data[resource.ConfigKey] == origConfig)
 		}
 		return nil
 	})
@@ -469,14 +340,14 @@ func TestOptionalChildTurnedOffIsDeleted(t *testing.T) {
 		m.Spec.PodDisruptionBudget = &v1alpha1.PodDisruptionBudgetSpec{MaxUnavailable: ptrIntStr(1)}
 	}))
 	eventually(t, wait, "Ingress and PDB created", func() error {
-		if err := get(s, ns, "api", &networkingv1.Ingress{}); err != nil {
+		if err := get(t, s, ns, "api", &networkingv1.Ingress{}); err != nil {
 			return err
 		}
-		return get(s, ns, "api", &policyv1.PodDisruptionBudget{})
+		return get(t, s, ns, "api", &policyv1.PodDisruptionBudget{})
 	})
 	// An Ingress of the same kind that this MedOpsAPI does not control must survive.
 	foreign := &networkingv1.Ingress{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "other",
-		Labels: map[string]string{LabelManagedBy: ManagedByValue}},
+		Labels: map[string]string{resource.LabelManagedBy: resource.ManagedByValue}},
 		Spec: networkingv1.IngressSpec{DefaultBackend: &networkingv1.IngressBackend{
 			Service: &networkingv1.IngressServiceBackend{Name: "x", Port: networkingv1.ServiceBackendPort{Number: 80}}}}}
 	create(t, s, foreign)
@@ -486,14 +357,14 @@ func TestOptionalChildTurnedOffIsDeleted(t *testing.T) {
 		m.Spec.PodDisruptionBudget = nil
 	})
 	eventually(t, wait, "Ingress and PDB deleted", func() error {
-		if err := gone(s, ns, "api", &networkingv1.Ingress{}); err != nil {
+		if err := gone(t, s, ns, "api", &networkingv1.Ingress{}); err != nil {
 			return err
 		}
-		return gone(s, ns, "api", &policyv1.PodDisruptionBudget{})
+		return gone(t, s, ns, "api", &policyv1.PodDisruptionBudget{})
 	})
 	eventually(t, wait, "status url cleared", func() error {
 		var m v1alpha1.MedOpsAPI
-		if err := get(s, ns, "api", &m); err != nil {
+		if err := get(t, s, ns, "api", &m); err != nil {
 			return err
 		}
 		if m.Status.URL != "" {
@@ -501,7 +372,7 @@ func TestOptionalChildTurnedOffIsDeleted(t *testing.T) {
 		}
 		return nil
 	})
-	if err := get(s, ns, "other", &networkingv1.Ingress{}); err != nil {
+	if err := get(t, s, ns, "other", &networkingv1.Ingress{}); err != nil {
 		t.Errorf("an Ingress the MedOpsAPI does not control was touched: %v", err)
 	}
 }
@@ -511,12 +382,12 @@ func TestStatusFollowsDeployment(t *testing.T) {
 	s := suite(t)
 	ns := s.newNamespace(t, "status")
 	create(t, s, newAPI(ns, "api", func(m *v1alpha1.MedOpsAPI) { m.Spec.Replicas = ptr(int32(2)) }))
-	eventually(t, wait, "Deployment created", func() error { return get(s, ns, "api", &appsv1.Deployment{}) })
+	eventually(t, wait, "Deployment created", func() error { return get(t, s, ns, "api", &appsv1.Deployment{}) })
 
 	var m v1alpha1.MedOpsAPI
 	readyAt := func(status metav1.ConditionStatus, reason string) func() error {
 		return func() error {
-			if err := get(s, ns, "api", &m); err != nil {
+			if err := get(t, s, ns, "api", &m); err != nil {
 				return err
 			}
 			c := condition(&m, v1alpha1.ConditionReady)
@@ -542,7 +413,7 @@ func TestStatusFollowsDeployment(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wctx, stop := context.WithTimeout(context.Background(), wait)
+	wctx, stop := context.WithTimeout(t.Context(), wait)
 	defer stop()
 	w, err := wc.Watch(wctx, &v1alpha1.MedOpsAPIList{}, client.InNamespace(ns), client.MatchingFields{"metadata.name": "api"})
 	if err != nil {
@@ -589,7 +460,7 @@ func TestScaleSubresource(t *testing.T) {
 	}))
 	eventually(t, wait, "status selector set", func() error {
 		var m v1alpha1.MedOpsAPI
-		if err := get(s, ns, "api", &m); err != nil {
+		if err := get(t, s, ns, "api", &m); err != nil {
 			return err
 		}
 		if m.Status.Selector == "" {
@@ -599,23 +470,23 @@ func TestScaleSubresource(t *testing.T) {
 	})
 	m := newAPI(ns, "api")
 	scale := &autoscalingv1.Scale{}
-	if err := s.client.SubResource("scale").Get(context.Background(), m, scale); err != nil {
+	if err := s.client.SubResource("scale").Get(t.Context(), m, scale); err != nil {
 		t.Fatalf("get /scale: %v", err)
 	}
 	if scale.Status.Selector == "" {
 		t.Errorf("/scale reports no selector; kubectl scale and HPAs need it")
 	}
 	scale.Spec.Replicas = 3
-	if err := s.client.SubResource("scale").Update(context.Background(), m, client.WithSubResourceBody(scale)); err != nil {
+	if err := s.client.SubResource("scale").Update(t.Context(), m, client.WithSubResourceBody(scale)); err != nil {
 		t.Fatalf("update /scale: %v", err)
 	}
 	eventually(t, wait, "Deployment follows the scale", func() error {
-		var d appsv1.Deployment
-		if err := get(s, ns, "api", &d); err != nil {
+		var dep appsv1.Deployment
+		if err := get(t, s, ns, "api", &dep); err != nil {
 			return err
 		}
-		if d.Spec.Replicas == nil || *d.Spec.Replicas != 3 {
-			return fmt.Errorf("deployment replicas %v, want 3", d.Spec.Replicas)
+		if dep.Spec.Replicas == nil || *dep.Spec.Replicas != 3 {
+			return fmt.Errorf("deployment replicas %v, want 3", dep.Spec.Replicas)
 		}
 		return nil
 	})
@@ -632,10 +503,10 @@ func TestAutoscalingLeavesReplicasAlone(t *testing.T) {
 	var hpa autoscalingv2.HorizontalPodAutoscaler
 	var dep appsv1.Deployment
 	eventually(t, wait, "HPA and Deployment created", func() error {
-		if err := get(s, ns, "api", &hpa); err != nil {
+		if err := get(t, s, ns, "api", &hpa); err != nil {
 			return err
 		}
-		return get(s, ns, "api", &dep)
+		return get(t, s, ns, "api", &dep)
 	})
 	if hpa.Spec.MaxReplicas != 5 || hpa.Spec.MinReplicas == nil || *hpa.Spec.MinReplicas != 2 ||
 		hpa.Spec.ScaleTargetRef.Kind != "Deployment" || hpa.Spec.ScaleTargetRef.Name != "api" {
@@ -643,33 +514,33 @@ func TestAutoscalingLeavesReplicasAlone(t *testing.T) {
 	}
 	// The HPA scales the Deployment through /scale; the operator must not undo it.
 	sc := &autoscalingv1.Scale{}
-	if err := s.client.SubResource("scale").Get(context.Background(), &dep, sc); err != nil {
+	if err := s.client.SubResource("scale").Get(t.Context(), &dep, sc); err != nil {
 		t.Fatal(err)
 	}
 	sc.Spec.Replicas = 4
-	if err := s.client.SubResource("scale").Update(context.Background(), &dep, client.WithSubResourceBody(sc)); err != nil {
+	if err := s.client.SubResource("scale").Update(t.Context(), &dep, client.WithSubResourceBody(sc)); err != nil {
 		t.Fatalf("scale deployment like the HPA: %v", err)
 	}
 	// Force a reconcile that re-applies the Deployment.
 	update(t, s, ns, "api", func(m *v1alpha1.MedOpsAPI) { m.Spec.LogLevel = "warn" })
 	eventually(t, wait, "Deployment re-applied with the new config", func() error {
 		var cm corev1.ConfigMap
-		if err := get(s, ns, "api-config", &cm); err != nil {
+		if err := get(t, s, ns, "api-config", &cm); err != nil {
 			return err
 		}
-		if !strings.Contains(cm.Data[ConfigKey], "warn") {
+		if !strings.Contains(cm.Data[resource.ConfigKey], "warn") {
 			return errors.New("config not updated yet")
 		}
-		if err := get(s, ns, "api", &dep); err != nil {
+		if err := get(t, s, ns, "api", &dep); err != nil {
 			return err
 		}
-		if dep.Spec.Template.Annotations[AnnotationConfigHash] == "" {
+		if dep.Spec.Template.Annotations[resource.AnnotationConfigHash] == "" {
 			return errors.New("no hash")
 		}
 		return nil
 	})
 	consistently(t, 2*time.Second, "HPA's replica count kept", func() error {
-		if err := get(s, ns, "api", &dep); err != nil {
+		if err := get(t, s, ns, "api", &dep); err != nil {
 			return err
 		}
 		if dep.Spec.Replicas == nil || *dep.Spec.Replicas != 4 {
@@ -687,7 +558,7 @@ func TestArchitecturesGiveNodeAffinity(t *testing.T) {
 		m.Spec.Architectures = []v1alpha1.Architecture{v1alpha1.ArchARM64, v1alpha1.ArchARM}
 	}))
 	var dep appsv1.Deployment
-	eventually(t, wait, "Deployment created", func() error { return get(s, ns, "api", &dep) })
+	eventually(t, wait, "Deployment created", func() error { return get(t, s, ns, "api", &dep) })
 	aff := dep.Spec.Template.Spec.Affinity
 	if aff == nil || aff.NodeAffinity == nil || aff.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution == nil {
 		t.Fatalf("affinity %+v: want a required node affinity", aff)
@@ -712,23 +583,23 @@ func TestRolloutRestartSurvivesReconcile(t *testing.T) {
 	ns := s.newNamespace(t, "restart")
 	create(t, s, newAPI(ns, "api"))
 	var dep appsv1.Deployment
-	eventually(t, wait, "Deployment created", func() error { return get(s, ns, "api", &dep) })
+	eventually(t, wait, "Deployment created", func() error { return get(t, s, ns, "api", &dep) })
 
 	// What `kubectl rollout restart` sends: a strategic merge patch of one
 	// pod template annotation, under kubectl's own field manager.
 	patch := []byte(`{"spec":{"template":{"metadata":{"annotations":{"kubectl.kubernetes.io/restartedAt":"2026-01-01T00:00:00Z"}}}}}`)
-	if err := s.client.Patch(context.Background(), &dep, client.RawPatch(types.StrategicMergePatchType, patch),
+	if err := s.client.Patch(t.Context(), &dep, client.RawPatch(types.StrategicMergePatchType, patch),
 		client.FieldOwner("kubectl-rollout")); err != nil {
 		t.Fatalf("rollout restart: %v", err)
 	}
 	// A config change makes the operator apply the Deployment again.
 	update(t, s, ns, "api", func(m *v1alpha1.MedOpsAPI) { m.Spec.Cache.TTL = &metav1.Duration{Duration: time.Minute} })
-	hash := dep.Spec.Template.Annotations[AnnotationConfigHash]
+	hash := dep.Spec.Template.Annotations[resource.AnnotationConfigHash]
 	eventually(t, wait, "Deployment re-applied", func() error {
-		if err := get(s, ns, "api", &dep); err != nil {
+		if err := get(t, s, ns, "api", &dep); err != nil {
 			return err
 		}
-		if dep.Spec.Template.Annotations[AnnotationConfigHash] == hash {
+		if dep.Spec.Template.Annotations[resource.AnnotationConfigHash] == hash {
 			return errors.New("config hash unchanged")
 		}
 		return nil
@@ -746,20 +617,20 @@ func TestGeneratedTokenKeptAndRotationRollsPods(t *testing.T) {
 	var sec corev1.Secret
 	var dep appsv1.Deployment
 	eventually(t, wait, "token Secret and Deployment created", func() error {
-		if err := get(s, ns, "api-token", &sec); err != nil {
+		if err := get(t, s, ns, "api-token", &sec); err != nil {
 			return err
 		}
-		return get(s, ns, "api", &dep)
+		return get(t, s, ns, "api", &dep)
 	})
 	token := string(sec.Data["token"])
-	hash := dep.Spec.Template.Annotations[AnnotationConfigHash]
+	hash := dep.Spec.Template.Annotations[resource.AnnotationConfigHash]
 
 	// Another reconcile (a spec change that leaves the config alone) must
 	// not regenerate the token.
 	update(t, s, ns, "api", func(m *v1alpha1.MedOpsAPI) { m.Spec.Service.Port = 8080 })
 	eventually(t, wait, "service follows", func() error {
 		var svc corev1.Service
-		if err := get(s, ns, "api", &svc); err != nil {
+		if err := get(t, s, ns, "api", &svc); err != nil {
 			return err
 		}
 		if svc.Spec.Ports[0].Port != 8080 {
@@ -767,20 +638,20 @@ func TestGeneratedTokenKeptAndRotationRollsPods(t *testing.T) {
 		}
 		return nil
 	})
-	if err := get(s, ns, "api-token", &sec); err != nil || string(sec.Data["token"]) != token {
+	if err := get(t, s, ns, "api-token", &sec); err != nil || string(sec.Data["token"]) != token {
 		t.Fatalf("token Secret rewritten (err %v)", err)
 	}
 
 	// A rotated token changes the pod template hash, so pods pick it up.
 	sec.Data["token"] = []byte("rotated-by-a-person-0123456789abcdef")
-	if err := s.client.Update(context.Background(), &sec); err != nil {
+	if err := s.client.Update(t.Context(), &sec); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, wait, "hash changes after rotation", func() error {
-		if err := get(s, ns, "api", &dep); err != nil {
+		if err := get(t, s, ns, "api", &dep); err != nil {
 			return err
 		}
-		if dep.Spec.Template.Annotations[AnnotationConfigHash] == hash {
+		if dep.Spec.Template.Annotations[resource.AnnotationConfigHash] == hash {
 			return errors.New("config hash unchanged after the token changed")
 		}
 		return nil
@@ -792,14 +663,14 @@ func TestAuthDisabledDeletesGeneratedToken(t *testing.T) {
 	s := suite(t)
 	ns := s.newNamespace(t, "noauth")
 	create(t, s, newAPI(ns, "api"))
-	eventually(t, wait, "token Secret generated", func() error { return get(s, ns, "api-token", &corev1.Secret{}) })
+	eventually(t, wait, "token Secret generated", func() error { return get(t, s, ns, "api-token", &corev1.Secret{}) })
 	update(t, s, ns, "api", func(m *v1alpha1.MedOpsAPI) { m.Spec.Auth.Disabled = true })
 	eventually(t, wait, "generated token deleted and unmounted", func() error {
-		if err := gone(s, ns, "api-token", &corev1.Secret{}); err != nil {
+		if err := gone(t, s, ns, "api-token", &corev1.Secret{}); err != nil {
 			return err
 		}
 		var dep appsv1.Deployment
-		if err := get(s, ns, "api", &dep); err != nil {
+		if err := get(t, s, ns, "api", &dep); err != nil {
 			return err
 		}
 		for _, v := range dep.Spec.Template.Spec.Volumes {
@@ -821,7 +692,7 @@ func TestUserTokenSecret(t *testing.T) {
 	degraded := func(status metav1.ConditionStatus, reason string) func() error {
 		return func() error {
 			var m v1alpha1.MedOpsAPI
-			if err := get(s, ns, "api", &m); err != nil {
+			if err := get(t, s, ns, "api", &m); err != nil {
 				return err
 			}
 			c := condition(&m, v1alpha1.ConditionDegraded)
@@ -840,7 +711,7 @@ func TestUserTokenSecret(t *testing.T) {
 	var dep appsv1.Deployment
 	eventually(t, wait, "reconciled once the Secret exists", degraded(metav1.ConditionFalse, ReasonReconciled))
 	eventually(t, wait, "Deployment mounts the user's Secret", func() error {
-		if err := get(s, ns, "api", &dep); err != nil {
+		if err := get(t, s, ns, "api", &dep); err != nil {
 			return err
 		}
 		for _, v := range dep.Spec.Template.Spec.Volumes {
@@ -850,19 +721,19 @@ func TestUserTokenSecret(t *testing.T) {
 		}
 		return fmt.Errorf("volumes %v do not mount my-token", dep.Spec.Template.Spec.Volumes)
 	})
-	if err := get(s, ns, "api-token", &corev1.Secret{}); !apierrors.IsNotFound(err) {
+	if err := get(t, s, ns, "api-token", &corev1.Secret{}); !apierrors.IsNotFound(err) {
 		t.Errorf("a token Secret was generated although the user supplied one (err %v)", err)
 	}
-	hash := dep.Spec.Template.Annotations[AnnotationConfigHash]
+	hash := dep.Spec.Template.Annotations[resource.AnnotationConfigHash]
 	user.Data["token"] = []byte("second-token-0123456789abcdef01234")
-	if err := s.client.Update(context.Background(), user); err != nil {
+	if err := s.client.Update(t.Context(), user); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, wait, "hash changes after the user rotates the token", func() error {
-		if err := get(s, ns, "api", &dep); err != nil {
+		if err := get(t, s, ns, "api", &dep); err != nil {
 			return err
 		}
-		if dep.Spec.Template.Annotations[AnnotationConfigHash] == hash {
+		if dep.Spec.Template.Annotations[resource.AnnotationConfigHash] == hash {
 			return errors.New("config hash unchanged")
 		}
 		return nil
@@ -881,7 +752,7 @@ func TestInvalidConfigIsDegradedWithoutRetries(t *testing.T) {
 	}))
 	var m v1alpha1.MedOpsAPI
 	eventually(t, wait, "Degraded InvalidConfig", func() error {
-		if err := get(s, ns, "api", &m); err != nil {
+		if err := get(t, s, ns, "api", &m); err != nil {
 			return err
 		}
 		c := condition(&m, v1alpha1.ConditionDegraded)
@@ -891,14 +762,14 @@ func TestInvalidConfigIsDegradedWithoutRetries(t *testing.T) {
 		}
 		return nil
 	})
-	if err := get(s, ns, "api", &appsv1.Deployment{}); !apierrors.IsNotFound(err) {
+	if err := get(t, s, ns, "api", &appsv1.Deployment{}); !apierrors.IsNotFound(err) {
 		t.Errorf("a Deployment exists for an invalid config (err %v)", err)
 	}
 	// No retry storm: the status stays as it is, no writes for this object.
 	before := len(s.writes.snapshot("/namespaces/" + ns + "/"))
 	rv := m.ResourceVersion
 	time.Sleep(2 * time.Second)
-	if err := get(s, ns, "api", &m); err != nil {
+	if err := get(t, s, ns, "api", &m); err != nil {
 		t.Fatal(err)
 	}
 	if after := s.writes.snapshot("/namespaces/" + ns + "/"); len(after) != before || m.ResourceVersion != rv {
@@ -906,7 +777,7 @@ func TestInvalidConfigIsDegradedWithoutRetries(t *testing.T) {
 	}
 	// Fixing the spec recovers.
 	update(t, s, ns, "api", func(m *v1alpha1.MedOpsAPI) { m.Spec.Modules.Gateway.Upstreams[0].URL = "https://rest.ensembl.org" })
-	eventually(t, wait, "Deployment created after the fix", func() error { return get(s, ns, "api", &appsv1.Deployment{}) })
+	eventually(t, wait, "Deployment created after the fix", func() error { return get(t, s, ns, "api", &appsv1.Deployment{}) })
 }
 
 // TestNoWritesAfterConvergence checks the operator is silent once children
@@ -925,11 +796,11 @@ func TestNoWritesAfterConvergence(t *testing.T) {
 		m.Spec.Storage = &v1alpha1.StorageSpec{Ephemeral: true}
 		m.Spec.Autoscaling = &v1alpha1.AutoscalingSpec{MaxReplicas: 3}
 	}))
-	eventually(t, wait, "Deployment created", func() error { return get(s, ns, "api", &appsv1.Deployment{}) })
+	eventually(t, wait, "Deployment created", func() error { return get(t, s, ns, "api", &appsv1.Deployment{}) })
 	setDeploymentRolledOut(t, s, ns, "api")
 	eventually(t, wait, "Ready", func() error {
 		var m v1alpha1.MedOpsAPI
-		if err := get(s, ns, "api", &m); err != nil {
+		if err := get(t, s, ns, "api", &m); err != nil {
 			return err
 		}
 		if c := condition(&m, v1alpha1.ConditionReady); c == nil || c.Status != metav1.ConditionTrue {
@@ -965,6 +836,8 @@ func TestNoWritesAfterConvergence(t *testing.T) {
 		}
 	}
 }
+
+func ptr[T any](v T) *T { return &v }
 
 func ptrIntStr(i int) *intstr.IntOrString { v := intstr.FromInt32(int32(i)); return &v }
 
@@ -1003,7 +876,7 @@ func TestCacheHoldsOnlyWhatTheOperatorNeeds(t *testing.T) {
 	create(t, s, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "unrelated",
 		Annotations: map[string]string{"kubectl.kubernetes.io/last-applied-configuration": `{"data":{"password":"c2VjcmV0"}}`}},
 		Data: map[string][]byte{"password": []byte("secret")}})
-	ctx := context.Background()
+	ctx := t.Context()
 	secretMeta := func(name string) (*metav1.PartialObjectMetadata, error) {
 		pm := &metav1.PartialObjectMetadata{}
 		pm.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Secret"))
@@ -1025,5 +898,31 @@ func TestCacheHoldsOnlyWhatTheOperatorNeeds(t *testing.T) {
 	pm, _ := secretMeta("unrelated")
 	if len(pm.Annotations) != 0 || len(pm.ManagedFields) != 0 {
 		t.Errorf("cached Secret metadata keeps annotations %v / managedFields: Secret data could sit in memory", pm.Annotations)
+	}
+}
+
+// TestServedKindsDropsOptionalKindsTheClusterLacks runs the start-up lookup
+// against the real apiserver: an optional kind whose API is served stays,
+// one whose CRD is missing (HTTPRoute, no Gateway API here) is left out,
+// and required kinds are kept without a lookup.
+func TestServedKindsDropsOptionalKindsTheClusterLacks(t *testing.T) {
+	t.Parallel()
+	s := suite(t)
+	kinds := resource.Kinds()
+	httpRoute := kinds[0]
+	httpRoute.GVK = schema.GroupVersionKind{Group: "gateway.networking.k8s.io", Version: "v1", Kind: "HTTPRoute"}
+	httpRoute.Optional = true
+	servedOptional := kinds[1]
+	servedOptional.Optional = true
+	got, err := servedKinds(s.cfg, append(kinds, httpRoute, servedOptional))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, k := range got {
+		names = append(names, k.GVK.Kind)
+	}
+	if len(got) != len(kinds)+1 || got[len(got)-1].GVK != servedOptional.GVK {
+		t.Errorf("served kinds %v: want the %d table kinds and the served optional %s, not HTTPRoute", names, len(kinds), servedOptional.GVK.Kind)
 	}
 }

@@ -8,11 +8,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
-	appsv1 "k8s.io/api/apps/v1"
-	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
-	networkingv1 "k8s.io/api/networking/v1"
-	policyv1 "k8s.io/api/policy/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -20,6 +16,7 @@ import (
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/apiutil"
 	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
@@ -27,16 +24,12 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/medops/medops/api/v1alpha1"
+	"github.com/medops/medops/operator/resource"
 )
 
 const (
 	// FieldManager is the one server-side-apply field manager of the operator.
 	FieldManager = "medops-operator"
-	// LabelManagedBy marks every child the operator makes; the informer cache
-	// only holds objects that carry it (see CacheOptions).
-	LabelManagedBy = "app.kubernetes.io/managed-by"
-	// ManagedByValue is the value of LabelManagedBy on our children.
-	ManagedByValue = "medops-operator"
 	// LeaderElectionID names the Lease the replicas of the operator compete for.
 	LeaderElectionID = "medops-operator.medops.io"
 )
@@ -71,7 +64,12 @@ type Options struct {
 	SkipNameValidation bool
 }
 
-// NewScheme returns a scheme with the built-in types and MedOpsAPI.
+// gracefulShutdownTimeout bounds how long the manager waits for running
+// reconciles when it stops.
+const gracefulShutdownTimeout = 30 * time.Second
+
+// NewScheme returns a scheme with the built-in types, MedOpsAPI and the
+// types of every child kind outside client-go.
 func NewScheme() (*runtime.Scheme, error) {
 	s := runtime.NewScheme()
 	if err := clientgoscheme.AddToScheme(s); err != nil {
@@ -80,12 +78,57 @@ func NewScheme() (*runtime.Scheme, error) {
 	if err := v1alpha1.AddToScheme(s); err != nil {
 		return nil, fmt.Errorf("add medops.io/v1alpha1 to scheme: %w", err)
 	}
+	for _, k := range resource.Kinds() {
+		if k.AddToScheme == nil {
+			continue
+		}
+		if err := k.AddToScheme(s); err != nil {
+			return nil, fmt.Errorf("add %s to scheme: %w", k.GVK.GroupVersion(), err)
+		}
+	}
 	return s, nil
+}
+
+// ServedKinds returns the child kinds the operator manages on this cluster:
+// every kind of resource.Kinds, less the Optional ones whose API the
+// cluster does not serve (their CRD is not installed). The lookup happens
+// once, at start-up: installing such a CRD later takes an operator restart.
+func ServedKinds(cfg *rest.Config) ([]resource.Kind, error) {
+	return servedKinds(cfg, resource.Kinds())
+}
+
+func servedKinds(cfg *rest.Config, kinds []resource.Kind) ([]resource.Kind, error) {
+	var mapper meta.RESTMapper
+	served := make([]resource.Kind, 0, len(kinds))
+	for _, k := range kinds {
+		if !k.Optional {
+			served = append(served, k)
+			continue
+		}
+		if mapper == nil {
+			hc, err := rest.HTTPClientFor(cfg)
+			if err != nil {
+				return nil, fmt.Errorf("http client for discovery: %w", err)
+			}
+			if mapper, err = apiutil.NewDynamicRESTMapper(cfg, hc); err != nil {
+				return nil, fmt.Errorf("discovery: %w", err)
+			}
+		}
+		_, err := mapper.RESTMapping(k.GVK.GroupKind(), k.GVK.Version)
+		switch {
+		case meta.IsNoMatchError(err):
+			continue
+		case err != nil:
+			return nil, fmt.Errorf("look up %s: %w", k.GVK, err)
+		}
+		served = append(served, k)
+	}
+	return served, nil
 }
 
 // CacheOptions scopes the informer cache so that memory follows the number
 // of MedOpsAPIs, not the size of the cluster:
-//   - children (Deployments, Services, ConfigMaps, ...) are cached only when
+//   - children (one informer per kind of kinds) are cached only when
 //     they carry app.kubernetes.io/managed-by=medops-operator, so unrelated
 //     ConfigMaps of other applications are never held in memory;
 //   - Secrets are watched metadata-only and trimmed to name, labels, owner
@@ -95,22 +138,16 @@ func NewScheme() (*runtime.Scheme, error) {
 //     Secret a MedOpsAPI references, so no Secret data ever sits in memory;
 //   - managedFields are stripped from everything cached: the operator never
 //     reads them (server-side apply computes ownership in the apiserver).
-func CacheOptions(namespaces []string) cache.Options {
-	managed := cache.ByObject{Label: labels.SelectorFromSet(labels.Set{LabelManagedBy: ManagedByValue})}
+func CacheOptions(namespaces []string, kinds []resource.Kind) cache.Options {
+	managed := cache.ByObject{Label: labels.SelectorFromSet(labels.Set{resource.LabelManagedBy: resource.ManagedByValue})}
 	opts := cache.Options{
 		DefaultTransform: cache.TransformStripManagedFields(),
 		ByObject: map[client.Object]cache.ByObject{
-			&appsv1.Deployment{}:                     managed,
-			&corev1.Service{}:                        managed,
-			&corev1.ConfigMap{}:                      managed,
-			&corev1.ServiceAccount{}:                 managed,
-			&corev1.PersistentVolumeClaim{}:          managed,
-			&networkingv1.Ingress{}:                  managed,
-			&networkingv1.NetworkPolicy{}:            managed,
-			&autoscalingv2.HorizontalPodAutoscaler{}: managed,
-			&policyv1.PodDisruptionBudget{}:          managed,
-			&corev1.Secret{}:                         {Transform: trimSecretMetadata},
+			&corev1.Secret{}: {Transform: trimSecretMetadata},
 		},
+	}
+	for _, k := range kinds {
+		opts.ByObject[k.New()] = managed
 	}
 	if len(namespaces) > 0 {
 		opts.DefaultNamespaces = make(map[string]cache.Config, len(namespaces))
@@ -163,7 +200,11 @@ func NewManager(cfg *rest.Config, o Options) (manager.Manager, error) {
 	if health == "" {
 		health = "0"
 	}
-	grace := 30 * time.Second
+	kinds, err := ServedKinds(cfg)
+	if err != nil {
+		return nil, err
+	}
+	grace := gracefulShutdownTimeout
 	mgrOpts := manager.Options{
 		Scheme:                        scheme,
 		Logger:                        o.Logger,
@@ -174,7 +215,7 @@ func NewManager(cfg *rest.Config, o Options) (manager.Manager, error) {
 		LeaderElectionNamespace:       o.LeaderElectionNamespace,
 		LeaderElectionReleaseOnCancel: true,
 		GracefulShutdownTimeout:       &grace,
-		Cache:                         CacheOptions(o.WatchNamespaces),
+		Cache:                         CacheOptions(o.WatchNamespaces, kinds),
 		Client: client.Options{Cache: &client.CacheOptions{
 			// A typed Get of a Secret through the cached client would start an
 			// informer holding every Secret of the cluster with its data.
@@ -192,19 +233,21 @@ func NewManager(cfg *rest.Config, o Options) (manager.Manager, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create manager: %w", err)
 	}
-	if err := Setup(mgr, o); err != nil {
+	if err := Setup(mgr, o, kinds); err != nil {
 		return nil, err
 	}
 	return mgr, nil
 }
 
-// Setup registers the MedOpsAPI controller and the health checks on mgr.
-func Setup(mgr manager.Manager, o Options) error {
+// Setup registers the MedOpsAPI controller for the child kinds (see
+// ServedKinds) and the health checks on mgr.
+func Setup(mgr manager.Manager, o Options, kinds []resource.Kind) error {
 	r := &Reconciler{
 		Client:    mgr.GetClient(),
 		APIReader: mgr.GetAPIReader(),
 		Scheme:    mgr.GetScheme(),
 		Recorder:  mgr.GetEventRecorder(FieldManager),
+		Kinds:     kinds,
 	}
 	if err := r.SetupWithManager(mgr, o.MaxConcurrentReconciles); err != nil {
 		return fmt.Errorf("set up MedOpsAPI controller: %w", err)

@@ -11,6 +11,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/medops/medops/api/v1alpha1"
+	"github.com/medops/medops/operator/resource"
 )
 
 // Condition reasons the operator sets.
@@ -23,11 +24,10 @@ const (
 	ReasonInvalidConfig      = "InvalidConfig"
 	ReasonApplyFailed        = "ApplyFailed"
 	ReasonTokenSecretMissing = "TokenSecretMissing"
-	ReasonProgressDeadline   = "ProgressDeadlineExceeded"
-	ReasonUnavailable        = "Unavailable"
-	// AnnotationConfigHash is the pod template annotation that carries the
-	// hash of the rendered configuration (and of the token Secret).
-	AnnotationConfigHash = "medops.io/config-hash"
+	// ReasonProgressDeadline is also the reason the Deployment controller
+	// gives a stuck rollout; computeStatus matches it by this constant.
+	ReasonProgressDeadline = "ProgressDeadlineExceeded"
+	ReasonUnavailable      = "Unavailable"
 )
 
 // observed is what one reconcile learnt, from which the status is computed.
@@ -46,55 +46,55 @@ func (o *observed) degraded(reason, msg string) { o.failReason, o.failMessage = 
 // computeStatus derives the MedOpsAPI's status. Each condition carries the
 // generation it was computed for, so a Ready of an older spec is never
 // mistaken for the current one.
-func computeStatus(m *v1alpha1.MedOpsAPI, o observed) v1alpha1.MedOpsAPIStatus {
-	st := *m.Status.DeepCopy()
+func computeStatus(m *v1alpha1.MedOpsAPI, obs observed) v1alpha1.MedOpsAPIStatus {
+	status := *m.Status.DeepCopy()
 	gen := m.Generation
-	set := func(typ string, status metav1.ConditionStatus, reason, msg string) {
-		meta.SetStatusCondition(&st.Conditions, metav1.Condition{
-			Type: typ, Status: status, Reason: reason, Message: msg, ObservedGeneration: gen,
+	set := func(typ string, cs metav1.ConditionStatus, reason, msg string) {
+		meta.SetStatusCondition(&status.Conditions, metav1.Condition{
+			Type: typ, Status: cs, Reason: reason, Message: msg, ObservedGeneration: gen,
 		})
 	}
-	st.ObservedGeneration = gen
-	st.URL = m.Spec.URL()
+	status.ObservedGeneration = gen
+	status.URL = m.Spec.URL()
 
-	if o.failReason != "" {
-		set(v1alpha1.ConditionDegraded, metav1.ConditionTrue, o.failReason, o.failMessage)
-		set(v1alpha1.ConditionReady, metav1.ConditionFalse, o.failReason,
-			"the current spec is not running: "+o.failMessage)
-		set(v1alpha1.ConditionProgressing, metav1.ConditionFalse, o.failReason, "waiting for the spec to be fixed")
-		return st
+	if obs.failReason != "" {
+		set(v1alpha1.ConditionDegraded, metav1.ConditionTrue, obs.failReason, obs.failMessage)
+		set(v1alpha1.ConditionReady, metav1.ConditionFalse, obs.failReason,
+			"the current spec is not running: "+obs.failMessage)
+		set(v1alpha1.ConditionProgressing, metav1.ConditionFalse, obs.failReason, "waiting for the spec to be fixed")
+		return status
 	}
 
-	if o.desired != nil {
-		if sel, err := metav1.LabelSelectorAsSelector(o.desired.Spec.Selector); err == nil {
-			st.Selector = sel.String()
+	if obs.desired != nil {
+		if sel, err := metav1.LabelSelectorAsSelector(obs.desired.Spec.Selector); err == nil {
+			status.Selector = sel.String()
 		}
-		st.ConfigHash = o.desired.Spec.Template.Annotations[AnnotationConfigHash]
+		status.ConfigHash = obs.desired.Spec.Template.Annotations[resource.AnnotationConfigHash]
 	}
-	d := o.live
-	if d == nil {
-		st.Replicas, st.ReadyReplicas = 0, 0
+	dep := obs.live
+	if dep == nil {
+		status.Replicas, status.ReadyReplicas = 0, 0
 		set(v1alpha1.ConditionDegraded, metav1.ConditionFalse, ReasonReconciled, "all children applied")
 		set(v1alpha1.ConditionProgressing, metav1.ConditionTrue, ReasonCreating, "waiting for the Deployment to appear")
 		set(v1alpha1.ConditionReady, metav1.ConditionFalse, ReasonCreating, "the Deployment does not exist yet")
-		return st
+		return status
 	}
-	st.Replicas = d.Status.Replicas
-	st.ReadyReplicas = d.Status.ReadyReplicas
+	status.Replicas = dep.Status.Replicas
+	status.ReadyReplicas = dep.Status.ReadyReplicas
 
 	want := int32(1)
-	if d.Spec.Replicas != nil {
-		want = *d.Spec.Replicas
+	if dep.Spec.Replicas != nil {
+		want = *dep.Spec.Replicas
 	}
 	counts := fmt.Sprintf("%d/%d replicas ready, %d updated, %d available",
-		d.Status.ReadyReplicas, want, d.Status.UpdatedReplicas, d.Status.AvailableReplicas)
+		dep.Status.ReadyReplicas, want, dep.Status.UpdatedReplicas, dep.Status.AvailableReplicas)
 
-	seen := d.Status.ObservedGeneration >= d.Generation
-	done := seen && d.Status.UpdatedReplicas >= want && d.Status.Replicas == d.Status.UpdatedReplicas &&
-		d.Status.AvailableReplicas >= want
+	seen := dep.Status.ObservedGeneration >= dep.Generation
+	rolledOut := seen && dep.Status.UpdatedReplicas >= want && dep.Status.Replicas == dep.Status.UpdatedReplicas &&
+		dep.Status.AvailableReplicas >= want
 	stuck := false
-	for _, c := range d.Status.Conditions {
-		if c.Type == appsv1.DeploymentProgressing && c.Status == corev1.ConditionFalse && c.Reason == "ProgressDeadlineExceeded" {
+	for _, c := range dep.Status.Conditions {
+		if c.Type == appsv1.DeploymentProgressing && c.Status == corev1.ConditionFalse && c.Reason == ReasonProgressDeadline {
 			stuck = true
 		}
 	}
@@ -106,7 +106,7 @@ func computeStatus(m *v1alpha1.MedOpsAPI, o observed) v1alpha1.MedOpsAPIStatus {
 	default:
 		set(v1alpha1.ConditionDegraded, metav1.ConditionFalse, ReasonReconciled, "all children applied")
 	}
-	if done {
+	if rolledOut {
 		set(v1alpha1.ConditionProgressing, metav1.ConditionFalse, ReasonRolloutComplete, counts)
 		set(v1alpha1.ConditionReady, metav1.ConditionTrue, ReasonAvailable, counts)
 	} else {
@@ -117,17 +117,17 @@ func computeStatus(m *v1alpha1.MedOpsAPI, o observed) v1alpha1.MedOpsAPIStatus {
 		}
 		set(v1alpha1.ConditionReady, metav1.ConditionFalse, reason, counts)
 	}
-	return st
+	return status
 }
 
 // writeStatus updates the status subresource only when the status changed,
 // so a converged MedOpsAPI causes no writes.
-func (r *Reconciler) writeStatus(ctx context.Context, m *v1alpha1.MedOpsAPI, o observed) error {
-	st := computeStatus(m, o)
-	if equality.Semantic.DeepEqual(st, m.Status) {
+func (r *Reconciler) writeStatus(ctx context.Context, m *v1alpha1.MedOpsAPI, obs observed) error {
+	status := computeStatus(m, obs)
+	if equality.Semantic.DeepEqual(status, m.Status) {
 		return nil
 	}
-	m.Status = st
+	m.Status = status
 	if err := r.Client.Status().Update(ctx, m); err != nil {
 		return fmt.Errorf("update status: %w", err)
 	}

@@ -24,6 +24,7 @@ import (
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/yaml"
 
+	"github.com/medops/medops/internal/repo"
 	"github.com/medops/medops/internal/testenv"
 )
 
@@ -192,7 +193,7 @@ func (t *countingTransport) RoundTrip(req *http.Request) (*http.Response, error)
 func (s *envSuite) newNamespace(t *testing.T, prefix string) string {
 	t.Helper()
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: prefix + "-" + rand.String(5)}}
-	if err := s.client.Create(context.Background(), ns); err != nil {
+	if err := s.client.Create(t.Context(), ns); err != nil {
 		t.Fatalf("create namespace: %v", err)
 	}
 	return ns.Name
@@ -231,7 +232,7 @@ func consistently(t *testing.T, period time.Duration, what string, check func() 
 // bindGeneratedRole creates config/rbac/role.yaml's ClusterRole and binds it
 // to user.
 func bindGeneratedRole(c client.Client, user string) error {
-	raw, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "config", "rbac", "role.yaml"))
+	raw, err := os.ReadFile(filepath.Join(repo.Root(), "config", "rbac", "role.yaml"))
 	if err != nil {
 		return fmt.Errorf("read generated role: %w", err)
 	}

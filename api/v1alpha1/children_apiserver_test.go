@@ -2,20 +2,20 @@ package v1alpha1_test
 
 import (
 	"encoding/json"
-	"fmt"
-	"reflect"
 	"strings"
 	"testing"
 
+	"github.com/google/go-cmp/cmp"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
 	"github.com/medops/medops/api/v1alpha1"
-	"github.com/medops/medops/operator"
+	"github.com/medops/medops/operator/apply"
+	"github.com/medops/medops/operator/resource"
 )
 
 // builderSpecs are the MedOpsAPIs whose children go to the real apiserver:
@@ -69,10 +69,11 @@ func TestPodTemplateAdmittedUnderRestrictedPodSecurity(t *testing.T) {
 			m := m.DeepCopy()
 			m.Namespace = ns
 			m.UID = "00000000-0000-4000-8000-00000000000a"
-			dep, err := operator.BuildDeployment(m, operator.Inputs{TokenSecretName: operator.TokenSecretName(m), SecretHash: "h"})
+			d, err := resource.Prepare(m, resource.Inputs{TokenSecretName: resource.TokenSecretName(m), SecretHash: "h"})
 			if err != nil {
 				t.Fatal(err)
 			}
+			dep := resource.BuildDeployment(d)
 			pod := &corev1.Pod{
 				ObjectMeta: metav1.ObjectMeta{Name: "pod-" + m.Name, Namespace: ns, Labels: dep.Spec.Template.Labels},
 				Spec:       *dep.Spec.Template.Spec.DeepCopy(),
@@ -95,113 +96,55 @@ func TestPodTemplateAdmittedUnderRestrictedPodSecurity(t *testing.T) {
 }
 
 // TestChildrenAreValidAndReadBackUnchanged creates every wanted child in the
-// real apiserver (its validation is stricter than Go's types) and checks
-// that each field the builder set reads back identically, which is what the
-// reconciler's desired-subset-of-live comparison relies on to avoid
-// endless updates.
+// real apiserver (its validation is stricter than Go's types), as the
+// document the operator applies, and checks with the operator's own subset
+// check that each field the builder set reads back identically, which is
+// what the reconciler relies on to avoid endless updates.
 func TestChildrenAreValidAndReadBackUnchanged(t *testing.T) {
 	ctx := ctxT(t)
+	scheme := k8s.Scheme()
 	for name, m := range builderSpecs(t) {
 		t.Run(name, func(t *testing.T) {
 			m := m.DeepCopy()
 			m.Namespace = createNamespace(t, "children")
 			m.UID = "00000000-0000-4000-8000-00000000000b"
-			children, err := operator.Children(m, operator.Inputs{TokenSecretName: operator.TokenSecretName(m), SecretHash: "h"})
+			d, err := resource.Prepare(m, resource.Inputs{TokenSecretName: resource.TokenSecretName(m), SecretHash: "h"})
 			if err != nil {
 				t.Fatal(err)
 			}
-			for _, c := range children {
+			for _, c := range d.Children(resource.Kinds()) {
 				if !c.Wanted {
 					continue
 				}
 				kind := c.Object.GetObjectKind().GroupVersionKind().Kind
-				desired, err := toMap(c.Object)
+				desired, _, err := apply.Document(c.Object, scheme)
 				if err != nil {
 					t.Fatal(err)
 				}
-				if err := k8s.Create(ctx, c.Object.DeepCopyObject().(client.Object)); err != nil {
+				if err := k8s.Create(ctx, desired.DeepCopy()); err != nil {
 					t.Fatalf("apiserver refused %s %s: %v", kind, c.Object.GetName(), err)
 				}
-				live := &unstructured.Unstructured{}
-				live.SetGroupVersionKind(c.Object.GetObjectKind().GroupVersionKind())
+				// Read back typed, as the operator's cache serves it.
+				obj, err := scheme.New(desired.GroupVersionKind())
+				if err != nil {
+					t.Fatal(err)
+				}
+				live := obj.(client.Object)
 				if err := k8s.Get(ctx, client.ObjectKeyFromObject(c.Object), live); err != nil {
 					t.Fatal(err)
 				}
-				liveMap, err := toMap(live) // same number types as desired
+				live.GetObjectKind().SetGroupVersionKind(desired.GroupVersionKind())
+				liveMap, err := runtime.DefaultUnstructuredConverter.ToUnstructured(live)
 				if err != nil {
 					t.Fatal(err)
 				}
-				for _, diff := range notSubset("", desired, liveMap) {
-					t.Errorf("%s %s: %s", kind, c.Object.GetName(), diff)
+				if !apply.IsSubset(desired.Object, liveMap) {
+					t.Errorf("%s %s: a field the operator sets reads back differently (-desired +live):\n%s",
+						kind, c.Object.GetName(), cmp.Diff(desired.Object, liveMap))
 				}
 			}
 		})
 	}
-}
-
-func toMap(o client.Object) (map[string]any, error) {
-	b, err := json.Marshal(o)
-	if err != nil {
-		return nil, err
-	}
-	m := map[string]any{}
-	if err := json.Unmarshal(b, &m); err != nil {
-		return nil, err
-	}
-	delete(m, "status")
-	return m, nil
-}
-
-// notSubset lists the paths where desired is not contained in live: a map
-// must have every desired key, a list the same length with each element
-// contained, a scalar the same value. Null in desired (an unset field of a
-// typed struct) matches anything.
-func notSubset(path string, desired, live any) []string {
-	switch d := desired.(type) {
-	case nil:
-		return nil
-	case map[string]any:
-		l, ok := live.(map[string]any)
-		if !ok {
-			return []string{fmt.Sprintf("%s: want an object, live has %v", path, live)}
-		}
-		var out []string
-		for k, v := range d {
-			if _, ok := l[k]; !ok && v != nil && !isEmpty(v) {
-				out = append(out, fmt.Sprintf("%s.%s: set to %v, missing in live object", path, k, v))
-				continue
-			}
-			out = append(out, notSubset(path+"."+k, v, l[k])...)
-		}
-		return out
-	case []any:
-		l, ok := live.([]any)
-		if !ok || len(l) != len(d) {
-			return []string{fmt.Sprintf("%s: want %v, live has %v", path, d, live)}
-		}
-		var out []string
-		for i := range d {
-			out = append(out, notSubset(fmt.Sprintf("%s[%d]", path, i), d[i], l[i])...)
-		}
-		return out
-	default:
-		if !reflect.DeepEqual(desired, live) {
-			return []string{fmt.Sprintf("%s: set to %v, reads back as %v", path, desired, live)}
-		}
-		return nil
-	}
-}
-
-func isEmpty(v any) bool {
-	switch x := v.(type) {
-	case map[string]any:
-		return len(x) == 0
-	case []any:
-		return len(x) == 0
-	case string:
-		return x == ""
-	}
-	return false
 }
 
 func ptr[T any](v T) *T { return &v }

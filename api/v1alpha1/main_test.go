@@ -1,7 +1,6 @@
 package v1alpha1_test
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"testing"
@@ -64,7 +63,7 @@ func createNamespace(t *testing.T, prefix string, labels ...map[string]string) s
 	if len(labels) > 0 {
 		ns.Labels = labels[0]
 	}
-	if err := k8s.Create(context.Background(), ns); err != nil {
+	if err := k8s.Create(t.Context(), ns); err != nil {
 		t.Fatalf("create namespace: %v", err)
 	}
 	return ns.Name

@@ -17,7 +17,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/medops/medops/api/v1alpha1"
-	"github.com/medops/medops/internal/testenv"
+	"github.com/medops/medops/internal/repo"
 )
 
 // newObject builds a MedOpsAPI from a YAML spec. Unstructured on purpose:
@@ -39,7 +39,7 @@ func newObject(t *testing.T, ns, name, specYAML string) *unstructured.Unstructur
 }
 
 func ctxT(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	t.Cleanup(cancel)
 	return ctx
 }
@@ -258,7 +258,7 @@ podDisruptionBudget: {minAvailable: 1}`,
 
 func sampleFiles(t *testing.T) []string {
 	t.Helper()
-	files, err := filepath.Glob(filepath.Join(testenv.RepoRoot(), "config", "samples", "medops_v1alpha1_*.yaml"))
+	files, err := filepath.Glob(filepath.Join(repo.Root(), "config", "samples", "medops_v1alpha1_*.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}

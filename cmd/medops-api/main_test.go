@@ -261,7 +261,7 @@ func TestSIGTERMDrainsUnderLoad(t *testing.T) {
 		termSent atomic.Bool
 		wg       sync.WaitGroup
 	)
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	defer cancel()
 	for w := range 20 {
 		wg.Go(func() {
@@ -367,7 +367,7 @@ func TestInvalidConfigStopsStartUp(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var stdout, stderr bytes.Buffer
-			code := run(context.Background(), tc.args, func(k string) string { return tc.env[k] }, &stdout, &stderr)
+			code := run(t.Context(), tc.args, func(k string) string { return tc.env[k] }, &stdout, &stderr)
 			if code != tc.code || !strings.Contains(stderr.String(), tc.want) {
 				t.Fatalf("exit %d, stderr %q; want %d and %q", code, stderr.String(), tc.code, tc.want)
 			}

@@ -54,7 +54,7 @@ func TestOperatorBinary(t *testing.T) {
 	}
 
 	metricsAddr, probeAddr := freeAddr(t), freeAddr(t)
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(t.Context())
 	var logs lockedBuffer
 	done := make(chan error, 1)
 	go func() {
@@ -99,7 +99,7 @@ func TestOperatorBinary(t *testing.T) {
 	}
 	waitFor(t, "leader election Lease held", func() error {
 		var lease *coordinationv1.Lease
-		lease, err := cs.CoordinationV1().Leases("default").Get(context.Background(), "medops-operator.medops.io", metav1.GetOptions{})
+		lease, err := cs.CoordinationV1().Leases("default").Get(t.Context(), "medops-operator.medops.io", metav1.GetOptions{})
 		if err != nil {
 			return err
 		}
@@ -115,7 +115,7 @@ func TestOperatorBinary(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bg := context.Background()
+	bg := t.Context()
 	if err := mc.Create(bg, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "ignored"}}); err != nil {
 		t.Fatal(err)
 	}
@@ -189,7 +189,7 @@ func TestRunRefusesBadFlags(t *testing.T) {
 		{[]string{"--no-such-flag"}, "no-such-flag"},
 	}
 	for _, tt := range tests {
-		err := run(context.Background(), tt.args, io.Discard)
+		err := run(t.Context(), tt.args, io.Discard)
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("run(%v) = %v, want an error naming %s", tt.args, err, tt.want)
 		}
@@ -210,7 +210,7 @@ func TestSplitList(t *testing.T) {
 // /metrics, and returns a token the apiserver issued for it.
 func serviceAccountToken(t *testing.T, cs kubernetes.Interface, name string, allowMetrics bool) string {
 	t.Helper()
-	ctx := context.Background()
+	ctx := t.Context()
 	if _, err := cs.CoreV1().ServiceAccounts("default").Create(ctx,
 		&corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)

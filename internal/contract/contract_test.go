@@ -14,7 +14,8 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/medops/medops/api/v1alpha1"
-	"github.com/medops/medops/operator"
+	"github.com/medops/medops/internal/repo"
+	"github.com/medops/medops/operator/resource"
 	"github.com/medops/medops/server/app"
 	"github.com/medops/medops/server/config"
 )
@@ -22,7 +23,7 @@ import (
 // samples reads every MedOpsAPI in config/samples.
 func samples(t *testing.T) map[string]*v1alpha1.MedOpsAPI {
 	t.Helper()
-	files, err := filepath.Glob(filepath.Join("..", "..", "config", "samples", "*.yaml"))
+	files, err := filepath.Glob(filepath.Join(repo.Root(), "config", "samples", "*.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,18 +63,13 @@ func samples(t *testing.T) map[string]*v1alpha1.MedOpsAPI {
 func TestRenderedConfigLoadsInWorkload(t *testing.T) {
 	for name, m := range samples(t) {
 		t.Run(name, func(t *testing.T) {
-			rendered, _, err := operator.RenderConfig(m)
+			d, err := resource.Prepare(m, resource.Inputs{TokenSecretName: resource.TokenSecretName(m)})
 			if err != nil {
-				t.Fatalf("RenderConfig: %v", err)
+				t.Fatalf("Prepare: %v", err)
 			}
-			cm, err := operator.BuildConfigMap(m)
-			if err != nil {
-				t.Fatalf("BuildConfigMap: %v", err)
-			}
-			dep, err := operator.BuildDeployment(m, operator.Inputs{TokenSecretName: operator.TokenSecretName(m)})
-			if err != nil {
-				t.Fatalf("BuildDeployment: %v", err)
-			}
+			rendered := d.Config
+			cm := resource.BuildConfigMap(d)
+			dep := resource.BuildDeployment(d)
 			args := dep.Spec.Template.Spec.Containers[0].Args
 
 			root := t.TempDir()
@@ -81,10 +77,10 @@ func TestRenderedConfigLoadsInWorkload(t *testing.T) {
 			if err != nil {
 				t.Fatalf("medops-api refuses the operator's arguments %q: %v", args, err)
 			}
-			if !strings.HasPrefix(flags.ConfigPath, operator.ConfigDir+"/") {
-				t.Fatalf("--config %q is not inside the mounted ConfigMap %s", flags.ConfigPath, operator.ConfigDir)
+			if !strings.HasPrefix(flags.ConfigPath, resource.ConfigDir+"/") {
+				t.Fatalf("--config %q is not inside the mounted ConfigMap %s", flags.ConfigPath, resource.ConfigDir)
 			}
-			key := strings.TrimPrefix(flags.ConfigPath, operator.ConfigDir+"/")
+			key := strings.TrimPrefix(flags.ConfigPath, resource.ConfigDir+"/")
 			data, ok := cm.Data[key]
 			if !ok {
 				t.Fatalf("--config names key %q, the ConfigMap has %v", key, cm.Data)

@@ -23,10 +23,11 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/yaml"
 
+	"github.com/medops/medops/internal/repo"
 	"github.com/medops/medops/internal/testenv"
 )
 
-func chartDir() string { return filepath.Join(testenv.RepoRoot(), "charts", "medops-operator") }
+func chartDir() string { return filepath.Join(repo.Root(), "charts", "medops-operator") }
 
 // helmBinary finds the pinned helm: MEDOPS_HELM (set by `make test`), or
 // hack/tools.sh, which builds it once into bin/.
@@ -35,7 +36,7 @@ func helmBinary(t *testing.T) string {
 	if h := os.Getenv("MEDOPS_HELM"); h != "" {
 		return h
 	}
-	out, err := exec.Command(filepath.Join(testenv.RepoRoot(), "hack", "tools.sh"), "helm").Output()
+	out, err := exec.Command(filepath.Join(repo.Root(), "hack", "tools.sh"), "helm").Output()
 	if err != nil {
 		t.Fatalf("hack/tools.sh helm: %v", err)
 	}
@@ -415,7 +416,7 @@ func TestHelmInstallUpgradeUninstall(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 	defer cancel()
 
 	installOut := h.mustRun(t, "install", "medops-operator", chartDir(), "--namespace", "medops-system", "--create-namespace")

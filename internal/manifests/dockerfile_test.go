@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/medops/medops/internal/testenv"
+	"github.com/medops/medops/internal/repo"
 )
 
 // stage is one FROM ... AS name block of the Dockerfile.
@@ -20,7 +20,7 @@ type stage struct {
 
 func parseDockerfile(t *testing.T) []stage {
 	t.Helper()
-	data, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "Dockerfile"))
+	data, err := os.ReadFile(filepath.Join(repo.Root(), "Dockerfile"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -135,12 +135,12 @@ func TestDockerfileCopiesEveryPackage(t *testing.T) {
 			}
 		}
 	}
-	ignore, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), ".dockerignore"))
+	ignore, err := os.ReadFile(filepath.Join(repo.Root(), ".dockerignore"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	cmd := exec.Command("go", "list", "-deps", "-f", "{{if .Module}}{{if eq .Module.Path \"github.com/medops/medops\"}}{{.ImportPath}}{{end}}{{end}}", "./cmd/medops-operator", "./cmd/medops-api")
-	cmd.Dir = testenv.RepoRoot()
+	cmd.Dir = repo.Root()
 	out, err := cmd.Output()
 	if err != nil {
 		t.Fatalf("go list: %v", err)

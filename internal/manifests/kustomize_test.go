@@ -3,7 +3,6 @@ package manifests
 import (
 	"bytes"
 	"flag"
-	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -16,13 +15,14 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/yaml"
 
-	"github.com/medops/medops/internal/testenv"
+	"github.com/medops/medops/internal/golden"
+	"github.com/medops/medops/internal/repo"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
 
 func configDir(parts ...string) string {
-	return filepath.Join(append([]string{testenv.RepoRoot(), "config"}, parts...)...)
+	return filepath.Join(append([]string{repo.Root(), "config"}, parts...)...)
 }
 
 // kindNames lists "Kind/name" (or "Kind/namespace/name") of objects, sorted.
@@ -437,35 +437,5 @@ func marshalAll(t *testing.T, objs []unstructured.Unstructured) []byte {
 // compareGolden compares got with testdata/name; `go test -update` rewrites it.
 func compareGolden(t *testing.T, name string, got []byte) {
 	t.Helper()
-	path := filepath.Join("testdata", name)
-	if *update {
-		if err := os.WriteFile(path, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run `go test ./internal/manifests -update` to create it)", err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Errorf("output differs from %s (run `go test ./internal/manifests -update` and review the diff):\n%s", path, firstDiff(string(want), string(got)))
-	}
-}
-
-func firstDiff(want, got string) string {
-	wl, gl := strings.Split(want, "\n"), strings.Split(got, "\n")
-	for i := 0; i < len(wl) || i < len(gl); i++ {
-		var w, g string
-		if i < len(wl) {
-			w = wl[i]
-		}
-		if i < len(gl) {
-			g = gl[i]
-		}
-		if w != g {
-			return fmt.Sprintf("line %d:\n  want: %s\n  got:  %s", i+1, w, g)
-		}
-	}
-	return ""
+	golden.Compare(t, filepath.Join("testdata", name), got, *update)
 }

@@ -16,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
 
+	"github.com/medops/medops/internal/repo"
 	"github.com/medops/medops/internal/testenv"
 )
 
@@ -141,7 +142,7 @@ func TestHelmMonitoringOptIn(t *testing.T) {
 // ServiceMonitor CRD, generated from its Go types by hack/tools.sh.
 func serviceMonitorCRDDir(t *testing.T) string {
 	t.Helper()
-	out, err := exec.Command(filepath.Join(testenv.RepoRoot(), "hack", "tools.sh"), "servicemonitor-crd").Output()
+	out, err := exec.Command(filepath.Join(repo.Root(), "hack", "tools.sh"), "servicemonitor-crd").Output()
 	if err != nil {
 		t.Fatalf("hack/tools.sh servicemonitor-crd: %v", err)
 	}

@@ -8,14 +8,14 @@ import (
 
 	"sigs.k8s.io/yaml"
 
-	"github.com/medops/medops/internal/testenv"
+	"github.com/medops/medops/internal/repo"
 )
 
 // TestProjectFile: kubebuilder reads PROJECT to scaffold into this tree, so
 // it must name this module, the medops.io domain and the MedOpsAPI resource
 // as it really is.
 func TestProjectFile(t *testing.T) {
-	data, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "PROJECT"))
+	data, err := os.ReadFile(filepath.Join(repo.Root(), "PROJECT"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -40,7 +40,7 @@ func TestProjectFile(t *testing.T) {
 	if err := yaml.UnmarshalStrict(data, &p); err != nil {
 		t.Fatalf("PROJECT: %v", err)
 	}
-	gomod, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "go.mod"))
+	gomod, err := os.ReadFile(filepath.Join(repo.Root(), "go.mod"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,7 +57,7 @@ func TestProjectFile(t *testing.T) {
 	if r.Kind != "MedOpsAPI" || r.Version != "v1alpha1" || r.Domain != "medops.io" || !r.Controller || !r.API.Namespaced || r.API.CRDVersion != "v1" {
 		t.Errorf("PROJECT resource %+v does not describe the namespaced MedOpsAPI v1alpha1 with a controller", r)
 	}
-	if _, err := os.Stat(filepath.Join(testenv.RepoRoot(), strings.TrimPrefix(r.Path, p.Repo+"/"), "medopsapi_types.go")); err != nil {
+	if _, err := os.Stat(filepath.Join(repo.Root(), strings.TrimPrefix(r.Path, p.Repo+"/"), "medopsapi_types.go")); err != nil {
 		t.Errorf("PROJECT resource path %s: %v", r.Path, err)
 	}
 }

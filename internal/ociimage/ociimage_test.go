@@ -25,7 +25,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
-	"github.com/medops/medops/internal/testenv"
+	"github.com/medops/medops/internal/repo"
 )
 
 // The images are built once per test run (cross-compiling is the slow part)
@@ -50,7 +50,7 @@ func TestMain(m *testing.M) {
 
 func testOptions(out string, progs []Program, plats []Platform) Options {
 	return Options{
-		ModuleDir: testenv.RepoRoot(), OutDir: out, Programs: progs, Platforms: plats,
+		ModuleDir: repo.Root(), OutDir: out, Programs: progs, Platforms: plats,
 		Version: "v9.8.7", Revision: "0123abcd", Created: created, CABundle: caBundle(),
 	}
 }
@@ -337,7 +337,7 @@ func TestReproducible(t *testing.T) {
 	api := programs[1]
 	arm64 := Platform{OS: "linux", Arch: "arm64"}
 	again := t.TempDir()
-	if _, err := Build(context.Background(), testOptions(again, []Program{api}, []Platform{arm64})); err != nil {
+	if _, err := Build(t.Context(), testOptions(again, []Program{api}, []Platform{arm64})); err != nil {
 		t.Fatal(err)
 	}
 	digest := func(archive string) v1.Hash {
@@ -395,7 +395,7 @@ func TestQEMUHealthz(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, qemu, bin, "--listen", "127.0.0.1:0", "--data-dir", t.TempDir())
 	cmd.Env = []string{"PATH=/usr/bin:/bin"}

@@ -11,26 +11,21 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"runtime"
 	"sort"
 	"testing"
 
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
-)
 
-// RepoRoot returns the repository's top folder, found from this file's path.
-func RepoRoot() string {
-	_, file, _, _ := runtime.Caller(0)
-	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
-}
+	"github.com/medops/medops/internal/repo"
+)
 
 // AssetsDir returns the folder that holds kube-apiserver and etcd.
 func AssetsDir() (string, error) {
 	if dir := os.Getenv("KUBEBUILDER_ASSETS"); dir != "" {
 		return dir, nil
 	}
-	matches, _ := filepath.Glob(filepath.Join(RepoRoot(), "bin", "k8s", "*", "kube-apiserver"))
+	matches, _ := filepath.Glob(filepath.Join(repo.Root(), "bin", "k8s", "*", "kube-apiserver"))
 	sort.Strings(matches)
 	for i := len(matches) - 1; i >= 0; i-- {
 		dir := filepath.Dir(matches[i])
@@ -42,7 +37,7 @@ func AssetsDir() (string, error) {
 }
 
 // CRDDir is the folder of the generated CustomResourceDefinitions.
-func CRDDir() string { return filepath.Join(RepoRoot(), "config", "crd", "bases") }
+func CRDDir() string { return filepath.Join(repo.Root(), "config", "crd", "bases") }
 
 // Start starts kube-apiserver and etcd, installs the CRDs found in crdDirs
 // (which must exist when given) and returns the environment and its config.

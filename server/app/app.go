@@ -19,7 +19,7 @@ import (
 
 	"github.com/medops/medops/api/v1alpha1"
 	"github.com/medops/medops/server/httpx"
-	"github.com/medops/medops/server/store"
+	"github.com/medops/medops/server/store/boltstore"
 	"github.com/medops/medops/server/tasks"
 )
 
@@ -41,7 +41,7 @@ type Options struct {
 	// apps in one process do not collide.
 	Registry *prometheus.Registry
 	// StoreOptions tune the task store (tests shorten the batch delay).
-	StoreOptions store.Options
+	StoreOptions boltstore.Options
 }
 
 // App is a ready-to-serve medops-api.
@@ -49,7 +49,7 @@ type App struct {
 	cfg       *v1alpha1.WorkloadConfig
 	log       *slog.Logger
 	reg       *prometheus.Registry
-	store     *store.Store // nil when the task module is off
+	store     tasks.Store // nil when the task module is off
 	mods      *modules
 	root      *chi.Mux
 	metrics   *httpMetrics
@@ -94,11 +94,10 @@ func New(opts Options) (_ *App, err error) {
 		return nil, fmt.Errorf("registering the readiness metric: %w", err)
 	}
 	if a.cfg.Modules.TasksEnabled() {
-		so := opts.StoreOptions
-		if so.Registerer == nil {
-			so.Registerer = a.reg
+		if a.store, err = openStore(a.cfg.DataDir, opts.StoreOptions); err != nil {
+			return nil, err
 		}
-		if a.store, err = store.Open(a.cfg.DataDir, so); err != nil {
+		if a.store, err = timeStore(a.store, a.reg); err != nil {
 			return nil, err
 		}
 	}
@@ -109,6 +108,16 @@ func New(opts Options) (_ *App, err error) {
 		return nil, err
 	}
 	return a, nil
+}
+
+// openStore opens the bbolt store; it returns the interface so that a nil
+// *boltstore.Store never hides in a non-nil tasks.Store.
+func openStore(dataDir string, opts boltstore.Options) (tasks.Store, error) {
+	s, err := boltstore.Open(dataDir, opts)
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
 }
 
 // readToken reads the bearer token once at start: a missing or empty file
@@ -191,7 +200,7 @@ func (a *App) Router() chi.Routes { return a.root }
 func (a *App) Registry() *prometheus.Registry { return a.reg }
 
 // Store is the task store, nil when the task module is off.
-func (a *App) Store() *store.Store { return a.store }
+func (a *App) Store() tasks.Store { return a.store }
 
 // SetDraining turns readiness off: the first step of a graceful shutdown.
 func (a *App) SetDraining() { a.draining.Store(true) }

@@ -18,7 +18,8 @@ import (
 
 	"github.com/medops/medops/api/v1alpha1"
 	"github.com/medops/medops/server/httpx"
-	"github.com/medops/medops/server/store"
+	"github.com/medops/medops/server/store/boltstore"
+	"github.com/medops/medops/server/tasks"
 )
 
 const testToken = "s3cret-token"
@@ -78,9 +79,9 @@ func (r resp) errorBody(t testing.TB) httpx.ErrorDetail {
 	return e.Error
 }
 
-func (r resp) task(t testing.TB) store.Task {
+func (r resp) task(t testing.TB) tasks.Task {
 	t.Helper()
-	var tk store.Task
+	var tk tasks.Task
 	if err := json.Unmarshal(r.body, &tk); err != nil {
 		t.Fatalf("not a task: %q", r.body)
 	}
@@ -122,7 +123,7 @@ func (e *testEnv) do(t testing.TB, method, path string, body string, hdr ...stri
 	return resp{status: res.StatusCode, header: res.Header, body: b}
 }
 
-func (e *testEnv) create(t testing.TB, body string) store.Task {
+func (e *testEnv) create(t testing.TB, body string) tasks.Task {
 	t.Helper()
 	r := e.do(t, http.MethodPost, "/api/v1/tasks", body)
 	if r.status != http.StatusCreated {
@@ -195,7 +196,7 @@ func TestTaskErrors(t *testing.T) {
 	e := newTestEnv(t, nil)
 	tk := e.create(t, `{"title":"base"}`)
 	id := "/api/v1/tasks/" + tk.ID
-	long := strings.Repeat("a", store.MaxTitleLen+1)
+	long := strings.Repeat("a", tasks.MaxTitleLen+1)
 	for _, tc := range []struct {
 		name         string
 		method, path string
@@ -318,7 +319,7 @@ func TestListPaginationAndFilters(t *testing.T) {
 		}
 		e.create(t, body)
 	}
-	var all []store.Task
+	var all []tasks.Task
 	next := ""
 	pages := 0
 	for {
@@ -331,7 +332,7 @@ func TestListPaginationAndFilters(t *testing.T) {
 			t.Fatalf("%d %s", r.status, r.body)
 		}
 		var l struct {
-			Items []store.Task `json:"items"`
+			Items []tasks.Task `json:"items"`
 			Next  string       `json:"next"`
 		}
 		if err := json.Unmarshal(r.body, &l); err != nil {
@@ -360,7 +361,7 @@ func TestListPaginationAndFilters(t *testing.T) {
 	} {
 		r := e.do(t, "GET", "/api/v1/tasks?"+tc.query, "")
 		var l struct {
-			Items []store.Task `json:"items"`
+			Items []tasks.Task `json:"items"`
 		}
 		_ = json.Unmarshal(r.body, &l)
 		if r.status != 200 || len(l.Items) != tc.want || l.Items == nil {
@@ -514,7 +515,7 @@ func TestModulesCanBeSwitchedOff(t *testing.T) {
 	if r := e.do(t, "GET", "/readyz", ""); r.status != 200 {
 		t.Fatalf("ready without a store: %d", r.status)
 	}
-	if _, err := os.Stat(filepath.Join(e.app.cfg.DataDir, store.FileName)); !os.IsNotExist(err) {
+	if _, err := os.Stat(filepath.Join(e.app.cfg.DataDir, boltstore.FileName)); !os.IsNotExist(err) {
 		t.Fatalf("store file created although the task module is off: %v", err)
 	}
 }

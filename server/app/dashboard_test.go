@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"sort"
@@ -13,13 +14,14 @@ import (
 	"testing"
 
 	"github.com/medops/medops/api/v1alpha1"
+	"github.com/medops/medops/internal/repo"
 )
 
 // The Grafana dashboard the chart ships (grafanaDashboard.enabled) queries
 // medops-api's metrics by name. TestDashboardQueriesOnlyExportedMetrics
 // keeps the two from drifting apart: every metric a panel or variable asks
 // for must be one a real medops-api exports.
-const dashboardFile = "../../charts/medops-operator/dashboards/medops-api.json"
+var dashboardFile = filepath.Join(repo.Root(), "charts", "medops-operator", "dashboards", "medops-api.json")
 
 type dashPanel struct {
 	Title   string      `json:"title"`

@@ -28,6 +28,7 @@ import (
 	"time"
 
 	"github.com/medops/medops/hack/bench/common"
+	"github.com/medops/medops/internal/repo"
 )
 
 //go:embed report.lua
@@ -120,10 +121,7 @@ func run(o options) error {
 			return fmt.Errorf("%s is not installed: run hack/bench/install-tools.sh (apt-get install wrk nginx-light)", tool)
 		}
 	}
-	root, err := common.RepoRoot()
-	if err != nil {
-		return err
-	}
+	root := repo.Root()
 	dir, cleanup, err := common.WorkDir("medops-bench-api-", o.keep)
 	if err != nil {
 		return err

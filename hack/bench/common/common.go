@@ -21,20 +21,6 @@ import (
 	"unicode/utf8"
 )
 
-// RepoRoot returns the module's top folder (where go.mod is), found with
-// `go env GOMOD` so the drivers work from any folder inside the clone.
-func RepoRoot() (string, error) {
-	out, err := exec.Command("go", "env", "GOMOD").Output()
-	if err != nil {
-		return "", fmt.Errorf("go env GOMOD: %w", err)
-	}
-	mod := strings.TrimSpace(string(out))
-	if mod == "" || mod == os.DevNull {
-		return "", fmt.Errorf("not inside the medops module: run from the repository")
-	}
-	return filepath.Dir(mod), nil
-}
-
 // GoBuild builds one main package of the repository into dir, the way
 // `make build` does (static, trimmed paths), and returns the binary's path.
 func GoBuild(ctx context.Context, root, pkg, dir string) (string, error) {

@@ -43,6 +43,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/medops/medops/hack/bench/common"
+	"github.com/medops/medops/internal/repo"
 	"github.com/medops/medops/internal/testenv"
 )
 
@@ -105,10 +106,7 @@ func run(o options) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 
-	root, err := common.RepoRoot()
-	if err != nil {
-		return err
-	}
+	root := repo.Root()
 	dir, cleanup, err := common.WorkDir("medops-bench-operator-", o.keep)
 	if err != nil {
 		return err

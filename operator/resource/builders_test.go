@@ -1,4 +1,4 @@
-package operator_test
+package resource_test
 
 import (
 	"errors"
@@ -9,13 +9,13 @@ import (
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
-	"k8s.io/apimachinery/pkg/api/resource"
+	apiresource "k8s.io/apimachinery/pkg/api/resource"
 	utilerrors "k8s.io/apimachinery/pkg/util/errors"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 	"sigs.k8s.io/yaml"
 
 	"github.com/medops/medops/api/v1alpha1"
-	"github.com/medops/medops/operator"
+	"github.com/medops/medops/operator/resource"
 )
 
 // fromSpec makes a MedOpsAPI named medops in namespace lab from a YAML spec.
@@ -24,26 +24,19 @@ func fromSpec(t *testing.T, spec string) *v1alpha1.MedOpsAPI {
 	return load(t, scenario{name: t.Name(), spec: spec})
 }
 
-func children(t *testing.T, m *v1alpha1.MedOpsAPI, in operator.Inputs) map[string]operator.Child {
+func children(t *testing.T, m *v1alpha1.MedOpsAPI, in resource.Inputs) map[string]resource.Child {
 	t.Helper()
-	cs, err := operator.Children(m, in)
-	if err != nil {
-		t.Fatalf("Children: %v", err)
-	}
-	out := map[string]operator.Child{}
+	cs := prepare(t, m, in).Children(resource.Kinds())
+	out := map[string]resource.Child{}
 	for _, c := range cs {
 		out[kindOf(c.Object)] = c
 	}
 	return out
 }
 
-func deployment(t *testing.T, m *v1alpha1.MedOpsAPI, in operator.Inputs) *appsv1.Deployment {
+func deployment(t *testing.T, m *v1alpha1.MedOpsAPI, in resource.Inputs) *appsv1.Deployment {
 	t.Helper()
-	d, err := operator.BuildDeployment(m, in)
-	if err != nil {
-		t.Fatalf("BuildDeployment: %v", err)
-	}
-	return d
+	return resource.BuildDeployment(prepare(t, m, in))
 }
 
 // TestEveryChildIsLabelledTypedAndOwned checks what server-side apply and
@@ -52,10 +45,8 @@ func TestEveryChildIsLabelledTypedAndOwned(t *testing.T) {
 	for _, sc := range scenarios() {
 		t.Run(sc.name, func(t *testing.T) {
 			m := load(t, sc)
-			cs, err := operator.Children(m, inputsFor(m))
-			if err != nil {
-				t.Fatal(err)
-			}
+			kinds := resource.Kinds()
+			cs := prepare(t, m, inputsFor(m)).Children(kinds)
 			seen := map[string]bool{}
 			for _, c := range cs {
 				gvk := c.Object.GetObjectKind().GroupVersionKind()
@@ -91,11 +82,13 @@ func TestEveryChildIsLabelledTypedAndOwned(t *testing.T) {
 					t.Errorf("%s owner references = %+v, want one controller reference to the MedOpsAPI", gvk.Kind, refs)
 				}
 			}
-			for _, k := range []string{"ServiceAccount", "ConfigMap", "Service", "Deployment", "PersistentVolumeClaim",
-				"HorizontalPodAutoscaler", "PodDisruptionBudget", "Ingress", "NetworkPolicy"} {
-				if !seen[k] {
-					t.Errorf("Children lacks %s (wanted or absent)", k)
+			for _, k := range kinds {
+				if !seen[k.GVK.Kind] {
+					t.Errorf("Children lacks %s (wanted or absent)", k.GVK.Kind)
 				}
+			}
+			if len(cs) != len(kinds) {
+				t.Errorf("%d children for %d kinds", len(cs), len(kinds))
 			}
 			// The Deployment reads the ConfigMap: apply order matters.
 			if idx(cs, "ConfigMap") > idx(cs, "Deployment") || idx(cs, "ServiceAccount") > idx(cs, "Deployment") {
@@ -105,7 +98,7 @@ func TestEveryChildIsLabelledTypedAndOwned(t *testing.T) {
 	}
 }
 
-func idx(cs []operator.Child, kind string) int {
+func idx(cs []resource.Child, kind string) int {
 	for i, c := range cs {
 		if kindOf(c.Object) == kind {
 			return i
@@ -210,7 +203,7 @@ func TestPVCRetention(t *testing.T) {
 		{`storage: {size: 1Gi, retainOnDelete: false}`, true},
 	} {
 		m := fromSpec(t, tc.spec)
-		pvc := operator.BuildPVC(m)
+		pvc := resource.BuildPVC(prepare(t, m, resource.Inputs{}))
 		if got := len(pvc.OwnerReferences) > 0; got != tc.wantOwner {
 			t.Errorf("%s: PVC has owner reference = %v, want %v", tc.spec, got, tc.wantOwner)
 		}
@@ -218,7 +211,7 @@ func TestPVCRetention(t *testing.T) {
 			t.Errorf("%s: PVC requests %s", tc.spec, q.String())
 		}
 	}
-	if pvc := operator.BuildPVC(fromSpec(t, `storage: {ephemeral: true}`)); pvc != nil {
+	if pvc := resource.BuildPVC(prepare(t, fromSpec(t, `storage: {ephemeral: true}`), resource.Inputs{})); pvc != nil {
 		t.Error("ephemeral storage builds a PVC")
 	}
 }
@@ -234,15 +227,15 @@ func TestStorageDecidesStrategyAndDataVolume(t *testing.T) {
 		{`storage: {size: 1Gi}`, appsv1.RecreateDeploymentStrategyType, true},
 	}
 	for _, tc := range cases {
-		d := deployment(t, fromSpec(t, tc.spec), operator.Inputs{})
-		if d.Spec.Strategy.Type != tc.strategy {
-			t.Errorf("%s: strategy %s, want %s", tc.spec, d.Spec.Strategy.Type, tc.strategy)
+		dep := deployment(t, fromSpec(t, tc.spec), resource.Inputs{})
+		if dep.Spec.Strategy.Type != tc.strategy {
+			t.Errorf("%s: strategy %s, want %s", tc.spec, dep.Spec.Strategy.Type, tc.strategy)
 		}
-		if ru := d.Spec.Strategy.RollingUpdate; tc.strategy == appsv1.RollingUpdateDeploymentStrategyType &&
+		if ru := dep.Spec.Strategy.RollingUpdate; tc.strategy == appsv1.RollingUpdateDeploymentStrategyType &&
 			(ru == nil || ru.MaxUnavailable.IntValue() != 0) {
 			t.Errorf("%s: rolling update must keep maxUnavailable 0, got %+v", tc.spec, ru)
 		}
-		for _, v := range d.Spec.Template.Spec.Volumes {
+		for _, v := range dep.Spec.Template.Spec.Volumes {
 			if v.Name == "data" && (v.PersistentVolumeClaim != nil) != tc.claim {
 				t.Errorf("%s: data volume %+v, want claim=%v", tc.spec, v.VolumeSource, tc.claim)
 			}
@@ -254,12 +247,12 @@ func TestStorageDecidesStrategyAndDataVolume(t *testing.T) {
 // never on a change the Deployment rolls out by itself (or not at all).
 func TestConfigHash(t *testing.T) {
 	base := `cache: {size: 32Mi, ttl: 5m}`
-	in := operator.Inputs{TokenSecretName: "medops-token", SecretHash: "one"}
+	in := resource.Inputs{TokenSecretName: "medops-token", SecretHash: "one"}
 	h0 := hashOf(t, fromSpec(t, base), in)
 	cases := []struct {
 		name   string
 		spec   string
-		in     operator.Inputs
+		in     resource.Inputs
 		differ bool
 	}{
 		{"same spec", base, in, false},
@@ -268,7 +261,7 @@ func TestConfigHash(t *testing.T) {
 		{"cache size", `cache: {size: 64Mi, ttl: 5m}`, in, true},
 		{"cache rule", `cache: {size: 32Mi, ttl: 5m, rules: [{pathPrefix: /api/v1/gateway/, ttl: 1h}]}`, in, true},
 		{"pod annotation", base + "\npodAnnotations: {a: b}", in, false},
-		{"token rotated", base, operator.Inputs{TokenSecretName: "medops-token", SecretHash: "two"}, true},
+		{"token rotated", base, resource.Inputs{TokenSecretName: "medops-token", SecretHash: "two"}, true},
 		{"log level", base + "\nlogLevel: debug", in, true},
 	}
 	for _, tc := range cases {
@@ -281,14 +274,13 @@ func TestConfigHash(t *testing.T) {
 	}
 }
 
-// hashOf returns the pod template annotation and checks it matches ConfigHash.
-func hashOf(t *testing.T, m *v1alpha1.MedOpsAPI, in operator.Inputs) string {
+// hashOf returns the pod template annotation and checks it matches the
+// Desired's ConfigHash (what status.configHash reports).
+func hashOf(t *testing.T, m *v1alpha1.MedOpsAPI, in resource.Inputs) string {
 	t.Helper()
-	ann := deployment(t, m, in).Spec.Template.Annotations[operator.AnnotationConfigHash]
-	h, err := operator.ConfigHash(m, in)
-	if err != nil {
-		t.Fatal(err)
-	}
+	d := prepare(t, m, in)
+	ann := resource.BuildDeployment(d).Spec.Template.Annotations[resource.AnnotationConfigHash]
+	h := d.ConfigHash
 	if ann == "" || ann != h {
 		t.Fatalf("pod template hash %q, ConfigHash %q", ann, h)
 	}
@@ -303,14 +295,11 @@ func TestConfigMapHoldsTheConfigNotTheToken(t *testing.T) {
 modules: {gateway: {enabled: true, upstreams: [{name: ensembl, url: "https://rest.ensembl.org", ttl: 1h}]}}
 cache: {size: 16Mi, shards: 8, maxEntrySize: 256Ki}
 logLevel: warn`)
-	secret := operator.BuildTokenSecret(m, []byte(token))
+	secret := resource.BuildTokenSecret(m, []byte(token))
 	if string(secret.Data["token"]) != token || len(secret.OwnerReferences) != 1 {
 		t.Fatalf("token Secret = %+v", secret)
 	}
-	cm, err := operator.BuildConfigMap(m)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cm := resource.BuildConfigMap(prepare(t, m, resource.Inputs{}))
 	raw := cm.Data["config.yaml"]
 	if strings.Contains(raw, token) {
 		t.Fatal("the ConfigMap contains the token")
@@ -322,16 +311,16 @@ logLevel: warn`)
 	if errs := w.Validate(); len(errs) > 0 {
 		t.Errorf("rendered config invalid: %v", errs)
 	}
-	if w.Auth.TokenFile != operator.TokenFile || w.Auth.Disabled || w.Listen != ":8080" || w.DataDir != operator.DataDir ||
+	if w.Auth.TokenFile != resource.TokenFile || w.Auth.Disabled || w.Listen != ":8080" || w.DataDir != resource.DataDir ||
 		w.LogLevel != "warn" || *w.Cache.Shards != 8 || w.Cache.MaxEntrySize.String() != "256Ki" ||
 		w.Modules.Gateway.Upstreams[0].TTL.Duration.String() != "1h0m0s" || w.Modules.Gateway.Upstreams[0].Timeout == nil {
 		t.Errorf("rendered config = %s", raw)
 	}
 
 	// The token file the config names is where the Secret is mounted.
-	d := deployment(t, m, operator.Inputs{TokenSecretName: secret.Name, SecretHash: "x"})
+	dep := deployment(t, m, resource.Inputs{TokenSecretName: secret.Name, SecretHash: "x"})
 	mounted := false
-	for _, vm := range d.Spec.Template.Spec.Containers[0].VolumeMounts {
+	for _, vm := range dep.Spec.Template.Spec.Containers[0].VolumeMounts {
 		if vm.Name == "token" && vm.MountPath+"/token" == w.Auth.TokenFile && vm.ReadOnly {
 			mounted = true
 		}
@@ -343,25 +332,21 @@ logLevel: warn`)
 
 func TestAuthDisabledMountsNoToken(t *testing.T) {
 	m := fromSpec(t, `auth: {disabled: true}`)
-	d := deployment(t, m, operator.Inputs{})
-	for _, v := range d.Spec.Template.Spec.Volumes {
+	d := prepare(t, m, resource.Inputs{})
+	for _, v := range resource.BuildDeployment(d).Spec.Template.Spec.Volumes {
 		if v.Secret != nil {
 			t.Errorf("auth disabled but Secret volume %s", v.Name)
 		}
 	}
-	w, _, err := operator.RenderConfig(m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !w.Auth.Disabled || w.Auth.TokenFile != "" {
-		t.Errorf("auth = %+v, want disabled without token file", w.Auth)
+	if w := d.Config; !w.Auth.Disabled || w.Auth.TokenFile != "" {
+		t.Errorf("auth = %+v, want disabled without token file", d.Config.Auth)
 	}
 }
 
 func TestUserTokenSecretKeyIsMountedAsToken(t *testing.T) {
 	m := fromSpec(t, `auth: {tokenSecretRef: {name: api-token, key: bearer}}`)
-	d := deployment(t, m, operator.Inputs{TokenSecretName: "api-token", SecretHash: "h"})
-	for _, v := range d.Spec.Template.Spec.Volumes {
+	dep := deployment(t, m, resource.Inputs{TokenSecretName: "api-token", SecretHash: "h"})
+	for _, v := range dep.Spec.Template.Spec.Volumes {
 		if v.Name == "token" {
 			if v.Secret.SecretName != "api-token" || v.Secret.Items[0].Key != "bearer" || v.Secret.Items[0].Path != "token" {
 				t.Errorf("token volume = %+v", v.Secret)
@@ -377,7 +362,7 @@ func TestUserTokenSecretKeyIsMountedAsToken(t *testing.T) {
 // reconciler reports, naming the config field.
 func TestInvalidRenderedConfigIsAFieldError(t *testing.T) {
 	m := fromSpec(t, `modules: {gateway: {enabled: true}}`)
-	_, err := operator.Children(m, operator.Inputs{})
+	_, err := resource.Prepare(m, resource.Inputs{})
 	if err == nil {
 		t.Fatal("gateway without upstreams built children")
 	}
@@ -390,16 +375,16 @@ func TestInvalidRenderedConfigIsAFieldError(t *testing.T) {
 		t.Errorf("error %v does not carry the field error for modules.gateway.upstreams", err)
 	}
 	m = fromSpec(t, `modules: {gateway: {enabled: true, upstreams: [{name: a, url: "https://user:pw@a.example"}]}}`)
-	if _, err := operator.BuildConfigMap(m); err == nil || !strings.Contains(err.Error(), "must not carry credentials") {
+	if _, err := resource.Prepare(m, resource.Inputs{}); err == nil || !strings.Contains(err.Error(), "must not carry credentials") {
 		t.Errorf("upstream with credentials: err = %v", err)
 	}
 }
 
 func TestPodLabelsNeverOverrideSelector(t *testing.T) {
 	m := fromSpec(t, `podLabels: {app.kubernetes.io/instance: other, app.kubernetes.io/name: x, team: genomics}`)
-	d := deployment(t, m, operator.Inputs{})
-	l := d.Spec.Template.Labels
-	for k, v := range d.Spec.Selector.MatchLabels {
+	dep := deployment(t, m, resource.Inputs{})
+	l := dep.Spec.Template.Labels
+	for k, v := range dep.Spec.Selector.MatchLabels {
 		if l[k] != v {
 			t.Errorf("pod label %s = %q, selector wants %q", k, l[k], v)
 		}
@@ -424,15 +409,11 @@ func TestBodyLimitReachesTheAPIWithNginxHeadroom(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			m := fromSpec(t, tt.spec)
-			if got := operator.BuildIngress(m).Annotations[operator.AnnotationProxyBodySize]; got != tt.wantNginx {
+			d := prepare(t, fromSpec(t, tt.spec), resource.Inputs{})
+			if got := resource.BuildIngress(d).Annotations[resource.AnnotationProxyBodySize]; got != tt.wantNginx {
 				t.Errorf("nginx proxy-body-size = %q, want %q", got, tt.wantNginx)
 			}
-			w, _, err := operator.RenderConfig(m)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if got := w.Server.MaxBodySize.String(); got != tt.wantAPI {
+			if got := d.Config.Server.MaxBodySize.String(); got != tt.wantAPI {
 				t.Errorf("rendered server.maxBodySize = %s, want %s", got, tt.wantAPI)
 			}
 		})
@@ -449,7 +430,7 @@ ingress:
   proxyBodySize: 8Mi
   proxyReadTimeout: 90s
   limitRPS: 7`)
-	ing := operator.BuildIngress(m)
+	ing := resource.BuildIngress(prepare(t, m, resource.Inputs{}))
 	want := map[string]string{
 		"nginx.ingress.kubernetes.io/proxy-body-size":    "16m",
 		"nginx.ingress.kubernetes.io/proxy-read-timeout": "90",
@@ -474,7 +455,8 @@ ingress:
 // restricted Pod Security Standard and drain-free rollouts depend on.
 func TestRestrictedSecurityAndGracefulShutdown(t *testing.T) {
 	m := fromSpec(t, `{}`)
-	ps := deployment(t, m, inputsFor(m)).Spec.Template.Spec
+	d := prepare(t, m, inputsFor(m))
+	ps := resource.BuildDeployment(d).Spec.Template.Spec
 	c := ps.Containers[0]
 	sc := c.SecurityContext
 	if !*ps.SecurityContext.RunAsNonRoot || *ps.SecurityContext.RunAsUser != 65532 || !*sc.ReadOnlyRootFilesystem ||
@@ -487,10 +469,7 @@ func TestRestrictedSecurityAndGracefulShutdown(t *testing.T) {
 	if c.LivenessProbe.HTTPGet.Path != "/healthz" || c.ReadinessProbe.HTTPGet.Path != "/readyz" {
 		t.Error("probes do not use /healthz and /readyz")
 	}
-	w, _, err := operator.RenderConfig(m)
-	if err != nil {
-		t.Fatal(err)
-	}
+	w := d.Config
 	preStop := c.Lifecycle.PreStop.Sleep.Seconds
 	need := preStop + int64((w.Server.ShutdownDelay.Duration + w.Server.ShutdownTimeout.Duration).Seconds())
 	if *ps.TerminationGracePeriodSeconds <= need {
@@ -507,7 +486,7 @@ func TestRestrictedSecurityAndGracefulShutdown(t *testing.T) {
 	if q := c.Resources.Requests[corev1.ResourceCPU]; q.String() != "50m" {
 		t.Errorf("cpu request %s", q.String())
 	}
-	if q := c.Resources.Limits[corev1.ResourceMemory]; q.Cmp(resource.MustParse("256Mi")) != 0 {
+	if q := c.Resources.Limits[corev1.ResourceMemory]; q.Cmp(apiresource.MustParse("256Mi")) != 0 {
 		t.Errorf("memory limit %s", q.String())
 	}
 }

@@ -1,4 +1,8 @@
-package operator
+// Package apply writes the operator's children with server-side apply and
+// decides when not to: a child is applied only when the live object lacks a
+// desired field or carries another applied hash, which keeps a converged
+// operator silent. Nothing here knows about MedOpsAPIs.
+package apply
 
 import (
 	"context"
@@ -14,30 +18,47 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/apiutil"
+
+	"github.com/medops/medops/operator/resource"
 )
 
-// AnnotationAppliedHash holds the hash of the object the operator last
-// applied. Together with the subset comparison it decides whether an apply
-// is needed: the subset check alone cannot see a field that was dropped from
-// the desired object (the live object still has it, so desired ⊆ live holds),
-// and the hash alone cannot see a field someone else changed.
-const AnnotationAppliedHash = "medops.io/applied-hash"
+// The applied hash (annotation resource.AnnotationAppliedHash) and the
+// subset comparison together decide whether an apply is needed: the subset
+// check alone cannot see a field that was dropped from the desired object
+// (the live object still has it, so desired ⊆ live holds), and the hash
+// alone cannot see a field someone else changed.
+const annotationAppliedHash = resource.AnnotationAppliedHash
 
-// applyOutcome tells what applying one child did.
-type applyOutcome int
+// appliedHashBytes is how many bytes of the document's SHA-256 the applied
+// hash keeps (20 hex digits).
+const appliedHashBytes = 10
+
+// Outcome tells what applying or deleting one child did.
+type Outcome int
 
 const (
-	unchanged applyOutcome = iota
-	created
-	updated
-	deleted
+	Unchanged Outcome = iota
+	Created
+	Updated
+	Deleted
 )
 
-// desiredUnstructured turns a typed child into the document the operator
+// Applier applies and deletes children.
+type Applier struct {
+	// Client reads live objects (from the informer cache) and writes.
+	Client client.Client
+	// APIReader reads uncached, for the repair of an invalid apply.
+	APIReader client.Reader
+	Scheme    *runtime.Scheme
+	// FieldManager owns the fields the operator applies.
+	FieldManager string
+}
+
+// Document turns a typed child into the document the operator
 // applies: the fields the builder set, without the zero-valued
 // creationTimestamp and status that typed structs always carry (an apply
 // must not claim them), and with the applied-hash annotation.
-func desiredUnstructured(obj client.Object, scheme *runtime.Scheme) (*unstructured.Unstructured, string, error) {
+func Document(obj client.Object, scheme *runtime.Scheme) (*unstructured.Unstructured, string, error) {
 	gvk, err := apiutil.GVKForObject(obj, scheme)
 	if err != nil {
 		return nil, "", fmt.Errorf("kind of %T: %w", obj, err)
@@ -51,7 +72,7 @@ func desiredUnstructured(obj client.Object, scheme *runtime.Scheme) (*unstructur
 	unstructured.RemoveNestedField(u.Object, "metadata", "creationTimestamp")
 	unstructured.RemoveNestedField(u.Object, "status")
 	ann := u.GetAnnotations()
-	delete(ann, AnnotationAppliedHash) // never part of its own hash
+	delete(ann, annotationAppliedHash) // never part of its own hash
 	if len(ann) == 0 {
 		unstructured.RemoveNestedField(u.Object, "metadata", "annotations")
 	} else {
@@ -63,16 +84,16 @@ func desiredUnstructured(obj client.Object, scheme *runtime.Scheme) (*unstructur
 		return nil, "", fmt.Errorf("hash %s %s: %w", gvk.Kind, obj.GetName(), err)
 	}
 	sum := sha256.Sum256(raw)
-	hash := hex.EncodeToString(sum[:10])
+	hash := hex.EncodeToString(sum[:appliedHashBytes])
 	if ann == nil {
 		ann = map[string]string{}
 	}
-	ann[AnnotationAppliedHash] = hash
+	ann[annotationAppliedHash] = hash
 	u.SetAnnotations(ann)
 	return u, hash, nil
 }
 
-// applyChild brings one child to its desired state with server-side apply,
+// Apply brings one child to its desired state with server-side apply,
 // unless the live object (read from the cache) already holds every desired
 // field and carries the same applied hash: then nothing is written, which is
 // what keeps a converged operator silent.
@@ -80,34 +101,36 @@ func desiredUnstructured(obj client.Object, scheme *runtime.Scheme) (*unstructur
 // It returns the object as it now stands in the apiserver (the apply's answer,
 // or the cached object when nothing was written), so that status is computed
 // from the Deployment just written and never from an older cached copy.
-func (r *Reconciler) applyChild(ctx context.Context, obj client.Object) (applyOutcome, client.Object, error) {
-	desired, hash, err := desiredUnstructured(obj, r.Scheme)
+func (a *Applier) Apply(ctx context.Context, obj client.Object) (Outcome, client.Object, error) {
+	desired, hash, err := Document(obj, a.Scheme)
 	if err != nil {
-		return unchanged, nil, err
+		return Unchanged, nil, err
 	}
-	live, err := r.newObject(desired)
+	live, err := a.newObject(desired)
 	if err != nil {
-		return unchanged, nil, err
+		return Unchanged, nil, err
 	}
 	exists := true
-	if err := r.Client.Get(ctx, client.ObjectKeyFromObject(obj), live); err != nil {
+	if err := a.Client.Get(ctx, client.ObjectKeyFromObject(obj), live); err != nil {
 		if !apierrors.IsNotFound(err) {
-			return unchanged, nil, fmt.Errorf("read %s %s: %w", desired.GetKind(), obj.GetName(), err)
+			return Unchanged, nil, fmt.Errorf("read %s %s: %w", desired.GetKind(), obj.GetName(), err)
 		}
 		exists = false
 	}
-	if exists && live.GetAnnotations()[AnnotationAppliedHash] == hash {
+	if exists && live.GetAnnotations()[annotationAppliedHash] == hash {
+		// An uncached read leaves TypeMeta empty; the desired document has it.
+		live.GetObjectKind().SetGroupVersionKind(desired.GroupVersionKind())
 		lm, err := runtime.DefaultUnstructuredConverter.ToUnstructured(live)
 		if err != nil {
-			return unchanged, nil, fmt.Errorf("convert live %s %s: %w", desired.GetKind(), obj.GetName(), err)
+			return Unchanged, nil, fmt.Errorf("convert live %s %s: %w", desired.GetKind(), obj.GetName(), err)
 		}
-		if isSubset(desired.Object, lm) {
-			return unchanged, live, nil
+		if IsSubset(desired.Object, lm) {
+			return Unchanged, live, nil
 		}
 	}
 	result := desired.DeepCopy() // Apply decodes the apiserver's answer into it
-	err = r.Client.Apply(ctx, client.ApplyConfigurationFromUnstructured(result),
-		client.FieldOwner(FieldManager), client.ForceOwnership)
+	err = a.Client.Apply(ctx, client.ApplyConfigurationFromUnstructured(result),
+		client.FieldOwner(a.FieldManager), client.ForceOwnership)
 	switch {
 	case err == nil:
 		// Entries other managers added to lists we set (an env var from
@@ -121,28 +144,25 @@ func (r *Reconciler) applyChild(ctx context.Context, obj client.Object) (applyOu
 		// edited with kubectl edit): server-side apply keeps their entry next
 		// to ours, which can make the object invalid (two ports named http).
 		// Replace what we set.
-		repaired, rerr := r.repair(ctx, desired)
+		repaired, rerr := a.repair(ctx, desired)
 		if rerr != nil {
-			if err != nil {
-				return unchanged, nil, fmt.Errorf("apply %s %s: %w (repair: %v)", desired.GetKind(), obj.GetName(), err, rerr)
-			}
-			return unchanged, nil, rerr
+			return Unchanged, nil, fmt.Errorf("apply %s %s: %w (repair: %v)", desired.GetKind(), obj.GetName(), err, rerr)
 		}
 		result = repaired
 	default:
-		return unchanged, nil, fmt.Errorf("apply %s %s: %w", desired.GetKind(), obj.GetName(), err)
+		return Unchanged, nil, fmt.Errorf("apply %s %s: %w", desired.GetKind(), obj.GetName(), err)
 	}
-	now, err := r.newObject(desired)
+	now, err := a.newObject(desired)
 	if err != nil {
-		return unchanged, nil, err
+		return Unchanged, nil, err
 	}
 	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(result.Object, now); err != nil {
-		return unchanged, nil, fmt.Errorf("convert applied %s %s: %w", desired.GetKind(), obj.GetName(), err)
+		return Unchanged, nil, fmt.Errorf("convert applied %s %s: %w", desired.GetKind(), obj.GetName(), err)
 	}
 	if exists {
-		return updated, now, nil
+		return Updated, now, nil
 	}
-	return created, now, nil
+	return Created, now, nil
 }
 
 // repair writes the desired fields over the live object with an update: maps
@@ -150,14 +170,14 @@ func (r *Reconciler) applyChild(ctx context.Context, obj client.Object) (applyOu
 // stay), while lists and scalars we set replace the live ones. The update
 // carries the live resourceVersion, so a concurrent change makes it fail
 // with a conflict and the reconcile is retried.
-func (r *Reconciler) repair(ctx context.Context, desired *unstructured.Unstructured) (*unstructured.Unstructured, error) {
+func (a *Applier) repair(ctx context.Context, desired *unstructured.Unstructured) (*unstructured.Unstructured, error) {
 	live := &unstructured.Unstructured{}
 	live.SetGroupVersionKind(desired.GroupVersionKind())
-	if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(desired), live); err != nil {
+	if err := a.APIReader.Get(ctx, client.ObjectKeyFromObject(desired), live); err != nil {
 		return nil, fmt.Errorf("read %s %s for repair: %w", desired.GetKind(), desired.GetName(), err)
 	}
 	overlay(live.Object, desired.Object)
-	if err := r.Client.Update(ctx, live, client.FieldOwner(FieldManager)); err != nil {
+	if err := a.Client.Update(ctx, live, client.FieldOwner(a.FieldManager)); err != nil {
 		return nil, fmt.Errorf("repair %s %s: %w", desired.GetKind(), desired.GetName(), err)
 	}
 	return live, nil
@@ -176,42 +196,42 @@ func overlay(dst, src map[string]any) {
 	}
 }
 
-// deleteChild removes a child that is no longer wanted, but only when this
-// MedOpsAPI controls it: a retained PVC (no owner reference) or an object a
+// Delete removes a child that is no longer wanted, but only when owner
+// controls it: a retained PVC (no owner reference) or an object a
 // person made under the same name is left alone.
-func (r *Reconciler) deleteChild(ctx context.Context, owner metav1.Object, obj client.Object) (applyOutcome, error) {
-	gvk, err := apiutil.GVKForObject(obj, r.Scheme)
+func (a *Applier) Delete(ctx context.Context, owner metav1.Object, obj client.Object) (Outcome, error) {
+	gvk, err := apiutil.GVKForObject(obj, a.Scheme)
 	if err != nil {
-		return unchanged, fmt.Errorf("kind of %T: %w", obj, err)
+		return Unchanged, fmt.Errorf("kind of %T: %w", obj, err)
 	}
-	live, err := r.Scheme.New(gvk)
+	live, err := a.Scheme.New(gvk)
 	if err != nil {
-		return unchanged, fmt.Errorf("new %s: %w", gvk.Kind, err)
+		return Unchanged, fmt.Errorf("new %s: %w", gvk.Kind, err)
 	}
 	lo := live.(client.Object)
-	if err := r.Client.Get(ctx, client.ObjectKeyFromObject(obj), lo); err != nil {
+	if err := a.Client.Get(ctx, client.ObjectKeyFromObject(obj), lo); err != nil {
 		if apierrors.IsNotFound(err) {
-			return unchanged, nil
+			return Unchanged, nil
 		}
-		return unchanged, fmt.Errorf("read %s %s: %w", gvk.Kind, obj.GetName(), err)
+		return Unchanged, fmt.Errorf("read %s %s: %w", gvk.Kind, obj.GetName(), err)
 	}
 	if !metav1.IsControlledBy(lo, owner) {
-		return unchanged, nil
+		return Unchanged, nil
 	}
 	uid := lo.GetUID()
-	if err := r.Client.Delete(ctx, lo, client.Preconditions{UID: &uid}, client.PropagationPolicy(metav1.DeletePropagationBackground)); err != nil {
+	if err := a.Client.Delete(ctx, lo, client.Preconditions{UID: &uid}, client.PropagationPolicy(metav1.DeletePropagationBackground)); err != nil {
 		if apierrors.IsNotFound(err) || apierrors.IsConflict(err) {
-			return unchanged, nil
+			return Unchanged, nil
 		}
-		return unchanged, fmt.Errorf("delete %s %s: %w", gvk.Kind, obj.GetName(), err)
+		return Unchanged, fmt.Errorf("delete %s %s: %w", gvk.Kind, obj.GetName(), err)
 	}
-	return deleted, nil
+	return Deleted, nil
 }
 
 // newObject returns an empty typed object of the desired document's kind, so
 // that the cached client (which serves typed objects) can fill it.
-func (r *Reconciler) newObject(u *unstructured.Unstructured) (client.Object, error) {
-	o, err := r.Scheme.New(u.GroupVersionKind())
+func (a *Applier) newObject(u *unstructured.Unstructured) (client.Object, error) {
+	o, err := a.Scheme.New(u.GroupVersionKind())
 	if err != nil {
 		return nil, fmt.Errorf("new %s: %w", u.GetKind(), err)
 	}
@@ -222,11 +242,11 @@ func (r *Reconciler) newObject(u *unstructured.Unstructured) (client.Object, err
 	return co, nil
 }
 
-// isSubset reports whether live holds every field of want: maps by key
+// IsSubset reports whether live holds every field of want: maps by key
 // (extra keys in live, such as server defaults, are ignored), lists by
 // length and element by element, scalars by equality. A nil in want matches
 // a missing or nil field in live.
-func isSubset(want, live any) bool {
+func IsSubset(want, live any) bool {
 	switch w := want.(type) {
 	case nil:
 		return live == nil || isEmpty(live)
@@ -243,7 +263,7 @@ func isSubset(want, live any) bool {
 				}
 				return false
 			}
-			if !isSubset(wv, lv) {
+			if !IsSubset(wv, lv) {
 				return false
 			}
 		}
@@ -257,7 +277,7 @@ func isSubset(want, live any) bool {
 			return false
 		}
 		for i := range w {
-			if !isSubset(w[i], l[i]) {
+			if !IsSubset(w[i], l[i]) {
 				return false
 			}
 		}

@@ -1,19 +1,16 @@
-package operator
+package resource
 
 import (
 	"maps"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/resource"
+	apiresource "k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/medops/medops/api/v1alpha1"
 )
-
-// LabelArch is the node label architectures select on.
-const LabelArch = "kubernetes.io/arch"
 
 // Volume names in the pod template.
 const (
@@ -23,28 +20,52 @@ const (
 	volData   = "data"
 )
 
+// Numbers of the pod template, named.
+const (
+	// revisionHistoryLimit is how many old ReplicaSets a Deployment keeps
+	// for `kubectl rollout undo`.
+	revisionHistoryLimit = int32(5)
+	// exitGraceSeconds is added to the pod's shutdown time for the process
+	// to exit after its last request.
+	exitGraceSeconds = int64(5)
+
+	probeTimeoutSeconds       = int32(1)
+	livenessPeriodSeconds     = int32(10)
+	livenessFailureThreshold  = int32(3)
+	readinessPeriodSeconds    = int32(5)
+	readinessFailureThreshold = int32(2)
+
+	// tmpSizeLimit bounds the writable /tmp of the read-only root
+	// filesystem; medops-api writes next to nothing there.
+	tmpSizeLimit = "64Mi"
+	tmpDir       = "/tmp"
+
+	// tokenPath is the token's file name in the mounted Secret volume.
+	tokenPath = "token"
+	// configFileMode and tokenFileMode are the mounted files' modes: the
+	// config is world-readable, the token readable by the pod's group
+	// (fsGroup) only.
+	configFileMode = int32(0o444)
+	tokenFileMode  = int32(0o440)
+)
+
 // BuildDeployment returns the Deployment running medops-api. The pod
 // template carries the config hash, so a new config or token rolls the pods.
-func BuildDeployment(m *v1alpha1.MedOpsAPI, in Inputs) (*appsv1.Deployment, error) {
-	d := defaulted(m)
-	w, data, err := RenderConfig(d)
-	if err != nil {
-		return nil, err
-	}
-	s := &d.Spec
+func BuildDeployment(d *Desired) *appsv1.Deployment {
+	m := d.MedOpsAPI
+	s := &m.Spec
 
 	dep := &appsv1.Deployment{
-		TypeMeta:   typeMeta("apps/v1", "Deployment"),
-		ObjectMeta: objectMeta(d, d.Name),
+		ObjectMeta: objectMeta(m, m.Name),
 		Spec: appsv1.DeploymentSpec{
-			Selector:             &metav1.LabelSelector{MatchLabels: SelectorLabels(d)},
-			RevisionHistoryLimit: ptr(int32(5)),
+			Selector:             &metav1.LabelSelector{MatchLabels: SelectorLabels(m)},
+			RevisionHistoryLimit: ptr(revisionHistoryLimit),
 			Template: corev1.PodTemplateSpec{
 				ObjectMeta: metav1.ObjectMeta{
-					Labels:      podLabels(d),
-					Annotations: podAnnotations(d, hashConfig(data, in.SecretHash)),
+					Labels:      podLabels(m),
+					Annotations: podAnnotations(m, d.ConfigHash),
 				},
-				Spec: podSpec(d, in, w),
+				Spec: podSpec(d),
 			},
 		},
 	}
@@ -67,7 +88,7 @@ func BuildDeployment(m *v1alpha1.MedOpsAPI, in Inputs) (*appsv1.Deployment, erro
 			},
 		}
 	}
-	return dep, nil
+	return dep
 }
 
 // podLabels are the user's pod labels with the operator's labels on top, so
@@ -86,12 +107,13 @@ func podAnnotations(m *v1alpha1.MedOpsAPI, hash string) map[string]string {
 	return a
 }
 
-func podSpec(m *v1alpha1.MedOpsAPI, in Inputs, w *v1alpha1.WorkloadConfig) corev1.PodSpec {
+func podSpec(d *Desired) corev1.PodSpec {
+	m, w := d.MedOpsAPI, d.Config
 	s := &m.Spec
 	// The pod must outlive the preStop sleep, the workload's own not-ready
 	// delay and its in-flight request deadline, or the kubelet kills it
-	// mid-request. Five seconds more cover process exit.
-	grace := PreStopSleepSeconds + int64(w.Server.ShutdownDelay.Seconds()) + int64(w.Server.ShutdownTimeout.Seconds()) + 5
+	// mid-request; exitGraceSeconds more cover process exit.
+	grace := PreStopSleepSeconds + int64(w.Server.ShutdownDelay.Seconds()) + int64(w.Server.ShutdownTimeout.Seconds()) + exitGraceSeconds
 
 	ps := corev1.PodSpec{
 		ServiceAccountName:           m.Name,
@@ -113,7 +135,7 @@ func podSpec(m *v1alpha1.MedOpsAPI, in Inputs, w *v1alpha1.WorkloadConfig) corev
 			SeccompProfile:      &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
 		},
 		Containers:                []corev1.Container{container(m)},
-		Volumes:                   volumes(m, in),
+		Volumes:                   volumes(m, d.Inputs),
 		NodeSelector:              maps.Clone(s.NodeSelector),
 		Tolerations:               s.Tolerations,
 		Affinity:                  affinity(s),
@@ -133,7 +155,7 @@ func container(m *v1alpha1.MedOpsAPI) corev1.Container {
 			ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
 				Path: path, Port: intstr.FromString(HTTPPortName), Scheme: corev1.URISchemeHTTP,
 			}},
-			TimeoutSeconds:   1,
+			TimeoutSeconds:   probeTimeoutSeconds,
 			PeriodSeconds:    period,
 			SuccessThreshold: 1,
 			FailureThreshold: failures,
@@ -149,8 +171,8 @@ func container(m *v1alpha1.MedOpsAPI) corev1.Container {
 		}},
 		Env:            s.Env,
 		Resources:      *s.Resources.DeepCopy(),
-		LivenessProbe:  probe("/healthz", 10, 3),
-		ReadinessProbe: probe("/readyz", 5, 2),
+		LivenessProbe:  probe("/healthz", livenessPeriodSeconds, livenessFailureThreshold),
+		ReadinessProbe: probe("/readyz", readinessPeriodSeconds, readinessFailureThreshold),
 		// A distroless image has no shell: the kubelet's sleep handler
 		// keeps the pod serving while it leaves the endpoints.
 		Lifecycle: &corev1.Lifecycle{PreStop: &corev1.LifecycleHandler{
@@ -164,7 +186,7 @@ func container(m *v1alpha1.MedOpsAPI) corev1.Container {
 			SeccompProfile:           &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
 		},
 		VolumeMounts: []corev1.VolumeMount{
-			{Name: volTmp, MountPath: "/tmp"},
+			{Name: volTmp, MountPath: tmpDir},
 			{Name: volConfig, MountPath: ConfigDir, ReadOnly: true},
 			{Name: volData, MountPath: DataDir},
 		},
@@ -179,11 +201,11 @@ func volumes(m *v1alpha1.MedOpsAPI, in Inputs) []corev1.Volume {
 	s := &m.Spec
 	v := []corev1.Volume{
 		{Name: volTmp, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{
-			SizeLimit: ptr(resource.MustParse("64Mi")),
+			SizeLimit: ptr(apiresource.MustParse(tmpSizeLimit)),
 		}}},
 		{Name: volConfig, VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
 			LocalObjectReference: corev1.LocalObjectReference{Name: ConfigMapName(m)},
-			DefaultMode:          ptr(int32(0o444)),
+			DefaultMode:          ptr(configFileMode),
 		}}},
 	}
 	switch {
@@ -210,10 +232,9 @@ func volumes(m *v1alpha1.MedOpsAPI, in Inputs) []corev1.Volume {
 			name = TokenSecretName(m)
 		}
 		v = append(v, corev1.Volume{Name: volToken, VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
-			SecretName: name,
-			Items:      []corev1.KeyToPath{{Key: key, Path: "token"}},
-			// Readable by the pod's group (fsGroup) only.
-			DefaultMode: ptr(int32(0o440)),
+			SecretName:  name,
+			Items:       []corev1.KeyToPath{{Key: key, Path: tokenPath}},
+			DefaultMode: ptr(tokenFileMode),
 		}}})
 	}
 	return v

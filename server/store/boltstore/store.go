@@ -1,25 +1,27 @@
-// Package store keeps tasks in a bbolt file under the data directory.
+// Package boltstore keeps tasks in a bbolt file under the data directory:
+// the embedded tasks.Store.
 //
 // Every acknowledged write is durable: bbolt fsyncs the file on each commit
 // (NoSync stays false), and writes go through bbolt's Batch so that many
 // concurrent writers share one transaction and one fsync instead of paying
 // for one each.
-package store
+package boltstore
 
 import (
 	"bytes"
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync/atomic"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/medops/medops/server/tasks"
 )
 
 // FileName is the database file inside the data directory.
@@ -37,27 +39,20 @@ type Options struct {
 	MaxBatchSize int
 	// Now is the clock; nil means time.Now. Tests set it.
 	Now func() time.Time
-	// Registerer receives the store's metrics; nil means none.
-	Registerer prometheus.Registerer
 }
 
-// Store is the task store. It is safe for concurrent use.
+// Store is the bbolt tasks.Store. It is safe for concurrent use.
 type Store struct {
 	db     *bolt.DB
-	ids    *idGen
+	ids    *tasks.IDGen
 	now    func() time.Time
 	closed atomic.Bool
-	m      opMetrics
 }
 
 // Open opens (creating if needed) dataDir/tasks.db.
 func Open(dataDir string, opts Options) (*Store, error) {
 	if dataDir == "" {
 		return nil, errors.New("opening task store: data directory is empty")
-	}
-	m, err := newOpMetrics(opts.Registerer)
-	if err != nil {
-		return nil, err
 	}
 	if err := os.MkdirAll(dataDir, 0o750); err != nil {
 		return nil, fmt.Errorf("creating data directory %s: %w", dataDir, err)
@@ -94,7 +89,7 @@ func Open(dataDir string, opts Options) (*Store, error) {
 	if now == nil {
 		now = time.Now
 	}
-	return &Store{db: db, ids: newIDGen(now), now: now, m: m}, nil
+	return &Store{db: db, ids: tasks.NewIDGen(now), now: now}, nil
 }
 
 // Close closes the database; it waits for running transactions.
@@ -114,26 +109,21 @@ func (s *Store) Ready() bool { return !s.closed.Load() }
 // Path is the database file.
 func (s *Store) Path() string { return s.db.Path() }
 
-// Create stores a new task. It assigns id, timestamps and version 1, fills
-// defaults, validates, and returns the task as stored once it is on disk.
-func (s *Store) Create(ctx context.Context, t Task) (Task, error) {
-	defer s.m.since(opCreate, time.Now())
+// Create stores a new task (see tasks.Store) and returns it once it is on
+// disk.
+func (s *Store) Create(ctx context.Context, t tasks.Task) (tasks.Task, error) {
 	if err := ctx.Err(); err != nil {
-		return Task{}, err
+		return tasks.Task{}, err
 	}
-	id, err := s.ids.next()
+	id, err := s.ids.Next()
 	if err != nil {
-		return Task{}, err
+		return tasks.Task{}, err
 	}
 	now := s.now().UTC()
 	t.ID, t.CreatedAt, t.UpdatedAt, t.Version = id, now, now, 1
-	t.Normalize()
-	if err := t.Validate(); err != nil {
-		return Task{}, err
-	}
 	val, err := json.Marshal(&t)
 	if err != nil {
-		return Task{}, fmt.Errorf("encoding task: %w", err)
+		return tasks.Task{}, fmt.Errorf("encoding task: %w", err)
 	}
 	if err := s.batch(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketTasks)
@@ -145,52 +135,46 @@ func (s *Store) Create(ctx context.Context, t Task) (Task, error) {
 		b.FillPercent = 0.9
 		return b.Put([]byte(id), val)
 	}); err != nil {
-		return Task{}, fmt.Errorf("creating task: %w", err)
+		return tasks.Task{}, fmt.Errorf("creating task: %w", err)
 	}
 	return t, nil
 }
 
 // Get returns one task.
-func (s *Store) Get(ctx context.Context, id string) (Task, error) {
-	defer s.m.since(opGet, time.Now())
-	var t Task
-	if !ValidID(id) {
-		return t, ErrNotFound
+func (s *Store) Get(ctx context.Context, id string) (tasks.Task, error) {
+	var t tasks.Task
+	if !tasks.ValidID(id) {
+		return t, tasks.ErrNotFound
 	}
 	if s.closed.Load() {
-		return t, ErrClosed
+		return t, tasks.ErrClosed
 	}
 	err := s.db.View(func(tx *bolt.Tx) error {
 		v := tx.Bucket(bucketTasks).Get([]byte(id))
 		if v == nil {
-			return ErrNotFound
+			return tasks.ErrNotFound
 		}
 		// Unmarshal copies out of the mmap, so t stays valid after the
 		// transaction ends.
 		return json.Unmarshal(v, &t)
 	})
-	if err != nil && !errors.Is(err, ErrNotFound) {
-		return Task{}, fmt.Errorf("reading task %s: %w", id, err)
+	if err != nil && !errors.Is(err, tasks.ErrNotFound) {
+		return tasks.Task{}, fmt.Errorf("reading task %s: %w", id, err)
 	}
 	return t, err
 }
 
-// Update applies mutate to the current task and stores the result. When
-// ifVersion is not zero the task must still be at that version, or a
-// *ConflictError is returned. mutate may be called more than once (bbolt
-// retries a batch when another write in it fails), always on a freshly read
-// task, so it must only depend on its argument. The store restores id and
-// createdAt, bumps the version and sets updatedAt, then validates.
-func (s *Store) Update(ctx context.Context, id string, ifVersion int64, mutate func(*Task) error) (Task, error) {
-	defer s.m.since(opUpdate, time.Now())
+// Update changes a task as tasks.Store describes. mutate may run more than
+// once because bbolt re-runs a whole batch when another write in it fails.
+func (s *Store) Update(ctx context.Context, id string, ifVersion int64, mutate func(*tasks.Task) error) (tasks.Task, error) {
 	if err := ctx.Err(); err != nil {
-		return Task{}, err
+		return tasks.Task{}, err
 	}
-	if !ValidID(id) {
-		return Task{}, ErrNotFound
+	if !tasks.ValidID(id) {
+		return tasks.Task{}, tasks.ErrNotFound
 	}
 	var (
-		out    Task
+		out    tasks.Task
 		result error
 	)
 	err := s.batch(func(tx *bolt.Tx) error {
@@ -200,14 +184,14 @@ func (s *Store) Update(ctx context.Context, id string, ifVersion int64, mutate f
 		// other write sharing this batch.
 		b := tx.Bucket(bucketTasks)
 		var (
-			cur Task
+			cur tasks.Task
 			err error
 		)
 		if cur, result, err = loadForWrite(b, id, ifVersion); err != nil || result != nil {
 			return err
 		}
 		next := cur
-		next.Labels = append([]string(nil), cur.Labels...)
+		next.Labels = slices.Clone(cur.Labels) // an empty list stays empty, not null
 		if err := mutate(&next); err != nil {
 			result = err
 			return nil
@@ -215,11 +199,6 @@ func (s *Store) Update(ctx context.Context, id string, ifVersion int64, mutate f
 		next.ID, next.CreatedAt = cur.ID, cur.CreatedAt
 		next.Version = cur.Version + 1
 		next.UpdatedAt = s.now().UTC()
-		next.Normalize()
-		if err := next.Validate(); err != nil {
-			result = err
-			return nil
-		}
 		val, err := json.Marshal(&next)
 		if err != nil {
 			return fmt.Errorf("encoding task %s: %w", id, err)
@@ -228,10 +207,10 @@ func (s *Store) Update(ctx context.Context, id string, ifVersion int64, mutate f
 		return b.Put([]byte(id), val)
 	})
 	if err != nil {
-		return Task{}, fmt.Errorf("updating task %s: %w", id, err)
+		return tasks.Task{}, fmt.Errorf("updating task %s: %w", id, err)
 	}
 	if result != nil {
-		return Task{}, result
+		return tasks.Task{}, result
 	}
 	return out, nil
 }
@@ -239,12 +218,11 @@ func (s *Store) Update(ctx context.Context, id string, ifVersion int64, mutate f
 // Delete removes a task. When ifVersion is not zero the task must still be
 // at that version.
 func (s *Store) Delete(ctx context.Context, id string, ifVersion int64) error {
-	defer s.m.since(opDelete, time.Now())
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if !ValidID(id) {
-		return ErrNotFound
+	if !tasks.ValidID(id) {
+		return tasks.ErrNotFound
 	}
 	var result error
 	err := s.batch(func(tx *bolt.Tx) error {
@@ -263,99 +241,46 @@ func (s *Store) Delete(ctx context.Context, id string, ifVersion int64) error {
 
 // loadForWrite reads a task inside a write transaction and checks that it
 // is at ifVersion (0: any version). Outcomes of the caller's own making
-// (ErrNotFound, *ConflictError) come back as outcome, storage failures as
+// (tasks.ErrNotFound, *tasks.ConflictError) come back as outcome, storage failures as
 // err: only err may fail the transaction, since a failed function makes
 // bbolt roll back and re-run every other write sharing its batch.
-func loadForWrite(b *bolt.Bucket, id string, ifVersion int64) (cur Task, outcome, err error) {
+func loadForWrite(b *bolt.Bucket, id string, ifVersion int64) (cur tasks.Task, outcome, err error) {
 	v := b.Get([]byte(id))
 	if v == nil {
-		return Task{}, ErrNotFound, nil
+		return tasks.Task{}, tasks.ErrNotFound, nil
 	}
 	if err := json.Unmarshal(v, &cur); err != nil {
-		return Task{}, nil, fmt.Errorf("decoding task %s: %w", id, err)
+		return tasks.Task{}, nil, fmt.Errorf("decoding task %s: %w", id, err)
 	}
 	if ifVersion != 0 && cur.Version != ifVersion {
-		return Task{}, &ConflictError{ID: id, Expected: ifVersion, Current: cur.Version}, nil
+		return tasks.Task{}, &tasks.ConflictError{ID: id, Expected: ifVersion, Current: cur.Version}, nil
 	}
 	return cur, nil, nil
 }
 
 func (s *Store) batch(fn func(*bolt.Tx) error) error {
 	if s.closed.Load() {
-		return ErrClosed
+		return tasks.ErrClosed
 	}
 	return s.db.Batch(fn)
 }
 
-// Limits of a list page.
-const (
-	DefaultLimit = 50
-	MaxLimit     = 200
-)
-
-// ListOptions filter and page a list. Empty filters match everything.
-type ListOptions struct {
-	Status   string
-	Assignee string
-	Priority string
-	Label    string
-	// Cursor is the Next value of the previous page; empty starts at the
-	// beginning.
-	Cursor string
-	// Limit is the page size: 0 means DefaultLimit, larger than MaxLimit
-	// is capped.
-	Limit int
-}
-
-// Page is one page of a list.
-type Page struct {
-	Items []Task
-	// Next is the cursor of the following page, empty on the last one.
-	Next string
-}
-
-// ErrBadCursor says a cursor was not made by this store.
-var ErrBadCursor = errors.New("invalid cursor")
-
-// EncodeCursor and DecodeCursor keep the cursor opaque to clients: it is
-// the last id of the page, base64url-encoded, so clients do not come to rely
-// on its shape.
-func EncodeCursor(lastID string) string {
-	return base64.RawURLEncoding.EncodeToString([]byte(lastID))
-}
-
-// DecodeCursor returns the id a cursor stands for.
-func DecodeCursor(c string) (string, error) {
-	b, err := base64.RawURLEncoding.DecodeString(c)
-	if err != nil || !ValidID(string(b)) {
-		return "", ErrBadCursor
-	}
-	return string(b), nil
-}
-
 // List returns tasks in id (creation) order.
-func (s *Store) List(ctx context.Context, o ListOptions) (Page, error) {
-	defer s.m.since(opList, time.Now())
-	limit := o.Limit
-	if limit <= 0 {
-		limit = DefaultLimit
-	}
-	if limit > MaxLimit {
-		limit = MaxLimit
+func (s *Store) List(ctx context.Context, o tasks.ListOptions) (tasks.Page, error) {
+	limit := o.PageSize()
+	afterID, err := o.After()
+	if err != nil {
+		return tasks.Page{}, err
 	}
 	var after []byte
-	if o.Cursor != "" {
-		id, err := DecodeCursor(o.Cursor)
-		if err != nil {
-			return Page{}, err
-		}
-		after = []byte(id)
+	if afterID != "" {
+		after = []byte(afterID)
 	}
 	if s.closed.Load() {
-		return Page{}, ErrClosed
+		return tasks.Page{}, tasks.ErrClosed
 	}
-	page := Page{Items: make([]Task, 0, min(limit, 16))}
-	err := s.db.View(func(tx *bolt.Tx) error {
+	page := tasks.Page{Items: make([]tasks.Task, 0, min(limit, 16))}
+	err = s.db.View(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketTasks).Cursor()
 		var k, v []byte
 		if after == nil {
@@ -370,16 +295,16 @@ func (s *Store) List(ctx context.Context, o ListOptions) (Page, error) {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
-			var t Task
+			var t tasks.Task
 			if err := json.Unmarshal(v, &t); err != nil {
 				return fmt.Errorf("decoding task %s: %w", k, err)
 			}
-			if !o.matches(&t) {
+			if !o.Matches(&t) {
 				continue
 			}
 			if len(page.Items) == limit {
 				// One more match exists, so there is a next page.
-				page.Next = EncodeCursor(page.Items[limit-1].ID)
+				page.Next = tasks.EncodeCursor(page.Items[limit-1].ID)
 				return nil
 			}
 			page.Items = append(page.Items, t)
@@ -387,24 +312,7 @@ func (s *Store) List(ctx context.Context, o ListOptions) (Page, error) {
 		return nil
 	})
 	if err != nil {
-		return Page{}, fmt.Errorf("listing tasks: %w", err)
+		return tasks.Page{}, fmt.Errorf("listing tasks: %w", err)
 	}
 	return page, nil
-}
-
-func (o *ListOptions) matches(t *Task) bool {
-	if o.Status != "" && t.Status != o.Status ||
-		o.Priority != "" && t.Priority != o.Priority ||
-		o.Assignee != "" && t.Assignee != o.Assignee {
-		return false
-	}
-	if o.Label == "" {
-		return true
-	}
-	for _, l := range t.Labels {
-		if l == o.Label {
-			return true
-		}
-	}
-	return false
 }

@@ -1,4 +1,4 @@
-package operator
+package resource
 
 import (
 	"fmt"
@@ -9,26 +9,26 @@ import (
 	"github.com/medops/medops/api/v1alpha1"
 )
 
-// RenderConfig renders the medops-api configuration file for m: the shared
-// WorkloadConfig with the in-cluster listen address, data folder and token
-// file, every default spelled out. The token itself never goes into the
-// file: the pod reads it from the Secret mounted at TokenFile. An invalid
-// result is an error wrapping the field errors of WorkloadConfig.Validate,
-// which the reconciler reports in the MedOpsAPI's status.
-func RenderConfig(m *v1alpha1.MedOpsAPI) (*v1alpha1.WorkloadConfig, []byte, error) {
-	d := defaulted(m)
+// renderConfig renders the medops-api configuration file for the defaulted
+// m: the shared WorkloadConfig with the in-cluster listen address, data
+// folder and token file, every default spelled out. The token itself never
+// goes into the file: the pod reads it from the Secret mounted at
+// TokenFile. An invalid result is an error wrapping the field errors of
+// WorkloadConfig.Validate, which the reconciler reports in the MedOpsAPI's
+// status.
+func renderConfig(m *v1alpha1.MedOpsAPI) (*v1alpha1.WorkloadConfig, []byte, error) {
 	w := &v1alpha1.WorkloadConfig{
 		Listen:   WorkloadListen,
 		DataDir:  DataDir,
-		LogLevel: d.Spec.LogLevel,
-		Modules:  *d.Spec.Modules.DeepCopy(),
-		Cache:    *d.Spec.Cache.DeepCopy(),
+		LogLevel: m.Spec.LogLevel,
+		Modules:  *m.Spec.Modules.DeepCopy(),
+		Cache:    *m.Spec.Cache.DeepCopy(),
 	}
-	if in := d.Spec.Ingress; in != nil && in.ProxyBodySize != nil {
-		q := in.ProxyBodySize.DeepCopy()
+	if ing := m.Spec.Ingress; ing != nil && ing.ProxyBodySize != nil {
+		q := ing.ProxyBodySize.DeepCopy()
 		w.Server.MaxBodySize = &q
 	}
-	if d.Spec.Auth.Disabled {
+	if m.Spec.Auth.Disabled {
 		w.Auth.Disabled = true
 	} else {
 		w.Auth.TokenFile = TokenFile
@@ -45,21 +45,19 @@ func RenderConfig(m *v1alpha1.MedOpsAPI) (*v1alpha1.WorkloadConfig, []byte, erro
 }
 
 // BuildConfigMap returns the ConfigMap holding the rendered config file.
-func BuildConfigMap(m *v1alpha1.MedOpsAPI) (*corev1.ConfigMap, error) {
-	_, data, err := RenderConfig(m)
-	if err != nil {
-		return nil, err
-	}
+func BuildConfigMap(d *Desired) *corev1.ConfigMap {
+	m := d.MedOpsAPI
 	return &corev1.ConfigMap{
-		TypeMeta:   typeMeta("v1", "ConfigMap"),
 		ObjectMeta: objectMeta(m, ConfigMapName(m)),
-		Data:       map[string]string{ConfigKey: string(data)},
-	}, nil
+		Data:       map[string]string{ConfigKey: string(d.ConfigData)},
+	}
 }
 
 // BuildTokenSecret returns the Secret the operator generates when
 // auth.tokenSecretRef is unset. With a nil token only its identity (name,
-// labels, owner) is filled, which is what the reconciler needs to look it up.
+// labels, owner) is filled, which is what the reconciler needs to look it
+// up. It is not in Kinds: it is made once and never rewritten, and it is
+// needed before Prepare (its data's hash is one of the Inputs).
 func BuildTokenSecret(m *v1alpha1.MedOpsAPI, token []byte) *corev1.Secret {
 	s := &corev1.Secret{
 		TypeMeta:   typeMeta("v1", "Secret"),

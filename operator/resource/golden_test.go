@@ -1,4 +1,4 @@
-package operator_test
+package resource_test
 
 import (
 	"bytes"
@@ -14,11 +14,12 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/medops/medops/api/v1alpha1"
-	"github.com/medops/medops/internal/testenv"
-	"github.com/medops/medops/operator"
+	"github.com/medops/medops/internal/golden"
+	"github.com/medops/medops/internal/repo"
+	"github.com/medops/medops/operator/resource"
 )
 
-var update = flag.Bool("update", false, "rewrite operator/testdata/*.golden.yaml from the builders' output")
+var update = flag.Bool("update", false, "rewrite operator/resource/testdata/*.golden.yaml from the builders' output")
 
 const testUID = types.UID("0f9c1d2e-0000-4000-8000-000000000001")
 
@@ -81,7 +82,7 @@ func load(t *testing.T, sc scenario) *v1alpha1.MedOpsAPI {
 	t.Helper()
 	m := &v1alpha1.MedOpsAPI{}
 	if sc.sample != "" {
-		b, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "config", "samples", sc.sample))
+		b, err := os.ReadFile(filepath.Join(repo.Root(), "config", "samples", sc.sample))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -100,46 +101,36 @@ func load(t *testing.T, sc scenario) *v1alpha1.MedOpsAPI {
 	return m
 }
 
-func inputsFor(m *v1alpha1.MedOpsAPI) operator.Inputs {
+func inputsFor(m *v1alpha1.MedOpsAPI) resource.Inputs {
 	if m.Spec.Auth.Disabled {
-		return operator.Inputs{}
+		return resource.Inputs{}
 	}
-	name := operator.TokenSecretName(m)
+	name := resource.TokenSecretName(m)
 	if ref := m.Spec.Auth.TokenSecretRef; ref != nil {
 		name = ref.Name
 	}
-	return operator.Inputs{TokenSecretName: name, SecretHash: "5ecre7ha5h"}
+	return resource.Inputs{TokenSecretName: name, SecretHash: "5ecre7ha5h"}
+}
+
+// prepare is resource.Prepare for a spec that must be valid.
+func prepare(t *testing.T, m *v1alpha1.MedOpsAPI, in resource.Inputs) *resource.Desired {
+	t.Helper()
+	d, err := resource.Prepare(m, in)
+	if err != nil {
+		t.Fatalf("Prepare: %v", err)
+	}
+	return d
 }
 
 // TestChildrenGolden compares every child of every scenario with its golden
-// file. Run `go test ./operator -run TestChildrenGolden -update` after an
-// intended change and review the diff.
+// file. Run `go test ./operator/resource -run TestChildrenGolden -update`
+// after an intended change and review the diff.
 func TestChildrenGolden(t *testing.T) {
 	for _, sc := range scenarios() {
 		t.Run(sc.name, func(t *testing.T) {
 			m := load(t, sc)
-			children, err := operator.Children(m, inputsFor(m))
-			if err != nil {
-				t.Fatalf("Children: %v", err)
-			}
-			got := render(t, children)
-			path := filepath.Join("testdata", sc.name+".golden.yaml")
-			if *update {
-				if err := os.MkdirAll("testdata", 0o755); err != nil {
-					t.Fatal(err)
-				}
-				if err := os.WriteFile(path, got, 0o644); err != nil {
-					t.Fatal(err)
-				}
-				return
-			}
-			want, err := os.ReadFile(path)
-			if err != nil {
-				t.Fatalf("%v (run with -update to create it)", err)
-			}
-			if !bytes.Equal(got, want) {
-				t.Errorf("children of %s differ from %s (run with -update and review the diff):\n%s", sc.name, path, lineDiff(string(want), string(got)))
-			}
+			children := prepare(t, m, inputsFor(m)).Children(resource.Kinds())
+			golden.Compare(t, filepath.Join("testdata", sc.name+".golden.yaml"), render(t, children), *update)
 		})
 	}
 }
@@ -147,7 +138,7 @@ func TestChildrenGolden(t *testing.T) {
 // render writes the children as one YAML stream, each preceded by whether
 // it is wanted, without the empty creationTimestamp and status that typed
 // objects always carry.
-func render(t *testing.T, children []operator.Child) []byte {
+func render(t *testing.T, children []resource.Child) []byte {
 	t.Helper()
 	var buf bytes.Buffer
 	for _, c := range children {
@@ -201,26 +192,3 @@ func stripNullTimestamps(v any) {
 }
 
 func kindOf(o client.Object) string { return o.GetObjectKind().GroupVersionKind().Kind }
-
-// lineDiff shows the first lines that differ, enough to see what changed.
-func lineDiff(want, got string) string {
-	wl, gl := bytes.Split([]byte(want), []byte("\n")), bytes.Split([]byte(got), []byte("\n"))
-	var out bytes.Buffer
-	shown := 0
-	for i := 0; i < len(wl) || i < len(gl); i++ {
-		var w, g []byte
-		if i < len(wl) {
-			w = wl[i]
-		}
-		if i < len(gl) {
-			g = gl[i]
-		}
-		if !bytes.Equal(w, g) {
-			fmt.Fprintf(&out, "line %d:\n  want: %s\n  got:  %s\n", i+1, w, g)
-			if shown++; shown >= 10 {
-				break
-			}
-		}
-	}
-	return out.String()
-}

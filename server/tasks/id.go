@@ -1,8 +1,10 @@
-package store
+package tasks
 
 import (
 	"crypto/rand"
 	"fmt"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -17,20 +19,33 @@ const crockford = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 // idLen is the length of an encoded id.
 const idLen = 26
 
-// idGen makes ids that strictly increase within one store: when two ids fall
-// in the same millisecond (or the clock steps back) the random part of the
-// previous id is incremented instead of drawn afresh, so creation order and
-// id order never disagree.
-type idGen struct {
+// maxFirst is the largest first character: it carries only the top 3 of
+// the 128 bits.
+const maxFirst = '7'
+
+// IDPattern is the regular expression form of ValidID, for the OpenAPI
+// document (a test checks the two agree).
+func IDPattern() string {
+	return "^[0-" + string(maxFirst) + "][" + crockford + "]{" + strconv.Itoa(idLen-1) + "}$"
+}
+
+// IDGen makes ids that strictly increase within one store: when two ids
+// fall in the same millisecond (or the clock steps back) the random part of
+// the previous id is incremented instead of drawn afresh, so creation order
+// and id order never disagree. Every store makes its ids with one, so that
+// ids have one shape and list order is creation order in all of them.
+type IDGen struct {
 	mu     sync.Mutex
 	lastMs uint64
 	last   [10]byte // the 80 random bits of the previous id
 	now    func() time.Time
 }
 
-func newIDGen(now func() time.Time) *idGen { return &idGen{now: now} }
+// NewIDGen returns a generator reading the clock now.
+func NewIDGen(now func() time.Time) *IDGen { return &IDGen{now: now} }
 
-func (g *idGen) next() (string, error) {
+// Next returns a new id, greater than every id this generator made before.
+func (g *IDGen) Next() (string, error) {
 	ms := uint64(g.now().UnixMilli())
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -88,12 +103,12 @@ func encodeID(raw [16]byte) string {
 // ValidID reports whether s has the shape of a task id, so that malformed
 // ids are rejected before they reach the database.
 func ValidID(s string) bool {
-	if len(s) != idLen || s[0] > '7' {
+	if len(s) != idLen || s[0] > maxFirst {
 		return false
 	}
 	for i := 0; i < len(s); i++ {
 		c := s[i]
-		if !(c >= '0' && c <= '9' || c >= 'A' && c <= 'Z') || c == 'I' || c == 'L' || c == 'O' || c == 'U' {
+		if strings.IndexByte(crockford, c) < 0 {
 			return false
 		}
 	}

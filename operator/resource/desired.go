@@ -1,0 +1,139 @@
+// Package resource holds the pure side of the operator: the table of child
+// kinds (Kinds) and the builders that turn a MedOpsAPI into the desired
+// child objects. No client, no apiserver, so every child is checked against
+// a golden file.
+package resource
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/medops/medops/api/v1alpha1"
+)
+
+// Paths, ports and ids of the workload the builders agree on.
+const (
+	// ContainerName is the medops-api container in the pod template.
+	ContainerName = "medops-api"
+	// HTTPPortName names the container and Service port.
+	HTTPPortName = "http"
+	// ContainerPort is where medops-api listens inside the pod.
+	ContainerPort = int32(8080)
+
+	ConfigKey      = "config.yaml"
+	ConfigDir      = "/etc/medops/config"
+	TokenDir       = "/etc/medops/auth"
+	TokenFile      = TokenDir + "/" + tokenPath
+	DataDir        = "/var/lib/medops"
+	WorkloadListen = ":8080"
+
+	// NonRootUID is the distroless "nonroot" user the image runs as.
+	NonRootUID = int64(65532)
+
+	// PreStopSleepSeconds keeps a terminating pod serving while endpoints
+	// controllers and ingress controllers take it out of rotation.
+	PreStopSleepSeconds = int64(5)
+
+	// configHashLen is how many hex digits of the config hash are kept:
+	// enough to tell configs apart, short enough to read in kubectl.
+	configHashLen = 16
+)
+
+// Inputs carries what builders need beyond the MedOpsAPI.
+type Inputs struct {
+	TokenSecretName string // the Secret holding the bearer token ("" when auth.disabled)
+	SecretHash      string // hash of the token Secret's data, folded into the pod-template hash so a new token rolls pods
+}
+
+// Desired is what every builder reads, computed once per reconcile by
+// Prepare: the MedOpsAPI with the spec defaults the apiserver would apply
+// (so one that never went through an apiserver builds the same children),
+// its rendered workload config, and the inputs from the token Secret.
+type Desired struct {
+	// MedOpsAPI is a defaulted deep copy; the caller's object is untouched.
+	MedOpsAPI *v1alpha1.MedOpsAPI
+	Inputs    Inputs
+	// Config is the rendered medops-api configuration and ConfigData its
+	// file, as the ConfigMap holds it.
+	Config     *v1alpha1.WorkloadConfig
+	ConfigData []byte
+	// ConfigHash goes on the pod template (AnnotationConfigHash) and in
+	// status.configHash: it covers the config file and the token Secret's
+	// data, the two things a pod reads at start that a Deployment does not
+	// see change.
+	ConfigHash string
+}
+
+// Prepare defaults m and renders its config, once. An error means the spec
+// renders an invalid workload config; it wraps the field.ErrorList of
+// WorkloadConfig.Validate.
+func Prepare(m *v1alpha1.MedOpsAPI, in Inputs) (*Desired, error) {
+	api := m.DeepCopy()
+	api.Spec.SetDefaults()
+	w, data, err := renderConfig(api)
+	if err != nil {
+		return nil, err
+	}
+	return &Desired{MedOpsAPI: api, Inputs: in, Config: w, ConfigData: data, ConfigHash: hashConfig(data, in.SecretHash)}, nil
+}
+
+func hashConfig(config []byte, secretHash string) string {
+	h := sha256.New()
+	h.Write(config)
+	h.Write([]byte{0})
+	h.Write([]byte(secretHash))
+	return hex.EncodeToString(h.Sum(nil))[:configHashLen]
+}
+
+// Names of the children, all derived from the MedOpsAPI's name.
+func ConfigMapName(m *v1alpha1.MedOpsAPI) string   { return m.Name + "-config" }
+func PVCName(m *v1alpha1.MedOpsAPI) string         { return m.Name + "-data" }
+func TokenSecretName(m *v1alpha1.MedOpsAPI) string { return m.Name + "-token" }
+
+// sameName is the name of the children named like their MedOpsAPI.
+func sameName(m *v1alpha1.MedOpsAPI) string { return m.Name }
+
+// SelectorLabels are the labels the Deployment, Service, PDB and
+// NetworkPolicy select pods by. They never change for a MedOpsAPI, because
+// a Deployment's selector is immutable.
+func SelectorLabels(m *v1alpha1.MedOpsAPI) map[string]string {
+	return map[string]string{LabelName: AppName, LabelInstance: m.Name}
+}
+
+// Labels are put on every child.
+func Labels(m *v1alpha1.MedOpsAPI) map[string]string {
+	l := SelectorLabels(m)
+	l[LabelManagedBy] = ManagedByValue // the cache only holds labelled objects
+	l[LabelPartOf] = PartOf
+	return l
+}
+
+func typeMeta(apiVersion, kind string) metav1.TypeMeta {
+	return metav1.TypeMeta{APIVersion: apiVersion, Kind: kind}
+}
+
+// objectMeta names a child after m and gives it the standard labels and an
+// owner reference that makes it go with m.
+func objectMeta(m *v1alpha1.MedOpsAPI, name string) metav1.ObjectMeta {
+	return metav1.ObjectMeta{
+		Name:            name,
+		Namespace:       m.Namespace,
+		Labels:          Labels(m),
+		OwnerReferences: []metav1.OwnerReference{ownerRef(m)},
+	}
+}
+
+func ownerRef(m *v1alpha1.MedOpsAPI) metav1.OwnerReference {
+	return metav1.OwnerReference{
+		APIVersion:         v1alpha1.GroupVersion.String(),
+		Kind:               "MedOpsAPI",
+		Name:               m.Name,
+		UID:                m.UID,
+		Controller:         ptr(true),
+		BlockOwnerDeletion: ptr(true),
+	}
+}
+
+func ptr[T any](v T) *T { return &v }

@@ -1,0 +1,360 @@
+// Package storetest is the behaviour every tasks.Store shares: each backend
+// runs Run from its own tests against a real instance.
+package storetest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/medops/medops/server/tasks"
+)
+
+// Run runs the conformance tests. open returns a new, empty store; it
+// closes the store in a t.Cleanup (Close must be safe to call twice).
+func Run(t *testing.T, open func(t *testing.T) tasks.Store) {
+	for _, tc := range []struct {
+		name string
+		test func(t *testing.T, s tasks.Store)
+	}{
+		{"CreateAndGet", testCreateAndGet},
+		{"UpdateAndDeleteVersions", testUpdateAndDeleteVersions},
+		{"MutateErrorChangesNothing", testMutateError},
+		{"ListFiltersAndPagination", testList},
+		{"ConcurrentUpdatesLoseNothing", testConcurrentUpdates},
+		{"PreconditionDecidedInTransaction", testConcurrentPreconditions},
+		{"CancelledContext", testCancelled},
+		{"Closed", testClosed},
+	} {
+		t.Run(tc.name, func(t *testing.T) { tc.test(t, open(t)) })
+	}
+}
+
+// valid makes a task the way the handlers hand it to a store.
+func valid(t *testing.T, tk tasks.Task) tasks.Task {
+	t.Helper()
+	tk.Normalize()
+	if err := tk.Validate(); err != nil {
+		t.Fatalf("test task is invalid: %v", err)
+	}
+	return tk
+}
+
+func testCreateAndGet(t *testing.T, s tasks.Store) {
+	ctx := t.Context()
+	due := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
+	in := valid(t, tasks.Task{Title: "draw blood", Details: "two tubes\nfasting", Priority: tasks.PriorityHigh,
+		Assignee: "ann", Due: &due, Labels: []string{"lab", "ward-3"}})
+	got, err := s.Create(ctx, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !tasks.ValidID(got.ID) || got.Version != 1 || got.CreatedAt.IsZero() || !got.UpdatedAt.Equal(got.CreatedAt) ||
+		got.CreatedAt.Location() != time.UTC {
+		t.Fatalf("create did not assign id, version 1 and UTC timestamps: %+v", got)
+	}
+	again, err := s.Get(ctx, got.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again.Title != in.Title || again.Details != in.Details || again.Priority != in.Priority || again.Status != tasks.StatusOpen ||
+		again.Assignee != in.Assignee || !again.Due.Equal(due) || !slices.Equal(again.Labels, in.Labels) ||
+		again.Version != 1 || !again.CreatedAt.Equal(got.CreatedAt) || !again.UpdatedAt.Equal(got.UpdatedAt) {
+		t.Fatalf("stored task differs:\n got %+v\nwant %+v", again, got)
+	}
+	bare, err := s.Create(ctx, valid(t, tasks.Task{Title: "no labels"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.Get(ctx, bare.ID); err != nil || got.Labels == nil || got.Due != nil {
+		t.Fatalf("a task without labels or due must read back with labels [] and no due: %#v %v", got, err)
+	}
+	second, err := s.Create(ctx, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if second.ID <= bare.ID || bare.ID <= got.ID {
+		t.Fatalf("ids not in creation order: %s, %s, %s", got.ID, bare.ID, second.ID)
+	}
+	for _, id := range []string{"01ARZ3NDEKTSV4RRFFQ69G5FAV", "not-an-id", ""} {
+		if _, err := s.Get(ctx, id); !errors.Is(err, tasks.ErrNotFound) {
+			t.Errorf("Get(%q): want ErrNotFound, got %v", id, err)
+		}
+	}
+}
+
+func testUpdateAndDeleteVersions(t *testing.T, s tasks.Store) {
+	ctx := t.Context()
+	tk, err := s.Create(ctx, valid(t, tasks.Task{Title: "a"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	upd, err := s.Update(ctx, tk.ID, 1, func(t *tasks.Task) error {
+		t.Status = tasks.StatusDone
+		t.ID = "tampered"
+		t.Version = 99
+		t.CreatedAt = time.Time{}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if upd.Version != 2 || upd.Status != tasks.StatusDone || upd.ID != tk.ID || !upd.CreatedAt.Equal(tk.CreatedAt) ||
+		upd.UpdatedAt.Before(tk.UpdatedAt) || upd.Labels == nil {
+		t.Fatalf("bad update result: %#v", upd)
+	}
+	// An empty label list stays an empty list (JSON []), never null.
+	if cur, err := s.Get(ctx, tk.ID); err != nil || cur.Version != 2 || cur.Status != tasks.StatusDone || cur.Labels == nil {
+		t.Fatalf("update not stored: %#v %v", cur, err)
+	}
+	// Stale version: mutate does not run.
+	ran := false
+	_, err = s.Update(ctx, tk.ID, 1, func(*tasks.Task) error { ran = true; return nil })
+	var ce *tasks.ConflictError
+	if !errors.As(err, &ce) || ce.Current != 2 || ce.Expected != 1 || !errors.Is(err, tasks.ErrConflict) || ran {
+		t.Fatalf("want conflict at version 2 without running mutate, got %v (ran %v)", err, ran)
+	}
+	if _, err := s.Update(ctx, "01ARZ3NDEKTSV4RRFFQ69G5FAV", 0, func(*tasks.Task) error { return nil }); !errors.Is(err, tasks.ErrNotFound) {
+		t.Fatalf("want not found, got %v", err)
+	}
+	if _, err := s.Update(ctx, "not-an-id", 0, func(*tasks.Task) error { return nil }); !errors.Is(err, tasks.ErrNotFound) {
+		t.Fatalf("malformed id: want not found, got %v", err)
+	}
+	if err := s.Delete(ctx, tk.ID, 1); !errors.Is(err, tasks.ErrConflict) {
+		t.Fatalf("want conflict on stale delete, got %v", err)
+	}
+	if err := s.Delete(ctx, tk.ID, 2); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Get(ctx, tk.ID); !errors.Is(err, tasks.ErrNotFound) {
+		t.Fatalf("deleted task still there: %v", err)
+	}
+	if err := s.Delete(ctx, tk.ID, 0); !errors.Is(err, tasks.ErrNotFound) {
+		t.Fatalf("second delete: want not found, got %v", err)
+	}
+}
+
+func testMutateError(t *testing.T, s tasks.Store) {
+	ctx := t.Context()
+	tk, err := s.Create(ctx, valid(t, tasks.Task{Title: "a"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The handlers validate inside mutate: its error comes back as it is.
+	_, err = s.Update(ctx, tk.ID, 0, func(t *tasks.Task) error { t.Title = ""; return t.Validate() })
+	var fe *tasks.FieldError
+	if !errors.As(err, &fe) || fe.Field != "title" {
+		t.Fatalf("want title error, got %v", err)
+	}
+	if cur, _ := s.Get(ctx, tk.ID); cur.Version != 1 || cur.Title != "a" {
+		t.Fatalf("failed update changed the task: %+v", cur)
+	}
+}
+
+func testList(t *testing.T, s tasks.Store) {
+	ctx := t.Context()
+	var ids []string
+	for i := range 25 {
+		tk := tasks.Task{Title: fmt.Sprintf("t%d", i), Assignee: []string{"ann", "bob"}[i%2]}
+		if i%3 == 0 {
+			tk.Priority = tasks.PriorityUrgent
+			tk.Labels = []string{"icu"}
+		}
+		if i%5 == 0 {
+			tk.Status = tasks.StatusDone
+		}
+		got, err := s.Create(ctx, valid(t, tk))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, got.ID)
+	}
+	if !slices.IsSorted(ids) {
+		t.Fatal("ids are not in creation order")
+	}
+	count := func(o tasks.ListOptions) (n int, pages int) {
+		for {
+			p, err := s.List(ctx, o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			pages++
+			n += len(p.Items)
+			if p.Next == "" {
+				return n, pages
+			}
+			o.Cursor = p.Next
+		}
+	}
+	for _, tc := range []struct {
+		name          string
+		o             tasks.ListOptions
+		want, wantPgs int
+	}{
+		{"all default limit", tasks.ListOptions{}, 25, 1},
+		{"all limit 10", tasks.ListOptions{Limit: 10}, 25, 3},
+		{"exact pages", tasks.ListOptions{Limit: 5}, 25, 5},
+		{"status done", tasks.ListOptions{Status: tasks.StatusDone}, 5, 1},
+		{"assignee ann", tasks.ListOptions{Assignee: "ann", Limit: 4}, 13, 4},
+		{"priority urgent", tasks.ListOptions{Priority: tasks.PriorityUrgent}, 9, 1},
+		{"label icu and done", tasks.ListOptions{Label: "icu", Status: tasks.StatusDone}, 2, 1},
+		{"no match", tasks.ListOptions{Label: "none"}, 0, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			n, pgs := count(tc.o)
+			if n != tc.want || pgs != tc.wantPgs {
+				t.Fatalf("got %d items in %d pages, want %d in %d", n, pgs, tc.want, tc.wantPgs)
+			}
+		})
+	}
+	p, err := s.List(ctx, tasks.ListOptions{Limit: 1000})
+	if err != nil || len(p.Items) != 25 || p.Items[0].ID != ids[0] || p.Items[24].ID != ids[24] {
+		t.Fatalf("capped limit: %d items, %v", len(p.Items), err)
+	}
+	if p, err := s.List(ctx, tasks.ListOptions{Label: "none"}); err != nil || p.Items == nil {
+		t.Fatalf("an empty page must have an empty, non-nil list (JSON []): %#v %v", p.Items, err)
+	}
+	if _, err := s.List(ctx, tasks.ListOptions{Cursor: "!!"}); !errors.Is(err, tasks.ErrBadCursor) {
+		t.Fatalf("want bad cursor, got %v", err)
+	}
+	// A cursor of a deleted task still resumes after it.
+	p1, err := s.List(ctx, tasks.ListOptions{Limit: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Delete(ctx, p1.Items[2].ID, 0); err != nil {
+		t.Fatal(err)
+	}
+	p2, err := s.List(ctx, tasks.ListOptions{Limit: 3, Cursor: p1.Next})
+	if err != nil || p2.Items[0].ID != ids[3] {
+		t.Fatalf("resume after deleted cursor: %v %v", p2.Items, err)
+	}
+}
+
+func testConcurrentUpdates(t *testing.T, s tasks.Store) {
+	ctx := t.Context()
+	tk, err := s.Create(ctx, valid(t, tasks.Task{Title: "counter"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for range 20 {
+		wg.Go(func() {
+			if _, err := s.Update(ctx, tk.ID, 0, func(t *tasks.Task) error { t.Details += "x"; return nil }); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	got, _ := s.Get(ctx, tk.ID)
+	if got.Version != 21 || len(got.Details) != 20 {
+		t.Fatalf("lost updates: version %d details %q", got.Version, got.Details)
+	}
+}
+
+// testConcurrentPreconditions: writers that all read version 1 race; the
+// version check and the write are one transaction, so exactly one wins and
+// the others get a conflict naming version 2.
+func testConcurrentPreconditions(t *testing.T, s tasks.Store) {
+	ctx := t.Context()
+	tk, err := s.Create(ctx, valid(t, tasks.Task{Title: "race"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const writers = 10
+	var (
+		wg        sync.WaitGroup
+		mu        sync.Mutex
+		won       []string
+		conflicts int
+	)
+	for i := range writers {
+		wg.Go(func() {
+			who := fmt.Sprintf("w%d", i)
+			_, err := s.Update(ctx, tk.ID, 1, func(t *tasks.Task) error { t.Assignee = who; return nil })
+			var ce *tasks.ConflictError
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err == nil:
+				won = append(won, who)
+			case errors.As(err, &ce) && ce.Current == 2:
+				conflicts++
+			default:
+				t.Errorf("%s: %v", who, err)
+			}
+		})
+	}
+	wg.Wait()
+	got, _ := s.Get(ctx, tk.ID)
+	if len(won) != 1 || conflicts != writers-1 || got.Version != 2 || got.Assignee != won[0] {
+		t.Fatalf("%d winners %v, %d conflicts; stored version %d assignee %q", len(won), won, conflicts, got.Version, got.Assignee)
+	}
+	// A conditional delete races the same way against an update.
+	var delErr, updErr error
+	wg.Go(func() { delErr = s.Delete(ctx, tk.ID, 2) })
+	wg.Go(func() {
+		_, updErr = s.Update(ctx, tk.ID, 2, func(t *tasks.Task) error { t.Title = "late"; return nil })
+	})
+	wg.Wait()
+	if (delErr == nil) == (updErr == nil) {
+		t.Fatalf("delete and update at version 2 both won or both lost: %v / %v", delErr, updErr)
+	}
+}
+
+func testCancelled(t *testing.T, s tasks.Store) {
+	tk, err := s.Create(t.Context(), valid(t, tasks.Task{Title: "a"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	if _, err := s.Create(ctx, valid(t, tasks.Task{Title: "b"})); err == nil {
+		t.Error("Create with a cancelled context succeeded")
+	}
+	if _, err := s.Update(ctx, tk.ID, 0, func(t *tasks.Task) error { t.Title = "c"; return nil }); err == nil {
+		t.Error("Update with a cancelled context succeeded")
+	}
+	if err := s.Delete(ctx, tk.ID, 0); err == nil {
+		t.Error("Delete with a cancelled context succeeded")
+	}
+	if cur, err := s.Get(t.Context(), tk.ID); err != nil || cur.Version != 1 {
+		t.Fatalf("cancelled writes changed the task: %+v %v", cur, err)
+	}
+}
+
+func testClosed(t *testing.T, s tasks.Store) {
+	tk, err := s.Create(t.Context(), valid(t, tasks.Task{Title: "a"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !s.Ready() {
+		t.Fatal("open store is not ready")
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if s.Ready() {
+		t.Fatal("closed store reports ready")
+	}
+	ctx := t.Context()
+	if _, err := s.Create(ctx, valid(t, tasks.Task{Title: "x"})); !errors.Is(err, tasks.ErrClosed) {
+		t.Errorf("Create: want ErrClosed, got %v", err)
+	}
+	if _, err := s.Get(ctx, tk.ID); !errors.Is(err, tasks.ErrClosed) {
+		t.Errorf("Get: want ErrClosed, got %v", err)
+	}
+	if _, err := s.List(ctx, tasks.ListOptions{}); !errors.Is(err, tasks.ErrClosed) {
+		t.Errorf("List: want ErrClosed, got %v", err)
+	}
+	if _, err := s.Update(ctx, tk.ID, 0, func(*tasks.Task) error { return nil }); !errors.Is(err, tasks.ErrClosed) {
+		t.Errorf("Update: want ErrClosed, got %v", err)
+	}
+	if err := s.Delete(ctx, tk.ID, 0); !errors.Is(err, tasks.ErrClosed) {
+		t.Errorf("Delete: want ErrClosed, got %v", err)
+	}
+}

@@ -1,0 +1,281 @@
+// Package tasks is the task module: the task type with its validation and
+// merge patches, the Store interface its backends (server/store/...)
+// implement, and the chi sub-router the app mounts at /api/v1/tasks, with
+// its part of the OpenAPI document.
+package tasks
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/go-chi/chi/v5"
+
+	"github.com/medops/medops/server/httpx"
+)
+
+// MergePatchType is the media type of RFC 7386 JSON merge patches.
+const MergePatchType = "application/merge-patch+json"
+
+// Options configure the module.
+type Options struct {
+	Store  Store
+	Logger *slog.Logger
+	// BasePath is where the router is mounted; Location headers use it.
+	BasePath string
+	// OnWrite runs after every successful write and before its response is
+	// sent, so that a client's next read never sees a cached older answer.
+	OnWrite func()
+	// ReadMiddleware wraps the GET and HEAD routes (the app passes the
+	// response cache). It runs after routing, so metrics and logs see the
+	// route pattern even for answers the cache serves.
+	ReadMiddleware func(http.Handler) http.Handler
+}
+
+type handler struct {
+	st      Store
+	log     *slog.Logger
+	base    string
+	onWrite func()
+}
+
+// NewRouter returns the module's routes. Not-found and method-not-allowed
+// answers come from the parent router, which passes its JSON handlers down
+// on Mount.
+func NewRouter(opts Options) (chi.Router, error) {
+	if opts.Store == nil {
+		return nil, errors.New("tasks: a store is required")
+	}
+	h := &handler{st: opts.Store, log: opts.Logger, base: strings.TrimSuffix(opts.BasePath, "/"), onWrite: opts.OnWrite}
+	if h.log == nil {
+		h.log = slog.New(slog.DiscardHandler)
+	}
+	if h.onWrite == nil {
+		h.onWrite = func() {}
+	}
+	r := chi.NewRouter()
+	read := chi.Router(r)
+	if opts.ReadMiddleware != nil {
+		read = r.With(opts.ReadMiddleware)
+	}
+	read.Get("/", h.handle(h.list))
+	read.Head("/", h.handle(h.list))
+	r.Post("/", h.handle(h.create))
+	read.Get("/{id}", h.handle(h.get))
+	read.Head("/{id}", h.handle(h.get))
+	r.Patch("/{id}", h.handle(h.patch))
+	r.Delete("/{id}", h.handle(h.delete))
+	return r, nil
+}
+
+// handle turns the errors of the task domain and of the store into HTTP
+// errors; httpx.ReturnHandler writes them.
+func (h *handler) handle(fn httpx.HandlerFunc) http.HandlerFunc {
+	return httpx.ReturnHandler(h.log, func(w http.ResponseWriter, r *http.Request) error {
+		if err := fn(w, r); err != nil {
+			return httpError(r.Context(), err)
+		}
+		return nil
+	})
+}
+
+// httpError says what a failed task request answers.
+func httpError(ctx context.Context, err error) error {
+	var (
+		he *httpx.Error
+		fe *FieldError
+		ce *ConflictError
+	)
+	switch {
+	case errors.As(err, &he):
+		return he
+	case errors.As(err, &fe):
+		return httpx.Errorf(http.StatusUnprocessableEntity, "invalid", fe.Field, fe.Message)
+	case errors.As(err, &ce):
+		return &httpx.Error{Status: http.StatusPreconditionFailed, Code: "precondition_failed", Field: "If-Match",
+			Message: fmt.Sprintf("the task is at version %d; If-Match asked for %d", ce.Current, ce.Expected),
+			Header:  http.Header{"Etag": {etag(ce.Current)}}}
+	case errors.Is(err, ErrNotFound):
+		return httpx.Errorf(http.StatusNotFound, "not_found", "id", "no task with this id")
+	case errors.Is(err, ErrBadCursor):
+		return httpx.Errorf(http.StatusBadRequest, "invalid", "cursor", "cursor is not one this server returned")
+	case errors.Is(err, ErrClosed):
+		return httpx.Errorf(http.StatusServiceUnavailable, "unavailable", "", "the task store is closed")
+	case ctx.Err() != nil:
+		// The client went away; nobody reads this answer.
+		return httpx.Errorf(http.StatusServiceUnavailable, "cancelled", "", "request cancelled")
+	}
+	return &httpx.Error{Status: http.StatusInternalServerError, Code: "internal", Message: "the task store failed", Err: err}
+}
+
+// readPatch reads a JSON object body and decodes it into a Patch.
+func readPatch(r *http.Request, allowed ...string) (Patch, error) {
+	if err := checkContentType(r, allowed...); err != nil {
+		return Patch{}, err
+	}
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		var mb *http.MaxBytesError
+		if errors.As(err, &mb) {
+			return Patch{}, httpx.Errorf(http.StatusRequestEntityTooLarge, "too_large", "",
+				fmt.Sprintf("request body is larger than %d bytes", mb.Limit))
+		}
+		return Patch{}, httpx.Errorf(http.StatusBadRequest, "bad_request", "", "reading request body: "+err.Error())
+	}
+	body = bytes.TrimSpace(body)
+	if len(body) == 0 || body[0] != '{' {
+		return Patch{}, httpx.Errorf(http.StatusBadRequest, "invalid_json", "", "request body must be a JSON object")
+	}
+	return DecodePatch(body)
+}
+
+func checkContentType(r *http.Request, allowed ...string) error {
+	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err == nil {
+		for _, a := range allowed {
+			if mt == a {
+				return nil
+			}
+		}
+	}
+	return httpx.Errorf(http.StatusUnsupportedMediaType, "unsupported_media_type", "Content-Type",
+		"Content-Type must be one of "+strings.Join(allowed, ", "))
+}
+
+func (h *handler) create(w http.ResponseWriter, r *http.Request) error {
+	p, err := readPatch(r, "application/json")
+	if err != nil {
+		return err
+	}
+	var t Task
+	p.Apply(&t)
+	t.Normalize()
+	if err := t.Validate(); err != nil {
+		return err
+	}
+	created, err := h.st.Create(r.Context(), t)
+	if err != nil {
+		return err
+	}
+	h.onWrite()
+	w.Header().Set("Location", h.base+"/"+created.ID)
+	h.writeTask(w, http.StatusCreated, &created)
+	return nil
+}
+
+func (h *handler) get(w http.ResponseWriter, r *http.Request) error {
+	t, err := h.st.Get(r.Context(), chi.URLParam(r, "id"))
+	if err != nil {
+		return err
+	}
+	if inm := r.Header.Get("If-None-Match"); inm != "" && noneMatchHits(inm, t.Version) {
+		w.Header().Set("ETag", etag(t.Version))
+		w.WriteHeader(http.StatusNotModified)
+		return nil
+	}
+	h.writeTask(w, http.StatusOK, &t)
+	return nil
+}
+
+func (h *handler) patch(w http.ResponseWriter, r *http.Request) error {
+	ifVersion, err := ifMatch(r)
+	if err != nil {
+		return err
+	}
+	p, err := readPatch(r, MergePatchType, "application/json")
+	if err != nil {
+		return err
+	}
+	updated, err := h.st.Update(r.Context(), chi.URLParam(r, "id"), ifVersion, func(t *Task) error {
+		p.Apply(t)
+		t.Normalize()
+		return t.Validate()
+	})
+	if err != nil {
+		return err
+	}
+	h.onWrite()
+	h.writeTask(w, http.StatusOK, &updated)
+	return nil
+}
+
+func (h *handler) delete(w http.ResponseWriter, r *http.Request) error {
+	ifVersion, err := ifMatch(r)
+	if err != nil {
+		return err
+	}
+	if err := h.st.Delete(r.Context(), chi.URLParam(r, "id"), ifVersion); err != nil {
+		return err
+	}
+	h.onWrite()
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (h *handler) list(w http.ResponseWriter, r *http.Request) error {
+	o, err := parseListQuery(r.URL.Query())
+	if err != nil {
+		return err
+	}
+	page, err := h.st.List(r.Context(), o)
+	if err != nil {
+		return err
+	}
+	_ = httpx.WriteJSON(w, http.StatusOK, listResponse{Items: page.Items, Next: page.Next})
+	return nil
+}
+
+type listResponse struct {
+	Items []Task `json:"items"`
+	// Next is omitted on the last page.
+	Next string `json:"next,omitempty"`
+}
+
+func (h *handler) writeTask(w http.ResponseWriter, status int, t *Task) {
+	w.Header().Set("ETag", etag(t.Version))
+	_ = httpx.WriteJSON(w, status, t)
+}
+
+func etag(version int64) string { return `"` + strconv.FormatInt(version, 10) + `"` }
+
+// ifMatch reads If-Match: absent means unconditional (0), "*" means any
+// existing version (also 0: the store reports a missing task anyway), one
+// strong ETag is the expected version.
+func ifMatch(r *http.Request) (int64, error) {
+	v := strings.TrimSpace(r.Header.Get("If-Match"))
+	if v == "" || v == "*" {
+		return 0, nil
+	}
+	if strings.Contains(v, ",") {
+		return 0, httpx.Errorf(http.StatusBadRequest, "invalid", "If-Match", "If-Match must hold one ETag")
+	}
+	if strings.HasPrefix(v, "W/") {
+		// A weak ETag never matches under the strong comparison If-Match
+		// uses; -1 is a version no task has, so the store answers 412.
+		return -1, nil
+	}
+	n, err := strconv.ParseInt(strings.Trim(v, `"`), 10, 64)
+	if err != nil || len(v) < 3 || v[0] != '"' || v[len(v)-1] != '"' || n < 1 {
+		return 0, httpx.Errorf(http.StatusBadRequest, "invalid", "If-Match", `If-Match must be an ETag such as "3"`)
+	}
+	return n, nil
+}
+
+// noneMatchHits reports whether If-None-Match names the current version,
+// using the weak comparison RFC 9110 prescribes for it.
+func noneMatchHits(header string, version int64) bool {
+	want := etag(version)
+	for _, part := range strings.Split(header, ",") {
+		p := strings.TrimSpace(part)
+		if p == "*" || strings.TrimPrefix(p, "W/") == want {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,89 @@
+package tasks
+
+import (
+	"fmt"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/medops/medops/server/httpx"
+)
+
+// listParam is one query parameter of GET /: the handler parses it and the
+// OpenAPI document describes it from the same entry.
+type listParam struct {
+	name, doc string
+	schema    map[string]any
+	// set checks v and stores it in o; the error is a 400.
+	set func(o *ListOptions, v string) error
+}
+
+func listParams() []listParam {
+	str := map[string]any{"type": "string"}
+	invalid := func(field, msg string) error { return httpx.Errorf(http.StatusBadRequest, "invalid", field, msg) }
+	enum := func(name string, values []string, dst func(*ListOptions) *string) listParam {
+		return listParam{name: name, doc: "Only tasks with this " + name,
+			schema: map[string]any{"type": "string", "enum": values},
+			set: func(o *ListOptions, v string) error {
+				if !slices.Contains(values, v) {
+					return invalid(name, name+" must be one of "+strings.Join(values, ", "))
+				}
+				*dst(o) = v
+				return nil
+			}}
+	}
+	return []listParam{
+		enum("status", Statuses, func(o *ListOptions) *string { return &o.Status }),
+		enum("priority", Priorities, func(o *ListOptions) *string { return &o.Priority }),
+		{name: "assignee", doc: "Only tasks of this assignee", schema: str,
+			set: func(o *ListOptions, v string) error { o.Assignee = v; return nil }},
+		{name: "label", doc: "Only tasks with this label",
+			schema: map[string]any{"type": "string", "pattern": LabelPattern, "maxLength": MaxLabelLen},
+			set: func(o *ListOptions, v string) error {
+				if !ValidLabel(v) {
+					return invalid("label", "label must be a short lower-case slug")
+				}
+				o.Label = v
+				return nil
+			}},
+		{name: "cursor", doc: "The next value of the previous page", schema: str,
+			set: func(o *ListOptions, v string) error { o.Cursor = v; return nil }},
+		{name: "limit", doc: fmt.Sprintf("Page size, capped at %d", MaxLimit),
+			schema: map[string]any{"type": "integer", "minimum": 1, "default": DefaultLimit},
+			set: func(o *ListOptions, v string) error {
+				n, err := strconv.Atoi(v)
+				if err != nil || n < 1 {
+					return invalid("limit", fmt.Sprintf("limit must be a whole number from 1 (values above %d are capped)", MaxLimit))
+				}
+				o.Limit = n
+				return nil
+			}},
+	}
+}
+
+// parseListQuery reads the query of GET /. Empty values are no filter.
+func parseListQuery(q url.Values) (ListOptions, error) {
+	var o ListOptions
+	params := listParams()
+	byName := make(map[string]listParam, len(params))
+	for _, p := range params {
+		byName[p.name] = p
+	}
+	for k := range q {
+		if _, ok := byName[k]; !ok {
+			return o, httpx.Errorf(http.StatusBadRequest, "unknown_parameter", k, fmt.Sprintf("unknown query parameter %q", k))
+		}
+	}
+	// In table order, so that a query with several bad values always gets
+	// the same answer.
+	for _, p := range params {
+		if v := q.Get(p.name); v != "" {
+			if err := p.set(&o, v); err != nil {
+				return o, err
+			}
+		}
+	}
+	return o, nil
+}

@@ -1,0 +1,135 @@
+package tasks
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"slices"
+)
+
+// Store keeps tasks. It is persistence only: callers hand it tasks that are
+// already normalised and validated (Validate), and the mutate function of
+// Update does the same for changes. Implementations live under
+// server/store; server/store/storetest is the behaviour they all share.
+// A Store is safe for concurrent use.
+type Store interface {
+	// Create assigns the id (from an IDGen), createdAt = updatedAt = now
+	// in UTC and version 1, stores the task and returns it as stored.
+	Create(ctx context.Context, t Task) (Task, error)
+	// Get returns one task, or ErrNotFound (also for an id that is not
+	// ValidID).
+	Get(ctx context.Context, id string) (Task, error)
+	// List returns one page of tasks in id (creation) order.
+	List(ctx context.Context, o ListOptions) (Page, error)
+	// Update runs mutate on a copy of the current task and stores the
+	// result with the version bumped, updatedAt set and id and createdAt
+	// kept. When ifVersion is not zero the version check and the write are
+	// one transaction: a task at another version gives a *ConflictError
+	// and mutate does not run. An error from mutate is returned as it is
+	// and nothing changes. mutate may run more than once, each time on a
+	// freshly read task, so it must depend on its argument only.
+	Update(ctx context.Context, id string, ifVersion int64, mutate func(*Task) error) (Task, error)
+	// Delete removes a task, with the same version precondition as Update.
+	Delete(ctx context.Context, id string, ifVersion int64) error
+	// Ready reports whether the store can serve.
+	Ready() bool
+	// Close releases the store; later calls fail with ErrClosed. It is
+	// safe to call more than once.
+	Close() error
+}
+
+// Errors a Store returns; callers match them with errors.Is / errors.As.
+var (
+	ErrNotFound  = errors.New("task not found")
+	ErrConflict  = errors.New("task version conflict")
+	ErrClosed    = errors.New("store is closed")
+	ErrBadCursor = errors.New("invalid cursor")
+)
+
+// ConflictError says the task changed since the version the caller read.
+type ConflictError struct {
+	ID       string
+	Expected int64
+	Current  int64
+}
+
+func (e *ConflictError) Error() string {
+	return fmt.Sprintf("task %s is at version %d, not %d", e.ID, e.Current, e.Expected)
+}
+
+// Is makes errors.Is(err, ErrConflict) true for a *ConflictError.
+func (e *ConflictError) Is(target error) bool { return target == ErrConflict }
+
+// Limits of a list page.
+const (
+	DefaultLimit = 50
+	MaxLimit     = 200
+)
+
+// ListOptions filter and page a list. Empty filters match everything.
+type ListOptions struct {
+	Status   string
+	Assignee string
+	Priority string
+	Label    string
+	// Cursor is the Next value of the previous page; empty starts at the
+	// beginning.
+	Cursor string
+	// Limit is the page size: 0 means DefaultLimit, larger than MaxLimit
+	// is capped.
+	Limit int
+}
+
+// PageSize is the number of tasks a page holds under o.Limit.
+func (o *ListOptions) PageSize() int {
+	switch {
+	case o.Limit <= 0:
+		return DefaultLimit
+	case o.Limit > MaxLimit:
+		return MaxLimit
+	}
+	return o.Limit
+}
+
+// After is the id the page starts after ("" from the beginning), or
+// ErrBadCursor.
+func (o *ListOptions) After() (string, error) {
+	if o.Cursor == "" {
+		return "", nil
+	}
+	return DecodeCursor(o.Cursor)
+}
+
+// Matches reports whether t passes the filters.
+func (o *ListOptions) Matches(t *Task) bool {
+	if o.Status != "" && t.Status != o.Status ||
+		o.Priority != "" && t.Priority != o.Priority ||
+		o.Assignee != "" && t.Assignee != o.Assignee {
+		return false
+	}
+	return o.Label == "" || slices.Contains(t.Labels, o.Label)
+}
+
+// Page is one page of a list.
+type Page struct {
+	Items []Task
+	// Next is the cursor of the following page, empty on the last one.
+	Next string
+}
+
+// EncodeCursor and DecodeCursor keep the cursor opaque to clients: it is
+// the last id of the page, base64url-encoded, so clients do not come to rely
+// on its shape.
+func EncodeCursor(lastID string) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(lastID))
+}
+
+// DecodeCursor returns the id a cursor stands for.
+func DecodeCursor(c string) (string, error) {
+	b, err := base64.RawURLEncoding.DecodeString(c)
+	if err != nil || !ValidID(string(b)) {
+		return "", ErrBadCursor
+	}
+	return string(b), nil
+}
