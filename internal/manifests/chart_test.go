@@ -409,13 +409,7 @@ var (
 // with the CRD under crds/ would leave it stale), then uninstalls and checks
 // the CRD and the user's MedOpsAPI were kept.
 func TestHelmInstallUpgradeUninstall(t *testing.T) {
-	env, cfg := testenv.StartForTest(t)
-	h := newHelm(t)
-	h.kubeconfig = writeKubeconfig(t, env, cfg)
-	dyn, err := dynamic.NewForConfig(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	h, dyn := helmOnEnvtest(t)
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 	defer cancel()
 
@@ -525,6 +519,20 @@ func TestHelmInstallUpgradeUninstall(t *testing.T) {
 			t.Errorf("dry-run apply of config/default %s/%s: %v", o.GetKind(), o.GetName(), err)
 		}
 	}
+}
+
+// helmOnEnvtest starts a control plane serving the CRDs in crdDirs and
+// returns helm pointed at it and a client to read back what helm installed.
+func helmOnEnvtest(t *testing.T, crdDirs ...string) (*helm, dynamic.Interface) {
+	t.Helper()
+	env, cfg := testenv.StartForTest(t, crdDirs...)
+	h := newHelm(t)
+	h.kubeconfig = writeKubeconfig(t, env, cfg)
+	dyn, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h, dyn
 }
 
 // writeKubeconfig gives helm an admin identity on the envtest apiserver.

@@ -14,10 +14,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/client-go/dynamic"
 
 	"github.com/medops/medops/internal/repo"
-	"github.com/medops/medops/internal/testenv"
 )
 
 // checkMonitoring is what a user of ci/monitoring-values.yaml checks: a
@@ -154,13 +152,7 @@ func serviceMonitorCRDDir(t *testing.T) string {
 // the objects back: the apiserver prunes fields its schema does not know, so
 // a misspelt or misplaced ServiceMonitor field would be lost here.
 func TestHelmInstallMonitoring(t *testing.T) {
-	env, cfg := testenv.StartForTest(t, serviceMonitorCRDDir(t))
-	h := newHelm(t)
-	h.kubeconfig = writeKubeconfig(t, env, cfg)
-	dyn, err := dynamic.NewForConfig(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	h, dyn := helmOnEnvtest(t, serviceMonitorCRDDir(t))
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 	defer cancel()
 	nsGVR := schema.GroupVersionResource{Version: "v1", Resource: "namespaces"}
