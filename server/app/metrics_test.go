@@ -71,3 +71,19 @@ func TestTimedStoreCountsByOp(t *testing.T) {
 		}
 	}
 }
+
+// medops_ready says what /readyz says, so the dashboard's ready-pod count
+// drops as soon as a pod starts draining.
+func TestReadyMetricFollowsReadiness(t *testing.T) {
+	e := newTestEnv(t, nil)
+	if v := metricValue(t, string(e.do(t, "GET", "/metrics", "").body), "medops_ready"); v != 1 {
+		t.Fatalf("medops_ready = %v while /readyz answers 200", v)
+	}
+	e.app.SetDraining()
+	if r := e.do(t, "GET", "/readyz", ""); r.status != 503 {
+		t.Fatalf("/readyz while draining: %d", r.status)
+	}
+	if v := metricValue(t, string(e.do(t, "GET", "/metrics", "").body), "medops_ready"); v != 0 {
+		t.Fatalf("medops_ready = %v while draining", v)
+	}
+}
