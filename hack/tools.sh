@@ -27,13 +27,16 @@ K8S_DIR="$bin/k8s/$K8S_VERSION"
 log() { printf '[tools] %s\n' "$*" >&2; }
 
 # One build at a time: parallel test runs (or several work trees sharing bin/)
-# would otherwise compile the same multi-minute binary side by side.
+# would otherwise compile the same multi-minute binary side by side. Only a
+# build takes the lock, so finding a tool that is there never waits; callers
+# check again after taking it, since the holder may have just built theirs.
 mkdir -p "$bin"
-if [ -z "${MEDOPS_TOOLS_LOCKED:-}" ]; then
+lock() {
+  [ -n "${MEDOPS_TOOLS_LOCKED:-}" ] && return 0 # a nested call (control-plane → envtest) holds it
   exec 9>"$bin/.tools.lock"
   flock 9
-  export MEDOPS_TOOLS_LOCKED=1 # a nested call (control-plane → envtest) holds it already
-fi
+  export MEDOPS_TOOLS_LOCKED=1
+}
 
 # Building from the module proxy leaves the version variables at v0.0.0-master,
 # which breaks kubeVersion checks in charts and kubectl's skew warning: stamp them.
@@ -53,6 +56,10 @@ kube_ldflags() {
 build() {
   local dir=$1 out=$2 ldflags=$3; shift 3
   local missing=()
+  for p in "$@"; do [ -x "$out/$(basename "$p")" ] || missing+=("$p"); done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  lock
+  missing=()
   for p in "$@"; do [ -x "$out/$(basename "$p")" ] || missing+=("$p"); done
   [ ${#missing[@]} -eq 0 ] && return 0
   mkdir -p "$out"
@@ -103,6 +110,7 @@ case "${1:-}" in
       sigs.k8s.io/controller-tools/cmd/controller-gen
     echo "$bin/controller-gen-$CG_VERSION/controller-gen" ;;
   envtest)
+    [ -x "$K8S_DIR/etcd" ] || lock
     if [ ! -x "$K8S_DIR/etcd" ]; then
       log "building etcd $ETCD_VERSION (first time only)"
       mkdir -p "$K8S_DIR"
@@ -126,6 +134,7 @@ case "${1:-}" in
   traefik)
     [ -n "$TRAEFIK_VERSION" ] || { log "hack/tools/traefik/go.mod is missing"; exit 1; }
     out="$bin/traefik-$TRAEFIK_VERSION"
+    [ -x "$out/traefik" ] || lock
     if [ ! -x "$out/traefik" ]; then
       build_traefik "$out"
     fi
