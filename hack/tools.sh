@@ -152,6 +152,7 @@ case "${1:-}" in
     # Generated from the Prometheus Operator's Go types (hack/tools/promcrd),
     # the way that project makes its own CRDs.
     out="$bin/servicemonitor-crd-$PROM_VERSION"
+    [ -f "$out/monitoring.coreos.com_servicemonitors.yaml" ] || lock
     if [ ! -f "$out/monitoring.coreos.com_servicemonitors.yaml" ]; then
       cg=$("$0" controller-gen)
       log "generating the ServiceMonitor CRD from monitoring $PROM_VERSION (first time only)"
