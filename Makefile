@@ -5,7 +5,7 @@ SHELL := /usr/bin/env bash -o pipefail
 IMG_OPERATOR ?= ghcr.io/medops/medops-operator:dev
 IMG_API ?= ghcr.io/medops/medops-api:dev
 PLATFORMS ?= linux/amd64,linux/arm64,linux/arm/v7
-GO_TEST_FLAGS ?= -count=1
+GO_TEST_FLAGS ?= -count=1 -timeout 30m
 TOOLS := hack/tools.sh
 
 .PHONY: all
@@ -86,9 +86,17 @@ run-api: ## Run medops-api on 127.0.0.1:8080 with its embedded store and cache.
 
 ##@ End to end
 
+# E2E_FLAGS: e.g. -e2e.work DIR (keep configs and logs there), -e2e.wait 5m.
+E2E_FLAGS ?=
+
 .PHONY: e2e
-e2e: ## Run the user journey on a local k3s-shaped cluster: kwok Raspberry Pi nodes, helm install, kubectl, nginx.
-	hack/e2e/run.sh
+e2e: ## Run the user journey (needs root): a real amd64 node runs our images as pods behind Traefik, kwok Raspberry Pis, helm, kubectl, nginx.
+	@tmp=$$(mktemp -d "$${TMPDIR:-/tmp}/medops-e2e-bin.XXXXXX"); \
+	trap 'rm -rf "$$tmp"' EXIT; \
+	go test -c -tags e2e -o "$$tmp/journey.test" ./hack/e2e/journey; \
+	rc=0; "$$tmp/journey.test" -test.run '^TestJourney$$' -test.v -test.timeout 0 $(E2E_FLAGS) 2>&1 | tee -i "$$tmp/e2e.log" || rc=$$?; \
+	grep -E '^e2e: [0-9]+ passed, [0-9]+ failed$$' "$$tmp/e2e.log" | tail -1; \
+	exit $$rc
 
 ##@ Deployment
 
@@ -108,7 +116,7 @@ images: ## Build dist/medops-operator.oci.tar and dist/medops-api.oci.tar: multi
 	  -operator-image $(IMG_OPERATOR) -api-image $(IMG_API) -version $(VERSION) -revision $(REVISION)
 
 .PHONY: test-images-qemu
-test-images-qemu: ## Run the arm64 medops-api from its image under qemu-aarch64-static (apt-get install qemu-user-static) and probe /healthz.
+test-images-qemu: ## Run the arm64 medops-api image with its own config (entrypoint, env, user) under qemu-aarch64-static (apt-get install qemu-user-static; needs root) and probe it.
 	MEDOPS_QEMU=1 go test -count=1 -run 'TestQEMUHealthz' -v ./internal/ociimage
 
 .PHONY: docker-buildx
