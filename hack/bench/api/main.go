@@ -403,9 +403,9 @@ func runLayout(_ context.Context, o options, b built, l layout, fill int) error 
 	}
 	if apiPG != nil {
 		scenarios = append(scenarios,
-			scenario{name: "task-pg", what: fmt.Sprintf("medops-api on postgres: task GET by id (%d tasks)", o.tasks), url: pgURL, script: getIDsLua, args: []string{pgIDsFile}, api: apiPG},
+			scenario{name: "task-pg", what: fmt.Sprintf("medops-api on postgres: task GET by id (%d tasks)", o.tasks), url: pgURL, script: getIDsLua, args: []string{pgIDsFile}, target: "≥0.25× nginx", api: apiPG},
 			scenario{name: "list-pg", what: "medops-api on postgres: task list, limit 50", url: pgURL + "/api/v1/tasks?limit=50", api: apiPG},
-			scenario{name: "create-pg", what: "medops-api on postgres: task create (durable)", url: pgURL + "/api/v1/tasks", script: createLua, api: apiPG},
+			scenario{name: "create-pg", what: "medops-api on postgres: task create (durable)", url: pgURL + "/api/v1/tasks", script: createLua, target: "≥3,000/s", api: apiPG},
 		)
 	}
 	selected := map[string]bool{}
