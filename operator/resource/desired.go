@@ -26,6 +26,8 @@ const (
 	ConfigDir      = "/etc/medops/config"
 	TokenDir       = "/etc/medops/auth"
 	TokenFile      = TokenDir + "/" + tokenPath
+	PostgresDir    = "/etc/medops/postgres"
+	PostgresFile   = PostgresDir + "/" + postgresDSNPath
 	DataDir        = "/var/lib/medops"
 	WorkloadListen = ":8080"
 
