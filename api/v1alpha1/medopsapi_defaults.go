@@ -3,6 +3,7 @@ package v1alpha1
 import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 )
 
 // Defaults of MedOpsAPI-only fields. The CRD's +kubebuilder:default markers
@@ -143,6 +144,28 @@ func (s *MedOpsAPISpec) TaskStore() TaskStore {
 		return TaskStoreEphemeral
 	}
 	return TaskStoreClaim
+}
+
+// ValidateTaskStore refuses several replicas, or autoscaling, on a task
+// store with one writer (the claim). The CRD's CEL rules refuse such a spec
+// at admission; this is for objects stored before those rules existed
+// (before the claim became the default, `replicas: 3` without storage was
+// valid): building them would put three pods on one ReadWriteOnce claim.
+// The operator then reports the error and leaves the running Deployment
+// alone. The messages are the CEL rules' own.
+func (s *MedOpsAPISpec) ValidateTaskStore() *field.Error {
+	if !s.PersistentStorage() {
+		return nil
+	}
+	if s.Autoscaling != nil {
+		return field.Forbidden(field.NewPath("spec", "autoscaling"),
+			"autoscaling with the tasks module needs a task store the replicas share: set storage.postgres (or storage.ephemeral: true for per-replica tasks that are lost with their pod)")
+	}
+	if s.Replicas != nil && *s.Replicas > 1 {
+		return field.Invalid(field.NewPath("spec", "replicas"), *s.Replicas,
+			"more than 1 replica with the tasks module needs a task store the replicas share: set storage.postgres (or storage.ephemeral: true for per-replica tasks that are lost with their pod, or replicas: 1)")
+	}
+	return nil
 }
 
 // PersistentStorage reports whether the task store lives on a claim.

@@ -382,3 +382,39 @@ func TestStorageUpdatesAPVCCannotFollowAreRefused(t *testing.T) {
 		})
 	}
 }
+
+// TestTaskStoreRuleMatchesTheCRD ties ValidateTaskStore (the operator's
+// guard for objects stored before the CEL rules) to those rules: the
+// apiserver refuses what it refuses, with its message, and accepts the rest.
+func TestTaskStoreRuleMatchesTheCRD(t *testing.T) {
+	specs := []string{
+		`replicas: 2`,
+		`autoscaling: {maxReplicas: 3}`,
+		"replicas: 2\nautoscaling: {maxReplicas: 3}",
+		"replicas: 2\nstorage: {storageClassName: local-path}",
+		"replicas: 3\nstorage: {ephemeral: true}",
+		"replicas: 3\nstorage: {postgres: {secretRef: {name: db-app}}}",
+		"autoscaling: {maxReplicas: 3}\nmodules: {tasks: {enabled: false}}",
+		`replicas: 1`,
+	}
+	ns := createNamespace(t, "taskstore")
+	for i, spec := range specs {
+		t.Run(spec, func(t *testing.T) {
+			var s v1alpha1.MedOpsAPISpec
+			if err := yaml.UnmarshalStrict([]byte(spec), &s); err != nil {
+				t.Fatal(err)
+			}
+			s.SetDefaults()
+			goErr := s.ValidateTaskStore()
+			apiErr := k8s.Create(ctxT(t), newObject(t, ns, fmt.Sprintf("ts-%d", i), spec))
+			switch {
+			case goErr == nil && apiErr != nil:
+				t.Errorf("apiserver refuses what the operator would build: %v", apiErr)
+			case goErr != nil && apiErr == nil:
+				t.Errorf("apiserver accepts what the operator refuses: %v", goErr)
+			case goErr != nil && !strings.Contains(apiErr.Error(), goErr.Detail):
+				t.Errorf("messages differ:\napiserver: %v\noperator:  %s", apiErr, goErr.Detail)
+			}
+		})
+	}
+}

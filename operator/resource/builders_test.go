@@ -108,7 +108,9 @@ func idx(cs []resource.Child, kind string) int {
 }
 
 func TestAutoscalingLeavesReplicasToTheHPA(t *testing.T) {
-	m := fromSpec(t, `autoscaling: {minReplicas: 2, maxReplicas: 5}`)
+	m := fromSpec(t, `
+autoscaling: {minReplicas: 2, maxReplicas: 5}
+storage: {postgres: {secretRef: {name: db-app}}}`)
 	cs := children(t, m, inputsFor(m))
 	dep := cs["Deployment"].Object.(*appsv1.Deployment)
 	if dep.Spec.Replicas != nil {
@@ -123,7 +125,9 @@ func TestAutoscalingLeavesReplicasToTheHPA(t *testing.T) {
 		t.Errorf("HPA spec = %+v", hpa.Spec)
 	}
 
-	m = fromSpec(t, `replicas: 3`)
+	m = fromSpec(t, `
+replicas: 3
+storage: {postgres: {secretRef: {name: db-app}}}`)
 	cs = children(t, m, inputsFor(m))
 	if r := cs["Deployment"].Object.(*appsv1.Deployment).Spec.Replicas; r == nil || *r != 3 {
 		t.Errorf("without autoscaling replicas = %v, want 3", r)
@@ -472,6 +476,36 @@ func TestInvalidRenderedConfigIsAFieldError(t *testing.T) {
 	m = fromSpec(t, `modules: {gateway: {enabled: true, upstreams: [{name: a, url: "https://user:pw@a.example"}]}}`)
 	if _, err := resource.Prepare(m, resource.Inputs{}); err == nil || !strings.Contains(err.Error(), "must not carry credentials") {
 		t.Errorf("upstream with credentials: err = %v", err)
+	}
+}
+
+// TestSeveralReplicasOnTheClaimAreNotBuilt: a MedOpsAPI stored before the
+// CRD refused it (replicas: 3 without storage was an emptyDir then) must not
+// become three pods on one ReadWriteOnce claim; the error names the field
+// and the way out, as the CEL rule does.
+func TestSeveralReplicasOnTheClaimAreNotBuilt(t *testing.T) {
+	for _, tc := range []struct{ spec, field string }{
+		{`replicas: 3`, "spec.replicas"},
+		{"replicas: 2\nstorage: {size: 2Gi}", "spec.replicas"},
+		{`autoscaling: {maxReplicas: 3}`, "spec.autoscaling"},
+	} {
+		_, err := resource.Prepare(fromSpec(t, tc.spec), resource.Inputs{})
+		var fe *field.Error
+		if !errors.As(err, &fe) || fe.Field != tc.field || !strings.Contains(err.Error(), "set storage.postgres") {
+			t.Errorf("%q: err = %v, want a field error on %s naming storage.postgres", tc.spec, err, tc.field)
+		}
+	}
+	for _, spec := range []string{
+		`replicas: 1`,
+		`replicas: 0`,
+		"replicas: 3\nstorage: {ephemeral: true}",
+		"replicas: 3\nstorage: {postgres: {secretRef: {name: db-app}}}",
+		"autoscaling: {maxReplicas: 3}\nstorage: {postgres: {secretRef: {name: db-app}}}",
+		"replicas: 3\nmodules: {tasks: {enabled: false}}",
+	} {
+		if _, err := resource.Prepare(fromSpec(t, spec), resource.Inputs{}); err != nil {
+			t.Errorf("%q: %v", spec, err)
+		}
 	}
 }
 
