@@ -26,9 +26,10 @@ type WorkloadConfig struct {
 	DataDir string `json:"dataDir,omitempty"`
 
 	// Postgres keeps tasks in PostgreSQL instead of the embedded bbolt file,
-	// so that several replicas share one set of tasks.
+	// so that several replicas share one set of tasks. Unset (a pointer, so
+	// that the rendered file and its hash do not change): bbolt.
 	// +optional
-	Postgres WorkloadPostgres `json:"postgres,omitempty"`
+	Postgres *WorkloadPostgres `json:"postgres,omitempty"`
 
 	// LogLevel is one of debug, info, warn, error.
 	// +optional

@@ -111,7 +111,7 @@ func New(opts Options) (_ *App, err error) {
 // returns the interface so that a nil *Store never hides in a non-nil
 // tasks.Store.
 func (a *App) openStore(bolt boltstore.Options) (tasks.Store, error) {
-	if f := a.cfg.Postgres.DSNFile; f != "" {
+	if f := a.cfg.PostgresDSNFile(); f != "" {
 		s, err := pgstore.Open(context.Background(), pgstore.Options{DSNFile: f, Logger: a.log})
 		if err != nil {
 			return nil, fmt.Errorf("postgres.dsnFile: %w", err)
@@ -129,7 +129,7 @@ func (a *App) openStore(bolt boltstore.Options) (tasks.Store, error) {
 // write too. Then task reads are never served from this replica's response
 // cache: an entry could not learn of another replica's write, so a client
 // that wrote on one replica could read the old version on another.
-func (a *App) sharedStore() bool { return a.cfg.Postgres.DSNFile != "" }
+func (a *App) sharedStore() bool { return a.cfg.PostgresDSNFile() != "" }
 
 // readToken reads the bearer token once at start: a missing or empty file
 // is a start-up error, never a silently open API.

@@ -258,7 +258,7 @@ func FromFlags(f Flags) (*v1alpha1.WorkloadConfig, error) {
 		cfg.DataDir = f.DataDir
 	}
 	if f.PostgresDSNFile != "" {
-		cfg.Postgres.DSNFile = f.PostgresDSNFile
+		cfg.Postgres = &v1alpha1.WorkloadPostgres{DSNFile: f.PostgresDSNFile}
 	}
 	return cfg, nil
 }

@@ -146,8 +146,8 @@ func TestFlagsEnvAndFilePrecedence(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if c.Listen != tc.listen || c.DataDir != tc.dataDir || c.LogLevel != "warn" || c.Postgres.DSNFile != tc.dsn {
-				t.Fatalf("got listen %s dataDir %s level %s dsnFile %s", c.Listen, c.DataDir, c.LogLevel, c.Postgres.DSNFile)
+			if c.Listen != tc.listen || c.DataDir != tc.dataDir || c.LogLevel != "warn" || c.PostgresDSNFile() != tc.dsn {
+				t.Fatalf("got listen %s dataDir %s level %s dsnFile %s", c.Listen, c.DataDir, c.LogLevel, c.PostgresDSNFile())
 			}
 		})
 	}
