@@ -116,7 +116,7 @@ func TestRenderedConfigLoadsInWorkload(t *testing.T) {
 				loaded.Auth.TokenFile = filepath.Join(root, loaded.Auth.TokenFile)
 				writeFile(t, loaded.Auth.TokenFile, token+"\n")
 			}
-			if loaded.Postgres.DSNFile != "" {
+			if loaded.PostgresDSNFile() != "" {
 				// The pod's file is one key of the referenced Secret; here it
 				// holds the URL of a real PostgreSQL server, as the uri key
 				// of a CloudNativePG app Secret would.
@@ -130,7 +130,7 @@ func TestRenderedConfigLoadsInWorkload(t *testing.T) {
 			// As many apps as the sample asks replicas, when its store allows
 			// more than one (a claim's bbolt file is locked by one process).
 			n := 1
-			if loaded.Postgres.DSNFile != "" && m.Spec.Replicas != nil {
+			if loaded.PostgresDSNFile() != "" && m.Spec.Replicas != nil {
 				n = int(*m.Spec.Replicas)
 			}
 			apps := make([]*app.App, n)

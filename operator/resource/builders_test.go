@@ -289,7 +289,7 @@ func TestPostgresSecretIsMountedAsTheDSNFile(t *testing.T) {
 	} {
 		m := fromSpec(t, tc.spec)
 		d := prepare(t, m, inputsFor(m))
-		if got := d.Config.Postgres.DSNFile; got != resource.PostgresFile {
+		if got := d.Config.PostgresDSNFile(); got != resource.PostgresFile {
 			t.Errorf("%s: postgres.dsnFile = %q, want %q", tc.spec, got, resource.PostgresFile)
 		}
 		dep := resource.BuildDeployment(d)
@@ -317,7 +317,7 @@ func TestPostgresSecretIsMountedAsTheDSNFile(t *testing.T) {
 		for _, vm := range c.VolumeMounts {
 			for _, v := range pod.Volumes {
 				if v.Name == vm.Name && v.Secret == vol {
-					found = vm.ReadOnly && vm.SubPath == "" && vm.MountPath+"/"+vol.Items[0].Path == d.Config.Postgres.DSNFile
+					found = vm.ReadOnly && vm.SubPath == "" && vm.MountPath+"/"+vol.Items[0].Path == d.Config.PostgresDSNFile()
 				}
 			}
 		}
@@ -337,8 +337,8 @@ func TestPostgresSecretIsMountedAsTheDSNFile(t *testing.T) {
 	// token is mounted.
 	m := fromSpec(t, `{}`)
 	d := prepare(t, m, inputsFor(m))
-	if d.Config.Postgres.DSNFile != "" {
-		t.Errorf("default storage renders postgres.dsnFile %q", d.Config.Postgres.DSNFile)
+	if d.Config.PostgresDSNFile() != "" {
+		t.Errorf("default storage renders postgres.dsnFile %q", d.Config.PostgresDSNFile())
 	}
 }
 

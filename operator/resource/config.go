@@ -31,7 +31,7 @@ func renderConfig(m *v1alpha1.MedOpsAPI) (*v1alpha1.WorkloadConfig, []byte, erro
 	}
 	if m.Spec.TaskStore() == v1alpha1.TaskStorePostgres {
 		// The path of the mounted Secret key, never the connection string.
-		w.Postgres.DSNFile = PostgresFile
+		w.Postgres = &v1alpha1.WorkloadPostgres{DSNFile: PostgresFile}
 	}
 	if m.Spec.Auth.Disabled {
 		w.Auth.Disabled = true
