@@ -150,13 +150,17 @@ func TestRenderedConfigLoadsInWorkload(t *testing.T) {
 				return
 			}
 			// Every replica finds the task every other replica created.
+			bearer := ""
+			if loaded.Auth.TokenFile != "" {
+				bearer = token
+			}
 			ids := make([]string, n)
 			for i, a := range apps {
-				ids[i] = createTask(t, a, loaded.Auth.TokenFile != "", fmt.Sprintf("contract %s replica %d", name, i))
+				ids[i] = createTask(t, a, bearer, fmt.Sprintf("contract %s replica %d", name, i))
 			}
 			for i, a := range apps {
 				for j, id := range ids {
-					if code := serve(a, http.MethodGet, "/api/v1/tasks/"+id, "", "").Code; code != http.StatusOK {
+					if code := serve(a, http.MethodGet, "/api/v1/tasks/"+id, "", bearer).Code; code != http.StatusOK {
 						t.Errorf("replica %d: GET the task replica %d created: %d", i, j, code)
 					}
 				}
@@ -189,12 +193,8 @@ func serve(a *app.App, method, path, body, bearer string) *httptest.ResponseReco
 }
 
 // createTask creates a task through the app's handler and returns its id.
-func createTask(t *testing.T, a *app.App, auth bool, title string) string {
+func createTask(t *testing.T, a *app.App, bearer, title string) string {
 	t.Helper()
-	bearer := ""
-	if auth {
-		bearer = token
-	}
 	rec := serve(a, http.MethodPost, "/api/v1/tasks", fmt.Sprintf(`{"title":%q}`, title), bearer)
 	if rec.Code != http.StatusCreated {
 		t.Fatalf("create a task: %d %s", rec.Code, rec.Body.String())
