@@ -94,7 +94,7 @@ func New(opts Options) (_ *App, err error) {
 		return nil, fmt.Errorf("registering the readiness metric: %w", err)
 	}
 	if a.cfg.Modules.TasksEnabled() {
-		if a.store, err = a.openTaskStore(opts.StoreOptions); err != nil {
+		if a.store, err = a.openStore(opts.StoreOptions); err != nil {
 			return nil, err
 		}
 		if a.store, err = timeStore(a.store, a.reg); err != nil {
@@ -110,11 +110,11 @@ func New(opts Options) (_ *App, err error) {
 	return a, nil
 }
 
-// openTaskStore opens PostgreSQL when a DSN file is configured (tasks
-// shared by every replica), else the embedded bbolt file in the data
-// directory. It returns the interface so that a nil *Store never hides in a
-// non-nil tasks.Store.
-func (a *App) openTaskStore(bolt boltstore.Options) (tasks.Store, error) {
+// openStore opens PostgreSQL when a DSN file is configured (tasks shared by
+// every replica), else the embedded bbolt file in the data directory. It
+// returns the interface so that a nil *Store never hides in a non-nil
+// tasks.Store.
+func (a *App) openStore(bolt boltstore.Options) (tasks.Store, error) {
 	if f := a.cfg.PostgresDSNFile(); f != "" {
 		s, err := pgstore.Open(context.Background(), pgstore.Options{DSNFile: f, Logger: a.log})
 		if err != nil {
@@ -122,13 +122,7 @@ func (a *App) openTaskStore(bolt boltstore.Options) (tasks.Store, error) {
 		}
 		return s, nil
 	}
-	return openStore(a.cfg.DataDir, bolt)
-}
-
-// openStore opens the bbolt store; it returns the interface so that a nil
-// *Store never hides in a non-nil tasks.Store.
-func openStore(dataDir string, opts boltstore.Options) (tasks.Store, error) {
-	s, err := boltstore.Open(dataDir, opts)
+	s, err := boltstore.Open(a.cfg.DataDir, bolt)
 	if err != nil {
 		return nil, err
 	}
