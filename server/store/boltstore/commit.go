@@ -2,7 +2,6 @@ package boltstore
 
 import (
 	"errors"
-	"fmt"
 	"sync"
 
 	bolt "go.etcd.io/bbolt"
@@ -47,29 +46,7 @@ func (c *committer) do(fn func(*bolt.Tx) error) error {
 		go c.drain()
 	}
 	c.mu.Unlock()
-	err := <-w.done
-	if p, ok := err.(panicked); ok {
-		// Raised again in the writer's own goroutine, where the HTTP
-		// server's recovery turns it into that request's 500; in the
-		// committer's goroutine it would end the process.
-		panic(p.value)
-	}
-	return err
-}
-
-// panicked carries a panic of a write's function back to its caller.
-type panicked struct{ value any }
-
-func (p panicked) Error() string { return fmt.Sprint("panic in a write: ", p.value) }
-
-// call runs a write's function, turning a panic into a panicked error.
-func call(fn func(*bolt.Tx) error, tx *bolt.Tx) (err error) {
-	defer func() {
-		if v := recover(); v != nil {
-			err = panicked{v}
-		}
-	}()
-	return fn(tx)
+	return <-w.done
 }
 
 func (c *committer) drain() {
@@ -99,7 +76,7 @@ func (c *committer) commit(group []*write) {
 		failed := -1
 		err := c.db.Update(func(tx *bolt.Tx) error {
 			for i, w := range group {
-				if err := call(w.fn, tx); err != nil {
+				if err := w.fn(tx); err != nil {
 					failed = i
 					return errSolo
 				}
@@ -113,7 +90,7 @@ func (c *committer) commit(group []*write) {
 			return
 		}
 		solo := group[failed]
-		solo.done <- c.db.Update(func(tx *bolt.Tx) error { return call(solo.fn, tx) })
+		solo.done <- c.db.Update(solo.fn)
 		group = append(group[:failed:failed], group[failed+1:]...)
 	}
 }

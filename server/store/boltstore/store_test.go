@@ -260,21 +260,3 @@ func TestGroupCommit(t *testing.T) {
 		t.Fatal(err)
 	}
 }
-
-// TestGroupCommitPanic: a write whose function panics panics in its own
-// caller (where the HTTP server recovers it), not in the committer's
-// goroutine, which would end the process; the committer keeps working.
-func TestGroupCommitPanic(t *testing.T) {
-	s := openTest(t)
-	func() {
-		defer func() {
-			if v := recover(); v != "boom" {
-				t.Fatalf("recovered %v, want the write's own panic", v)
-			}
-		}()
-		_ = s.writes.do(func(*bolt.Tx) error { panic("boom") })
-	}()
-	if _, err := s.Create(t.Context(), tasks.Task{Title: "after", Labels: []string{}}); err != nil {
-		t.Fatalf("a write after the panic: %v", err)
-	}
-}
