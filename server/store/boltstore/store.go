@@ -2,9 +2,9 @@
 // the embedded tasks.Store.
 //
 // Every acknowledged write is durable: bbolt fsyncs the file on each commit
-// (NoSync stays false), and writes go through a group commit (committer) so
-// that many concurrent writers share one transaction and one fsync instead
-// of paying for one each.
+// (NoSync stays false), and writes go through bbolt's Batch so that many
+// concurrent writers share one transaction and one fsync instead of paying
+// for one each.
 package boltstore
 
 import (
@@ -31,6 +31,10 @@ var bucketTasks = []byte("tasks")
 
 // Options tune the store. The zero value is good for production.
 type Options struct {
+	// MaxBatchDelay is how long a write waits for others to share its
+	// commit. Zero means 2ms: short enough that a lone client barely
+	// notices, long enough that busy clients share fsyncs.
+	MaxBatchDelay time.Duration
 	// MaxBatchSize caps the writes in one commit. Zero means 1000.
 	MaxBatchSize int
 	// Now is the clock; nil means time.Now. Tests set it.
@@ -40,7 +44,6 @@ type Options struct {
 // Store is the bbolt tasks.Store. It is safe for concurrent use.
 type Store struct {
 	db     *bolt.DB
-	writes *committer
 	ids    *tasks.IDGen
 	now    func() time.Time
 	closed atomic.Bool
@@ -67,9 +70,13 @@ func Open(dataDir string, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("opening task store %s: %w", path, err)
 	}
-	group := opts.MaxBatchSize
-	if group <= 0 {
-		group = 1000
+	db.MaxBatchDelay = opts.MaxBatchDelay
+	if db.MaxBatchDelay == 0 {
+		db.MaxBatchDelay = 2 * time.Millisecond
+	}
+	db.MaxBatchSize = opts.MaxBatchSize
+	if db.MaxBatchSize == 0 {
+		db.MaxBatchSize = 1000
 	}
 	if err := db.Update(func(tx *bolt.Tx) error {
 		_, err := tx.CreateBucketIfNotExists(bucketTasks)
@@ -82,7 +89,7 @@ func Open(dataDir string, opts Options) (*Store, error) {
 	if now == nil {
 		now = time.Now
 	}
-	return &Store{db: db, writes: &committer{db: db, maxGroup: group}, ids: tasks.NewIDGen(now), now: now}, nil
+	return &Store{db: db, ids: tasks.NewIDGen(now), now: now}, nil
 }
 
 // Close closes the database; it waits for running transactions.
@@ -165,7 +172,7 @@ func (s *Store) Get(ctx context.Context, id string) (tasks.Task, error) {
 }
 
 // Update changes a task as tasks.Store describes. mutate may run more than
-// once because the committer re-runs a whole group when another write in it fails.
+// once because bbolt re-runs a whole batch when another write in it fails.
 func (s *Store) Update(ctx context.Context, id string, ifVersion int64, mutate func(*tasks.Task) error) (tasks.Task, error) {
 	if err := ctx.Err(); err != nil {
 		return tasks.Task{}, err
@@ -181,7 +188,7 @@ func (s *Store) Update(ctx context.Context, id string, ifVersion int64, mutate f
 		// Outcomes of the caller's own making (not found, conflict, invalid
 		// patch) are reported through result, not as the transaction's
 		// error: an error here would make bbolt roll back and re-run every
-		// other write sharing this group.
+		// other write sharing this batch.
 		b := tx.Bucket(bucketTasks)
 		var (
 			cur tasks.Task
@@ -243,7 +250,7 @@ func (s *Store) Delete(ctx context.Context, id string, ifVersion int64) error {
 // is at ifVersion (0: any version). Outcomes of the caller's own making
 // (tasks.ErrNotFound, *tasks.ConflictError) come back as outcome, storage failures as
 // err: only err may fail the transaction, since a failed function makes
-// the committer roll back and re-run every other write sharing its group.
+// bbolt roll back and re-run every other write sharing its batch.
 func loadForWrite(b *bolt.Bucket, id string, ifVersion int64) (cur tasks.Task, outcome, err error) {
 	v := b.Get([]byte(id))
 	if v == nil {
@@ -262,7 +269,7 @@ func (s *Store) batch(fn func(*bolt.Tx) error) error {
 	if s.closed.Load() {
 		return tasks.ErrClosed
 	}
-	return s.writes.do(fn)
+	return s.db.Batch(fn)
 }
 
 // List returns tasks in id (creation) order.

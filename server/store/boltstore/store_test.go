@@ -3,9 +3,7 @@ package boltstore
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -95,6 +93,9 @@ func TestCommitsAreSynced(t *testing.T) {
 	if s.db.NoSync || s.db.NoGrowSync || s.db.IsReadOnly() {
 		t.Fatalf("bbolt would acknowledge writes before they are on disk: NoSync=%v NoGrowSync=%v", s.db.NoSync, s.db.NoGrowSync)
 	}
+	if s.db.MaxBatchDelay <= 0 || s.db.MaxBatchDelay > 10*time.Millisecond {
+		t.Fatalf("MaxBatchDelay %s: writes should share fsyncs without waiting long", s.db.MaxBatchDelay)
+	}
 }
 
 // TestReadsValuesWithoutHeader: a store written before values carried their
@@ -179,84 +180,5 @@ func TestRejectsUnknownValueFormat(t *testing.T) {
 	}
 	if _, _, err := s.ListRaw(t.Context(), tasks.ListOptions{}, nil); err == nil || !strings.Contains(err.Error(), id) {
 		t.Errorf("ListRaw: want an error naming %s, got %v", id, err)
-	}
-}
-
-// TestGroupCommit: writes queued while a commit runs go to disk together in
-// the next one; a write that fails in a group reports its own error, leaves
-// nothing behind, and the others of its group still commit.
-func TestGroupCommit(t *testing.T) {
-	s := openTest(t)
-	c := s.writes
-	put := func(k string) func(*bolt.Tx) error {
-		return func(tx *bolt.Tx) error { return tx.Bucket(bucketTasks).Put([]byte(k), []byte{valueFormat}) }
-	}
-	// The first write holds its commit open until the others are queued, so
-	// they form one group.
-	release := make(chan struct{})
-	entered := make(chan struct{})
-	first := make(chan error, 1)
-	go func() {
-		first <- c.do(func(tx *bolt.Tx) error {
-			close(entered)
-			<-release
-			return put("first")(tx)
-		})
-	}()
-	<-entered
-	boom := errors.New("boom")
-	writes := []struct {
-		key string
-		fn  func(*bolt.Tx) error
-		err error
-	}{
-		{"a", put("a"), nil},
-		{"failing", func(tx *bolt.Tx) error {
-			if err := put("failing")(tx); err != nil {
-				return err
-			}
-			return boom // after its Put: the Put must not survive
-		}, boom},
-		{"b", put("b"), nil},
-		{"c", put("c"), nil},
-	}
-	var wg sync.WaitGroup
-	errs := make([]error, len(writes))
-	for i, w := range writes {
-		wg.Go(func() { errs[i] = c.do(w.fn) })
-	}
-	// Wait until all four are queued behind the open commit.
-	for {
-		c.mu.Lock()
-		n := len(c.queue)
-		c.mu.Unlock()
-		if n == len(writes) {
-			break
-		}
-		time.Sleep(time.Millisecond)
-	}
-	close(release)
-	wg.Wait()
-	if err := <-first; err != nil {
-		t.Fatal(err)
-	}
-	for i, w := range writes {
-		if !errors.Is(errs[i], w.err) {
-			t.Errorf("write %s: got %v, want %v", w.key, errs[i], w.err)
-		}
-	}
-	if err := s.db.View(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketTasks)
-		for _, k := range []string{"first", "a", "b", "c"} {
-			if b.Get([]byte(k)) == nil {
-				t.Errorf("%s was acknowledged but is not stored", k)
-			}
-		}
-		if b.Get([]byte("failing")) != nil {
-			t.Error("the failed write's Put was committed")
-		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
 	}
 }
