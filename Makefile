@@ -39,6 +39,10 @@ fmt: ## Run gofmt on the code.
 vet: ## Run go vet.
 	go vet ./...
 
+.PHONY: install-postgres
+install-postgres: ## Install PostgreSQL 15 from Debian (the postgres store's tests skip without it; CI installs it).
+	hack/install-postgres.sh
+
 .PHONY: envtest
 envtest: ## Build (once) and print the folder to use as KUBEBUILDER_ASSETS.
 	@$(TOOLS) envtest

@@ -31,9 +31,10 @@ import (
 	"github.com/medops/medops/operator/resource"
 )
 
-// indexTokenSecret indexes MedOpsAPIs by the Secret their
-// spec.auth.tokenSecretRef names, so a change of that Secret finds them.
-const indexTokenSecret = "spec.auth.tokenSecretRef.name"
+// indexSecretRefs indexes MedOpsAPIs by the Secrets their spec names
+// (auth.tokenSecretRef, storage.postgres.secretRef), so a change of such a
+// Secret finds them.
+const indexSecretRefs = "spec.secretRefs"
 
 // conflictRequeueDelay is how long a reconcile whose status write lost a
 // conflict waits before trying again (the new version is queued anyway).
@@ -44,7 +45,7 @@ const conflictRequeueDelay = time.Second
 // Reads of children go to the informer cache (scoped to our label, see
 // CacheOptions). Secret data is never cached: Cache serves the metadata-only
 // Secret informer, and APIReader reads the one token Secret's data when its
-// resourceVersion differs from the one remembered in tokenHashes.
+// resourceVersion differs from the one remembered in secretHashes.
 type Reconciler struct {
 	Client    client.Client
 	APIReader client.Reader
@@ -58,10 +59,10 @@ type Reconciler struct {
 
 	applier *apply.Applier
 
-	// tokenHashes remembers, per MedOpsAPI, the hash of its token Secret's
-	// data at a resourceVersion, so a converged operator does not re-read
-	// Secrets from the apiserver on every reconcile.
-	tokenHashes sync.Map // types.NamespacedName -> tokenHash
+	// secretHashes remembers, per MedOpsAPI and Secret reference, the hash
+	// of the Secret's data at a resourceVersion, so a converged operator
+	// does not re-read Secrets from the apiserver on every reconcile.
+	secretHashes sync.Map // secretHashKey -> secretHash
 }
 
 // RBAC, least privilege: children need get/list/watch (cache), patch and
@@ -84,14 +85,18 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager, maxConcurrent int) error
 	}
 	r.applier = &apply.Applier{Client: r.Client, APIReader: r.APIReader, Scheme: r.Scheme, FieldManager: FieldManager}
 	ctx := context.Background()
-	if err := mgr.GetFieldIndexer().IndexField(ctx, &v1alpha1.MedOpsAPI{}, indexTokenSecret, func(o client.Object) []string {
+	if err := mgr.GetFieldIndexer().IndexField(ctx, &v1alpha1.MedOpsAPI{}, indexSecretRefs, func(o client.Object) []string {
 		m := o.(*v1alpha1.MedOpsAPI)
+		var names []string
 		if ref := m.Spec.Auth.TokenSecretRef; ref != nil && ref.Name != "" {
-			return []string{ref.Name}
+			names = append(names, ref.Name)
 		}
-		return nil
+		if st := m.Spec.Storage; st != nil && st.Postgres != nil && st.Postgres.SecretRef.Name != "" {
+			names = append(names, st.Postgres.SecretRef.Name)
+		}
+		return names
 	}); err != nil {
-		return fmt.Errorf("index MedOpsAPIs by token Secret: %w", err)
+		return fmt.Errorf("index MedOpsAPIs by referenced Secrets: %w", err)
 	}
 	secretMeta := &metav1.PartialObjectMetadata{}
 	secretMeta.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Secret"))
@@ -115,8 +120,9 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager, maxConcurrent int) error
 		b = b.Owns(k.New())
 	}
 	return b.Owns(secretMeta).
-		// A user's token Secret is not ours, so it is found through the index.
-		Watches(secretMeta, handler.EnqueueRequestsFromMapFunc(r.mapTokenSecret)).
+		// A user's Secret (token, PostgreSQL) is not ours, so it is found
+		// through the index.
+		Watches(secretMeta, handler.EnqueueRequestsFromMapFunc(r.mapReferencedSecret)).
 		// A retained PVC has no owner reference; its instance label finds
 		// the MedOpsAPI, so a deleted claim is made again.
 		Watches(&corev1.PersistentVolumeClaim{}, handler.EnqueueRequestsFromMapFunc(mapUnownedByInstance)).
@@ -124,12 +130,12 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager, maxConcurrent int) error
 		Complete(r)
 }
 
-// mapTokenSecret finds the MedOpsAPIs whose auth.tokenSecretRef names the Secret.
-func (r *Reconciler) mapTokenSecret(ctx context.Context, o client.Object) []reconcile.Request {
+// mapReferencedSecret finds the MedOpsAPIs whose spec names the Secret.
+func (r *Reconciler) mapReferencedSecret(ctx context.Context, o client.Object) []reconcile.Request {
 	var list v1alpha1.MedOpsAPIList
 	if err := r.Client.List(ctx, &list, client.InNamespace(o.GetNamespace()),
-		client.MatchingFields{indexTokenSecret: o.GetName()}); err != nil {
-		log.FromContext(ctx).Error(err, "list MedOpsAPIs for token Secret", "secret", o.GetName())
+		client.MatchingFields{indexSecretRefs: o.GetName()}); err != nil {
+		log.FromContext(ctx).Error(err, "list MedOpsAPIs for a referenced Secret", "secret", o.GetName())
 		return nil
 	}
 	reqs := make([]reconcile.Request, 0, len(list.Items))
@@ -159,7 +165,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	if err := r.Client.Get(ctx, req.NamespacedName, &m); err != nil {
 		if apierrors.IsNotFound(err) {
 			// Children go with it through their owner references.
-			r.tokenHashes.Delete(req.NamespacedName)
+			r.forgetSecrets(req.NamespacedName, fieldTokenSecret, fieldPostgresSecret)
 			return reconcile.Result{}, nil
 		}
 		return reconcile.Result{}, fmt.Errorf("read MedOpsAPI: %w", err)
@@ -174,11 +180,14 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	// most of the operator's writes.
 	changed := &changes{}
 	in, err := r.tokenInputs(ctx, &m, changed)
+	if err == nil {
+		err = r.checkPostgresSecret(ctx, &m)
+	}
 	if err != nil {
-		var missing *tokenSecretError
+		var missing *secretError
 		if errors.As(err, &missing) {
 			// Not retried: the Secret watch wakes us when it appears.
-			obs.degraded(ReasonTokenSecretMissing, missing.Error())
+			obs.degraded(missing.reason, missing.Error())
 			return r.finish(ctx, &m, obs, changed, nil)
 		}
 		obs.degraded(ReasonApplyFailed, err.Error())

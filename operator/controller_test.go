@@ -381,7 +381,10 @@ func TestStatusFollowsDeployment(t *testing.T) {
 	t.Parallel()
 	s := suite(t)
 	ns := s.newNamespace(t, "status")
-	create(t, s, newAPI(ns, "api", func(m *v1alpha1.MedOpsAPI) { m.Spec.Replicas = ptr(int32(2)) }))
+	create(t, s, newAPI(ns, "api", func(m *v1alpha1.MedOpsAPI) {
+		m.Spec.Replicas = ptr(int32(2))
+		m.Spec.Storage = &v1alpha1.StorageSpec{Ephemeral: true}
+	}))
 	eventually(t, wait, "Deployment created", func() error { return get(t, s, ns, "api", &appsv1.Deployment{}) })
 
 	var m v1alpha1.MedOpsAPI
@@ -490,6 +493,184 @@ func TestScaleSubresource(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestScaleOfOneReplicaStoreIsRefused is `kubectl scale --replicas=3` of
+// the minimal sample: its tasks are on one replica's claim, so the
+// apiserver refuses and names the way out.
+func TestScaleOfOneReplicaStoreIsRefused(t *testing.T) {
+	t.Parallel()
+	s := suite(t)
+	ns := s.newNamespace(t, "scale-claim")
+	create(t, s, newAPI(ns, "api"))
+	eventually(t, wait, "Deployment created", func() error { return get(t, s, ns, "api", &appsv1.Deployment{}) })
+	m := newAPI(ns, "api")
+	scale := &autoscalingv1.Scale{}
+	if err := s.client.SubResource("scale").Get(t.Context(), m, scale); err != nil {
+		t.Fatalf("get /scale: %v", err)
+	}
+	scale.Spec.Replicas = 3
+	err := s.client.SubResource("scale").Update(t.Context(), m, client.WithSubResourceBody(scale))
+	if !apierrors.IsInvalid(err) || !strings.Contains(err.Error(), "set storage.postgres") {
+		t.Fatalf("scale to 3 with the default claim: %v, want Invalid naming storage.postgres", err)
+	}
+	var dep appsv1.Deployment
+	if err := get(t, s, ns, "api", &dep); err != nil {
+		t.Fatal(err)
+	}
+	if dep.Spec.Replicas == nil || *dep.Spec.Replicas != 1 {
+		t.Errorf("deployment replicas %v, want 1", dep.Spec.Replicas)
+	}
+}
+
+// TestDefaultStorageIsARetainedClaim: a MedOpsAPI without storage keeps its
+// tasks on a claim of the default class that outlives rollouts and the
+// MedOpsAPI, and rolls out with Recreate (a ReadWriteOnce claim cannot be
+// attached by a surge pod on another node).
+func TestDefaultStorageIsARetainedClaim(t *testing.T) {
+	t.Parallel()
+	s := suite(t)
+	ns := s.newNamespace(t, "default-claim")
+	create(t, s, newAPI(ns, "api"))
+	var pvc corev1.PersistentVolumeClaim
+	var dep appsv1.Deployment
+	eventually(t, wait, "claim and Deployment created", func() error {
+		if err := get(t, s, ns, "api-data", &pvc); err != nil {
+			return err
+		}
+		return get(t, s, ns, "api", &dep)
+	})
+	if q := pvc.Spec.Resources.Requests[corev1.ResourceStorage]; q.String() != v1alpha1.DefaultStorageSize {
+		t.Errorf("claim size %s, want %s", q.String(), v1alpha1.DefaultStorageSize)
+	}
+	if pvc.Spec.StorageClassName != nil || len(pvc.OwnerReferences) != 0 {
+		t.Errorf("claim class %v owners %v: want the default class and no owner (retained)", pvc.Spec.StorageClassName, pvc.OwnerReferences)
+	}
+	if dep.Spec.Strategy.Type != appsv1.RecreateDeploymentStrategyType {
+		t.Errorf("strategy %s, want Recreate", dep.Spec.Strategy.Type)
+	}
+	claimed := false
+	for _, v := range dep.Spec.Template.Spec.Volumes {
+		claimed = claimed || (v.PersistentVolumeClaim != nil && v.PersistentVolumeClaim.ClaimName == "api-data")
+	}
+	if !claimed {
+		t.Errorf("pod volumes %+v do not use the claim", dep.Spec.Template.Spec.Volumes)
+	}
+}
+
+// TestPostgresSecret: a missing Secret or key is reported on Degraded and
+// nothing is rolled out; once the key exists the pods mount it as the file
+// the config names; a rotated connection string changes no pod template
+// (medops-api reads the file per connection).
+func TestPostgresSecret(t *testing.T) {
+	t.Parallel()
+	s := suite(t)
+	ns := s.newNamespace(t, "postgres")
+	create(t, s, newAPI(ns, "api", func(m *v1alpha1.MedOpsAPI) {
+		m.Spec.Replicas = ptr(int32(3))
+		m.Spec.Storage = &v1alpha1.StorageSpec{Postgres: &v1alpha1.PostgresStorage{
+			SecretRef: v1alpha1.PostgresSecretRef{Name: "db-app"}}}
+	}))
+	degraded := func(status metav1.ConditionStatus, reason, msg string) func() error {
+		return func() error {
+			var m v1alpha1.MedOpsAPI
+			if err := get(t, s, ns, "api", &m); err != nil {
+				return err
+			}
+			c := condition(&m, v1alpha1.ConditionDegraded)
+			if c == nil || c.Status != status || c.Reason != reason || !strings.Contains(c.Message, msg) ||
+				c.ObservedGeneration != m.Generation {
+				return fmt.Errorf("Degraded = %+v, want %s/%s saying %q", c, status, reason, msg)
+			}
+			return nil
+		}
+	}
+	eventually(t, wait, "Degraded while the Secret is missing", degraded(metav1.ConditionTrue, ReasonPostgresSecretMissing,
+		`storage.postgres.secretRef: Secret "db-app" not found in namespace `+ns))
+	if err := get(t, s, ns, "api", &appsv1.Deployment{}); !apierrors.IsNotFound(err) {
+		t.Errorf("a Deployment exists while its Secret is missing (err %v)", err)
+	}
+
+	// CloudNativePG's app Secret holds more than the URL; the wrong key
+	// is reported by name. The Secret is unlabelled and not ours: the
+	// metadata watch and the index must find the MedOpsAPI.
+	const uri1 = "postgresql://app:first-pass-0123@db-rw.lab:5432/app"
+	sec := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "db-app"},
+		Data: map[string][]byte{"username": []byte("app"), "password": []byte("first-pass-0123")}}
+	create(t, s, sec)
+	eventually(t, wait, "Degraded while the key is missing", degraded(metav1.ConditionTrue, ReasonPostgresSecretMissing,
+		`storage.postgres.secretRef: Secret "db-app" has no key "uri"`))
+	sec.Data["uri"] = []byte(uri1)
+	if err := s.client.Update(t.Context(), sec); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, wait, "reconciled once the key exists", degraded(metav1.ConditionFalse, ReasonReconciled, ""))
+
+	var dep appsv1.Deployment
+	var cm corev1.ConfigMap
+	eventually(t, wait, "Deployment and ConfigMap", func() error {
+		if err := get(t, s, ns, "api", &dep); err != nil {
+			return err
+		}
+		return get(t, s, ns, "api-config", &cm)
+	})
+	if dep.Spec.Replicas == nil || *dep.Spec.Replicas != 3 || dep.Spec.Strategy.Type != appsv1.RollingUpdateDeploymentStrategyType {
+		t.Errorf("replicas %v strategy %s, want 3 with a rolling update", dep.Spec.Replicas, dep.Spec.Strategy.Type)
+	}
+	raw := cm.Data[resource.ConfigKey]
+	if !strings.Contains(raw, "dsnFile: "+resource.PostgresFile) || strings.Contains(raw, "first-pass") {
+		t.Errorf("ConfigMap must name the DSN file and never hold the connection string:\n%s", raw)
+	}
+	var mounted *corev1.SecretVolumeSource
+	for _, v := range dep.Spec.Template.Spec.Volumes {
+		if v.Secret != nil && v.Secret.SecretName == "db-app" {
+			mounted = v.Secret
+		}
+	}
+	if mounted == nil || len(mounted.Items) != 1 || mounted.Items[0].Key != "uri" {
+		t.Errorf("db-app volume %+v, want only its uri key", mounted)
+	}
+	if err := get(t, s, ns, "api-data", &corev1.PersistentVolumeClaim{}); !apierrors.IsNotFound(err) {
+		t.Errorf("a claim exists with postgres storage (err %v)", err)
+	}
+
+	// Rotation: the kubelet updates the mounted file, medops-api reads it
+	// for its next connection; the Deployment must not change. A spec change
+	// afterwards proves a reconcile ran with the new Secret.
+	gen, hash := dep.Generation, dep.Spec.Template.Annotations[resource.AnnotationConfigHash]
+	sec.Data["uri"] = []byte("postgresql://app:second-pass-4567@db-rw.lab:5432/app")
+	sec.Data["password"] = []byte("second-pass-4567")
+	if err := s.client.Update(t.Context(), sec); err != nil {
+		t.Fatal(err)
+	}
+	update(t, s, ns, "api", func(m *v1alpha1.MedOpsAPI) { m.Spec.Service.Port = 8081 })
+	eventually(t, wait, "Service follows the spec change", func() error {
+		var svc corev1.Service
+		if err := get(t, s, ns, "api", &svc); err != nil {
+			return err
+		}
+		if svc.Spec.Ports[0].Port != 8081 {
+			return errors.New("port not yet 8081")
+		}
+		return nil
+	})
+	consistently(t, 2*time.Second, "Deployment unchanged by the rotation", func() error {
+		if err := get(t, s, ns, "api", &dep); err != nil {
+			return err
+		}
+		if dep.Generation != gen || dep.Spec.Template.Annotations[resource.AnnotationConfigHash] != hash {
+			return fmt.Errorf("Deployment generation %d → %d, hash %s → %s: pods would roll for a rotated password",
+				gen, dep.Generation, hash, dep.Spec.Template.Annotations[resource.AnnotationConfigHash])
+		}
+		return nil
+	})
+
+	// The Secret going away is reported again.
+	if err := s.client.Delete(t.Context(), sec); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, wait, "Degraded after the Secret is deleted", degraded(metav1.ConditionTrue, ReasonPostgresSecretMissing,
+		`Secret "db-app" not found`))
 }
 
 func TestAutoscalingLeavesReplicasAlone(t *testing.T) {

@@ -24,6 +24,9 @@ const (
 	ReasonInvalidConfig      = "InvalidConfig"
 	ReasonApplyFailed        = "ApplyFailed"
 	ReasonTokenSecretMissing = "TokenSecretMissing"
+	// ReasonPostgresSecretMissing: storage.postgres.secretRef names a
+	// Secret or key that does not exist.
+	ReasonPostgresSecretMissing = "PostgresSecretMissing"
 	// ReasonProgressDeadline is also the reason the Deployment controller
 	// gives a stuck rollout; computeStatus matches it by this constant.
 	ReasonProgressDeadline = "ProgressDeadlineExceeded"

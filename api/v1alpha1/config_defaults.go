@@ -67,6 +67,15 @@ func (m ModulesSpec) GatewayEnabled() bool { return m.Gateway.Enabled != nil && 
 // IsEnabled reports whether caching is on (default true).
 func (c CacheSpec) IsEnabled() bool { return c.Enabled == nil || *c.Enabled }
 
+// PostgresDSNFile is the DSN file of the PostgreSQL task store, "" when
+// tasks are kept in bbolt.
+func (w *WorkloadConfig) PostgresDSNFile() string {
+	if w.Postgres == nil {
+		return ""
+	}
+	return w.Postgres.DSNFile
+}
+
 // SetDefaults fills every unset field of the cache settings.
 func (c *CacheSpec) SetDefaults() {
 	if c.Enabled == nil {

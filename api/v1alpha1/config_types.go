@@ -20,9 +20,16 @@ type WorkloadConfig struct {
 	// +optional
 	Listen string `json:"listen,omitempty"`
 
-	// DataDir is the folder that holds the task store.
+	// DataDir is the folder that holds the embedded (bbolt) task store. It
+	// is not used when Postgres.DSNFile is set.
 	// +optional
 	DataDir string `json:"dataDir,omitempty"`
+
+	// Postgres keeps tasks in PostgreSQL instead of the embedded bbolt file,
+	// so that several replicas share one set of tasks. Unset (a pointer, so
+	// that the rendered file and its hash do not change): bbolt.
+	// +optional
+	Postgres *WorkloadPostgres `json:"postgres,omitempty"`
 
 	// LogLevel is one of debug, info, warn, error.
 	// +optional
@@ -43,6 +50,17 @@ type WorkloadConfig struct {
 	// Server holds HTTP server limits and shutdown behaviour.
 	// +optional
 	Server ServerSettings `json:"server,omitempty"`
+}
+
+// WorkloadPostgres tells medops-api where its PostgreSQL connection string is.
+type WorkloadPostgres struct {
+	// DSNFile is a file holding the connection string (a postgres:// URL or
+	// libpq key=value pairs), mounted from a Secret, never from the ConfigMap.
+	// Setting it selects the PostgreSQL task store. The file is read again
+	// for every new database connection, so a rotated password is picked up
+	// without a restart.
+	// +optional
+	DSNFile string `json:"dsnFile,omitempty"`
 }
 
 // WorkloadAuth tells medops-api where its bearer token is.

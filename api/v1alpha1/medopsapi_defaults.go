@@ -3,6 +3,7 @@ package v1alpha1
 import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 )
 
 // Defaults of MedOpsAPI-only fields. The CRD's +kubebuilder:default markers
@@ -23,9 +24,12 @@ const (
 	DefaultServicePort                = int32(80)
 	DefaultIngressControllerNamespace = "ingress-nginx"
 	DefaultTokenKey                   = "token"
-	DefaultCPURequest                 = "50m"
-	DefaultMemoryRequest              = "64Mi"
-	DefaultMemoryLimit                = "256Mi"
+	// DefaultPostgresKey is the key CloudNativePG's <cluster>-app Secret
+	// holds the connection URL in.
+	DefaultPostgresKey   = "uri"
+	DefaultCPURequest    = "50m"
+	DefaultMemoryRequest = "64Mi"
+	DefaultMemoryLimit   = "256Mi"
 )
 
 // DefaultResources returns the container resources used when spec.resources
@@ -72,7 +76,16 @@ func (s *MedOpsAPISpec) SetDefaults() {
 	}
 	s.Modules.SetDefaults()
 	s.Cache.SetDefaults()
-	if st := s.Storage; st != nil {
+	// Unset storage is a claim with the default size: spelt out, so the
+	// builders read one shape.
+	if s.Storage == nil {
+		s.Storage = &StorageSpec{}
+	}
+	if st := s.Storage; st.Postgres != nil {
+		if st.Postgres.SecretRef.Key == "" {
+			st.Postgres.SecretRef.Key = DefaultPostgresKey
+		}
+	} else {
 		if st.Size == nil {
 			st.Size = ptr(resource.MustParse(DefaultStorageSize))
 		}
@@ -102,14 +115,66 @@ func (s *MedOpsAPISpec) SetDefaults() {
 	}
 }
 
-// PersistentStorage reports whether the task store lives on a claim.
-func (s *MedOpsAPISpec) PersistentStorage() bool {
-	return s.Storage != nil && !s.Storage.Ephemeral
+// TaskStore is where the tasks module keeps its tasks.
+type TaskStore string
+
+// Task stores, from TaskStore.
+const (
+	// TaskStoreNone: the tasks module is off, nothing is stored.
+	TaskStoreNone TaskStore = "none"
+	// TaskStoreClaim: bbolt on a PersistentVolumeClaim, one replica (the
+	// default).
+	TaskStoreClaim TaskStore = "claim"
+	// TaskStoreEphemeral: bbolt on an emptyDir, each pod its own tasks.
+	TaskStoreEphemeral TaskStore = "ephemeral"
+	// TaskStorePostgres: PostgreSQL, shared by every replica.
+	TaskStorePostgres TaskStore = "postgres"
+)
+
+// TaskStore reports where the tasks live. An unset storage is a claim.
+func (s *MedOpsAPISpec) TaskStore() TaskStore {
+	switch {
+	case !s.Modules.TasksEnabled():
+		return TaskStoreNone
+	case s.Storage == nil:
+		return TaskStoreClaim
+	case s.Storage.Postgres != nil:
+		return TaskStorePostgres
+	case s.Storage.Ephemeral:
+		return TaskStoreEphemeral
+	}
+	return TaskStoreClaim
 }
 
-// RetainStorage reports whether the claim outlives the MedOpsAPI (default true).
+// ValidateTaskStore refuses several replicas, or autoscaling, on a task
+// store with one writer (the claim). The CRD's CEL rules refuse such a spec
+// at admission; this is for objects stored before those rules existed
+// (before the claim became the default, `replicas: 3` without storage was
+// valid): building them would put three pods on one ReadWriteOnce claim.
+// The operator then reports the error and leaves the running Deployment
+// alone. The messages are the CEL rules' own.
+func (s *MedOpsAPISpec) ValidateTaskStore() *field.Error {
+	if !s.PersistentStorage() {
+		return nil
+	}
+	if s.Autoscaling != nil {
+		return field.Forbidden(field.NewPath("spec", "autoscaling"),
+			"autoscaling with the tasks module needs a task store the replicas share: set storage.postgres (or storage.ephemeral: true for per-replica tasks that are lost with their pod)")
+	}
+	if s.Replicas != nil && *s.Replicas > 1 {
+		return field.Invalid(field.NewPath("spec", "replicas"), *s.Replicas,
+			"more than 1 replica with the tasks module needs a task store the replicas share: set storage.postgres (or storage.ephemeral: true for per-replica tasks that are lost with their pod, or replicas: 1)")
+	}
+	return nil
+}
+
+// PersistentStorage reports whether the task store lives on a claim.
+func (s *MedOpsAPISpec) PersistentStorage() bool { return s.TaskStore() == TaskStoreClaim }
+
+// RetainStorage reports whether the claim outlives the MedOpsAPI (default
+// true, also for an unset storage).
 func (s *StorageSpec) RetainStorage() bool {
-	return s.RetainOnDelete == nil || *s.RetainOnDelete
+	return s == nil || s.RetainOnDelete == nil || *s.RetainOnDelete
 }
 
 // IngressEnabled reports whether an Ingress is wanted.

@@ -36,9 +36,19 @@ const (
 // finds its field; a value above maxReplicas is refused, since it asks for
 // something the HPA would never allow.
 //
+// Task stores: the default claim (and bbolt's file lock) has one writer, so
+// the tasks module runs more than one replica, or autoscales, only with a
+// store the replicas share (storage.postgres) or with per-pod scratch tasks
+// the user asked for (storage.ephemeral). Without that, replicas behind one
+// Service would each answer from their own tasks. The claim rules (class
+// fixed, size only grows) are on the spec, not on storage, because an unset
+// storage is a 1Gi claim of the default class too.
+//
 // +kubebuilder:validation:XValidation:rule="!has(self.autoscaling) || !has(self.replicas) || self.replicas <= self.autoscaling.maxReplicas",message="replicas must not exceed autoscaling.maxReplicas: while autoscaling is set the HPA owns the replica count"
-// +kubebuilder:validation:XValidation:rule="!has(self.storage) || (has(self.storage.ephemeral) && self.storage.ephemeral) || !has(self.replicas) || self.replicas <= 1",message="persistent storage allows at most 1 replica (the task store has a single writer): set storage.ephemeral: true or replicas: 1"
-// +kubebuilder:validation:XValidation:rule="!has(self.storage) || (has(self.storage.ephemeral) && self.storage.ephemeral) || !has(self.autoscaling)",message="autoscaling cannot be used with persistent storage (the task store has a single writer): set storage.ephemeral: true or remove autoscaling"
+// +kubebuilder:validation:XValidation:rule="(has(self.modules) && has(self.modules.tasks) && has(self.modules.tasks.enabled) && !self.modules.tasks.enabled) || (has(self.storage) && (has(self.storage.postgres) || (has(self.storage.ephemeral) && self.storage.ephemeral))) || !has(self.replicas) || self.replicas <= 1",message="more than 1 replica with the tasks module needs a task store the replicas share: set storage.postgres (or storage.ephemeral: true for per-replica tasks that are lost with their pod, or replicas: 1)"
+// +kubebuilder:validation:XValidation:rule="(has(self.modules) && has(self.modules.tasks) && has(self.modules.tasks.enabled) && !self.modules.tasks.enabled) || (has(self.storage) && (has(self.storage.postgres) || (has(self.storage.ephemeral) && self.storage.ephemeral))) || !has(self.autoscaling)",message="autoscaling with the tasks module needs a task store the replicas share: set storage.postgres (or storage.ephemeral: true for per-replica tasks that are lost with their pod)"
+// +kubebuilder:validation:XValidation:rule="(has(self.storage) && has(self.storage.postgres)) || (has(oldSelf.storage) && has(oldSelf.storage.postgres)) || ((has(self.storage) && has(self.storage.storageClassName)) == (has(oldSelf.storage) && has(oldSelf.storage.storageClassName)) && (!(has(self.storage) && has(self.storage.storageClassName)) || self.storage.storageClassName == oldSelf.storage.storageClassName))",message="storage.storageClassName cannot be changed once the claim exists: create a new MedOpsAPI (or delete the claim) to move the data"
+// +kubebuilder:validation:XValidation:rule="(has(self.storage) && (has(self.storage.postgres) || (has(self.storage.ephemeral) && self.storage.ephemeral))) || (has(oldSelf.storage) && (has(oldSelf.storage.postgres) || (has(oldSelf.storage.ephemeral) && oldSelf.storage.ephemeral))) || !isQuantity(has(self.storage) && has(self.storage.size) ? string(self.storage.size) : '1Gi') || !isQuantity(has(oldSelf.storage) && has(oldSelf.storage.size) ? string(oldSelf.storage.size) : '1Gi') || quantity(has(self.storage) && has(self.storage.size) ? string(self.storage.size) : '1Gi').compareTo(quantity(has(oldSelf.storage) && has(oldSelf.storage.size) ? string(oldSelf.storage.size) : '1Gi')) >= 0",message="storage.size cannot shrink (unset is 1Gi): a PersistentVolumeClaim can only grow"
 // +kubebuilder:validation:XValidation:rule="!has(self.auth) || !has(self.auth.disabled) || !self.auth.disabled || !has(self.auth.tokenSecretRef)",message="auth.tokenSecretRef and auth.disabled: true contradict each other: remove one"
 type MedOpsAPISpec struct {
 	// Image is the medops-api container image.
@@ -136,8 +146,10 @@ type MedOpsAPISpec struct {
 	// +optional
 	Cache CacheSpec `json:"cache,omitempty"`
 
-	// Storage is where the task store keeps its data. Unset means an emptyDir
-	// (data is lost when the pod goes).
+	// Storage is where the tasks module keeps its tasks. Unset means a 1Gi
+	// PersistentVolumeClaim of the cluster's default StorageClass, kept when
+	// the MedOpsAPI is deleted; such a store has one writer, so one replica.
+	// Set storage.postgres to run several replicas or autoscale.
 	// +optional
 	Storage *StorageSpec `json:"storage,omitempty"`
 
@@ -194,17 +206,20 @@ type AutoscalingSpec struct {
 	TargetCPUUtilizationPercentage *int32 `json:"targetCPUUtilizationPercentage,omitempty"`
 }
 
-// StorageSpec configures the task store's volume. A claim's class is fixed
-// and its size can only grow once it exists, so the transition rules refuse
-// such updates here instead of leaving the operator failing to apply them.
-// +kubebuilder:validation:XValidation:rule="has(self.storageClassName) == has(oldSelf.storageClassName) && (!has(self.storageClassName) || self.storageClassName == oldSelf.storageClassName)",message="storage.storageClassName cannot be changed once set: create a new MedOpsAPI (or delete the claim) to move the data"
-// +kubebuilder:validation:XValidation:rule="(has(self.ephemeral) && self.ephemeral) || (has(oldSelf.ephemeral) && oldSelf.ephemeral) || !has(self.size) || !has(oldSelf.size) || !isQuantity(string(self.size)) || !isQuantity(string(oldSelf.size)) || quantity(string(self.size)).compareTo(quantity(string(oldSelf.size))) >= 0",message="storage.size cannot shrink: a PersistentVolumeClaim can only grow"
+// StorageSpec says where the tasks module keeps its tasks: on a
+// PersistentVolumeClaim (the default, also when storage is unset), in an
+// emptyDir per pod (ephemeral), or in PostgreSQL (postgres), which is the one
+// store several replicas can share. A claim's class is fixed and its size can
+// only grow once it exists; the MedOpsAPI's own rules refuse such updates
+// instead of leaving the operator failing to apply them. Size and
+// retainOnDelete have no CRD default, so that a postgres spec stays free of
+// volume fields; the operator applies 1Gi and true.
+// +kubebuilder:validation:XValidation:rule="!has(self.postgres) || (!has(self.size) && !has(self.storageClassName) && !has(self.retainOnDelete) && !(has(self.ephemeral) && self.ephemeral))",message="storage.postgres keeps the tasks in PostgreSQL, not on a volume: remove storage.size, storage.storageClassName, storage.retainOnDelete and storage.ephemeral"
 // +kubebuilder:validation:XValidation:rule="!has(self.size) || !isQuantity(string(self.size)) || (quantity(string(self.size)).isGreaterThan(quantity('0')) && quantity(string(self.size)).compareTo(quantity('1Ti')) <= 0)",message="storage.size must be positive and at most 1Ti"
 type StorageSpec struct {
 	// Size of the PersistentVolumeClaim (or the emptyDir's size limit when
 	// ephemeral). Defaults to 1Gi.
 	// +optional
-	// +kubebuilder:default="1Gi"
 	Size *resource.Quantity `json:"size,omitempty"`
 
 	// StorageClassName of the claim; unset uses the cluster's default class
@@ -213,16 +228,50 @@ type StorageSpec struct {
 	// +kubebuilder:validation:MaxLength=253
 	StorageClassName *string `json:"storageClassName,omitempty"`
 
-	// Ephemeral uses an emptyDir instead of a claim: data is lost when a pod
-	// goes, but any number of replicas and autoscaling are allowed.
+	// Ephemeral uses an emptyDir instead of a claim: every pod has its own
+	// tasks, which are lost when the pod goes (every rollout). Any number of
+	// replicas and autoscaling are allowed, but a task created on one
+	// replica is not found on another: for scratch use only.
 	// +optional
 	Ephemeral bool `json:"ephemeral,omitempty"`
 
 	// RetainOnDelete keeps the claim (and its data) when the MedOpsAPI is
 	// deleted. Defaults to true.
 	// +optional
-	// +kubebuilder:default=true
 	RetainOnDelete *bool `json:"retainOnDelete,omitempty"`
+
+	// Postgres keeps the tasks in a PostgreSQL database that every replica
+	// shares, so replicas > 1 and autoscaling are allowed. No claim is made.
+	// +optional
+	Postgres *PostgresStorage `json:"postgres,omitempty"`
+}
+
+// PostgresStorage names the Secret holding the database's connection string.
+type PostgresStorage struct {
+	// SecretRef names the Secret key holding the connection string (a
+	// postgres:// URL or libpq key=value pairs), e.g. the uri key of the
+	// <cluster>-app Secret CloudNativePG makes. The operator mounts that one
+	// key as a file into the pods (never an environment variable, never the
+	// ConfigMap) and points medops-api's postgres.dsnFile at it. medops-api
+	// reads the file for every new connection, so a rotated password is
+	// used without restarting the pods.
+	SecretRef PostgresSecretRef `json:"secretRef"`
+}
+
+// PostgresSecretRef names a key of a Secret in the MedOpsAPI's namespace.
+type PostgresSecretRef struct {
+	// Name of the Secret.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Name string `json:"name"`
+
+	// Key in the Secret's data. Defaults to uri, the key CloudNativePG's
+	// <cluster>-app Secret holds the connection URL in.
+	// +optional
+	// +kubebuilder:default=uri
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[-._a-zA-Z0-9]+$`
+	Key string `json:"key,omitempty"`
 }
 
 // IngressSpec configures an Ingress for the API.

@@ -83,12 +83,35 @@ modules: {gateway: {enabled: true, upstreams: [{name: ensembl, url: "/rest"}]}}`
 modules: {gateway: {enabled: true, upstreams: [{name: a, url: "https://a.example"}, {name: a, url: "https://b.example"}]}}`, "upstream names must be unique"},
 		{"gateway without upstreams", `
 modules: {gateway: {enabled: true}}`, "the gateway needs at least one upstream"},
+		// The default task store is one replica's claim: a second replica
+		// would answer from tasks of its own.
+		{"two replicas with the default storage", `
+replicas: 2`, "more than 1 replica with the tasks module needs a task store the replicas share: set storage.postgres"},
 		{"persistent storage with two replicas", `
 replicas: 2
-storage: {size: 1Gi}`, "persistent storage allows at most 1 replica"},
+storage: {size: 1Gi}`, "more than 1 replica with the tasks module needs a task store the replicas share: set storage.postgres"},
+		{"tasks module switched on explicitly with three replicas", `
+replicas: 3
+modules: {tasks: {enabled: true}}`, "set storage.postgres (or storage.ephemeral: true"},
+		{"autoscaling with the default storage", `
+autoscaling: {minReplicas: 1, maxReplicas: 3}`, "autoscaling with the tasks module needs a task store the replicas share: set storage.postgres"},
 		{"persistent storage with autoscaling", `
 autoscaling: {minReplicas: 1, maxReplicas: 3}
-storage: {}`, "autoscaling cannot be used with persistent storage"},
+storage: {storageClassName: local-path}`, "autoscaling with the tasks module needs a task store the replicas share: set storage.postgres"},
+		{"postgres with a claim size", `
+storage: {size: 2Gi, postgres: {secretRef: {name: medops-db-app}}}`, "storage.postgres keeps the tasks in PostgreSQL, not on a volume: remove storage.size"},
+		{"postgres with a storage class", `
+storage: {storageClassName: local-path, postgres: {secretRef: {name: medops-db-app}}}`, "storage.postgres keeps the tasks in PostgreSQL, not on a volume"},
+		{"postgres with ephemeral", `
+storage: {ephemeral: true, postgres: {secretRef: {name: medops-db-app}}}`, "storage.postgres keeps the tasks in PostgreSQL, not on a volume"},
+		{"postgres with retainOnDelete", `
+storage: {retainOnDelete: false, postgres: {secretRef: {name: medops-db-app}}}`, "storage.postgres keeps the tasks in PostgreSQL, not on a volume"},
+		{"postgres without a Secret name", `
+storage: {postgres: {secretRef: {key: uri}}}`, "spec.storage.postgres.secretRef.name: Required value"},
+		{"postgres without a secretRef", `
+storage: {postgres: {}}`, "spec.storage.postgres.secretRef: Required value"},
+		{"postgres Secret key with a slash", `
+storage: {postgres: {secretRef: {name: medops-db-app, key: ../uri}}}`, "spec.storage.postgres.secretRef.key in body should match"},
 		{"storage size zero", `
 storage: {size: "0"}`, "storage.size must be positive and at most 1Ti"},
 		{"pdb with both fields", `
@@ -145,16 +168,35 @@ replicas: -1`, "spec.replicas in body should be greater than or equal to 0"},
 func TestValidMedOpsAPIsAreAccepted(t *testing.T) {
 	cases := []struct{ name, spec string }{
 		{"empty spec", `{}`},
-		{"autoscaling without replicas", `autoscaling: {minReplicas: 2, maxReplicas: 5}`},
+		{"autoscaling without replicas", `
+autoscaling: {minReplicas: 2, maxReplicas: 5}
+storage: {postgres: {secretRef: {name: medops-db-app}}}`},
 		{"autoscaling with the defaulted replicas below minReplicas", `
 replicas: 1
-autoscaling: {minReplicas: 2, maxReplicas: 5}`},
+autoscaling: {minReplicas: 2, maxReplicas: 5}
+storage: {postgres: {secretRef: {name: medops-db-app}}}`},
 		{"autoscaling with replicas in range (kubectl scale)", `
 replicas: 3
-autoscaling: {minReplicas: 2, maxReplicas: 5}`},
+autoscaling: {minReplicas: 2, maxReplicas: 5}
+storage: {postgres: {secretRef: {name: medops-db-app, key: dsn}}}`},
+		{"postgres with three replicas", `
+replicas: 3
+storage: {postgres: {secretRef: {name: medops-db-app}}}`},
+		{"postgres with ephemeral false", `
+replicas: 2
+storage: {ephemeral: false, postgres: {secretRef: {name: medops-db-app}}}`},
 		{"ephemeral storage with replicas and autoscaling", `
 autoscaling: {maxReplicas: 4}
 storage: {ephemeral: true, size: 256Mi}`},
+		{"ephemeral storage with three replicas", `
+replicas: 3
+storage: {ephemeral: true}`},
+		{"gateway only with three replicas and autoscaling, no task store", `
+replicas: 3
+autoscaling: {maxReplicas: 6}
+modules: {tasks: {enabled: false}, gateway: {enabled: true, upstreams: [{name: ensembl, url: "https://rest.ensembl.org"}]}}`},
+		{"one replica with the default storage", `replicas: 1`},
+		{"zero replicas with the default storage", `replicas: 0`},
 		{"persistent storage with one replica", `
 replicas: 1
 storage: {size: 2Gi, storageClassName: local-path, retainOnDelete: false}`},
@@ -208,6 +250,10 @@ ingress: {enabled: true, host: a.example}
 networkPolicy: {enabled: true}
 auth: {tokenSecretRef: {name: t}}
 podDisruptionBudget: {minAvailable: 1}`,
+		"postgres": `
+replicas: 3
+storage: {postgres: {secretRef: {name: medops-db-app}}}`,
+		"claim with a size only": `storage: {size: 2Gi}`,
 	}
 	for _, f := range sampleFiles(t) {
 		b, err := os.ReadFile(f)
@@ -283,7 +329,8 @@ func readSample(t *testing.T, path string) *unstructured.Unstructured {
 
 // TestStorageUpdatesAPVCCannotFollowAreRefused: a claim's class is fixed
 // and its size only grows, so such spec updates are refused at once instead
-// of leaving the operator failing to apply them.
+// of leaving the operator failing to apply them. An unset storage is the
+// default claim (1Gi, default class), so it counts as one too.
 func TestStorageUpdatesAPVCCannotFollowAreRefused(t *testing.T) {
 	cases := []struct {
 		name, before, after, want string
@@ -292,9 +339,28 @@ func TestStorageUpdatesAPVCCannotFollowAreRefused(t *testing.T) {
 			`storage: {size: 1Gi, storageClassName: fast}`, "storage.storageClassName cannot be changed"},
 		{"class added", `storage: {size: 1Gi}`,
 			`storage: {size: 1Gi, storageClassName: fast}`, "storage.storageClassName cannot be changed"},
+		{"class removed", `storage: {storageClassName: local-path}`,
+			`storage: {}`, "storage.storageClassName cannot be changed"},
+		// Unset storage is a claim of the default class and size too.
+		{"class set where storage was unset", `{}`,
+			`storage: {storageClassName: fast}`, "storage.storageClassName cannot be changed"},
+		{"storage unset after a class was set", `storage: {storageClassName: fast}`,
+			`{}`, "storage.storageClassName cannot be changed"},
 		{"size shrunk", `storage: {size: 2Gi}`, `storage: {size: 1Gi}`, "storage.size cannot shrink"},
+		{"size below the default where storage was unset", `{}`, `storage: {size: 512Mi}`, "storage.size cannot shrink (unset is 1Gi)"},
+		{"size removed after growing", `storage: {size: 2Gi}`, `storage: {}`, "storage.size cannot shrink"},
 		{"size grown", `storage: {size: 1Gi}`, `storage: {size: 2048Mi}`, ""},
+		{"size grown where storage was unset", `{}`, `storage: {size: 2Gi}`, ""},
+		{"default size written out", `{}`, `storage: {size: 1Gi, retainOnDelete: true}`, ""},
 		{"ephemeral size shrunk", `storage: {ephemeral: true, size: 2Gi}`, `storage: {ephemeral: true, size: 1Gi}`, ""},
+		// The claim stays (retained) but is no longer used: its class and
+		// size no longer matter.
+		{"claim to postgres", `storage: {size: 2Gi, storageClassName: local-path}`,
+			`storage: {postgres: {secretRef: {name: medops-db-app}}}`, ""},
+		{"claim to postgres with three replicas at once", `{}`,
+			`{replicas: 3, storage: {postgres: {secretRef: {name: medops-db-app}}}}`, ""},
+		{"postgres Secret renamed", `storage: {postgres: {secretRef: {name: medops-db-app}}}`,
+			`storage: {postgres: {secretRef: {name: medops-db2-app}}}`, ""},
 	}
 	ns := createNamespace(t, "transitions")
 	for i, tc := range cases {
@@ -312,6 +378,42 @@ func TestStorageUpdatesAPVCCannotFollowAreRefused(t *testing.T) {
 				t.Fatalf("update refused: %v", err)
 			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
 				t.Fatalf("update error %v, want one saying %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// TestTaskStoreRuleMatchesTheCRD ties ValidateTaskStore (the operator's
+// guard for objects stored before the CEL rules) to those rules: the
+// apiserver refuses what it refuses, with its message, and accepts the rest.
+func TestTaskStoreRuleMatchesTheCRD(t *testing.T) {
+	specs := []string{
+		`replicas: 2`,
+		`autoscaling: {maxReplicas: 3}`,
+		"replicas: 2\nautoscaling: {maxReplicas: 3}",
+		"replicas: 2\nstorage: {storageClassName: local-path}",
+		"replicas: 3\nstorage: {ephemeral: true}",
+		"replicas: 3\nstorage: {postgres: {secretRef: {name: db-app}}}",
+		"autoscaling: {maxReplicas: 3}\nmodules: {tasks: {enabled: false}}",
+		`replicas: 1`,
+	}
+	ns := createNamespace(t, "taskstore")
+	for i, spec := range specs {
+		t.Run(spec, func(t *testing.T) {
+			var s v1alpha1.MedOpsAPISpec
+			if err := yaml.UnmarshalStrict([]byte(spec), &s); err != nil {
+				t.Fatal(err)
+			}
+			s.SetDefaults()
+			goErr := s.ValidateTaskStore()
+			apiErr := k8s.Create(ctxT(t), newObject(t, ns, fmt.Sprintf("ts-%d", i), spec))
+			switch {
+			case goErr == nil && apiErr != nil:
+				t.Errorf("apiserver refuses what the operator would build: %v", apiErr)
+			case goErr != nil && apiErr == nil:
+				t.Errorf("apiserver accepts what the operator refuses: %v", goErr)
+			case goErr != nil && !strings.Contains(apiErr.Error(), goErr.Detail):
+				t.Errorf("messages differ:\napiserver: %v\noperator:  %s", apiErr, goErr.Detail)
 			}
 		})
 	}

@@ -55,6 +55,9 @@ func start(t *testing.T, args ...string) *proc {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], append([]string{"--listen", "127.0.0.1:0"}, args...)...)
 	cmd.Env = append(os.Environ(), runMainEnv+"=1")
+	// A test binary that dies without its cleanups (a broken stdout pipe)
+	// takes its servers along instead of leaving them running.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	p := &proc{cmd: cmd, stderr: &syncbuf.Buffer{}, done: make(chan struct{})}
 	cmd.Stderr = p.stderr
 	out, err := cmd.StdoutPipe()
@@ -157,8 +160,13 @@ func getTitle(t *testing.T, base, id string) string {
 // TestKillNineKeepsAcknowledgedTasks: every create answered 201 before a
 // SIGKILL (sent while writes are still in flight) is there after a restart.
 func TestKillNineKeepsAcknowledgedTasks(t *testing.T) {
-	dir := t.TempDir()
-	p := start(t, "--data-dir", dir)
+	killNineKeepsAcknowledgedTasks(t, "--data-dir", t.TempDir())
+}
+
+// killNineKeepsAcknowledgedTasks runs the SIGKILL test against medops-api
+// started with args (which pick the task store).
+func killNineKeepsAcknowledgedTasks(t *testing.T, args ...string) {
+	p := start(t, args...)
 	var (
 		mu    sync.Mutex
 		acked = map[string]string{} // id → title
@@ -204,7 +212,7 @@ func TestKillNineKeepsAcknowledgedTasks(t *testing.T) {
 	wg.Wait()
 	<-p.done
 
-	p2 := start(t, "--data-dir", dir)
+	p2 := start(t, args...)
 	mu.Lock()
 	defer mu.Unlock()
 	t.Logf("%d creates acknowledged before SIGKILL", len(acked))

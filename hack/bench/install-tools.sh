@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # Installs the load generator and the baseline server of `make bench-api`
 # from Debian when they are missing: wrk (latency percentiles through its Lua
-# done() hook) and nginx-light. Needs root (or sudo) only when installing.
+# done() hook), nginx-light, and PostgreSQL 15 for the postgres store's
+# figures (the bench starts its own server; it needs no system cluster).
+# Needs root (or sudo) only when installing.
 set -euo pipefail
+
+"$(dirname "$0")/../install-postgres.sh"
 
 missing=()
 command -v wrk >/dev/null || missing+=(wrk)

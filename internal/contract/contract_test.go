@@ -5,6 +5,10 @@
 package contract
 
 import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,6 +18,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/medops/medops/api/v1alpha1"
+	"github.com/medops/medops/internal/pgtest"
 	"github.com/medops/medops/internal/repo"
 	"github.com/medops/medops/operator/resource"
 	"github.com/medops/medops/server/app"
@@ -58,8 +63,10 @@ func samples(t *testing.T) map[string]*v1alpha1.MedOpsAPI {
 // the operator does, writes it where the Deployment's --config argument
 // points (under a temporary root), parses that argument with medops-api's
 // own flag parser, loads the file, and finally builds the whole app from
-// it. Any drift between what the operator writes and what the workload
-// reads fails here.
+// it, with a real PostgreSQL server behind a sample's storage.postgres. With
+// the tasks module on, each replica creates a task and every replica reads
+// every task back. Any drift between what the operator writes and what the
+// workload reads fails here.
 func TestRenderedConfigLoadsInWorkload(t *testing.T) {
 	for name, m := range samples(t) {
 		t.Run(name, func(t *testing.T) {
@@ -101,25 +108,102 @@ func TestRenderedConfigLoadsInWorkload(t *testing.T) {
 				t.Fatalf("the workload reads another config than the operator rendered:\nrendered %+v\nloaded   %+v", rendered, loaded)
 			}
 
-			// The paths are the pod's; point them into the temporary root
-			// and start the real app (store, cache, gateway) from the file.
+			// The paths are the pod's; point them into the temporary root,
+			// put there what the mounted Secrets would hold, and start the
+			// real app (store, cache, gateway) from the file.
 			loaded.DataDir = filepath.Join(root, loaded.DataDir)
 			if loaded.Auth.TokenFile != "" {
 				loaded.Auth.TokenFile = filepath.Join(root, loaded.Auth.TokenFile)
-				if err := os.MkdirAll(filepath.Dir(loaded.Auth.TokenFile), 0o750); err != nil {
-					t.Fatal(err)
-				}
-				if err := os.WriteFile(loaded.Auth.TokenFile, []byte("t0ken\n"), 0o600); err != nil {
-					t.Fatal(err)
-				}
+				writeFile(t, loaded.Auth.TokenFile, token+"\n")
 			}
-			a, err := app.New(app.Options{Config: loaded})
-			if err != nil {
-				t.Fatalf("medops-api does not start from the rendered config: %v", err)
+			if loaded.PostgresDSNFile() != "" {
+				// The pod's file is one key of the referenced Secret; here it
+				// holds the URL of a real PostgreSQL server, as the uri key
+				// of a CloudNativePG app Secret would.
+				if loaded.Postgres.DSNFile != resource.PostgresFile || m.Spec.Storage == nil || m.Spec.Storage.Postgres == nil {
+					t.Fatalf("postgres.dsnFile %q without storage.postgres, or not where the operator mounts the Secret", loaded.Postgres.DSNFile)
+				}
+				pg := pgtest.Start(t)
+				loaded.Postgres.DSNFile = filepath.Join(root, loaded.Postgres.DSNFile)
+				writeFile(t, loaded.Postgres.DSNFile, pg.DSN(pgtest.Database)+"\n")
 			}
-			if err := a.Close(); err != nil {
-				t.Fatal(err)
+			// As many apps as the sample asks replicas, when its store allows
+			// more than one (a claim's bbolt file is locked by one process).
+			n := 1
+			if loaded.PostgresDSNFile() != "" && m.Spec.Replicas != nil {
+				n = int(*m.Spec.Replicas)
+			}
+			apps := make([]*app.App, n)
+			for i := range apps {
+				a, err := app.New(app.Options{Config: loaded})
+				if err != nil {
+					t.Fatalf("medops-api (replica %d) does not start from the rendered config: %v", i, err)
+				}
+				t.Cleanup(func() {
+					if err := a.Close(); err != nil {
+						t.Error(err)
+					}
+				})
+				apps[i] = a
+			}
+			if !loaded.Modules.TasksEnabled() {
+				return
+			}
+			// Every replica finds the task every other replica created.
+			bearer := ""
+			if loaded.Auth.TokenFile != "" {
+				bearer = token
+			}
+			ids := make([]string, n)
+			for i, a := range apps {
+				ids[i] = createTask(t, a, bearer, fmt.Sprintf("contract %s replica %d", name, i))
+			}
+			for i, a := range apps {
+				for j, id := range ids {
+					if code := serve(a, http.MethodGet, "/api/v1/tasks/"+id, "", bearer).Code; code != http.StatusOK {
+						t.Errorf("replica %d: GET the task replica %d created: %d", i, j, code)
+					}
+				}
 			}
 		})
 	}
+}
+
+const token = "t0ken"
+
+func writeFile(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func serve(a *app.App, method, path, body, bearer string) *httptest.ResponseRecorder {
+	req := httptest.NewRequest(method, path, strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	if bearer != "" {
+		req.Header.Set("Authorization", "Bearer "+bearer)
+	}
+	rec := httptest.NewRecorder()
+	a.Handler().ServeHTTP(rec, req)
+	return rec
+}
+
+// createTask creates a task through the app's handler and returns its id.
+func createTask(t *testing.T, a *app.App, bearer, title string) string {
+	t.Helper()
+	rec := serve(a, http.MethodPost, "/api/v1/tasks", fmt.Sprintf(`{"title":%q}`, title), bearer)
+	if rec.Code != http.StatusCreated {
+		t.Fatalf("create a task: %d %s", rec.Code, rec.Body.String())
+	}
+	var got struct {
+		ID string `json:"id"`
+	}
+	if err := json.Unmarshal(rec.Body.Bytes(), &got); err != nil || got.ID == "" {
+		t.Fatalf("create answer %s: %v", rec.Body.String(), err)
+	}
+	return got.ID
 }

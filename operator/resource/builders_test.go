@@ -108,7 +108,9 @@ func idx(cs []resource.Child, kind string) int {
 }
 
 func TestAutoscalingLeavesReplicasToTheHPA(t *testing.T) {
-	m := fromSpec(t, `autoscaling: {minReplicas: 2, maxReplicas: 5}`)
+	m := fromSpec(t, `
+autoscaling: {minReplicas: 2, maxReplicas: 5}
+storage: {postgres: {secretRef: {name: db-app}}}`)
 	cs := children(t, m, inputsFor(m))
 	dep := cs["Deployment"].Object.(*appsv1.Deployment)
 	if dep.Spec.Replicas != nil {
@@ -123,7 +125,9 @@ func TestAutoscalingLeavesReplicasToTheHPA(t *testing.T) {
 		t.Errorf("HPA spec = %+v", hpa.Spec)
 	}
 
-	m = fromSpec(t, `replicas: 3`)
+	m = fromSpec(t, `
+replicas: 3
+storage: {postgres: {secretRef: {name: db-app}}}`)
 	cs = children(t, m, inputsFor(m))
 	if r := cs["Deployment"].Object.(*appsv1.Deployment).Spec.Replicas; r == nil || *r != 3 {
 		t.Errorf("without autoscaling replicas = %v, want 3", r)
@@ -198,33 +202,51 @@ func TestPVCRetention(t *testing.T) {
 		spec      string
 		wantOwner bool
 	}{
+		{`{}`, false}, // the default task store is a retained 1Gi claim
 		{`storage: {size: 1Gi}`, false},
 		{`storage: {size: 1Gi, retainOnDelete: true}`, false},
 		{`storage: {size: 1Gi, retainOnDelete: false}`, true},
 	} {
 		m := fromSpec(t, tc.spec)
 		pvc := resource.BuildPVC(prepare(t, m, resource.Inputs{}))
+		if pvc == nil {
+			t.Fatalf("%s: no PVC", tc.spec)
+		}
 		if got := len(pvc.OwnerReferences) > 0; got != tc.wantOwner {
 			t.Errorf("%s: PVC has owner reference = %v, want %v", tc.spec, got, tc.wantOwner)
 		}
 		if q := pvc.Spec.Resources.Requests[corev1.ResourceStorage]; q.String() != "1Gi" {
 			t.Errorf("%s: PVC requests %s", tc.spec, q.String())
 		}
+		if pvc.Spec.StorageClassName != nil {
+			t.Errorf("%s: PVC class %q, want none (the cluster's default class)", tc.spec, *pvc.Spec.StorageClassName)
+		}
 	}
-	if pvc := resource.BuildPVC(prepare(t, fromSpec(t, `storage: {ephemeral: true}`), resource.Inputs{})); pvc != nil {
-		t.Error("ephemeral storage builds a PVC")
+	for _, spec := range []string{
+		`storage: {ephemeral: true}`,
+		`storage: {postgres: {secretRef: {name: medops-db-app}}}`,
+		`modules: {tasks: {enabled: false}, gateway: {enabled: true, upstreams: [{name: a, url: "https://a.example"}]}}`,
+	} {
+		if pvc := resource.BuildPVC(prepare(t, fromSpec(t, spec), resource.Inputs{})); pvc != nil {
+			t.Errorf("%s: builds a PVC", spec)
+		}
 	}
 }
 
 func TestStorageDecidesStrategyAndDataVolume(t *testing.T) {
+	// data is what backs /var/lib/medops: "claim", "emptyDir" or "" (no
+	// volume: nothing writes there).
 	cases := []struct {
 		spec     string
 		strategy appsv1.DeploymentStrategyType
-		claim    bool
+		data     string
 	}{
-		{`{}`, appsv1.RollingUpdateDeploymentStrategyType, false},
-		{`storage: {ephemeral: true, size: 128Mi}`, appsv1.RollingUpdateDeploymentStrategyType, false},
-		{`storage: {size: 1Gi}`, appsv1.RecreateDeploymentStrategyType, true},
+		{`{}`, appsv1.RecreateDeploymentStrategyType, "claim"},
+		{`storage: {size: 1Gi}`, appsv1.RecreateDeploymentStrategyType, "claim"},
+		{`storage: {ephemeral: true, size: 128Mi}`, appsv1.RollingUpdateDeploymentStrategyType, "emptyDir"},
+		{`storage: {postgres: {secretRef: {name: medops-db-app}}}`, appsv1.RollingUpdateDeploymentStrategyType, ""},
+		{`modules: {tasks: {enabled: false}, gateway: {enabled: true, upstreams: [{name: a, url: "https://a.example"}]}}`,
+			appsv1.RollingUpdateDeploymentStrategyType, ""},
 	}
 	for _, tc := range cases {
 		dep := deployment(t, fromSpec(t, tc.spec), resource.Inputs{})
@@ -235,11 +257,88 @@ func TestStorageDecidesStrategyAndDataVolume(t *testing.T) {
 			(ru == nil || ru.MaxUnavailable.IntValue() != 0) {
 			t.Errorf("%s: rolling update must keep maxUnavailable 0, got %+v", tc.spec, ru)
 		}
+		data := ""
 		for _, v := range dep.Spec.Template.Spec.Volumes {
-			if v.Name == "data" && (v.PersistentVolumeClaim != nil) != tc.claim {
-				t.Errorf("%s: data volume %+v, want claim=%v", tc.spec, v.VolumeSource, tc.claim)
+			switch {
+			case v.Name != "data":
+			case v.PersistentVolumeClaim != nil && v.PersistentVolumeClaim.ClaimName == "medops-data":
+				data = "claim"
+			case v.EmptyDir != nil:
+				data = "emptyDir"
+			default:
+				data = "other"
 			}
 		}
+		mounted := false
+		for _, vm := range dep.Spec.Template.Spec.Containers[0].VolumeMounts {
+			mounted = mounted || (vm.Name == "data" && vm.MountPath == resource.DataDir)
+		}
+		if data != tc.data || mounted != (tc.data != "") {
+			t.Errorf("%s: data volume %q mounted %v, want %q", tc.spec, data, mounted, tc.data)
+		}
+	}
+}
+
+// TestPostgresSecretIsMountedAsTheDSNFile: the rendered config names a file,
+// the pod has exactly that file from the one Secret key, read-only, and the
+// connection string is nowhere in the ConfigMap or the environment.
+func TestPostgresSecretIsMountedAsTheDSNFile(t *testing.T) {
+	for _, tc := range []struct{ spec, key string }{
+		{`storage: {postgres: {secretRef: {name: medops-db-app}}}`, "uri"},
+		{`storage: {postgres: {secretRef: {name: medops-db-app, key: dsn}}}`, "dsn"},
+	} {
+		m := fromSpec(t, tc.spec)
+		d := prepare(t, m, inputsFor(m))
+		if got := d.Config.PostgresDSNFile(); got != resource.PostgresFile {
+			t.Errorf("%s: postgres.dsnFile = %q, want %q", tc.spec, got, resource.PostgresFile)
+		}
+		dep := resource.BuildDeployment(d)
+		pod := dep.Spec.Template.Spec
+		var vol *corev1.SecretVolumeSource
+		for _, v := range pod.Volumes {
+			if v.Secret != nil && v.Secret.SecretName == "medops-db-app" {
+				vol = v.Secret
+			}
+		}
+		if vol == nil {
+			t.Fatalf("%s: Secret medops-db-app not mounted; volumes %+v", tc.spec, pod.Volumes)
+		}
+		if len(vol.Items) != 1 || vol.Items[0].Key != tc.key {
+			t.Errorf("%s: Secret items %+v, want only key %q", tc.spec, vol.Items, tc.key)
+		}
+		if vol.DefaultMode == nil || *vol.DefaultMode&0o007 != 0 || *vol.DefaultMode&0o040 == 0 {
+			t.Errorf("%s: mode %v, want readable by the pod's group (fsGroup), not by others", tc.spec, vol.DefaultMode)
+		}
+		if fsg := pod.SecurityContext.FSGroup; fsg == nil || *fsg != resource.NonRootUID {
+			t.Errorf("%s: fsGroup %v, want %d so the non-root user reads the file", tc.spec, fsg, resource.NonRootUID)
+		}
+		c := pod.Containers[0]
+		found := false
+		for _, vm := range c.VolumeMounts {
+			for _, v := range pod.Volumes {
+				if v.Name == vm.Name && v.Secret == vol {
+					found = vm.ReadOnly && vm.SubPath == "" && vm.MountPath+"/"+vol.Items[0].Path == d.Config.PostgresDSNFile()
+				}
+			}
+		}
+		if !found {
+			t.Errorf("%s: mounts %+v: want the Secret read-only at the dsnFile, without subPath (a subPath file is never updated)", tc.spec, c.VolumeMounts)
+		}
+		for _, e := range c.Env {
+			if e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil {
+				t.Errorf("%s: env %s comes from a Secret", tc.spec, e.Name)
+			}
+		}
+		if raw := resource.BuildConfigMap(d).Data[resource.ConfigKey]; !strings.Contains(raw, "dsnFile: "+resource.PostgresFile) {
+			t.Errorf("%s: ConfigMap does not name the DSN file:\n%s", tc.spec, raw)
+		}
+	}
+	// Without postgres the config names no DSN file and no Secret but the
+	// token is mounted.
+	m := fromSpec(t, `{}`)
+	d := prepare(t, m, inputsFor(m))
+	if d.Config.PostgresDSNFile() != "" {
+		t.Errorf("default storage renders postgres.dsnFile %q", d.Config.PostgresDSNFile())
 	}
 }
 
@@ -377,6 +476,36 @@ func TestInvalidRenderedConfigIsAFieldError(t *testing.T) {
 	m = fromSpec(t, `modules: {gateway: {enabled: true, upstreams: [{name: a, url: "https://user:pw@a.example"}]}}`)
 	if _, err := resource.Prepare(m, resource.Inputs{}); err == nil || !strings.Contains(err.Error(), "must not carry credentials") {
 		t.Errorf("upstream with credentials: err = %v", err)
+	}
+}
+
+// TestSeveralReplicasOnTheClaimAreNotBuilt: a MedOpsAPI stored before the
+// CRD refused it (replicas: 3 without storage was an emptyDir then) must not
+// become three pods on one ReadWriteOnce claim; the error names the field
+// and the way out, as the CEL rule does.
+func TestSeveralReplicasOnTheClaimAreNotBuilt(t *testing.T) {
+	for _, tc := range []struct{ spec, field string }{
+		{`replicas: 3`, "spec.replicas"},
+		{"replicas: 2\nstorage: {size: 2Gi}", "spec.replicas"},
+		{`autoscaling: {maxReplicas: 3}`, "spec.autoscaling"},
+	} {
+		_, err := resource.Prepare(fromSpec(t, tc.spec), resource.Inputs{})
+		var fe *field.Error
+		if !errors.As(err, &fe) || fe.Field != tc.field || !strings.Contains(err.Error(), "set storage.postgres") {
+			t.Errorf("%q: err = %v, want a field error on %s naming storage.postgres", tc.spec, err, tc.field)
+		}
+	}
+	for _, spec := range []string{
+		`replicas: 1`,
+		`replicas: 0`,
+		"replicas: 3\nstorage: {ephemeral: true}",
+		"replicas: 3\nstorage: {postgres: {secretRef: {name: db-app}}}",
+		"autoscaling: {maxReplicas: 3}\nstorage: {postgres: {secretRef: {name: db-app}}}",
+		"replicas: 3\nmodules: {tasks: {enabled: false}}",
+	} {
+		if _, err := resource.Prepare(fromSpec(t, spec), resource.Inputs{}); err != nil {
+			t.Errorf("%q: %v", spec, err)
+		}
 	}
 }
 

@@ -11,9 +11,10 @@ import (
 
 // renderConfig renders the medops-api configuration file for the defaulted
 // m: the shared WorkloadConfig with the in-cluster listen address, data
-// folder and token file, every default spelled out. The token itself never
-// goes into the file: the pod reads it from the Secret mounted at
-// TokenFile. An invalid result is an error wrapping the field errors of
+// folder, token file and (with storage.postgres) connection string file,
+// every default spelled out. Neither the token nor the connection string
+// goes into the file: the pod reads them from the Secrets mounted at
+// TokenFile and PostgresFile. An invalid result is an error wrapping the field errors of
 // WorkloadConfig.Validate, which the reconciler reports in the MedOpsAPI's
 // status.
 func renderConfig(m *v1alpha1.MedOpsAPI) (*v1alpha1.WorkloadConfig, []byte, error) {
@@ -27,6 +28,10 @@ func renderConfig(m *v1alpha1.MedOpsAPI) (*v1alpha1.WorkloadConfig, []byte, erro
 	if ing := m.Spec.Ingress; ing != nil && ing.ProxyBodySize != nil {
 		q := ing.ProxyBodySize.DeepCopy()
 		w.Server.MaxBodySize = &q
+	}
+	if m.Spec.TaskStore() == v1alpha1.TaskStorePostgres {
+		// The path of the mounted Secret key, never the connection string.
+		w.Postgres = &v1alpha1.WorkloadPostgres{DSNFile: PostgresFile}
 	}
 	if m.Spec.Auth.Disabled {
 		w.Auth.Disabled = true

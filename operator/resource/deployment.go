@@ -14,10 +14,11 @@ import (
 
 // Volume names in the pod template.
 const (
-	volTmp    = "tmp"
-	volConfig = "config"
-	volToken  = "token"
-	volData   = "data"
+	volTmp      = "tmp"
+	volConfig   = "config"
+	volToken    = "token"
+	volData     = "data"
+	volPostgres = "postgres"
 )
 
 // Numbers of the pod template, named.
@@ -42,11 +43,14 @@ const (
 
 	// tokenPath is the token's file name in the mounted Secret volume.
 	tokenPath = "token"
-	// configFileMode and tokenFileMode are the mounted files' modes: the
-	// config is world-readable, the token readable by the pod's group
-	// (fsGroup) only.
+	// postgresDSNPath is the connection string's file name in the mounted
+	// postgres Secret volume.
+	postgresDSNPath = "dsn"
+	// configFileMode and secretFileMode are the mounted files' modes: the
+	// config is world-readable, the token and the connection string
+	// readable by the pod's group (fsGroup) only.
 	configFileMode = int32(0o444)
-	tokenFileMode  = int32(0o440)
+	secretFileMode = int32(0o440)
 )
 
 // BuildDeployment returns the Deployment running medops-api. The pod
@@ -76,7 +80,9 @@ func BuildDeployment(d *Desired) *appsv1.Deployment {
 	}
 	if s.PersistentStorage() {
 		// A ReadWriteOnce claim and bbolt's file lock allow one pod at a
-		// time: the old pod must be gone before the new one starts.
+		// time: the old pod must be gone before the new one starts (a
+		// surge pod on another node could never attach the claim, and a
+		// rolling update would wait for it forever).
 		dep.Spec.Strategy = appsv1.DeploymentStrategy{Type: appsv1.RecreateDeploymentStrategyType}
 	} else {
 		// Never go below the wanted count during a rollout.
@@ -188,8 +194,15 @@ func container(m *v1alpha1.MedOpsAPI) corev1.Container {
 		VolumeMounts: []corev1.VolumeMount{
 			{Name: volTmp, MountPath: tmpDir},
 			{Name: volConfig, MountPath: ConfigDir, ReadOnly: true},
-			{Name: volData, MountPath: DataDir},
 		},
+	}
+	switch s.TaskStore() {
+	case v1alpha1.TaskStoreClaim, v1alpha1.TaskStoreEphemeral:
+		c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{Name: volData, MountPath: DataDir})
+	case v1alpha1.TaskStorePostgres:
+		// No subPath: the kubelet then updates the file in place when the
+		// Secret changes, and medops-api reads it for every new connection.
+		c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{Name: volPostgres, MountPath: PostgresDir, ReadOnly: true})
 	}
 	if !s.Auth.Disabled {
 		c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{Name: volToken, MountPath: TokenDir, ReadOnly: true})
@@ -208,17 +221,27 @@ func volumes(m *v1alpha1.MedOpsAPI, in Inputs) []corev1.Volume {
 			DefaultMode:          ptr(configFileMode),
 		}}},
 	}
-	switch {
-	case s.PersistentStorage():
+	// No volume for a store that is not there: without the tasks module,
+	// or with PostgreSQL, nothing writes under DataDir.
+	switch s.TaskStore() {
+	case v1alpha1.TaskStoreClaim:
 		v = append(v, corev1.Volume{Name: volData, VolumeSource: corev1.VolumeSource{
 			PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: PVCName(m)},
 		}})
-	case s.Storage != nil:
+	case v1alpha1.TaskStoreEphemeral:
 		v = append(v, corev1.Volume{Name: volData, VolumeSource: corev1.VolumeSource{
 			EmptyDir: &corev1.EmptyDirVolumeSource{SizeLimit: ptr(s.Storage.Size.DeepCopy())},
 		}})
-	default:
-		v = append(v, corev1.Volume{Name: volData, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}})
+	case v1alpha1.TaskStorePostgres:
+		// Only the one key is projected, so the Secret's other keys (a
+		// CloudNativePG app Secret also holds the bare password, a pgpass
+		// line and a JDBC URL) never reach the pod.
+		ref := s.Storage.Postgres.SecretRef
+		v = append(v, corev1.Volume{Name: volPostgres, VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
+			SecretName:  ref.Name,
+			Items:       []corev1.KeyToPath{{Key: ref.Key, Path: postgresDSNPath}},
+			DefaultMode: ptr(secretFileMode),
+		}}})
 	}
 	if !s.Auth.Disabled {
 		name, key := in.TokenSecretName, v1alpha1.DefaultTokenKey
@@ -234,7 +257,7 @@ func volumes(m *v1alpha1.MedOpsAPI, in Inputs) []corev1.Volume {
 		v = append(v, corev1.Volume{Name: volToken, VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
 			SecretName:  name,
 			Items:       []corev1.KeyToPath{{Key: key, Path: tokenPath}},
-			DefaultMode: ptr(tokenFileMode),
+			DefaultMode: ptr(secretFileMode),
 		}}})
 	}
 	return v

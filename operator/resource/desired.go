@@ -7,6 +7,7 @@ package resource
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -22,10 +23,12 @@ const (
 	// ContainerPort is where medops-api listens inside the pod.
 	ContainerPort = int32(8080)
 
-	ConfigKey = "config.yaml"
-	ConfigDir = "/etc/medops/config"
-	TokenDir  = "/etc/medops/auth"
-	TokenFile = TokenDir + "/" + tokenPath
+	ConfigKey    = "config.yaml"
+	ConfigDir    = "/etc/medops/config"
+	TokenDir     = "/etc/medops/auth"
+	TokenFile    = TokenDir + "/" + tokenPath
+	PostgresDir  = "/etc/medops/postgres"
+	PostgresFile = PostgresDir + "/" + postgresDSNPath
 	// The image's own defaults (its env and the folder its layer gives 65532),
 	// so a pod and a plain `docker run` of the image agree.
 	DataDir        = v1alpha1.ContainerDataDir
@@ -69,11 +72,15 @@ type Desired struct {
 }
 
 // Prepare defaults m and renders its config, once. An error means the spec
-// renders an invalid workload config; it wraps the field.ErrorList of
-// WorkloadConfig.Validate.
+// cannot be built: it wraps the field error of ValidateTaskStore (several
+// replicas on a one-writer claim, possible for an object stored before the
+// CRD refused it) or the field.ErrorList of WorkloadConfig.Validate.
 func Prepare(m *v1alpha1.MedOpsAPI, in Inputs) (*Desired, error) {
 	api := m.DeepCopy()
 	api.Spec.SetDefaults()
+	if err := api.Spec.ValidateTaskStore(); err != nil {
+		return nil, fmt.Errorf("spec cannot be built: %w", err)
+	}
 	w, data, err := renderConfig(api)
 	if err != nil {
 		return nil, err

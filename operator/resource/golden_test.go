@@ -36,6 +36,13 @@ func scenarios() []scenario {
 		{name: "minimal", sample: "medops_v1alpha1_medopsapi_minimal.yaml"},
 		{name: "raspberry-pi", sample: "medops_v1alpha1_medopsapi_raspberrypi.yaml"},
 		{name: "gateway-ingress-tls", sample: "medops_v1alpha1_medopsapi_gateway.yaml"},
+		{name: "ha", sample: "medops_v1alpha1_medopsapi_ha.yaml"},
+		{name: "postgres", spec: `
+replicas: 2
+storage: {postgres: {secretRef: {name: medops-db-app, key: dsn}}}`},
+		{name: "ephemeral-replicas", spec: `
+replicas: 3
+storage: {ephemeral: true}`},
 		{name: "autoscaling", spec: `
 autoscaling: {minReplicas: 2, maxReplicas: 6, targetCPUUtilizationPercentage: 70}
 storage: {ephemeral: true, size: 512Mi}

@@ -4,6 +4,7 @@
 package app
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -18,6 +19,7 @@ import (
 	"github.com/medops/medops/api/v1alpha1"
 	"github.com/medops/medops/server/httpx"
 	"github.com/medops/medops/server/store/boltstore"
+	"github.com/medops/medops/server/store/pgstore"
 	"github.com/medops/medops/server/tasks"
 )
 
@@ -89,7 +91,7 @@ func New(opts Options) (_ *App, err error) {
 		return nil, err
 	}
 	if a.cfg.Modules.TasksEnabled() {
-		if a.store, err = openStore(a.cfg.DataDir, opts.StoreOptions); err != nil {
+		if a.store, err = a.openStore(opts.StoreOptions); err != nil {
 			return nil, err
 		}
 	}
@@ -102,15 +104,30 @@ func New(opts Options) (_ *App, err error) {
 	return a, nil
 }
 
-// openStore opens the bbolt store; it returns the interface so that a nil
-// *boltstore.Store never hides in a non-nil tasks.Store.
-func openStore(dataDir string, opts boltstore.Options) (tasks.Store, error) {
-	s, err := boltstore.Open(dataDir, opts)
+// openStore opens PostgreSQL when a DSN file is configured (tasks shared by
+// every replica), else the embedded bbolt file in the data directory. It
+// returns the interface so that a nil *Store never hides in a non-nil
+// tasks.Store.
+func (a *App) openStore(bolt boltstore.Options) (tasks.Store, error) {
+	if f := a.cfg.PostgresDSNFile(); f != "" {
+		s, err := pgstore.Open(context.Background(), pgstore.Options{DSNFile: f, Logger: a.log})
+		if err != nil {
+			return nil, fmt.Errorf("postgres.dsnFile: %w", err)
+		}
+		return s, nil
+	}
+	s, err := boltstore.Open(a.cfg.DataDir, bolt)
 	if err != nil {
 		return nil, err
 	}
 	return s, nil
 }
+
+// sharedStore reports whether tasks live in a database other replicas
+// write too. Then task reads are never served from this replica's response
+// cache: an entry could not learn of another replica's write, so a client
+// that wrote on one replica could read the old version on another.
+func (a *App) sharedStore() bool { return a.cfg.PostgresDSNFile() != "" }
 
 func (a *App) buildRouter(token *tokenFile) error {
 	r := chi.NewRouter()
@@ -193,7 +210,7 @@ func (a *App) readyz(w http.ResponseWriter, _ *http.Request) {
 	case a.draining.Load():
 		httpx.WriteError(w, http.StatusServiceUnavailable, "draining", "shutting down", "")
 	case a.store != nil && !a.store.Ready():
-		httpx.WriteError(w, http.StatusServiceUnavailable, "not_ready", "the task store is not open", "")
+		httpx.WriteError(w, http.StatusServiceUnavailable, "not_ready", "the task store is closed or cannot reach its database", "")
 	default:
 		_ = httpx.WriteJSON(w, http.StatusOK, map[string]string{"status": "ready"})
 	}

@@ -49,7 +49,11 @@ func (a *App) mountModules(api chi.Router) error {
 		read = a.mods.cache.Middleware
 	}
 	if a.cfg.Modules.TasksEnabled() {
-		h, err := a.newTasksRouter(read, a.mods.cache.InvalidatePrefix)
+		taskRead := read
+		if a.sharedStore() {
+			taskRead = nil // see sharedStore
+		}
+		h, err := a.newTasksRouter(taskRead, a.mods.cache.InvalidatePrefix)
 		if err != nil {
 			return err
 		}

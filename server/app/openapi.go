@@ -42,7 +42,7 @@ func (a *App) openAPIDocument() ([]byte, error) {
 	status := httpx.JSONContent(obj{"type": "object", "properties": obj{"status": obj{"type": "string"}}})
 	paths["/healthz"] = obj{"get": plain("Liveness", "The process is alive", status)}
 	ready := plain("Readiness", "Ready to serve", status)
-	ready["responses"].(obj)["503"] = httpx.ErrorResponse("Draining or the store is not open")
+	ready["responses"].(obj)["503"] = httpx.ErrorResponse("Draining, or the task store is closed or cannot reach its database")
 	paths["/readyz"] = obj{"get": ready}
 	paths["/metrics"] = obj{"get": plain("Prometheus metrics", "Metrics in the Prometheus text format",
 		obj{"text/plain": obj{"schema": obj{"type": "string"}}})}

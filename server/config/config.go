@@ -24,6 +24,9 @@ const (
 	EnvConfig  = "MEDOPS_CONFIG"
 	EnvListen  = "MEDOPS_LISTEN"
 	EnvDataDir = "MEDOPS_DATA_DIR"
+	// EnvPostgresDSNFile names the file with the PostgreSQL connection
+	// string; setting it selects the PostgreSQL task store.
+	EnvPostgresDSNFile = "MEDOPS_POSTGRES_DSN_FILE"
 )
 
 // Load reads, defaults and validates the file at path. An empty path gives
@@ -215,9 +218,10 @@ func jsonKind(v any) string {
 
 // Flags are the command-line settings of medops-api.
 type Flags struct {
-	ConfigPath string
-	Listen     string
-	DataDir    string
+	ConfigPath      string
+	Listen          string
+	DataDir         string
+	PostgresDSNFile string
 }
 
 // ParseFlags reads args (without the program name). Each flag falls back to
@@ -230,6 +234,8 @@ func ParseFlags(name string, args []string, getenv func(string) string, output i
 	fs.StringVar(&f.ConfigPath, "config", getenv(EnvConfig), "YAML configuration file (env "+EnvConfig+"); empty means all defaults")
 	fs.StringVar(&f.Listen, "listen", getenv(EnvListen), "listen address host:port, overrides the file (env "+EnvListen+")")
 	fs.StringVar(&f.DataDir, "data-dir", getenv(EnvDataDir), "data directory, overrides the file (env "+EnvDataDir+")")
+	fs.StringVar(&f.PostgresDSNFile, "postgres-dsn-file", getenv(EnvPostgresDSNFile),
+		"file holding a PostgreSQL connection string: keep tasks in PostgreSQL instead of bbolt in the data directory, overrides the file's postgres.dsnFile (env "+EnvPostgresDSNFile+")")
 	if err := fs.Parse(args); err != nil {
 		return Flags{}, err
 	}
@@ -250,6 +256,9 @@ func FromFlags(f Flags) (*v1alpha1.WorkloadConfig, error) {
 	}
 	if f.DataDir != "" {
 		cfg.DataDir = f.DataDir
+	}
+	if f.PostgresDSNFile != "" {
+		cfg.Postgres = &v1alpha1.WorkloadPostgres{DSNFile: f.PostgresDSNFile}
 	}
 	return cfg, nil
 }

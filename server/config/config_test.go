@@ -115,20 +115,29 @@ func TestLoadNamesFileAndField(t *testing.T) {
 
 func TestFlagsEnvAndFilePrecedence(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "c.yaml")
-	if err := os.WriteFile(p, []byte("listen: 127.0.0.1:1111\ndataDir: /from/file\nlogLevel: warn\n"), 0o600); err != nil {
+	if err := os.WriteFile(p, []byte("listen: 127.0.0.1:1111\ndataDir: /from/file\nlogLevel: warn\npostgres:\n  dsnFile: /file/dsn\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	env := map[string]string{EnvConfig: p, EnvListen: "127.0.0.1:2222"}
 	getenv := func(k string) string { return env[k] }
 	for _, tc := range []struct {
-		name            string
-		args            []string
-		listen, dataDir string
+		name                 string
+		args                 []string
+		env                  map[string]string
+		listen, dataDir, dsn string
 	}{
-		{"env beats file", nil, "127.0.0.1:2222", "/from/file"},
-		{"flag beats env", []string{"--listen", "127.0.0.1:3333", "--data-dir", "d"}, "127.0.0.1:3333", "d"},
+		{"env beats file", nil, nil, "127.0.0.1:2222", "/from/file", "/file/dsn"},
+		{"dsn file from env", nil, map[string]string{EnvPostgresDSNFile: "/env/dsn"}, "127.0.0.1:2222", "/from/file", "/env/dsn"},
+		{"flag beats env", []string{"--listen", "127.0.0.1:3333", "--data-dir", "d", "--postgres-dsn-file", "/flag/dsn"},
+			map[string]string{EnvPostgresDSNFile: "/env/dsn"}, "127.0.0.1:3333", "d", "/flag/dsn"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			getenv := func(k string) string {
+				if v, ok := tc.env[k]; ok {
+					return v
+				}
+				return getenv(k)
+			}
 			f, err := ParseFlags("medops-api", tc.args, getenv, io.Discard)
 			if err != nil {
 				t.Fatal(err)
@@ -137,8 +146,8 @@ func TestFlagsEnvAndFilePrecedence(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if c.Listen != tc.listen || c.DataDir != tc.dataDir || c.LogLevel != "warn" {
-				t.Fatalf("got listen %s dataDir %s level %s", c.Listen, c.DataDir, c.LogLevel)
+			if c.Listen != tc.listen || c.DataDir != tc.dataDir || c.LogLevel != "warn" || c.PostgresDSNFile() != tc.dsn {
+				t.Fatalf("got listen %s dataDir %s level %s dsnFile %s", c.Listen, c.DataDir, c.LogLevel, c.PostgresDSNFile())
 			}
 		})
 	}

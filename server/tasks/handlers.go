@@ -111,6 +111,12 @@ func httpError(ctx context.Context, err error) error {
 		return httpx.Errorf(http.StatusNotFound, "not_found", "id", "no task with this id")
 	case errors.Is(err, ErrBadCursor):
 		return httpx.Errorf(http.StatusBadRequest, "invalid", "cursor", "cursor is not one this server returned")
+	case errors.Is(err, ErrUnavailable):
+		// The database is out of reach and the write was not acknowledged;
+		// the client may retry once /readyz is green again.
+		return &httpx.Error{Status: http.StatusServiceUnavailable, Code: "unavailable",
+			Message: "the task store cannot reach its database; retry shortly",
+			Header:  http.Header{"Retry-After": {"1"}}}
 	case errors.Is(err, ErrClosed):
 		return httpx.Errorf(http.StatusServiceUnavailable, "unavailable", "", "the task store is closed")
 	case ctx.Err() != nil:

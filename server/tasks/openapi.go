@@ -25,6 +25,13 @@ func OpenAPI(base string, decorate func(op obj, write bool) obj) (paths, schemas
 		query = append(query, obj{"name": p.name, "in": "query", "schema": p.schema, "description": p.doc})
 	}
 	errResp := httpx.ErrorResponse
+	// Every task route may answer 503 when the store is closed or, with
+	// PostgreSQL, cannot reach its database.
+	shared := decorate
+	decorate = func(op obj, write bool) obj {
+		op["responses"].(obj)["503"] = errResp("The task store is closed or cannot reach its database; retry later")
+		return shared(op, write)
+	}
 	task := httpx.JSONContent(httpx.SchemaRef("Task"))
 	list := func(summary string) obj {
 		return decorate(obj{

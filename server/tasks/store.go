@@ -45,6 +45,9 @@ var (
 	ErrConflict  = errors.New("task version conflict")
 	ErrClosed    = errors.New("store is closed")
 	ErrBadCursor = errors.New("invalid cursor")
+	// ErrUnavailable says the store cannot reach its database right now
+	// (the PostgreSQL store during an outage); the request may be retried.
+	ErrUnavailable = errors.New("task store is unavailable")
 )
 
 // ConflictError says the task changed since the version the caller read.

@@ -287,6 +287,7 @@ func TestHTTPErrors(t *testing.T) {
 		{fmt.Errorf("reading: %w", ErrNotFound), 404, "not_found", "id"},
 		{ErrBadCursor, 400, "invalid", "cursor"},
 		{fmt.Errorf("updating: %w", ErrClosed), 503, "unavailable", ""},
+		{fmt.Errorf("reading: %w: dial tcp: connection refused", ErrUnavailable), 503, "unavailable", ""},
 		{cause, 500, "internal", ""},
 	} {
 		var he *httpx.Error
@@ -295,6 +296,9 @@ func TestHTTPErrors(t *testing.T) {
 		}
 		if tc.status == 412 && he.Header.Get("ETag") != `"2"` {
 			t.Errorf("412 without the current ETag: %v", he.Header)
+		}
+		if errors.Is(tc.err, ErrUnavailable) && he.Header.Get("Retry-After") == "" {
+			t.Errorf("an outage's 503 should say when to retry: %v", he.Header)
 		}
 		if tc.status == 500 && !errors.Is(he, cause) {
 			t.Errorf("500 lost its cause: %v", he)

@@ -28,6 +28,7 @@ import (
 	"time"
 
 	"github.com/medops/medops/hack/bench/common"
+	"github.com/medops/medops/internal/pgtest"
 	"github.com/medops/medops/internal/repo"
 )
 
@@ -53,6 +54,7 @@ type options struct {
 	profile     string
 	apiEnv      string
 	rounds      int
+	postgres    bool
 }
 
 func main() {
@@ -69,6 +71,7 @@ func main() {
 	flag.StringVar(&o.profile, "profile", "", "folder for CPU and allocation profiles: runs hack/bench/apiprof (medops-api plus pprof on another port) and profiles each medops-api scenario")
 	flag.StringVar(&o.apiEnv, "api-env", "", "comma-separated NAME=VALUE environment for medops-api, for experiments (e.g. GOGC=400)")
 	flag.IntVar(&o.rounds, "rounds", 3, "times each scenario is measured, interleaved; the table shows medians")
+	flag.BoolVar(&o.postgres, "postgres", true, "also measure a second medops-api (one replica) on the PostgreSQL store, on a local PostgreSQL 15 started for the run")
 	flag.Parse()
 	if o.rounds < 1 {
 		o.rounds = 1
@@ -110,8 +113,9 @@ type scenario struct {
 	args   []string // script arguments (after "--")
 	target string   // the issue's target, for the table
 
-	scriptPath string // the script file written for this run
-	pid        int    // the server under test, for its CPU time
+	scriptPath string       // the script file written for this run
+	pid        int          // the server under test, for its CPU time
+	api        *common.Proc // the medops-api under test, for its memory
 }
 
 func run(o options) error {
@@ -203,7 +207,7 @@ func run(o options) error {
 	if err != nil {
 		return err
 	}
-	api, err := startAPI(apiBin, dir, apiPort, upAddr, o.logLevel, splitEnv(o.apiEnv), extraArgs)
+	api, err := startAPI(apiBin, dir, "medops-api", apiPort, upAddr, o.logLevel, "", splitEnv(o.apiEnv), extraArgs)
 	if err != nil {
 		return err
 	}
@@ -216,22 +220,55 @@ func run(o options) error {
 			return fmt.Errorf("%w\nmedops-api log:\n%s\nnginx log:\n%s", err, api.Tail(20), nginx.Tail(20))
 		}
 	}
-
-	fmt.Fprintf(os.Stderr, "seeding %d tasks ...\n", o.tasks)
-	seedStart := time.Now()
-	ids, err := seed(apiURL, o.tasks, 32)
+	ids, seedTook, err := seedAndCheck(apiURL, dir, "ids.txt", o.tasks, api)
 	if err != nil {
-		return fmt.Errorf("%w\nmedops-api log:\n%s", err, api.Tail(20))
+		return err
 	}
-	seedTook := time.Since(seedStart)
 	idsFile := filepath.Join(dir, "ids.txt")
-	if err := os.WriteFile(idsFile, []byte(strings.Join(ids, "\n")+"\n"), 0o644); err != nil {
-		return fmt.Errorf("writing task ids: %w", err)
-	}
-
 	gatewayURL := apiURL + "/api/v1/gateway/bench/data.json"
 	if err := checkCache(gatewayURL, len(body), apiURL+"/api/v1/tasks/"+ids[0], apiURL+"/api/v1/tasks?limit=50"); err != nil {
 		return err
+	}
+
+	// The same medops-api on the PostgreSQL store: one replica, its
+	// database on this machine, commits fsynced like bbolt's.
+	var apiPG *common.Proc
+	var pgURL, pgIDsFile string
+	var pgSeedTook time.Duration
+	if o.postgres {
+		pgBin, err := pgtest.BinDir()
+		if err != nil {
+			return fmt.Errorf("%w: install postgresql-15 (hack/bench/install-tools.sh does) or run with -postgres=false", err)
+		}
+		pg, err := pgtest.Launch(pgBin)
+		if err != nil {
+			return err
+		}
+		defer pg.Close()
+		dsnFile := filepath.Join(dir, "postgres-dsn")
+		if err := os.WriteFile(dsnFile, []byte(pg.DSN(pgtest.Database)), 0o600); err != nil {
+			return fmt.Errorf("writing the DSN file: %w", err)
+		}
+		port, err := common.FreePort()
+		if err != nil {
+			return err
+		}
+		if apiPG, err = startAPI(apiBin, dir, "medops-api-pg", port, upAddr, o.logLevel, dsnFile, splitEnv(o.apiEnv), extraArgs); err != nil {
+			return err
+		}
+		defer apiPG.Stop(30 * time.Second)
+		pgURL = fmt.Sprintf("http://127.0.0.1:%d", port)
+		if err := waitOK(pgURL+"/readyz", 60*time.Second); err != nil {
+			return fmt.Errorf("%w\nmedops-api (postgres) log:\n%s", err, apiPG.Tail(20))
+		}
+		pgIDs, took, err := seedAndCheck(pgURL, dir, "ids-pg.txt", o.tasks, apiPG)
+		if err != nil {
+			return err
+		}
+		pgSeedTook, pgIDsFile = took, filepath.Join(dir, "ids-pg.txt")
+		if err := checkCache(gatewayURL, len(body), pgURL+"/api/v1/tasks/"+pgIDs[0], pgURL+"/api/v1/tasks?limit=50"); err != nil {
+			return err
+		}
 	}
 
 	scenarios := []scenario{
@@ -242,6 +279,13 @@ func run(o options) error {
 		{name: "task", what: fmt.Sprintf("medops-api task GET by id (uncached, %d tasks)", o.tasks), url: apiURL, script: getIDsLua, args: []string{idsFile}, target: "≥0.4× rps"},
 		{name: "list", what: "medops-api task list, limit 50", url: apiURL + "/api/v1/tasks?limit=50"},
 		{name: "create", what: "medops-api task create (durable)", url: apiURL + "/api/v1/tasks", script: createLua, target: "≥3,000/s"},
+	}
+	if apiPG != nil {
+		scenarios = append(scenarios,
+			scenario{name: "task-pg", what: fmt.Sprintf("medops-api on postgres: task GET by id (%d tasks)", o.tasks), url: pgURL, script: getIDsLua, args: []string{pgIDsFile}, target: "≥0.25× rps", api: apiPG},
+			scenario{name: "list-pg", what: "medops-api on postgres: task list, limit 50", url: pgURL + "/api/v1/tasks?limit=50", api: apiPG},
+			scenario{name: "create-pg", what: "medops-api on postgres: task create (durable)", url: pgURL + "/api/v1/tasks", script: createLua, target: "≥3,000/s", api: apiPG},
+		)
 	}
 	selected := map[string]bool{}
 	for _, s := range strings.Split(o.only, ",") {
@@ -257,7 +301,10 @@ func run(o options) error {
 		case "bare":
 			scenarios[i].pid = upstream.Cmd.Process.Pid
 		default:
-			scenarios[i].pid = api.Cmd.Process.Pid
+			if scenarios[i].api == nil {
+				scenarios[i].api = api
+			}
+			scenarios[i].pid = scenarios[i].api.Cmd.Process.Pid
 		}
 	}
 	var ran []scenario
@@ -279,7 +326,7 @@ func run(o options) error {
 	// sees a store of exactly the seeded tasks.
 	var reads, writes []scenario
 	for _, s := range ran {
-		if s.name == "create" {
+		if strings.HasPrefix(s.name, "create") {
 			writes = append(writes, s)
 		} else {
 			reads = append(reads, s)
@@ -328,10 +375,10 @@ func run(o options) error {
 					}
 				}
 				results[s.name] = append(results[s.name], r)
-				if strings.HasPrefix(s.what, "medops-api") {
-					m, err := common.ReadMem(api.Cmd.Process.Pid)
+				if s.api != nil {
+					m, err := common.ReadMem(s.api.Cmd.Process.Pid)
 					if err != nil {
-						return fmt.Errorf("medops-api is gone after %s: %w\n%s", s.name, err, api.Tail(20))
+						return fmt.Errorf("medops-api is gone after %s: %w\n%s", s.name, err, s.api.Tail(20))
 					}
 					mems[s.name] = m
 				}
@@ -355,6 +402,12 @@ func run(o options) error {
 	}
 	fmt.Printf("medops-api binary: %s (CGO_ENABLED=0 go build -trimpath, as make build)\n", common.MiB(binInfo.Size()))
 	fmt.Printf("seeding: %d creates from 32 concurrent clients in %s (%.0f/s)\n", o.tasks, seedTook.Round(time.Millisecond), float64(o.tasks)/seedTook.Seconds())
+	if apiPG != nil {
+		if m, err := common.ReadMem(apiPG.Cmd.Process.Pid); err == nil {
+			fmt.Printf("medops-api on postgres: RSS after the run %s, peak %s (PostgreSQL's own processes not included)\n", common.MiB(m.RSS), common.MiB(m.HWM))
+		}
+		fmt.Printf("seeding on postgres: %d creates from 32 concurrent clients in %s (%.0f/s)\n", o.tasks, pgSeedTook.Round(time.Millisecond), float64(o.tasks)/pgSeedTook.Seconds())
+	}
 	fmt.Printf("load average at the end: %.2f\n", common.LoadAvg1())
 	if o.profile != "" {
 		fmt.Printf("profiles (figures above are from the profiled harness): go tool pprof -top %[1]s/<scenario>.profile.pprof; allocations: go tool pprof -sample_index=alloc_space -top %[1]s/<scenario>.allocs.pprof\n", o.profile)
@@ -485,8 +538,13 @@ http {
 // startAPI writes a config with the gateway pointing at the upstream, auth
 // disabled and a cache rule that keeps task reads out of the cache (a ttl of
 // 0 means "do not cache" for that prefix), then starts medops-api.
-func startAPI(bin, dir string, port int, upAddr, logLevel string, env, extraArgs []string) (*common.Proc, error) {
+//
+// With dsnFile set it keeps tasks in PostgreSQL instead of bbolt.
+func startAPI(bin, dir, name string, port int, upAddr, logLevel, dsnFile string, env, extraArgs []string) (*common.Proc, error) {
 	data := filepath.Join(dir, "data")
+	if dsnFile != "" {
+		data = filepath.Join(dir, "data-pg") // unused by the postgres store
+	}
 	conf := fmt.Sprintf(`listen: 127.0.0.1:%d
 dataDir: %s
 logLevel: %s
@@ -510,11 +568,14 @@ cache:
 auth:
   disabled: true
 `, port, data, logLevel, upAddr)
-	confPath := filepath.Join(dir, "medops-api.yaml")
+	if dsnFile != "" {
+		conf += fmt.Sprintf("postgres:\n  dsnFile: %s\n", dsnFile)
+	}
+	confPath := filepath.Join(dir, name+".yaml")
 	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
 		return nil, fmt.Errorf("writing the medops-api config: %w", err)
 	}
-	return common.Start("medops-api", filepath.Join(dir, "medops-api.log"), env, bin, append([]string{"--config", confPath}, extraArgs...)...)
+	return common.Start(name, filepath.Join(dir, name+".log"), env, bin, append([]string{"--config", confPath}, extraArgs...)...)
 }
 
 func waitOK(url string, within time.Duration) error {
@@ -534,6 +595,22 @@ func waitOK(url string, within time.Duration) error {
 		time.Sleep(50 * time.Millisecond)
 	}
 	return fmt.Errorf("%s did not answer 200 within %s: %v", url, within, last)
+}
+
+// seedAndCheck seeds n tasks and writes their ids, one a line, to
+// dir/idsName for get_ids.lua.
+func seedAndCheck(base, dir, idsName string, n int, api *common.Proc) ([]string, time.Duration, error) {
+	fmt.Fprintf(os.Stderr, "seeding %d tasks into %s ...\n", n, base)
+	start := time.Now()
+	ids, err := seed(base, n, 32)
+	if err != nil {
+		return nil, 0, fmt.Errorf("%w\nmedops-api log:\n%s", err, api.Tail(20))
+	}
+	took := time.Since(start)
+	if err := os.WriteFile(filepath.Join(dir, idsName), []byte(strings.Join(ids, "\n")+"\n"), 0o644); err != nil {
+		return nil, 0, fmt.Errorf("writing task ids: %w", err)
+	}
+	return ids, took, nil
 }
 
 // seed creates n tasks through the HTTP API from several clients at once and

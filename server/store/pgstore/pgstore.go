@@ -1,0 +1,539 @@
+// Package pgstore keeps tasks in PostgreSQL, so that several medops-api
+// replicas on several nodes share one set of tasks. It behaves like the
+// embedded bbolt store (server/store/boltstore): it passes the same
+// conformance suite (server/store/storetest), and a write returns only
+// after its commit.
+//
+// Conditional writes (If-Match) are decided by the database: an update is
+// "UPDATE ... WHERE id = $1 AND version = $2", so of two replicas racing on
+// one version exactly one changes a row; there is no read-then-write window.
+//
+// When the database cannot be reached every call fails at once with
+// tasks.ErrUnavailable (the API answers 503) instead of hanging, Ready turns
+// false, and a monitor pings with growing back-off until it answers again.
+// The connection string is read from a file on every new connection, so a
+// rotated password is used without a restart, and it never appears in an
+// error or a log line.
+package pgstore
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/medops/medops/server/tasks"
+)
+
+const (
+	defaultMaxConns     = 16
+	defaultOpTimeout    = 5 * time.Second
+	defaultStartTimeout = 30 * time.Second
+	connectTimeout      = 3 * time.Second
+	pingTimeout         = 2 * time.Second
+	// While up, the monitor pings this often, so /readyz notices an outage
+	// even when no request does.
+	healthEvery = time.Second
+	minBackoff  = 100 * time.Millisecond
+	maxBackoff  = 3 * time.Second
+	// An unconditional update that keeps losing races to other writers
+	// gives up after this many tries (each loss means another write won).
+	maxUpdateTries = 50
+)
+
+// Options configure Open.
+type Options struct {
+	// DSNFile holds the connection string (a postgres:// URL or key=value
+	// pairs). Required.
+	DSNFile string
+	// Logger receives outage and recovery lines; nil discards them.
+	Logger *slog.Logger
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// OpTimeout bounds one store call, so that a database that stops
+	// answering makes a 503 rather than a hung request. Zero means 5s.
+	OpTimeout time.Duration
+	// StartTimeout is how long Open waits for an unreachable database
+	// before giving up. Zero means 30s.
+	StartTimeout time.Duration
+}
+
+// Store is the PostgreSQL task tasks. It is safe for concurrent use.
+type Store struct {
+	pool      *pgxpool.Pool
+	dsn       *dsnSource
+	ids       *tasks.IDGen
+	now       func() time.Time
+	log       *slog.Logger
+	opTimeout time.Duration
+
+	up      atomic.Bool
+	closed  atomic.Bool
+	wake    chan struct{}
+	stop    context.CancelFunc
+	monDone chan struct{}
+}
+
+// Open connects, creates or migrates the schema, and starts the monitor.
+func Open(ctx context.Context, opts Options) (*Store, error) {
+	if opts.DSNFile == "" {
+		return nil, errors.New("opening the postgres task store: no DSN file")
+	}
+	s := &Store{
+		dsn:       &dsnSource{path: opts.DSNFile, connectTimeout: connectTimeout},
+		now:       opts.Now,
+		log:       opts.Logger,
+		opTimeout: opts.OpTimeout,
+		wake:      make(chan struct{}, 1),
+		monDone:   make(chan struct{}),
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	if s.opTimeout <= 0 {
+		s.opTimeout = defaultOpTimeout
+	}
+	s.ids = tasks.NewIDGen(s.now)
+	pc, err := s.dsn.config()
+	if err != nil {
+		return nil, err
+	}
+	pc.BeforeConnect = func(_ context.Context, cc *pgx.ConnConfig) error {
+		// Re-read the file for every new connection: after a rotation the
+		// old password stops working and the new one is already there.
+		fresh, err := s.dsn.config()
+		if err != nil {
+			return err
+		}
+		*cc = *fresh.ConnConfig
+		return nil
+	}
+	// The pool's own health check finds broken idle connections; the
+	// monitor below finds an unreachable server.
+	pc.HealthCheckPeriod = 10 * time.Second
+	if s.pool, err = pgxpool.NewWithConfig(ctx, pc); err != nil {
+		return nil, fmt.Errorf("opening the postgres task store: %w", s.dsn.redact(err))
+	}
+	startTimeout := opts.StartTimeout
+	if startTimeout <= 0 {
+		startTimeout = defaultStartTimeout
+	}
+	if err := s.migrateWhenReachable(ctx, startTimeout); err != nil {
+		s.pool.Close()
+		return nil, err
+	}
+	s.up.Store(true)
+	mctx, cancel := context.WithCancel(context.Background())
+	s.stop = cancel
+	go s.monitor(mctx)
+	return s, nil
+}
+
+// migrateWhenReachable runs the migrations, retrying while the database is
+// out of reach (a pod may start before its database does).
+func (s *Store) migrateWhenReachable(ctx context.Context, within time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, within)
+	defer cancel()
+	backoff := minBackoff
+	for {
+		err := migrate(ctx, s.pool)
+		if err == nil {
+			return nil
+		}
+		if !unreachable(err) || misconfigured(err) {
+			return fmt.Errorf("preparing the postgres task schema: %w", s.dsn.redact(err))
+		}
+		gaveUp := fmt.Errorf("preparing the postgres task schema: gave up after %s: %w", within, s.dsn.redact(err))
+		if ctx.Err() != nil {
+			return gaveUp
+		}
+		s.log.Warn("waiting for PostgreSQL", "err", s.dsn.redact(err).Error(), "retryIn", backoff.String())
+		select {
+		case <-ctx.Done():
+			return gaveUp
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, maxBackoff)
+	}
+}
+
+// misconfigured reports refusals that waiting will not cure: a wrong
+// password or user, a missing database, missing privileges. Start-up stops
+// on them at once with the server's reason.
+func misconfigured(err error) bool {
+	var pge *pgconn.PgError
+	return errors.As(err, &pge) && (strings.HasPrefix(pge.Code, "28") || pge.Code == "3D000" || pge.Code == "42501")
+}
+
+// Close stops the monitor and closes every connection.
+func (s *Store) Close() error {
+	if s.closed.Swap(true) {
+		return nil
+	}
+	s.stop()
+	<-s.monDone
+	s.pool.Close()
+	return nil
+}
+
+// Ready reports whether the store is open and its database answers.
+func (s *Store) Ready() bool { return !s.closed.Load() && s.up.Load() }
+
+// monitor pings the database: every healthEvery while it is up, and with
+// growing back-off (with jitter, so replicas do not ping in step) while
+// it is down. Only a ping brings the store back up.
+func (s *Store) monitor(ctx context.Context) {
+	defer close(s.monDone)
+	backoff := minBackoff
+	timer := time.NewTimer(healthEvery)
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.wake:
+		case <-timer.C:
+		}
+		pctx, cancel := context.WithTimeout(ctx, pingTimeout)
+		err := s.pool.Ping(pctx)
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		if err == nil {
+			if !s.up.Swap(true) {
+				s.log.Info("PostgreSQL is reachable again; task requests are served")
+			}
+			backoff = minBackoff
+			timer.Reset(healthEvery)
+			continue
+		}
+		s.markDown(err)
+		timer.Reset(backoff/2 + rand.N(backoff/2+1))
+		backoff = min(2*backoff, maxBackoff)
+	}
+}
+
+// markDown turns the store unavailable. On the transition it logs once and
+// drops every pooled connection: after a database restart they are all
+// dead, and handing them out one by one would fail one request each.
+func (s *Store) markDown(err error) {
+	if !s.up.Swap(false) {
+		return
+	}
+	s.log.Warn("PostgreSQL is unreachable; task requests answer 503 until it is back", "err", s.dsn.redact(err).Error())
+	s.pool.Reset()
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// run calls fn with the call's timeout and turns what went wrong into the
+// store's errors: domain outcomes pass through, an unreachable database
+// becomes tasks.ErrUnavailable, anything else is wrapped with what.
+func (s *Store) run(ctx context.Context, what string, fn func(context.Context) error) error {
+	if s.closed.Load() {
+		return tasks.ErrClosed
+	}
+	if !s.up.Load() {
+		// Fail at once while the monitor waits for the database: piling
+		// requests onto connection attempts would only slow its recovery.
+		return fmt.Errorf("%s: %w", what, tasks.ErrUnavailable)
+	}
+	octx, cancel := context.WithTimeout(ctx, s.opTimeout)
+	defer cancel()
+	err := fn(octx)
+	if err != nil && pgconn.SafeToRetry(err) && octx.Err() == nil {
+		// Nothing reached the server (a pooled connection it had closed):
+		// trying once more on a fresh connection cannot apply a write twice.
+		err = fn(octx)
+	}
+	switch {
+	case err == nil || domain(err):
+		return err
+	case ctx.Err() != nil:
+		// The caller gave up; not the database's fault.
+		return fmt.Errorf("%s: %w", what, ctx.Err())
+	case unreachable(err):
+		s.markDown(err)
+		return fmt.Errorf("%s: %w: %w", what, tasks.ErrUnavailable, s.dsn.redact(err))
+	}
+	return fmt.Errorf("%s: %w", what, s.dsn.redact(err))
+}
+
+// domain reports the outcomes of the caller's own making.
+func domain(err error) bool {
+	var fe *tasks.FieldError
+	return errors.Is(err, tasks.ErrNotFound) || errors.Is(err, tasks.ErrConflict) ||
+		errors.Is(err, tasks.ErrBadCursor) || errors.As(err, &fe)
+}
+
+// unreachable reports errors that mean the database is out of reach rather
+// than that it refused a statement: failed dials, broken or timed-out
+// connections, and the server's own connection-level errors. Everything
+// else (a refused statement, a bug) stays a plain error, a 500.
+func unreachable(err error) bool {
+	var ce *pgconn.ConnectError
+	if errors.As(err, &ce) {
+		// Whatever the reason (even a rejected password mid-rotation), no
+		// connection means no store until the monitor gets one.
+		return true
+	}
+	var pge *pgconn.PgError
+	if errors.As(err, &pge) {
+		switch {
+		case strings.HasPrefix(pge.Code, "08"), // connection exception
+			pge.Code == "57P01", // admin_shutdown
+			pge.Code == "57P02", // crash_shutdown
+			pge.Code == "57P03", // cannot_connect_now (starting up)
+			pge.Code == "53300", // too_many_connections
+			pge.Code == "28P01", // invalid_password (a rotation half done)
+			pge.Code == "25006": // read_only_sql_transaction: a failover left us on a standby
+			return true
+		}
+		return false
+	}
+	var ne net.Error
+	return errors.As(err, &ne) || pgconn.Timeout(err) ||
+		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, pgconn.ErrConnClosed) ||
+		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNREFUSED)
+}
+
+// labelsColumn is the labels for the array column, which is NOT NULL: a
+// task without labels has an empty array there (its JSON keeps its own
+// form).
+func labelsColumn(l []string) []string {
+	if l == nil {
+		return []string{}
+	}
+	return l
+}
+
+const insertSQL = `INSERT INTO medops_tasks (id, version, status, priority, assignee, labels, body)
+VALUES ($1, $2, $3, $4, $5, $6, $7)`
+
+// Create stores a new task and returns it once the commit is durable.
+func (s *Store) Create(ctx context.Context, t tasks.Task) (tasks.Task, error) {
+	if err := ctx.Err(); err != nil {
+		return tasks.Task{}, err
+	}
+	id, err := s.ids.Next()
+	if err != nil {
+		return tasks.Task{}, err
+	}
+	now := s.now().UTC()
+	t.ID, t.CreatedAt, t.UpdatedAt, t.Version = id, now, now, 1
+	body, err := json.Marshal(&t)
+	if err != nil {
+		return tasks.Task{}, fmt.Errorf("encoding task: %w", err)
+	}
+	err = s.run(ctx, "creating task", func(ctx context.Context) error {
+		_, err := s.pool.Exec(ctx, insertSQL, t.ID, t.Version, t.Status, t.Priority, t.Assignee, labelsColumn(t.Labels), body)
+		return err
+	})
+	if err != nil {
+		return tasks.Task{}, err
+	}
+	return t, nil
+}
+
+// Get returns one task.
+func (s *Store) Get(ctx context.Context, id string) (tasks.Task, error) {
+	if !tasks.ValidID(id) {
+		return tasks.Task{}, tasks.ErrNotFound
+	}
+	var body []byte
+	err := s.run(ctx, "reading task "+id, func(ctx context.Context) error {
+		err := s.pool.QueryRow(ctx, `SELECT body FROM medops_tasks WHERE id = $1`, id).Scan(&body)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return tasks.ErrNotFound
+		}
+		return err
+	})
+	if err != nil {
+		return tasks.Task{}, err
+	}
+	var t tasks.Task
+	if err := json.Unmarshal(body, &t); err != nil {
+		return tasks.Task{}, fmt.Errorf("decoding task %s: %w", id, err)
+	}
+	return t, nil
+}
+
+// Update applies mutate to the current task and stores the result. When
+// ifVersion is not zero the task must still be at that version, or a
+// *tasks.ConflictError is returned. The write is conditional on the version
+// read, so a concurrent writer (on any replica) makes it retry (ifVersion
+// zero) or fail with a conflict; mutate may therefore run more than once,
+// always on a freshly read task.
+func (s *Store) Update(ctx context.Context, id string, ifVersion int64, mutate func(*tasks.Task) error) (tasks.Task, error) {
+	if err := ctx.Err(); err != nil {
+		return tasks.Task{}, err
+	}
+	if !tasks.ValidID(id) {
+		return tasks.Task{}, tasks.ErrNotFound
+	}
+	for range maxUpdateTries {
+		cur, err := s.Get(ctx, id)
+		if err != nil {
+			return tasks.Task{}, err
+		}
+		if ifVersion != 0 && cur.Version != ifVersion {
+			return tasks.Task{}, &tasks.ConflictError{ID: id, Expected: ifVersion, Current: cur.Version}
+		}
+		next := cur
+		next.Labels = slices.Clone(cur.Labels) // an empty list stays empty, not null
+		if err := mutate(&next); err != nil {
+			return tasks.Task{}, err
+		}
+		next.ID, next.CreatedAt = cur.ID, cur.CreatedAt
+		next.Version = cur.Version + 1
+		next.UpdatedAt = s.now().UTC()
+		body, err := json.Marshal(&next)
+		if err != nil {
+			return tasks.Task{}, fmt.Errorf("encoding task %s: %w", id, err)
+		}
+		var won bool
+		err = s.run(ctx, "updating task "+id, func(ctx context.Context) error {
+			tag, err := s.pool.Exec(ctx, `UPDATE medops_tasks
+SET version = $3, status = $4, priority = $5, assignee = $6, labels = $7, body = $8
+WHERE id = $1 AND version = $2`, id, cur.Version, next.Version, next.Status, next.Priority, next.Assignee, labelsColumn(next.Labels), body)
+			won = err == nil && tag.RowsAffected() == 1
+			return err
+		})
+		if err != nil {
+			return tasks.Task{}, err
+		}
+		if won {
+			return next, nil
+		}
+		// Another write (or a delete) landed between our read and our
+		// update. With If-Match that is a conflict, reported with the
+		// version that won; without it, start again from the new version.
+		if ifVersion != 0 {
+			now, err := s.Get(ctx, id)
+			if err != nil {
+				return tasks.Task{}, err
+			}
+			return tasks.Task{}, &tasks.ConflictError{ID: id, Expected: ifVersion, Current: now.Version}
+		}
+	}
+	return tasks.Task{}, fmt.Errorf("updating task %s: lost %d races to other writers in a row", id, maxUpdateTries)
+}
+
+// Delete removes a task. When ifVersion is not zero the task must still be
+// at that version; the database checks it in the same statement.
+func (s *Store) Delete(ctx context.Context, id string, ifVersion int64) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if !tasks.ValidID(id) {
+		return tasks.ErrNotFound
+	}
+	var deleted bool
+	err := s.run(ctx, "deleting task "+id, func(ctx context.Context) error {
+		tag, err := s.pool.Exec(ctx, `DELETE FROM medops_tasks WHERE id = $1 AND ($2::bigint = 0 OR version = $2)`, id, ifVersion)
+		deleted = err == nil && tag.RowsAffected() == 1
+		return err
+	})
+	if err != nil || deleted {
+		return err
+	}
+	cur, err := s.Get(ctx, id)
+	if err != nil {
+		return err // ErrNotFound: there was nothing to delete
+	}
+	return &tasks.ConflictError{ID: id, Expected: ifVersion, Current: cur.Version}
+}
+
+// List returns tasks in id (creation) order, filtered and paged like the
+// bbolt store's List.
+func (s *Store) List(ctx context.Context, o tasks.ListOptions) (tasks.Page, error) {
+	limit := o.PageSize()
+	after, err := o.After()
+	if err != nil {
+		return tasks.Page{}, err
+	}
+	var (
+		where []string
+		args  []any
+	)
+	cond := func(format string, v any) {
+		args = append(args, v)
+		where = append(where, fmt.Sprintf(format, len(args)))
+	}
+	if after != "" {
+		cond("id > $%d", after)
+	}
+	if o.Status != "" {
+		cond("status = $%d", o.Status)
+	}
+	if o.Priority != "" {
+		cond("priority = $%d", o.Priority)
+	}
+	if o.Assignee != "" {
+		cond("assignee = $%d", o.Assignee)
+	}
+	if o.Label != "" {
+		cond("labels @> ARRAY[$%d::text]", o.Label)
+	}
+	q := "SELECT body FROM medops_tasks"
+	if len(where) > 0 {
+		q += " WHERE " + strings.Join(where, " AND ")
+	}
+	// One row more than the page tells whether there is a next page.
+	args = append(args, limit+1)
+	q += fmt.Sprintf(" ORDER BY id LIMIT $%d", len(args))
+
+	// Only database work runs inside run: anything failing there is the
+	// database's doing, which run classifies.
+	var bodies [][]byte
+	err = s.run(ctx, "listing tasks", func(ctx context.Context) error {
+		bodies = bodies[:0]
+		rows, err := s.pool.Query(ctx, q, args...)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var body []byte
+			if err := rows.Scan(&body); err != nil {
+				return err
+			}
+			bodies = append(bodies, body)
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return tasks.Page{}, err
+	}
+	page := tasks.Page{Items: make([]tasks.Task, len(bodies))}
+	for i, b := range bodies {
+		if err := json.Unmarshal(b, &page.Items[i]); err != nil {
+			return tasks.Page{}, fmt.Errorf("decoding a listed task: %w", err)
+		}
+	}
+	if len(page.Items) > limit {
+		page.Items = page.Items[:limit]
+		page.Next = tasks.EncodeCursor(page.Items[limit-1].ID)
+	}
+	return page, nil
+}

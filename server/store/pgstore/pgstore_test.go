@@ -1,0 +1,367 @@
+package pgstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/medops/medops/internal/pgtest"
+	"github.com/medops/medops/server/store/storetest"
+	"github.com/medops/medops/server/tasks"
+)
+
+func openTest(t testing.TB, dsnFile string, opts Options) *Store {
+	t.Helper()
+	opts.DSNFile = dsnFile
+	s, err := Open(t.Context(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	return s
+}
+
+// TestConformance runs the behaviour every task store shares, each case on
+// a fresh database of one server.
+func TestConformance(t *testing.T) {
+	srv := pgtest.Start(t)
+	n := 0
+	storetest.Run(t, func(t *testing.T) tasks.Store {
+		n++
+		dsn := srv.CreateDatabase(t, fmt.Sprintf("conformance_%d", n))
+		return openTest(t, pgtest.WriteDSNFile(t, dsn), Options{})
+	})
+}
+
+// TestThreeReplicasMigrateAtOnce: three stores opening one empty database
+// at the same moment all start, the schema is applied exactly once, and a
+// task written through one is read through the others.
+func TestThreeReplicasMigrateAtOnce(t *testing.T) {
+	srv := pgtest.Start(t)
+	dsnFile := pgtest.WriteDSNFile(t, srv.DSN(pgtest.Database))
+	stores := make([]*Store, 3)
+	errs := make([]error, 3)
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i := range stores {
+		wg.Go(func() {
+			<-start
+			stores[i], errs[i] = Open(t.Context(), Options{DSNFile: dsnFile})
+		})
+	}
+	close(start)
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("replica %d: %v", i, err)
+		}
+		t.Cleanup(func() { _ = stores[i].Close() })
+	}
+	c, err := pgx.Connect(t.Context(), srv.DSN(pgtest.Database))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(t.Context())
+	var applied, distinct int
+	if err := c.QueryRow(t.Context(), `SELECT count(*), count(DISTINCT version) FROM medops_schema_migrations`).Scan(&applied, &distinct); err != nil {
+		t.Fatal(err)
+	}
+	all, err := migrations()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if applied != len(all) || distinct != len(all) {
+		t.Fatalf("%d migration rows (%d distinct), want each of %d once", applied, distinct, len(all))
+	}
+	tk, err := stores[0].Create(t.Context(), tasks.Task{Title: "shared"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, s := range stores[1:] {
+		got, err := s.Get(t.Context(), tk.ID)
+		if err != nil || got.Title != "shared" || got.Version != 1 {
+			t.Fatalf("replica %d reads %+v, %v", i+1, got, err)
+		}
+	}
+}
+
+// TestRefusesNewerSchema: a medops-api older than the database's schema
+// stops with a message that says so, instead of writing rows it does not
+// understand.
+func TestRefusesNewerSchema(t *testing.T) {
+	srv := pgtest.Start(t)
+	dsnFile := pgtest.WriteDSNFile(t, srv.DSN(pgtest.Database))
+	s := openTest(t, dsnFile, Options{})
+	_ = s.Close()
+	all, _ := migrations()
+	c, err := pgx.Connect(t.Context(), srv.DSN(pgtest.Database))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(t.Context())
+	if _, err := c.Exec(t.Context(), `INSERT INTO medops_schema_migrations (version, name) VALUES ($1, 'future.sql')`, len(all)+1); err != nil {
+		t.Fatal(err)
+	}
+	_, err = Open(t.Context(), Options{DSNFile: dsnFile})
+	if err == nil || !strings.Contains(err.Error(), "newer than this medops-api") {
+		t.Fatalf("want a newer-schema error, got %v", err)
+	}
+}
+
+// TestOutageFailsFastAndRecovers: with the database down every call fails
+// at once with ErrUnavailable and Ready is false; after it is back the
+// store serves again without a restart, and what was committed before
+// the outage is there. Nothing in the errors or logs shows the password.
+func TestOutageFailsFastAndRecovers(t *testing.T) {
+	srv := pgtest.Start(t)
+	dsnFile := pgtest.WriteDSNFile(t, srv.DSN(pgtest.Database))
+	var logs syncBuf
+	s := openTest(t, dsnFile, Options{Logger: slog.New(slog.NewTextHandler(&logs, nil)), OpTimeout: 2 * time.Second})
+	ctx := t.Context()
+	before, err := s.Create(ctx, tasks.Task{Title: "before the outage"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Crash()
+	var errsSeen []string
+	deadline := time.Now().Add(30 * time.Second)
+	for s.Ready() {
+		if time.Now().After(deadline) {
+			t.Fatal("Ready stayed true with the database down")
+		}
+		if _, err := s.Get(ctx, before.ID); err != nil {
+			errsSeen = append(errsSeen, err.Error())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for _, op := range []func() error{
+		func() error { _, err := s.Create(ctx, tasks.Task{Title: "during"}); return err },
+		func() error { _, err := s.Get(ctx, before.ID); return err },
+		func() error { _, err := s.List(ctx, tasks.ListOptions{}); return err },
+		func() error { return s.Delete(ctx, before.ID, 0) },
+	} {
+		err := op()
+		if !errors.Is(err, tasks.ErrUnavailable) {
+			t.Fatalf("want ErrUnavailable with the database down, got %v", err)
+		}
+		errsSeen = append(errsSeen, err.Error())
+	}
+	if err := srv.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	deadline = time.Now().Add(30 * time.Second)
+	for !s.Ready() {
+		if time.Now().After(deadline) {
+			t.Fatalf("store not ready 30s after the database came back\n%s", logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	got, err := s.Get(ctx, before.ID)
+	if err != nil || got.Title != before.Title {
+		t.Fatalf("after recovery: %+v %v", got, err)
+	}
+	if _, err := s.Create(ctx, tasks.Task{Title: "after"}); err != nil {
+		t.Fatalf("create after recovery: %v", err)
+	}
+	all := logs.String() + strings.Join(errsSeen, "\n")
+	if strings.Contains(all, srv.Password) {
+		t.Fatalf("the password leaked:\n%s", all)
+	}
+	if !strings.Contains(logs.String(), "unreachable") || !strings.Contains(logs.String(), "reachable again") {
+		t.Fatalf("outage and recovery not logged:\n%s", logs.String())
+	}
+}
+
+// TestRotatedPasswordIsReadFromTheFile: after the role's password changes
+// and the file is rewritten, new connections use the new one; the store is
+// never reopened.
+func TestRotatedPasswordIsReadFromTheFile(t *testing.T) {
+	srv := pgtest.Start(t)
+	dsnFile := pgtest.WriteDSNFile(t, srv.DSN(pgtest.Database))
+	s := openTest(t, dsnFile, Options{})
+	ctx := t.Context()
+	tk, err := s.Create(ctx, tasks.Task{Title: "rotate"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	newPW := "rotated-" + srv.Password
+	srv.Exec(t, fmt.Sprintf("ALTER ROLE %s PASSWORD '%s'", pgtest.User, newPW))
+	if err := os.WriteFile(dsnFile, []byte(strings.Replace(srv.DSN(pgtest.Database), srv.Password, newPW, 1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// End every session: the pool must open new connections, which only
+	// the new password opens.
+	srv.Exec(t, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1", pgtest.User)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		got, err := s.Get(ctx, tk.ID)
+		if err == nil && got.ID == tk.ID {
+			break
+		}
+		if !errors.Is(err, tasks.ErrUnavailable) {
+			t.Fatalf("unexpected error while reconnecting: %v", err)
+		}
+		if strings.Contains(err.Error(), newPW) || strings.Contains(err.Error(), srv.Password) {
+			t.Fatalf("a password leaked into an error: %v", err)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no reconnect with the rotated password: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestBadDSNFileNamesTheFileNotTheSecret: start-up errors say which file
+// is wrong and never echo its content.
+func TestBadDSNFileNamesTheFileNotTheSecret(t *testing.T) {
+	dir := t.TempDir()
+	secret := "hunter2-very-secret"
+	for _, tc := range []struct {
+		name, content, want string
+	}{
+		{"empty", "\n", "is empty"},
+		{"not a DSN", "postgres://u:" + secret + "@host:notaport/db", "does not hold a valid connection string"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := dir + "/" + tc.name
+			if err := os.WriteFile(f, []byte(tc.content), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			_, err := Open(t.Context(), Options{DSNFile: f})
+			if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), f) {
+				t.Fatalf("want %q naming %s, got %v", tc.want, f, err)
+			}
+			if strings.Contains(err.Error(), secret) {
+				t.Fatalf("the DSN leaked: %v", err)
+			}
+		})
+	}
+	_, err := Open(t.Context(), Options{DSNFile: dir + "/missing"})
+	if err == nil || !strings.Contains(err.Error(), "missing") {
+		t.Fatalf("missing file: %v", err)
+	}
+}
+
+// TestWrongPasswordStopsStartUpAtOnce: a rejected password is not waited
+// out for the start timeout; the error says why, without the password.
+func TestWrongPasswordStopsStartUpAtOnce(t *testing.T) {
+	srv := pgtest.Start(t)
+	wrong := "wrong-" + srv.Password
+	f := pgtest.WriteDSNFile(t, strings.Replace(srv.DSN(pgtest.Database), srv.Password, wrong, 1))
+	_, err := Open(t.Context(), Options{DSNFile: f, StartTimeout: time.Minute})
+	if err == nil || !strings.Contains(err.Error(), "password authentication failed") || strings.Contains(err.Error(), "gave up") {
+		t.Fatalf("want an immediate authentication error, got %v", err)
+	}
+	if strings.Contains(err.Error(), wrong) {
+		t.Fatalf("the password leaked: %v", err)
+	}
+}
+
+// TestUnreachableAtStartGivesUpWithoutTheSecret: a database that never
+// answers makes Open fail after its start timeout, naming the problem
+// without the password.
+func TestUnreachableAtStartGivesUpWithoutTheSecret(t *testing.T) {
+	secret := "pw-never-shown-123"
+	f := pgtest.WriteDSNFile(t, "postgres://medops:"+secret+"@127.0.0.1:1/medops?sslmode=disable")
+	var logs syncBuf
+	_, err := Open(t.Context(), Options{DSNFile: f, StartTimeout: 500 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err == nil || !strings.Contains(err.Error(), "gave up") {
+		t.Fatalf("want a give-up error, got %v", err)
+	}
+	if strings.Contains(err.Error()+logs.String(), secret) {
+		t.Fatalf("the password leaked:\n%v\n%s", err, logs.String())
+	}
+}
+
+type syncBuf struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuf) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// BenchmarkCreateParallel measures durable creates (each committed with
+// fsync before it returns) from many concurrent writers.
+func BenchmarkCreateParallel(b *testing.B) {
+	srv := pgtest.Start(b)
+	s := openTest(b, pgtest.WriteDSNFile(b, srv.DSN(pgtest.Database)), Options{})
+	b.SetParallelism(16)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, err := s.Create(b.Context(), tasks.Task{Title: "bench", Labels: []string{"a"}}); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "creates/s")
+}
+
+func BenchmarkGet(b *testing.B) {
+	srv := pgtest.Start(b)
+	s := openTest(b, pgtest.WriteDSNFile(b, srv.DSN(pgtest.Database)), Options{})
+	tk, err := s.Create(b.Context(), tasks.Task{Title: "bench"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := s.Get(b.Context(), tk.ID); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// TestUnreachableOrRefused: only errors that mean the database is out of
+// reach turn into 503s; a statement the server refused stays an error of
+// its own (500), so a bug is not disguised as an outage.
+func TestUnreachableOrRefused(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		err  error
+		want bool
+	}{
+		{"dial refused", &net.OpError{Op: "dial", Err: syscall.ECONNREFUSED}, true},
+		{"reset", fmt.Errorf("read: %w", syscall.ECONNRESET), true},
+		{"eof", fmt.Errorf("receive message: %w", io.ErrUnexpectedEOF), true},
+		{"timeout", fmt.Errorf("query: %w", context.DeadlineExceeded), true},
+		{"conn closed", fmt.Errorf("query: %w", pgconn.ErrConnClosed), true},
+		{"admin shutdown", &pgconn.PgError{Code: "57P01"}, true},
+		{"starting up", &pgconn.PgError{Code: "57P03"}, true},
+		{"connection failure", &pgconn.PgError{Code: "08006"}, true},
+		{"read-only standby", &pgconn.PgError{Code: "25006"}, true},
+		{"unique violation", &pgconn.PgError{Code: "23505"}, false},
+		{"undefined table", &pgconn.PgError{Code: "42P01"}, false},
+		{"plain bug", errors.New("cannot scan"), false},
+		{"connect refused by the server", &pgconn.ConnectError{Config: &pgconn.Config{}}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := unreachable(tc.err); got != tc.want {
+				t.Fatalf("unreachable(%v) = %v, want %v", tc.err, got, tc.want)
+			}
+		})
+	}
+}
