@@ -4,11 +4,13 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
+	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/medops/medops/api/v1alpha1"
 )
@@ -55,10 +57,13 @@ type Kind struct {
 // +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=networking.k8s.io,resources=ingresses,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=networking.k8s.io,resources=networkpolicies,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=gateway.networking.k8s.io,resources=httproutes,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=monitoring.coreos.com,resources=servicemonitors,verbs=get;list;watch;create;update;patch;delete
 
 // Kinds is the table of child kinds, in apply order: the ServiceAccount,
 // the ConfigMap and the PVC exist before the Deployment whose pods use
-// them, the Service before the Ingress that routes to it, and the HPA comes
+// them, the Service before the Ingress and HTTPRoute that route to it, and
+// the ServiceMonitor that scrapes it, and the HPA comes
 // after the Deployment it scales. Deletion of unwanted children follows the
 // same order.
 //
@@ -84,6 +89,9 @@ func Kinds() []Kind {
 			func(s *v1alpha1.MedOpsAPISpec) bool { return s.PodDisruptionBudget != nil }, BuildPDB),
 		kind(networkingv1.SchemeGroupVersion.WithKind("Ingress"), sameName, (*v1alpha1.MedOpsAPISpec).IngressEnabled, BuildIngress),
 		kind(networkingv1.SchemeGroupVersion.WithKind("NetworkPolicy"), sameName, (*v1alpha1.MedOpsAPISpec).NetworkPolicyEnabled, BuildNetworkPolicy),
+		kind(gatewayv1.SchemeGroupVersion.WithKind("HTTPRoute"), sameName, (*v1alpha1.MedOpsAPISpec).RouteEnabled, BuildHTTPRoute).FromCRD(gatewayv1.Install),
+		kind(monitoringv1.SchemeGroupVersion.WithKind("ServiceMonitor"), sameName,
+			(*v1alpha1.MedOpsAPISpec).ServiceMonitorEnabled, BuildServiceMonitor).FromCRD(monitoringv1.AddToScheme),
 	}
 }
 
