@@ -248,7 +248,9 @@ storage: {ephemeral: true}
 ingress: {enabled: true, host: a.example}
 networkPolicy: {enabled: true}
 auth: {tokenSecretRef: {name: t}}
-podDisruptionBudget: {minAvailable: 1}`,
+podDisruptionBudget: {minAvailable: 1}
+route: {enabled: true, parentRefs: [{name: gw}], hostnames: [a.example]}
+monitoring: {serviceMonitor: {enabled: true}}`,
 	}
 	for _, f := range sampleFiles(t) {
 		b, err := os.ReadFile(f)

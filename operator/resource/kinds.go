@@ -62,10 +62,9 @@ type Kind struct {
 
 // Kinds is the table of child kinds, in apply order: the ServiceAccount,
 // the ConfigMap and the PVC exist before the Deployment whose pods use
-// them, the Service before the Ingress and HTTPRoute that route to it, and
-// the ServiceMonitor that scrapes it, and the HPA comes
-// after the Deployment it scales. Deletion of unwanted children follows the
-// same order.
+// them, the Service before the Ingress, HTTPRoute and ServiceMonitor that
+// point at it, and the HPA comes after the Deployment it scales. Deletion of
+// unwanted children follows the same order.
 //
 // The token Secret is not a child kind of this table: the reconciler
 // creates it once and never rewrites it (see operator/token.go).
