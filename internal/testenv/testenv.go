@@ -10,8 +10,10 @@ package testenv
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
+	"strings"
 	"testing"
 
 	"k8s.io/client-go/rest"
@@ -73,4 +75,34 @@ func StartForTest(t testing.TB, crdDirs ...string) (*envtest.Environment, *rest.
 		}
 	})
 	return env, cfg
+}
+
+// GatewayAPICRDs returns the Gateway API CRDs of the standard channel that
+// the operator uses (Gateway and HTTPRoute), from the sigs.k8s.io/gateway-api
+// module that go.mod pins: the CRDs always match the Go types, and no copy
+// is kept in this repository.
+func GatewayAPICRDs() ([]string, error) {
+	cmd := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "sigs.k8s.io/gateway-api")
+	cmd.Dir = repo.Root()
+	out, err := cmd.Output()
+	if err != nil {
+		return nil, fmt.Errorf("find the sigs.k8s.io/gateway-api module (go list -m): %w", err)
+	}
+	dir := filepath.Join(strings.TrimSpace(string(out)), "config", "crd", "standard")
+	files := []string{
+		filepath.Join(dir, "gateway.networking.k8s.io_gateways.yaml"),
+		filepath.Join(dir, "gateway.networking.k8s.io_httproutes.yaml"),
+	}
+	for _, f := range files {
+		if _, err := os.Stat(f); err != nil {
+			return nil, fmt.Errorf("gateway API CRD: %w", err)
+		}
+	}
+	return files, nil
+}
+
+// MonitoringCRD is a minimal monitoring.coreos.com/v1 ServiceMonitor CRD
+// (see the file's comment for why it is not the real one).
+func MonitoringCRD() string {
+	return filepath.Join(repo.Root(), "internal", "testenv", "crds", "monitoring.coreos.com_servicemonitors.yaml")
 }
