@@ -206,13 +206,16 @@ spec:
 // startPostgres runs a real PostgreSQL 15 (internal/pgtest: initdb, the
 // postmaster as nobody) on the node's address, where the pods reach it, as
 // a CloudNativePG cluster's Service would be reached. It takes password
-// logins from the pods' range; the HA sample's Secret carries its URI.
+// logins from the pods' range and the node; the HA sample's Secret carries
+// its URI.
 func (s *suite) startPostgres() error {
 	bin, err := pgtest.BinDir()
 	if err != nil {
 		return fmt.Errorf("%w: install PostgreSQL 15 with hack/install-postgres.sh (.ci/run does)", err)
 	}
-	pg, err := pgtest.LaunchOn(bin, cluster.NodeIP, cluster.PodCIDR)
+	// The pods, and the suite itself (its connections to the node's
+	// address come from that address).
+	pg, err := pgtest.LaunchOn(bin, cluster.NodeIP, cluster.PodCIDR, cluster.NodeIP+"/32")
 	if err != nil {
 		return fmt.Errorf("starting PostgreSQL on %s: %w", cluster.NodeIP, err)
 	}
