@@ -185,6 +185,7 @@ spec:
 			}
 			return nil
 		})
+		eq(t, "GET status.url", "200 medops-api", func() string { r := s.do(t, gw, "GET", url, "", nil); return fmt.Sprint(r.code, " ", r.field("name")) }())
 		r := s.do(t, gw, "GET", url+"api/v1/tasks/"+id, token, nil)
 		eq(t, "GET status.url + api/v1/tasks/"+id, "200 via HTTPRoute", fmt.Sprint(r.code, " ", r.field("title")))
 	})

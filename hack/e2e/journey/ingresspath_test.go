@@ -42,8 +42,14 @@ spec:
 	url := s.jp(t, ns, "medopsapi/"+pathName, "{.status.url}")
 	api := strings.TrimSuffix(url, "/") + "/api/v1/tasks"
 	token := s.secretValue(t, pathName+"-token", "token")
-	s.check(t, "ingress.path /medops: status.url is under the path, and Traefik serves the API at status.url + /api/v1 (create, read back, list)", func(t *testing.T) {
+	s.check(t, "ingress.path /medops: status.url is under the path, GET of it is medops-api's index, and Traefik serves the API at status.url + /api/v1 (create, read back, list)", func(t *testing.T) {
 		eq(t, "status.url", "http://"+pathHost+"/medops", strings.TrimSuffix(url, "/"))
+		s.waitFor(t, "GET status.url through Traefik", s.wait(), func() error {
+			if r := s.do(t, hc, "GET", url, "", nil); r.code != 200 || r.field("name") != "medops-api" {
+				return fmt.Errorf("GET %s: %v", url, r)
+			}
+			return nil
+		})
 		var id string
 		s.waitFor(t, "a create through Traefik", s.wait(), func() error {
 			r := s.do(t, hc, "POST", api, token, []byte(`{"title":"under /medops"}`))
