@@ -25,6 +25,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/recorder"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/medops/medops/api/v1alpha1"
 	"github.com/medops/medops/operator/apply"
@@ -116,7 +117,9 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager, maxConcurrent int) error
 			predicate.AnnotationChangedPredicate{},
 		)))
 	// Children are watched unfiltered: an edit or deletion by anyone must
-	// bring the child back, and Deployment status feeds ours.
+	// bring the child back, and the Deployment's and HTTPRoute's status feed
+	// ours. Only served kinds are watched: a watch of a kind without CRD
+	// would fail the manager's start.
 	for _, k := range r.Kinds {
 		b = b.Owns(k.New())
 	}
@@ -175,7 +178,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 		return reconcile.Result{}, nil
 	}
 
-	obs := observed{}
+	obs := observed{unavailable: unavailableKinds(resource.Kinds(), r.Kinds, &m.Spec)}
 	// Events go out once per reconcile, one per kind of change, naming the
 	// objects (finish records them): at scale, one Event per child would be
 	// most of the operator's writes.
@@ -232,6 +235,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 		if dep, ok := c.Object.(*appsv1.Deployment); ok && c.Wanted {
 			obs.desired = dep
 			obs.live, _ = now.(*appsv1.Deployment)
+		}
+		if _, ok := c.Object.(*gatewayv1.HTTPRoute); ok && c.Wanted {
+			obs.route, _ = now.(*gatewayv1.HTTPRoute)
 		}
 	}
 	if !changed.empty() {

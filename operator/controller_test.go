@@ -19,11 +19,11 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	apiresource "k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/medops/medops/api/v1alpha1"
 	"github.com/medops/medops/operator/resource"
@@ -976,16 +976,25 @@ func TestNoWritesAfterConvergence(t *testing.T) {
 		m.Spec.Architectures = []v1alpha1.Architecture{v1alpha1.ArchARM64}
 		m.Spec.Storage = &v1alpha1.StorageSpec{Ephemeral: true}
 		m.Spec.Autoscaling = &v1alpha1.AutoscalingSpec{MaxReplicas: 3}
+		// The HTTPRoute CRD defaults fields of parentRefs, matches and
+		// backendRefs: the operator must not fight that defaulting.
+		m.Spec.Route = routeSpec()
+		m.Spec.Monitoring = monitoringSpec()
 	}))
 	eventually(t, wait, "Deployment created", func() error { return get(t, s, ns, "api", &appsv1.Deployment{}) })
 	setDeploymentRolledOut(t, s, ns, "api")
-	eventually(t, wait, "Ready", func() error {
+	eventually(t, wait, "HTTPRoute created", func() error { return get(t, s, ns, "api", &gatewayv1.HTTPRoute{}) })
+	setRouteParentStatus(t, s, ns, "api", metav1.ConditionTrue, metav1.ConditionTrue, "ResolvedRefs")
+	eventually(t, wait, "Ready and route accepted", func() error {
 		var m v1alpha1.MedOpsAPI
 		if err := get(t, s, ns, "api", &m); err != nil {
 			return err
 		}
 		if c := condition(&m, v1alpha1.ConditionReady); c == nil || c.Status != metav1.ConditionTrue {
 			return fmt.Errorf("Ready = %+v", c)
+		}
+		if c := condition(&m, v1alpha1.ConditionRouteAccepted); c == nil || c.Status != metav1.ConditionTrue {
+			return fmt.Errorf("RouteAccepted = %+v", c)
 		}
 		return nil
 	})
@@ -1082,20 +1091,13 @@ func TestCacheHoldsOnlyWhatTheOperatorNeeds(t *testing.T) {
 	}
 }
 
-// TestServedKindsDropsOptionalKindsTheClusterLacks runs the start-up lookup
-// against the real apiserver: an optional kind whose API is served stays,
-// one whose CRD is missing (HTTPRoute, no Gateway API here) is left out,
-// and required kinds are kept without a lookup.
-func TestServedKindsDropsOptionalKindsTheClusterLacks(t *testing.T) {
+// TestServedKindsKeepsServedOptionalKinds runs the start-up lookup against
+// the suite's apiserver, which serves Gateway API and the ServiceMonitor: no
+// kind is left out. (TestOptionalKindsMissing covers a cluster without them.)
+func TestServedKindsKeepsServedOptionalKinds(t *testing.T) {
 	t.Parallel()
 	s := suite(t)
-	kinds := resource.Kinds()
-	httpRoute := kinds[0]
-	httpRoute.GVK = schema.GroupVersionKind{Group: "gateway.networking.k8s.io", Version: "v1", Kind: "HTTPRoute"}
-	httpRoute.Optional = true
-	servedOptional := kinds[1]
-	servedOptional.Optional = true
-	got, err := servedKinds(s.cfg, append(kinds, httpRoute, servedOptional))
+	got, err := ServedKinds(s.cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1103,7 +1105,7 @@ func TestServedKindsDropsOptionalKindsTheClusterLacks(t *testing.T) {
 	for _, k := range got {
 		names = append(names, k.GVK.Kind)
 	}
-	if len(got) != len(kinds)+1 || got[len(got)-1].GVK != servedOptional.GVK {
-		t.Errorf("served kinds %v: want the %d table kinds and the served optional %s, not HTTPRoute", names, len(kinds), servedOptional.GVK.Kind)
+	if len(got) != len(resource.Kinds()) {
+		t.Errorf("served kinds %v: want all %d kinds of the table", names, len(resource.Kinds()))
 	}
 }

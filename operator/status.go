@@ -9,6 +9,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/medops/medops/api/v1alpha1"
 	"github.com/medops/medops/operator/resource"
@@ -42,6 +43,12 @@ type observed struct {
 	desired *appsv1.Deployment
 	// live is the Deployment as the cache holds it (nil before it exists).
 	live *appsv1.Deployment
+	// route is the HTTPRoute as it now stands (nil when not wanted or not
+	// made yet); its status.parents feed the RouteAccepted condition.
+	route *gatewayv1.HTTPRoute
+	// unavailable names the kinds (HTTPRoute, ServiceMonitor) the spec asks
+	// for that the cluster does not serve.
+	unavailable map[string]bool
 }
 
 func (o *observed) degraded(reason, msg string) { o.failReason, o.failMessage = reason, msg }
@@ -50,6 +57,16 @@ func (o *observed) degraded(reason, msg string) { o.failReason, o.failMessage = 
 // generation it was computed for, so a Ready of an older spec is never
 // mistaken for the current one.
 func computeStatus(m *v1alpha1.MedOpsAPI, obs observed) v1alpha1.MedOpsAPIStatus {
+	status := computeWorkloadStatus(m, obs)
+	if obs.failReason == "" {
+		setExtraConditions(&status, m, obs)
+	}
+	return status
+}
+
+// computeWorkloadStatus derives Ready, Progressing and Degraded from the
+// Deployment, and the status fields.
+func computeWorkloadStatus(m *v1alpha1.MedOpsAPI, obs observed) v1alpha1.MedOpsAPIStatus {
 	status := *m.Status.DeepCopy()
 	gen := m.Generation
 	set := func(typ string, cs metav1.ConditionStatus, reason, msg string) {

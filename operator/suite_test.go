@@ -80,7 +80,18 @@ func suite(t *testing.T) *envSuite {
 }
 
 func startSuite() (*envSuite, error) {
-	env, cfg, err := testenv.Start(testenv.CRDDir())
+	// Gateway API and the ServiceMonitor are served here, so every child
+	// kind is managed; TestOptionalKindsMissing runs a control plane of its
+	// own without them.
+	gatewayCRDs, err := testenv.GatewayAPICRDs()
+	if err != nil {
+		return nil, err
+	}
+	monitoringCRD, err := testenv.MonitoringCRD()
+	if err != nil {
+		return nil, err
+	}
+	env, cfg, err := testenv.Start(append([]string{testenv.CRDDir(), monitoringCRD}, gatewayCRDs...)...)
 	if err != nil {
 		return nil, err
 	}

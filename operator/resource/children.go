@@ -199,13 +199,27 @@ func BuildPVC(d *Desired) *corev1.PersistentVolumeClaim {
 }
 
 // BuildNetworkPolicy returns a NetworkPolicy that admits traffic to the
-// pods' http port only from the same namespace and from the ingress
-// controller's namespace, or nil when unset.
+// pods' http port only from the same namespace, from the ingress
+// controller's namespace and from Prometheus's (spec.monitoring.prometheusNamespace),
+// or nil when unset.
 func BuildNetworkPolicy(d *Desired) *networkingv1.NetworkPolicy {
 	m := d.MedOpsAPI
 	np := m.Spec.NetworkPolicy
 	if np == nil {
 		return nil
+	}
+	from := []networkingv1.NetworkPolicyPeer{
+		// Any pod of the MedOpsAPI's own namespace.
+		{PodSelector: &metav1.LabelSelector{}},
+		// The ingress controller (or Gateway's data plane);
+		// kubernetes.io/metadata.name is set on every namespace by the
+		// apiserver.
+		namespacePeer(np.IngressControllerNamespace),
+	}
+	// Prometheus scrapes /metrics on the http port, so its namespace is one
+	// more peer of the same rule.
+	if mon := m.Spec.Monitoring; mon != nil && mon.PrometheusNamespace != "" && mon.PrometheusNamespace != np.IngressControllerNamespace {
+		from = append(from, namespacePeer(mon.PrometheusNamespace))
 	}
 	return &networkingv1.NetworkPolicy{
 		ObjectMeta: objectMeta(m, m.Name),
@@ -217,16 +231,15 @@ func BuildNetworkPolicy(d *Desired) *networkingv1.NetworkPolicy {
 					Protocol: ptr(corev1.ProtocolTCP),
 					Port:     ptr(intstr.FromString(HTTPPortName)),
 				}},
-				From: []networkingv1.NetworkPolicyPeer{
-					// Any pod of the MedOpsAPI's own namespace.
-					{PodSelector: &metav1.LabelSelector{}},
-					// The ingress controller; kubernetes.io/metadata.name is
-					// set on every namespace by the apiserver.
-					{NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{
-						LabelNamespaceName: np.IngressControllerNamespace,
-					}}},
-				},
+				From: from,
 			}},
 		},
 	}
+}
+
+// namespacePeer admits every pod of the namespace named ns.
+func namespacePeer(ns string) networkingv1.NetworkPolicyPeer {
+	return networkingv1.NetworkPolicyPeer{NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{
+		LabelNamespaceName: ns,
+	}}}
 }
