@@ -45,7 +45,8 @@ const conflictRequeueDelay = time.Second
 //
 // Reads of children go to the informer cache (scoped to our label, see
 // CacheOptions). Secret data is never cached: Cache serves the metadata-only
-// Secret informer, and APIReader reads the one token Secret's data when its
+// Secret informer, and APIReader reads the data of a Secret the MedOpsAPI
+// references (its token, its PostgreSQL connection string) when its
 // resourceVersion differs from the one remembered in secretHashes.
 type Reconciler struct {
 	Client    client.Client

@@ -133,9 +133,10 @@ func servedKinds(cfg *rest.Config, kinds []resource.Kind) ([]resource.Kind, erro
 //     ConfigMaps of other applications are never held in memory;
 //   - Secrets are watched metadata-only and trimmed to name, labels, owner
 //     references and resourceVersion. The watch triggers a reconcile when an
-//     owned token Secret or a user's tokenSecretRef Secret changes; the data
-//     itself is read uncached through the API reader, only for the one
-//     Secret a MedOpsAPI references, so no Secret data ever sits in memory;
+//     owned token Secret or a Secret a spec names (auth.tokenSecretRef,
+//     storage.postgres.secretRef) changes; the data itself is read uncached
+//     through the API reader, only for the Secrets a MedOpsAPI references,
+//     so no Secret data ever sits in memory;
 //   - managedFields are stripped from everything cached: the operator never
 //     reads them (server-side apply computes ownership in the apiserver).
 func CacheOptions(namespaces []string, kinds []resource.Kind) cache.Options {

@@ -87,7 +87,11 @@ func startSuite() (*envSuite, error) {
 	if err != nil {
 		return nil, err
 	}
-	env, cfg, err := testenv.Start(append([]string{testenv.CRDDir(), testenv.MonitoringCRD()}, gatewayCRDs...)...)
+	monitoringCRD, err := testenv.MonitoringCRD()
+	if err != nil {
+		return nil, err
+	}
+	env, cfg, err := testenv.Start(append([]string{testenv.CRDDir(), monitoringCRD}, gatewayCRDs...)...)
 	if err != nil {
 		return nil, err
 	}

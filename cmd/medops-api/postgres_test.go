@@ -42,8 +42,8 @@ type reply struct {
 	version int64
 }
 
-// pgCall sends one request; body is JSON, header pairs follow.
-func pgCall(c *http.Client, method, url, body string, header ...string) (reply, error) {
+// send sends one request; body is JSON, header pairs follow.
+func send(c *http.Client, method, url, body string, header ...string) (reply, error) {
 	var rd io.Reader
 	if body != "" {
 		rd = strings.NewReader(body)
@@ -77,7 +77,7 @@ func pgCall(c *http.Client, method, url, body string, header ...string) (reply, 
 
 func mustCreate(t *testing.T, c *http.Client, base, body string) reply {
 	t.Helper()
-	r, err := pgCall(c, http.MethodPost, base+"/api/v1/tasks", body)
+	r, err := send(c, http.MethodPost, base+"/api/v1/tasks", body)
 	if err != nil || r.status != http.StatusCreated {
 		t.Fatalf("create: %d %s %v", r.status, r.body, err)
 	}
@@ -116,7 +116,7 @@ func TestPostgresThreeReplicasNoStaleReads(t *testing.T) {
 			// Each client owns one task and one assignee, so its list
 			// filter finds exactly its task.
 			who := fmt.Sprintf("client-%d", cl)
-			created, err := pgCall(c, http.MethodPost, reps[cl%3].base+"/api/v1/tasks", `{"title":"probe","assignee":"`+who+`"}`)
+			created, err := send(c, http.MethodPost, reps[cl%3].base+"/api/v1/tasks", `{"title":"probe","assignee":"`+who+`"}`)
 			if err != nil || created.status != http.StatusCreated {
 				t.Errorf("create: %d %v", created.status, err)
 				return
@@ -129,14 +129,14 @@ func TestPostgresThreeReplicasNoStaleReads(t *testing.T) {
 				// would answer with an old version.
 				pair := pairs[(cl+i/50)%len(pairs)]
 				w, r := reps[pair[0]], reps[pair[1]]
-				up, err := pgCall(c, http.MethodPatch, w.base+"/api/v1/tasks/"+tk.ID, fmt.Sprintf(`{"details":"round %d"}`, i))
+				up, err := send(c, http.MethodPatch, w.base+"/api/v1/tasks/"+tk.ID, fmt.Sprintf(`{"details":"round %d"}`, i))
 				if err != nil || up.status != http.StatusOK {
 					t.Errorf("patch: %d %s %v", up.status, up.body, err)
 					return
 				}
 				var got reply
 				if i%4 == 3 {
-					got, err = pgCall(c, http.MethodGet, r.base+"/api/v1/tasks?assignee="+who, "")
+					got, err = send(c, http.MethodGet, r.base+"/api/v1/tasks?assignee="+who, "")
 					var page struct {
 						Items []struct{ Version int64 }
 					}
@@ -145,7 +145,7 @@ func TestPostgresThreeReplicasNoStaleReads(t *testing.T) {
 						got.version = page.Items[0].Version
 					}
 				} else {
-					got, err = pgCall(c, http.MethodGet, r.base+"/api/v1/tasks/"+tk.ID, "")
+					got, err = send(c, http.MethodGet, r.base+"/api/v1/tasks/"+tk.ID, "")
 				}
 				if err != nil || got.status != http.StatusOK {
 					t.Errorf("read: %d %s %v", got.status, got.body, err)
@@ -184,7 +184,7 @@ func TestPostgresIfMatchRaceOneWinner(t *testing.T) {
 		for i, p := range []*proc{a, b} {
 			wg.Go(func() {
 				<-go_
-				replies[i], errs[i] = pgCall(c, http.MethodPatch, p.base+"/api/v1/tasks/"+id,
+				replies[i], errs[i] = send(c, http.MethodPatch, p.base+"/api/v1/tasks/"+id,
 					fmt.Sprintf(`{"assignee":"replica-%d"}`, i), "If-Match", `"1"`)
 			})
 		}
@@ -208,7 +208,7 @@ func TestPostgresIfMatchRaceOneWinner(t *testing.T) {
 		if ok != 1 || lost != 1 {
 			t.Fatalf("round %d: statuses %d and %d, want one 200 and one 412", round, replies[0].status, replies[1].status)
 		}
-		final, err := pgCall(c, http.MethodGet, b.base+"/api/v1/tasks/"+id, "")
+		final, err := send(c, http.MethodGet, b.base+"/api/v1/tasks/"+id, "")
 		if err != nil || final.version != 2 {
 			t.Fatalf("round %d: final version %d, %v", round, final.version, err)
 		}
@@ -236,7 +236,7 @@ func TestPostgresRestartUnderLoad(t *testing.T) {
 		wg.Go(func() {
 			c := &http.Client{Timeout: 15 * time.Second}
 			for i := 0; !stop.Load(); i++ {
-				r, err := pgCall(c, http.MethodPost, p.base+"/api/v1/tasks", fmt.Sprintf(`{"title":"w%d-%d"}`, w, i))
+				r, err := send(c, http.MethodPost, p.base+"/api/v1/tasks", fmt.Sprintf(`{"title":"w%d-%d"}`, w, i))
 				if err != nil {
 					t.Errorf("create failed outright (a hang or a dropped connection): %v", err)
 					return
@@ -280,7 +280,7 @@ func TestPostgresRestartUnderLoad(t *testing.T) {
 		}
 	}
 	readyz := func() int {
-		r, err := pgCall(http.DefaultClient, http.MethodGet, p.base+"/readyz", "")
+		r, err := send(http.DefaultClient, http.MethodGet, p.base+"/readyz", "")
 		if err != nil {
 			return 0
 		}
@@ -309,12 +309,12 @@ func TestPostgresRestartUnderLoad(t *testing.T) {
 	t.Logf("statuses %v", statuses)
 	c := &http.Client{Timeout: 10 * time.Second}
 	for _, id := range acked {
-		r, err := pgCall(c, http.MethodGet, p.base+"/api/v1/tasks/"+id, "")
+		r, err := send(c, http.MethodGet, p.base+"/api/v1/tasks/"+id, "")
 		if err != nil || r.status != http.StatusOK {
 			t.Fatalf("acknowledged task %s lost across the database restart: %d %v", id, r.status, err)
 		}
 	}
-	m, err := pgCall(c, http.MethodGet, p.base+"/metrics", "")
+	m, err := send(c, http.MethodGet, p.base+"/metrics", "")
 	if err != nil {
 		t.Fatal(err)
 	}

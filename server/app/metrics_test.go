@@ -13,7 +13,7 @@ import (
 
 func openTimed(t *testing.T, reg prometheus.Registerer) tasks.Store {
 	t.Helper()
-	s, err := openStore(t.TempDir(), boltstore.Options{})
+	s, err := boltstore.Open(t.TempDir(), boltstore.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

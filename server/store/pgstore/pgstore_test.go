@@ -18,6 +18,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/medops/medops/internal/pgtest"
+	"github.com/medops/medops/internal/syncbuf"
 	"github.com/medops/medops/server/store/storetest"
 	"github.com/medops/medops/server/tasks"
 )
@@ -127,7 +128,7 @@ func TestRefusesNewerSchema(t *testing.T) {
 func TestOutageFailsFastAndRecovers(t *testing.T) {
 	srv := pgtest.Start(t)
 	dsnFile := pgtest.WriteDSNFile(t, srv.DSN(pgtest.Database))
-	var logs syncBuf
+	var logs syncbuf.Buffer
 	s := openTest(t, dsnFile, Options{Logger: slog.New(slog.NewTextHandler(&logs, nil)), OpTimeout: 2 * time.Second})
 	ctx := t.Context()
 	before, err := s.Create(ctx, tasks.Task{Title: "before the outage"})
@@ -275,7 +276,7 @@ func TestWrongPasswordStopsStartUpAtOnce(t *testing.T) {
 func TestUnreachableAtStartGivesUpWithoutTheSecret(t *testing.T) {
 	secret := "pw-never-shown-123"
 	f := pgtest.WriteDSNFile(t, "postgres://medops:"+secret+"@127.0.0.1:1/medops?sslmode=disable")
-	var logs syncBuf
+	var logs syncbuf.Buffer
 	_, err := Open(t.Context(), Options{DSNFile: f, StartTimeout: 500 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	if err == nil || !strings.Contains(err.Error(), "gave up") {
 		t.Fatalf("want a give-up error, got %v", err)
@@ -283,23 +284,6 @@ func TestUnreachableAtStartGivesUpWithoutTheSecret(t *testing.T) {
 	if strings.Contains(err.Error()+logs.String(), secret) {
 		t.Fatalf("the password leaked:\n%v\n%s", err, logs.String())
 	}
-}
-
-type syncBuf struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // BenchmarkCreateParallel measures durable creates (each committed with
