@@ -503,3 +503,43 @@ func equalYAML(t *testing.T, a, b any) bool {
 	}
 	return string(x) == string(y)
 }
+
+// TestEphemeralStorageRequestedAndLimited checks that the medops-api
+// container requests and limits ephemeral storage in every scenario (a Pi's
+// SD card is small), that the limit holds every emptyDir's own size limit
+// (or the kubelet would evict a pod before its emptyDir is full), and that a
+// value the user sets in spec.resources wins.
+func TestEphemeralStorageRequestedAndLimited(t *testing.T) {
+	for _, sc := range scenarios() {
+		t.Run(sc.name, func(t *testing.T) {
+			m := load(t, sc)
+			dep := deployment(t, m, inputsFor(m))
+			res := dep.Spec.Template.Spec.Containers[0].Resources
+			req, hasReq := res.Requests[corev1.ResourceEphemeralStorage]
+			limit, hasLimit := res.Limits[corev1.ResourceEphemeralStorage]
+			if !hasReq || !hasLimit {
+				t.Fatalf("resources %v: want ephemeral-storage requests and limits", res)
+			}
+			var emptyDirs apiresource.Quantity
+			for _, v := range dep.Spec.Template.Spec.Volumes {
+				if v.EmptyDir == nil {
+					continue
+				}
+				if v.EmptyDir.SizeLimit == nil {
+					t.Errorf("emptyDir %s has no sizeLimit: it could fill the node's disk", v.Name)
+					continue
+				}
+				emptyDirs.Add(*v.EmptyDir.SizeLimit)
+			}
+			if limit.Cmp(emptyDirs) <= 0 || req.Cmp(limit) > 0 {
+				t.Errorf("ephemeral-storage request %s limit %s: want request <= limit and limit above the emptyDirs' %s",
+					req.String(), limit.String(), emptyDirs.String())
+			}
+		})
+	}
+	m := fromSpec(t, `resources: {requests: {ephemeral-storage: 10Mi}, limits: {ephemeral-storage: 3Gi, memory: 64Mi}}`)
+	res := deployment(t, m, resource.Inputs{}).Spec.Template.Spec.Containers[0].Resources
+	if r, l := res.Requests[corev1.ResourceEphemeralStorage], res.Limits[corev1.ResourceEphemeralStorage]; r.String() != "10Mi" || l.String() != "3Gi" {
+		t.Errorf("user's ephemeral-storage %s/%s replaced, want 10Mi/3Gi", r.String(), l.String())
+	}
+}

@@ -40,6 +40,14 @@ const (
 	tmpSizeLimit = "64Mi"
 	tmpDir       = "/tmp"
 
+	// Ephemeral storage (a Raspberry Pi's SD card is small): the kubelet
+	// counts emptyDirs, container logs and the writable layer against the
+	// container's limit and evicts the pod before the node's disk fills.
+	// ephemeralRequest is what the scheduler reserves for /tmp and logs;
+	// the limit is the emptyDirs' own size limits plus logHeadroom.
+	ephemeralRequest = "64Mi"
+	logHeadroom      = "128Mi"
+
 	// tokenPath is the token's file name in the mounted Secret volume.
 	tokenPath = "token"
 	// configFileMode and tokenFileMode are the mounted files' modes: the
@@ -170,7 +178,7 @@ func container(m *v1alpha1.MedOpsAPI) corev1.Container {
 			Name: HTTPPortName, ContainerPort: ContainerPort, Protocol: corev1.ProtocolTCP,
 		}},
 		Env:            s.Env,
-		Resources:      *s.Resources.DeepCopy(),
+		Resources:      resources(s),
 		LivenessProbe:  probe("/healthz", livenessPeriodSeconds, livenessFailureThreshold),
 		ReadinessProbe: probe("/readyz", readinessPeriodSeconds, readinessFailureThreshold),
 		// A distroless image has no shell: the kubelet's sleep handler
@@ -208,17 +216,14 @@ func volumes(m *v1alpha1.MedOpsAPI, in Inputs) []corev1.Volume {
 			DefaultMode:          ptr(configFileMode),
 		}}},
 	}
-	switch {
-	case s.PersistentStorage():
+	if s.PersistentStorage() {
 		v = append(v, corev1.Volume{Name: volData, VolumeSource: corev1.VolumeSource{
 			PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: PVCName(m)},
 		}})
-	case s.Storage != nil:
+	} else {
 		v = append(v, corev1.Volume{Name: volData, VolumeSource: corev1.VolumeSource{
-			EmptyDir: &corev1.EmptyDirVolumeSource{SizeLimit: ptr(s.Storage.Size.DeepCopy())},
+			EmptyDir: &corev1.EmptyDirVolumeSource{SizeLimit: ptr(dataEmptyDirSize(s))},
 		}})
-	default:
-		v = append(v, corev1.Volume{Name: volData, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}})
 	}
 	if !s.Auth.Disabled {
 		name, key := in.TokenSecretName, v1alpha1.DefaultTokenKey
@@ -238,6 +243,42 @@ func volumes(m *v1alpha1.MedOpsAPI, in Inputs) []corev1.Volume {
 		}}})
 	}
 	return v
+}
+
+// dataEmptyDirSize is the size limit of the task store's emptyDir when it
+// has no claim: storage.size, or the default storage size without a
+// storage section, so that the store can never fill the node's disk.
+func dataEmptyDirSize(s *v1alpha1.MedOpsAPISpec) apiresource.Quantity {
+	if s.Storage != nil && s.Storage.Size != nil {
+		return s.Storage.Size.DeepCopy()
+	}
+	return apiresource.MustParse(v1alpha1.DefaultStorageSize)
+}
+
+// resources are the user's container resources with ephemeral storage
+// filled in where the user named none: a request for /tmp and logs, and a
+// limit that holds /tmp, the task store's emptyDir (none with a claim) and
+// logHeadroom, so that only a runaway writer is evicted.
+func resources(s *v1alpha1.MedOpsAPISpec) corev1.ResourceRequirements {
+	r := *s.Resources.DeepCopy()
+	if _, set := r.Requests[corev1.ResourceEphemeralStorage]; !set {
+		if r.Requests == nil {
+			r.Requests = corev1.ResourceList{}
+		}
+		r.Requests[corev1.ResourceEphemeralStorage] = apiresource.MustParse(ephemeralRequest)
+	}
+	if _, set := r.Limits[corev1.ResourceEphemeralStorage]; !set {
+		limit := apiresource.MustParse(tmpSizeLimit)
+		limit.Add(apiresource.MustParse(logHeadroom))
+		if !s.PersistentStorage() {
+			limit.Add(dataEmptyDirSize(s))
+		}
+		if r.Limits == nil {
+			r.Limits = corev1.ResourceList{}
+		}
+		r.Limits[corev1.ResourceEphemeralStorage] = limit
+	}
+	return r
 }
 
 // affinity merges the architectures into the user's affinity. Node selector
