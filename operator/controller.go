@@ -207,7 +207,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 			aerr error
 		)
 		if c.Wanted {
-			out, now, aerr = r.applier.Apply(ctx, c.Object)
+			out, now, aerr = r.applier.Apply(ctx, c.Object, handOvers(c.Object)...)
 		} else {
 			out, aerr = r.applier.Delete(ctx, &m, c.Object)
 		}
@@ -228,6 +228,21 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 		logger.Info("children changed", "created", changed.created, "updated", changed.updated, "deleted", changed.deleted)
 	}
 	return r.finish(ctx, &m, obs, changed, nil)
+}
+
+// replicasHandOverManager co-owns a Deployment's spec.replicas from the
+// moment autoscaling turns on, so that the operator's next apply, which no
+// longer sets the field, leaves the running count to the HPA instead of
+// removing it (the Deployment would fall to one replica).
+const replicasHandOverManager = FieldManager + "-replicas-handover"
+
+// handOvers are the apply options of one child: a Deployment hands its
+// replica count over when the builder stops setting it.
+func handOvers(obj client.Object) []apply.Option {
+	if _, ok := obj.(*appsv1.Deployment); ok {
+		return []apply.Option{apply.HandOver(replicasHandOverManager, "spec", "replicas")}
+	}
+	return nil
 }
 
 // finish writes the status computed from obs and returns rerr, so that a

@@ -926,3 +926,92 @@ func TestServedKindsDropsOptionalKindsTheClusterLacks(t *testing.T) {
 		t.Errorf("served kinds %v: want the %d table kinds and the served optional %s, not HTTPRoute", names, len(kinds), servedOptional.GVK.Kind)
 	}
 }
+
+// TestAutoscalingTakesOverWithoutADip turns autoscaling on for a running
+// MedOpsAPI of 3 replicas: the operator's apply stops setting
+// spec.replicas, and server-side apply would remove the field (the
+// Deployment falls to 1) unless its ownership is handed over first. A watch
+// sees every version of the Deployment; none may want fewer than 3 pods.
+func TestAutoscalingTakesOverWithoutADip(t *testing.T) {
+	t.Parallel()
+	s := suite(t)
+	ns := s.newNamespace(t, "handover")
+	create(t, s, newAPI(ns, "api", func(m *v1alpha1.MedOpsAPI) {
+		m.Spec.Storage = &v1alpha1.StorageSpec{Ephemeral: true}
+		m.Spec.Replicas = ptr(int32(3))
+	}))
+	var dep appsv1.Deployment
+	eventually(t, wait, "Deployment with 3 replicas", func() error {
+		if err := get(t, s, ns, "api", &dep); err != nil {
+			return err
+		}
+		if dep.Spec.Replicas == nil || *dep.Spec.Replicas != 3 {
+			return fmt.Errorf("replicas %v", dep.Spec.Replicas)
+		}
+		return nil
+	})
+	applied := dep.Annotations[resource.AnnotationAppliedHash]
+
+	wc, err := client.NewWithWatch(s.cfg, client.Options{Scheme: s.client.Scheme()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wctx, stop := context.WithTimeout(t.Context(), wait)
+	defer stop()
+	w, err := wc.Watch(wctx, &appsv1.DeploymentList{}, client.InNamespace(ns), client.MatchingFields{"metadata.name": "api"},
+		&client.ListOptions{Raw: &metav1.ListOptions{ResourceVersion: dep.ResourceVersion}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+	update(t, s, ns, "api", func(m *v1alpha1.MedOpsAPI) {
+		m.Spec.Autoscaling = &v1alpha1.AutoscalingSpec{MinReplicas: ptr(int32(2)), MaxReplicas: 6}
+	})
+	// Every version up to the one the operator applies for autoscaling.
+	var seen []string
+	for reapplied := false; !reapplied; {
+		select {
+		case ev, ok := <-w.ResultChan():
+			if !ok {
+				t.Fatalf("watch ended before the Deployment was re-applied; replicas seen %v", seen)
+			}
+			d, isDep := ev.Object.(*appsv1.Deployment)
+			if !isDep {
+				continue
+			}
+			if d.Spec.Replicas == nil {
+				seen = append(seen, "unset")
+				t.Errorf("a Deployment version has no spec.replicas (the apiserver defaults it to 1)")
+			} else {
+				seen = append(seen, fmt.Sprint(*d.Spec.Replicas))
+				if *d.Spec.Replicas < 3 {
+					t.Errorf("a Deployment version wants %d replicas, fewer than the running 3", *d.Spec.Replicas)
+				}
+			}
+			reapplied = d.Annotations[resource.AnnotationAppliedHash] != applied
+		case <-wctx.Done():
+			t.Fatalf("the Deployment was not re-applied for autoscaling; replicas seen %v", seen)
+		}
+	}
+	eventually(t, wait, "HPA created", func() error { return get(t, s, ns, "api", &autoscalingv2.HorizontalPodAutoscaler{}) })
+	consistently(t, time.Second, "replicas kept at 3 for the HPA", func() error {
+		if err := get(t, s, ns, "api", &dep); err != nil {
+			return err
+		}
+		if dep.Spec.Replicas == nil || *dep.Spec.Replicas != 3 {
+			return fmt.Errorf("replicas %v, want 3 (seen %v)", dep.Spec.Replicas, seen)
+		}
+		return nil
+	})
+	// Turned off again, the spec's count is back in the operator's hands.
+	update(t, s, ns, "api", func(m *v1alpha1.MedOpsAPI) { m.Spec.Autoscaling = nil; m.Spec.Replicas = ptr(int32(4)) })
+	eventually(t, wait, "replicas follow the spec again", func() error {
+		if err := get(t, s, ns, "api", &dep); err != nil {
+			return err
+		}
+		if dep.Spec.Replicas == nil || *dep.Spec.Replicas != 4 {
+			return fmt.Errorf("replicas %v, want 4", dep.Spec.Replicas)
+		}
+		return nil
+	})
+}

@@ -78,7 +78,9 @@ func BuildDeployment(d *Desired) *appsv1.Deployment {
 		},
 	}
 	// With autoscaling the HPA owns the replica count: writing it here
-	// would undo every scaling decision on the next reconcile.
+	// would undo every scaling decision on the next reconcile. The
+	// reconciler hands the field over before the first apply without it
+	// (apply.HandOver), so the running count is kept, not reset to 1.
 	if s.Autoscaling == nil {
 		dep.Spec.Replicas = ptr(*s.Replicas)
 	}
