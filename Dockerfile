@@ -33,7 +33,8 @@ RUN --mount=type=cache,target=/go/pkg/mod --mount=type=cache,target=/root/.cache
     GOOS=${TARGETOS} GOARCH=${TARGETARCH} GOARM=${TARGETVARIANT#v} \
     go build -ldflags="-s -w" -o /out/manager ./cmd/medops-operator && \
     GOOS=${TARGETOS} GOARCH=${TARGETARCH} GOARM=${TARGETVARIANT#v} \
-    go build -ldflags="-s -w" -o /out/medops-api ./cmd/medops-api
+    go build -ldflags="-s -w" -o /out/medops-api ./cmd/medops-api && \
+    mkdir -p /out/medops-data
 
 # Shared by both targets: no shell, no package manager, user 65532.
 FROM gcr.io/distroless/static:nonroot AS base
@@ -52,6 +53,11 @@ FROM base AS api
 LABEL org.opencontainers.image.title="medops-api" \
       org.opencontainers.image.description="The MedOps REST API: task server and cached gateway"
 COPY --from=builder /out/medops-api /medops-api
+# medops-api's own defaults (127.0.0.1, a relative data folder) suit a person
+# running it by hand; run as a container it must serve other hosts and write
+# a folder the nonroot user owns. The OCI archives (make images) set the same.
+COPY --from=builder --chown=65532:65532 --chmod=700 /out/medops-data/ /var/lib/medops/
+ENV MEDOPS_LISTEN=:8080 MEDOPS_DATA_DIR=/var/lib/medops
 EXPOSE 8080
 ENTRYPOINT ["/medops-api"]
 

@@ -104,7 +104,7 @@ images: ## Build dist/medops-operator.oci.tar and dist/medops-api.oci.tar: multi
 	  -operator-image $(IMG_OPERATOR) -api-image $(IMG_API) -version $(VERSION) -revision $(REVISION)
 
 .PHONY: test-images-qemu
-test-images-qemu: ## Run the arm64 medops-api from its image under qemu-aarch64-static (apt-get install qemu-user-static) and probe /healthz.
+test-images-qemu: ## Run the arm64 medops-api image with its own config (entrypoint, env, user) under qemu-aarch64-static (apt-get install qemu-user-static; needs root) and probe it.
 	MEDOPS_QEMU=1 go test -count=1 -run 'TestQEMUHealthz' -v ./internal/ociimage
 
 .PHONY: docker-buildx

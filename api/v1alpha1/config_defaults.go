@@ -25,12 +25,22 @@ const (
 	DefaultMaxEntrySize    = "1Mi"
 	DefaultStaleIfError    = 10 * time.Minute
 	DefaultUpstreamTimeout = 10 * time.Second
+	DefaultMaxRetryAfter   = 5 * time.Minute
 	DefaultMaxBodySize     = "1Mi"
 	DefaultShutdownDelay   = 5 * time.Second
 	DefaultShutdownTimeout = 20 * time.Second
 
 	// MaxCacheSize bounds cache.size; bigcache's HardMaxCacheSize is in MiB.
 	MaxCacheSize = "8Gi"
+)
+
+// Defaults inside a container. The image sets them (in its env), so that
+// `docker run` or `podman run` of it serves other hosts and can write its
+// data; the image's layer carries ContainerDataDir owned by the nonroot
+// user.
+const (
+	ContainerListen  = ":8080"
+	ContainerDataDir = "/var/lib/medops"
 )
 
 // LogLevels are the accepted values of logLevel.
@@ -40,6 +50,16 @@ func ptr[T any](v T) *T { return &v }
 
 // TasksEnabled reports whether the task module is on (default true).
 func (m ModulesSpec) TasksEnabled() bool { return m.Tasks.Enabled == nil || *m.Tasks.Enabled }
+
+// TasksAnonymousReads reports whether task reads need no token (default false).
+func (m ModulesSpec) TasksAnonymousReads() bool {
+	return m.Tasks.AnonymousReads != nil && *m.Tasks.AnonymousReads
+}
+
+// GatewayAnonymousReads reports whether gateway reads need no token (default true).
+func (m ModulesSpec) GatewayAnonymousReads() bool {
+	return m.Gateway.AnonymousReads == nil || *m.Gateway.AnonymousReads
+}
 
 // GatewayEnabled reports whether the gateway module is on (default false).
 func (m ModulesSpec) GatewayEnabled() bool { return m.Gateway.Enabled != nil && *m.Gateway.Enabled }
@@ -74,8 +94,17 @@ func (m *ModulesSpec) SetDefaults() {
 	if m.Tasks.Enabled == nil {
 		m.Tasks.Enabled = ptr(true)
 	}
+	if m.Tasks.AnonymousReads == nil {
+		m.Tasks.AnonymousReads = ptr(false)
+	}
+	if m.Gateway.AnonymousReads == nil {
+		m.Gateway.AnonymousReads = ptr(true)
+	}
 	if m.Gateway.Enabled == nil {
 		m.Gateway.Enabled = ptr(false)
+	}
+	if m.Gateway.MaxRetryAfter == nil {
+		m.Gateway.MaxRetryAfter = &metav1.Duration{Duration: DefaultMaxRetryAfter}
 	}
 	for i := range m.Gateway.Upstreams {
 		if m.Gateway.Upstreams[i].Timeout == nil {
@@ -163,6 +192,9 @@ func (m *ModulesSpec) Validate(path *field.Path) field.ErrorList {
 		if u.Timeout != nil && u.Timeout.Duration <= 0 {
 			errs = append(errs, field.Invalid(p.Child("timeout"), u.Timeout.Duration.String(), "must be positive"))
 		}
+	}
+	if d := m.Gateway.MaxRetryAfter; d != nil && d.Duration < time.Second {
+		errs = append(errs, field.Invalid(path.Child("gateway", "maxRetryAfter"), d.Duration.String(), "must be at least 1s"))
 	}
 	if m.GatewayEnabled() && len(m.Gateway.Upstreams) == 0 {
 		errs = append(errs, field.Required(up, "the gateway needs at least one upstream"))

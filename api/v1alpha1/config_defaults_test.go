@@ -31,6 +31,9 @@ func TestWorkloadConfigDefaults(t *testing.T) {
 		{"max entry size", w.Cache.MaxEntrySize.String(), "1Mi"},
 		{"stale if error", w.Cache.StaleIfError.Duration, 10 * time.Minute},
 		{"max body size", w.Server.MaxBodySize.String(), "1Mi"},
+		{"max retry after", w.Modules.Gateway.MaxRetryAfter.Duration, 5 * time.Minute},
+		{"task reads need the token", w.Modules.TasksAnonymousReads(), false},
+		{"gateway reads are anonymous", w.Modules.GatewayAnonymousReads(), true},
 	}
 	for _, c := range checks {
 		if c.got != c.want {
@@ -86,6 +89,8 @@ func TestWorkloadConfigValidate(t *testing.T) {
 		{"upstream timeout zero", func(w *WorkloadConfig) {
 			w.Modules.Gateway.Upstreams = []Upstream{{Name: "e", URL: "https://a.example", Timeout: d(0)}}
 		}, "modules.gateway.upstreams[0].timeout", "must be positive"},
+		{"max retry after under a second", func(w *WorkloadConfig) { w.Modules.Gateway.MaxRetryAfter = d(500 * time.Millisecond) },
+			"modules.gateway.maxRetryAfter", "at least 1s"},
 		{"body size zero", func(w *WorkloadConfig) { w.Server.MaxBodySize = q("0") }, "server.maxBodySize", "must be positive"},
 	}
 	for _, tt := range tests {

@@ -36,7 +36,7 @@ type WorkloadConfig struct {
 	// +optional
 	Cache CacheSpec `json:"cache,omitempty"`
 
-	// Auth configures bearer-token protection of write endpoints.
+	// Auth configures bearer-token protection of the API.
 	// +optional
 	Auth WorkloadAuth `json:"auth,omitempty"`
 
@@ -45,14 +45,18 @@ type WorkloadConfig struct {
 	Server ServerSettings `json:"server,omitempty"`
 }
 
-// WorkloadAuth tells medops-api where its write token is.
+// WorkloadAuth tells medops-api where its bearer token is.
 type WorkloadAuth struct {
-	// TokenFile is a file holding the bearer token that write requests must
-	// present. The operator mounts it from a Secret, never from the ConfigMap.
+	// TokenFile is a file holding the bearer token that writes, and reads of
+	// modules without anonymousReads, must present. Health, readiness,
+	// /metrics and the OpenAPI document need no token. The operator mounts it from a Secret, never from the ConfigMap.
+	// medops-api reads it again within a second of a change (the kubelet
+	// swaps a mounted Secret in place), so rotating the token needs no
+	// restart; an unreadable or empty update keeps the last good token.
 	// +optional
 	TokenFile string `json:"tokenFile,omitempty"`
 
-	// Disabled opens write endpoints without a token. Only for local use.
+	// Disabled opens every endpoint without a token. Only for local use.
 	// +optional
 	Disabled bool `json:"disabled,omitempty"`
 }
@@ -90,6 +94,18 @@ type TasksModule struct {
 	// Enabled mounts the task server. Defaults to true.
 	// +optional
 	Enabled *bool `json:"enabled,omitempty"`
+
+	// AnonymousReads lets GET and HEAD on /api/v1/tasks through without the
+	// bearer token. Defaults to false: a medical operations team's task
+	// list is not public data. Writes always need the token.
+	// +optional
+	AnonymousReads *bool `json:"anonymousReads,omitempty"`
+
+	// RequireIfMatch refuses a PATCH or DELETE without an If-Match header
+	// (428), so no client overwrites or deletes a change it has not seen.
+	// Off by default: If-Match is then optional.
+	// +optional
+	RequireIfMatch bool `json:"requireIfMatch,omitempty"`
 }
 
 // GatewayModule configures the upstream gateway.
@@ -105,6 +121,22 @@ type GatewayModule struct {
 	// +kubebuilder:validation:MaxItems=32
 	// +listType=atomic
 	Upstreams []Upstream `json:"upstreams,omitempty"`
+
+	// AnonymousReads lets GET and HEAD on /api/v1/gateway through without
+	// the bearer token. Defaults to true: the gateway relays public upstream
+	// data. The token is never forwarded upstream.
+	// +optional
+	AnonymousReads *bool `json:"anonymousReads,omitempty"`
+
+	// MaxRetryAfter caps how long an upstream's Retry-After (or
+	// X-RateLimit-Reset) can shut it off, and the Retry-After relayed to
+	// clients, so a wrong or hostile header cannot block an upstream for
+	// hours. Defaults to 5m.
+	// +optional
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^(0|([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+)$`
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1s')",message="modules.gateway.maxRetryAfter must be at least 1s"
+	MaxRetryAfter *metav1.Duration `json:"maxRetryAfter,omitempty"`
 }
 
 // Upstream is one REST service behind the gateway.
@@ -127,7 +159,9 @@ type Upstream struct {
 	// +kubebuilder:validation:Pattern=`^(0|([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+)$`
 	TTL *metav1.Duration `json:"ttl,omitempty"`
 
-	// Timeout bounds one upstream call. Defaults to 10s.
+	// Timeout bounds waiting for the upstream: for its response headers,
+	// then for each pause in its body. It does not bound a slow client's
+	// download of the answer. Defaults to 10s.
 	// +optional
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:Pattern=`^(0|([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+)$`

@@ -158,8 +158,10 @@ type MedOpsAPISpec struct {
 	// +optional
 	NetworkPolicy *NetworkPolicySpec `json:"networkPolicy,omitempty"`
 
-	// Auth protects write endpoints with a bearer token. Without a
-	// tokenSecretRef the operator generates a Secret with a random token.
+	// Auth protects the API with a bearer token: writes, and reads of
+	// modules without modules.*.anonymousReads (task reads by default).
+	// Without a tokenSecretRef the operator generates a Secret with a random
+	// token.
 	// +optional
 	Auth AuthSpec `json:"auth,omitempty"`
 }
@@ -341,14 +343,15 @@ type NetworkPolicySpec struct {
 	IngressControllerNamespace string `json:"ingressControllerNamespace,omitempty"`
 }
 
-// AuthSpec configures the bearer token of write endpoints.
+// AuthSpec configures the bearer token of the API.
 type AuthSpec struct {
 	// TokenSecretRef names a Secret in the namespace holding the token.
 	// Unset: the operator generates one named <name>-token.
 	// +optional
 	TokenSecretRef *SecretKeyRef `json:"tokenSecretRef,omitempty"`
 
-	// Disabled opens write endpoints to anyone who can reach the API.
+	// Disabled opens every endpoint, reads and writes, to anyone who can
+	// reach the API.
 	// +optional
 	Disabled bool `json:"disabled,omitempty"`
 }

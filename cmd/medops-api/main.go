@@ -84,9 +84,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	case <-ctx.Done():
 	}
 
-	// Graceful shutdown: readiness off, wait for load balancers to notice,
-	// stop accepting and let in-flight requests finish, then close the
-	// store once nothing can write to it.
+	// Graceful shutdown: readiness off and every answer closes its
+	// connection (App.SetDraining), wait for load balancers and clients to
+	// move away, stop accepting and let in-flight requests finish, then
+	// close the store once nothing can write to it.
 	a.SetDraining()
 	delay := cfg.Server.ShutdownDelay.Duration
 	log.Info("shutting down", "delay", delay.String(), "timeout", cfg.Server.ShutdownTimeout.Duration.String())
@@ -129,7 +130,9 @@ func newServer(cfg *v1alpha1.WorkloadConfig, h http.Handler, log *slog.Logger) *
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      write,
 		IdleTimeout:       120 * time.Second,
-		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		// The app answers headers over app.MaxHeaderBytes with a JSON 431;
+		// net/http's own (plain-text) 431 is only the hard ceiling above it.
+		MaxHeaderBytes: 16 * app.MaxHeaderBytes,
+		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 }

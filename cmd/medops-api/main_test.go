@@ -25,6 +25,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/medops/medops/api/v1alpha1"
+	"github.com/medops/medops/internal/syncbuf"
+	"github.com/medops/medops/server/app"
 )
 
 // The process tests run the real medops-api: the test binary re-executes
@@ -42,26 +44,9 @@ func TestMain(m *testing.M) {
 type proc struct {
 	cmd    *exec.Cmd
 	base   string
-	stderr *syncBuffer
+	stderr *syncbuf.Buffer
 	done   chan struct{}
 	err    error
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // start runs medops-api on a free loopback port and waits for its
@@ -70,7 +55,7 @@ func start(t *testing.T, args ...string) *proc {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], append([]string{"--listen", "127.0.0.1:0"}, args...)...)
 	cmd.Env = append(os.Environ(), runMainEnv+"=1")
-	p := &proc{cmd: cmd, stderr: &syncBuffer{}, done: make(chan struct{})}
+	p := &proc{cmd: cmd, stderr: &syncbuf.Buffer{}, done: make(chan struct{})}
 	cmd.Stderr = p.stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -399,6 +384,9 @@ func TestServerLimits(t *testing.T) {
 			if srv.ReadHeaderTimeout <= 0 || srv.ReadTimeout <= 0 || srv.IdleTimeout <= 0 || srv.MaxHeaderBytes <= 0 {
 				t.Fatalf("a limit is off: %+v", srv)
 			}
+			if srv.MaxHeaderBytes <= app.MaxHeaderBytes {
+				t.Fatalf("MaxHeaderBytes %d: net/http's plain-text 431 would pre-empt the app's JSON one at %d", srv.MaxHeaderBytes, app.MaxHeaderBytes)
+			}
 			if srv.WriteTimeout != tc.write {
 				t.Fatalf("WriteTimeout %s, want %s", srv.WriteTimeout, tc.write)
 			}
@@ -503,4 +491,102 @@ func TestSIGTERMWaitsForSlowRequest(t *testing.T) {
 	if !strings.Contains(p.stderr.String(), `"msg":"stopped"`) {
 		t.Fatalf("no clean stop logged:\n%s", p.stderr)
 	}
+}
+
+// TestSIGTERMUnderKeepAliveLoadLosesNoRequest: 32 clients on kept-alive
+// connections send a mix of creates and reads while medops-api gets
+// SIGTERM, ten times. No request may fail except connects refused once the
+// listener is closed: a POST cut off with EOF or a reset leaves its client
+// unable to know whether the task was created. The clients behave like a
+// load balancer: an answer that closes its connection tells them the pod is
+// going, and they move away (here: stop).
+func TestSIGTERMUnderKeepAliveLoadLosesNoRequest(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(cfg, []byte("server:\n  shutdownDelay: 300ms\n  shutdownTimeout: 10s\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	const clients, rounds = 32, 10
+	var failures []string
+	var served, closing, refused int
+	for round := range rounds {
+		p := start(t, "--data-dir", dir, "--config", cfg)
+		tr := &http.Transport{MaxIdleConnsPerHost: clients, MaxConnsPerHost: clients}
+		client := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+		var (
+			mu      sync.Mutex
+			wg      sync.WaitGroup
+			started sync.WaitGroup
+		)
+		started.Add(clients)
+		for c := range clients {
+			wg.Go(func() {
+				for i := 0; ; i++ {
+					var req *http.Request
+					switch i % 3 {
+					case 0:
+						req, _ = http.NewRequest(http.MethodPost, p.base+"/api/v1/tasks",
+							strings.NewReader(fmt.Sprintf(`{"title":"r%d-c%d-%d"}`, round, c, i)))
+						req.Header.Set("Content-Type", "application/json")
+					case 1:
+						req, _ = http.NewRequest(http.MethodGet, p.base+"/api/v1/tasks?limit=5", nil)
+					default:
+						req, _ = http.NewRequest(http.MethodGet, p.base+"/healthz", nil)
+					}
+					status, closed, err := call(client, req)
+					if i == 0 {
+						started.Done()
+					}
+					mu.Lock()
+					switch {
+					case err != nil && errors.Is(err, syscall.ECONNREFUSED):
+						refused++
+					case err != nil:
+						failures = append(failures, fmt.Sprintf("round %d client %d: %s %s: %v", round, c, req.Method, req.URL.Path, err))
+					case status >= 500:
+						failures = append(failures, fmt.Sprintf("round %d client %d: %s %s: status %d", round, c, req.Method, req.URL.Path, status))
+					case closed:
+						closing++
+					default:
+						served++
+					}
+					mu.Unlock()
+					if err != nil || closed {
+						return
+					}
+				}
+			})
+		}
+		started.Wait() // every client has a kept-alive connection
+		if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		if code := p.wait(t); code != 0 {
+			t.Fatalf("round %d: exit code %d:\n%s", round, code, p.stderr)
+		}
+		wg.Wait()
+		tr.CloseIdleConnections()
+	}
+	t.Logf("%d rounds: %d requests served, %d answered with Connection: close, %d connects refused, %d failed",
+		rounds, served, closing, refused, len(failures))
+	if len(failures) > 0 {
+		t.Fatalf("%d requests failed:\n%s", len(failures), strings.Join(failures[:min(len(failures), 20)], "\n"))
+	}
+	if closing == 0 {
+		t.Fatal("no answer during the drain closed its connection")
+	}
+}
+
+// call sends req and reads the whole answer; closed reports that the
+// server closes the connection after it.
+func call(c *http.Client, req *http.Request) (status int, closed bool, err error) {
+	res, err := c.Do(req)
+	if err != nil {
+		return 0, false, err
+	}
+	defer res.Body.Close()
+	if _, err := io.Copy(io.Discard, res.Body); err != nil {
+		return res.StatusCode, false, err
+	}
+	return res.StatusCode, res.Close, nil
 }

@@ -1,6 +1,7 @@
 package manifests
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -9,7 +10,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/medops/medops/api/v1alpha1"
 	"github.com/medops/medops/internal/repo"
+	"github.com/medops/medops/server/config"
 )
 
 // stage is one FROM ... AS name block of the Dockerfile.
@@ -113,6 +116,15 @@ func TestDockerfile(t *testing.T) {
 		if !s.has("COPY --from=builder /out/"+filepath.Base(bin)+" "+bin) || !s.has(`ENTRYPOINT ["`+bin+`"]`) {
 			t.Errorf("%s target does not copy and run %s:\n%s", target, bin, s.text())
 		}
+	}
+	// Run on its own, the api image serves other hosts and writes a data
+	// folder the nonroot user owns, like the OCI archives.
+	api := byName["api"]
+	if want := fmt.Sprintf("ENV %s=%s %s=%s", config.EnvListen, v1alpha1.ContainerListen, config.EnvDataDir, v1alpha1.ContainerDataDir); !api.has(want) {
+		t.Errorf("api target lacks %q:\n%s", want, api.text())
+	}
+	if !strings.Contains(api.text(), "--chown=65532:65532") || !strings.Contains(api.text(), " "+v1alpha1.ContainerDataDir+"/") {
+		t.Errorf("api target does not give %s to the nonroot user:\n%s", v1alpha1.ContainerDataDir, api.text())
 	}
 	// `docker build .` without --target builds the operator, as the manifests expect.
 	if last := stages[len(stages)-1]; last.name != "operator" {

@@ -5,7 +5,9 @@
 //
 // Each image is a single layer on top of nothing (no base image to pull):
 // the static binary, /etc/passwd and /etc/group with the nonroot user 65532,
-// CA certificates for the gateway's HTTPS upstreams, and a /tmp directory.
+// CA certificates for the gateway's HTTPS upstreams, a /tmp directory and,
+// for medops-api, its data directory owned by the nonroot user; medops-api's
+// image env makes it listen on all interfaces and use that directory.
 // The archives load with `k3s ctr images import` (and `ctr images import`),
 // which tags them from the index's org.opencontainers.image.ref.name.
 package ociimage
@@ -31,6 +33,9 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/medops/medops/api/v1alpha1"
+	"github.com/medops/medops/server/config"
 )
 
 // NonRoot is the user and group the images run as (distroless' "nonroot").
@@ -50,6 +55,8 @@ type Program struct {
 	Path        string // the binary's path in the image, e.g. /medops-api
 	Ref         string // image reference the archive is tagged with, e.g. ghcr.io/medops/medops-api:v0.1.0
 	Description string
+	Env         []string // extra image env, KEY=value: the program's defaults inside a container
+	DataDirs    []string // directories the layer carries owned by the nonroot user, e.g. /var/lib/medops
 }
 
 // DefaultPrograms are the operator (at /manager, as its Deployment expects)
@@ -57,7 +64,18 @@ type Program struct {
 func DefaultPrograms(operatorRef, apiRef string) []Program {
 	return []Program{
 		{Name: "medops-operator", Package: "./cmd/medops-operator", Path: "/manager", Ref: operatorRef, Description: "The MedOps Kubernetes operator"},
-		{Name: "medops-api", Package: "./cmd/medops-api", Path: "/medops-api", Ref: apiRef, Description: "The MedOps REST API: task server and cached gateway"},
+		{
+			Name: "medops-api", Package: "./cmd/medops-api", Path: "/medops-api", Ref: apiRef,
+			Description: "The MedOps REST API: task server and cached gateway",
+			// medops-api's own defaults (loopback, a relative data folder)
+			// suit a person running it by hand; in a container they would
+			// serve nobody and could not write.
+			Env: []string{
+				config.EnvListen + "=" + v1alpha1.ContainerListen,
+				config.EnvDataDir + "=" + v1alpha1.ContainerDataDir,
+			},
+			DataDirs: []string{v1alpha1.ContainerDataDir},
+		},
 	}
 }
 
@@ -247,7 +265,7 @@ func programIndex(o Options, prog Program, binaries map[string]string, caBundle 
 }
 
 func platformImage(o Options, prog Program, p Platform, bin, caBundle []byte, labels map[string]string) (v1.Image, error) {
-	layerTar, err := rootFS(prog.Path, bin, caBundle, o.Created)
+	layerTar, err := rootFS(prog, bin, caBundle, o.Created)
 	if err != nil {
 		return nil, err
 	}
@@ -281,10 +299,10 @@ func platformImage(o Options, prog Program, p Platform, bin, caBundle []byte, la
 		User:       fmt.Sprintf("%d:%d", NonRoot, NonRoot),
 		Entrypoint: []string{prog.Path},
 		WorkingDir: "/",
-		Env: []string{
+		Env: append([]string{
 			"PATH=/",
 			"SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt",
-		},
+		}, prog.Env...),
 		Labels: labels,
 	}
 	img, err = mutate.ConfigFile(img, cf)
@@ -295,7 +313,7 @@ func platformImage(o Options, prog Program, p Platform, bin, caBundle []byte, la
 }
 
 // rootFS is the image's only layer, as a tar with fixed owners and times.
-func rootFS(binPath string, bin, caBundle []byte, created time.Time) ([]byte, error) {
+func rootFS(prog Program, bin, caBundle []byte, created time.Time) ([]byte, error) {
 	type entry struct {
 		name string
 		mode int64
@@ -318,7 +336,28 @@ func rootFS(binPath string, bin, caBundle []byte, created time.Time) ([]byte, er
 		// World-writable with the sticky bit, like any /tmp; pods mount an
 		// emptyDir over it when the root filesystem is read-only.
 		{name: "tmp/", mode: 0o1777, dir: true},
-		{name: strings.TrimPrefix(binPath, "/"), mode: 0o755, data: bin},
+		{name: strings.TrimPrefix(prog.Path, "/"), mode: 0o755, data: bin},
+	}
+	seen := map[string]bool{}
+	for _, e := range entries {
+		seen[e.name] = true
+	}
+	for _, d := range prog.DataDirs {
+		// Parents belong to root; the directory itself to the nonroot user,
+		// private to it.
+		parts := strings.Split(strings.Trim(d, "/"), "/")
+		for i := range parts {
+			name := strings.Join(parts[:i+1], "/") + "/"
+			if seen[name] {
+				continue
+			}
+			seen[name] = true
+			e := entry{name: name, mode: 0o755, dir: true}
+			if i == len(parts)-1 {
+				e.mode, e.uid = 0o700, NonRoot
+			}
+			entries = append(entries, e)
+		}
 	}
 	if caBundle != nil {
 		entries = append(entries,

@@ -11,19 +11,23 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+	"golang.org/x/sys/unix"
 
 	"github.com/medops/medops/internal/repo"
 )
@@ -312,6 +316,18 @@ func TestArchives(t *testing.T) {
 					if !strings.Contains(passwd, "nonroot:x:65532:65532:") {
 						t.Errorf("/etc/passwd lacks the nonroot user:\n%s", passwd)
 					}
+					if prog.Name == "medops-api" {
+						// Run on its own (docker/podman run) the image serves
+						// other hosts and can write its data directory.
+						for _, kv := range []string{"MEDOPS_LISTEN=:8080", "MEDOPS_DATA_DIR=/var/lib/medops"} {
+							if !slices.Contains(cf.Config.Env, kv) {
+								t.Errorf("env %v lacks %s", cf.Config.Env, kv)
+							}
+						}
+						if d, ok := files["var/lib/medops"]; !ok || d.hdr.Typeflag != tar.TypeDir || d.hdr.Uid != NonRoot || d.hdr.Gid != NonRoot || d.hdr.Mode&0o700 != 0o700 {
+							t.Errorf("/var/lib/medops missing or not a directory the nonroot user owns")
+						}
+					}
 					if tmp, ok := files["tmp"]; !ok || tmp.hdr.Typeflag != tar.TypeDir || tmp.hdr.Mode&0o1777 != 0o1777 {
 						t.Errorf("/tmp missing or not a sticky world-writable directory")
 					}
@@ -376,13 +392,21 @@ func TestParsePlatforms(t *testing.T) {
 	}
 }
 
-// TestQEMUHealthz runs the arm64 medops-api from its image under
-// qemu-aarch64-static (Debian's qemu-user-static) and probes /healthz: the
-// binary a Raspberry Pi would run really serves. It needs the emulator, so
-// it runs with MEDOPS_QEMU=1 (`make test-images-qemu`).
+// TestQEMUHealthz runs the arm64 medops-api image the way a container
+// engine would, with nothing but the image's own configuration: its layer
+// as the root filesystem, its entrypoint without arguments, its env, user
+// and working directory, in a network namespace of its own (as a container
+// has), under qemu-aarch64-static (Debian's qemu-user-static). It then
+// probes /healthz on the address the image's defaults choose and creates a
+// task, which needs the data directory to be writable by the image's user.
+// It needs the emulator and root (chroot, a network namespace), so it runs
+// with MEDOPS_QEMU=1 (`make test-images-qemu`).
 func TestQEMUHealthz(t *testing.T) {
 	if os.Getenv("MEDOPS_QEMU") == "" {
-		t.Skip("set MEDOPS_QEMU=1 (make test-images-qemu) to run the arm64 binary under qemu-aarch64-static")
+		t.Skip("set MEDOPS_QEMU=1 (make test-images-qemu) to run the arm64 image under qemu-aarch64-static")
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("running an image's root filesystem needs root (chroot, network namespace)")
 	}
 	qemu, err := exec.LookPath("qemu-aarch64-static")
 	if err != nil {
@@ -390,15 +414,33 @@ func TestQEMUHealthz(t *testing.T) {
 	}
 	api := programs[1]
 	img, _ := arm64Image(t, archives(t)[api.Name])
-	bin := filepath.Join(t.TempDir(), "medops-api")
-	if err := os.WriteFile(bin, layerFiles(t, img)["medops-api"].data, 0o755); err != nil {
+	cf, err := img.ConfigFile()
+	if err != nil {
 		t.Fatal(err)
+	}
+	rootfs := unpackRootFS(t, layerFiles(t, img))
+	emu, err := os.ReadFile(qemu)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(rootfs, "qemu-aarch64-static"), emu, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	var uid, gid uint32
+	if _, err := fmt.Sscanf(cf.Config.User, "%d:%d", &uid, &gid); err != nil {
+		t.Fatalf("image user %q: %v", cf.Config.User, err)
 	}
 
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, qemu, bin, "--listen", "127.0.0.1:0", "--data-dir", t.TempDir())
-	cmd.Env = []string{"PATH=/usr/bin:/bin"}
+	cmd := exec.CommandContext(ctx, "/qemu-aarch64-static", append(slices.Clone(cf.Config.Entrypoint), cf.Config.Cmd...)...)
+	cmd.Env = cf.Config.Env
+	cmd.Dir = cf.Config.WorkingDir
+	cmd.SysProcAttr = &syscall.SysProcAttr{
+		Chroot:     rootfs,
+		Credential: &syscall.Credential{Uid: uid, Gid: gid},
+		Cloneflags: syscall.CLONE_NEWNET,
+	}
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	stdout, err := cmd.StdoutPipe()
@@ -439,16 +481,141 @@ func TestQEMUHealthz(t *testing.T) {
 	case <-ctx.Done():
 		t.Fatalf("medops-api under qemu did not start: %s", stderr.String())
 	}
-	resp, err := http.Get(fmt.Sprintf("http://%s/healthz", addr))
+	// A container's port is reached from outside its loopback: the image
+	// must not listen on 127.0.0.1 only.
+	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
-		t.Fatalf("GET /healthz from the arm64 binary: %v\n%s", err, stderr.String())
+		t.Fatal(err)
 	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("GET /healthz = %d %s, want 200", resp.StatusCode, body)
+	if ip := net.ParseIP(host); ip == nil || ip.IsLoopback() || !ip.IsUnspecified() {
+		t.Fatalf("the image's defaults listen on %s; a container needs all interfaces", addr)
 	}
-	t.Logf("arm64 medops-api under qemu: /healthz %d %s", resp.StatusCode, strings.TrimSpace(string(body)))
+	target := net.JoinHostPort("127.0.0.1", port)
+	health := inNetNS(t, cmd.Process.Pid, target, "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+	if health.StatusCode != http.StatusOK {
+		t.Fatalf("GET /healthz = %d, want 200\n%s", health.StatusCode, stderr.String())
+	}
+	// The task store opened in the image's data directory; a create writes
+	// to it (no token file is configured, so auth is off).
+	body := `{"title":"qemu"}`
+	create := inNetNS(t, cmd.Process.Pid, target, fmt.Sprintf("POST /api/v1/tasks HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", len(body), body))
+	if create.StatusCode != http.StatusCreated {
+		t.Fatalf("POST /api/v1/tasks = %d, want 201: the data directory is not writable\n%s", create.StatusCode, stderr.String())
+	}
+	t.Logf("arm64 medops-api image under qemu, own defaults: listening on %s, /healthz %d, create %d", addr, health.StatusCode, create.StatusCode)
+}
+
+// unpackRootFS writes an image layer into a folder with its owners and
+// modes, as a container engine unpacks it.
+func unpackRootFS(t *testing.T, files map[string]layerFile) string {
+	t.Helper()
+	root := t.TempDir()
+	if err := os.Chmod(root, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	names := make([]string, 0, len(files))
+	for n := range files {
+		names = append(names, n)
+	}
+	slices.Sort(names) // parents first
+	for _, n := range names {
+		f := files[n]
+		p := filepath.Join(root, n)
+		mode := os.FileMode(f.hdr.Mode & 0o777)
+		if f.hdr.Mode&0o1000 != 0 {
+			mode |= os.ModeSticky
+		}
+		switch f.hdr.Typeflag {
+		case tar.TypeDir:
+			if err := os.MkdirAll(p, 0o755); err != nil {
+				t.Fatal(err)
+			}
+		case tar.TypeReg:
+			if err := os.WriteFile(p, f.data, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		default:
+			t.Fatalf("%s: unexpected tar entry type %c", n, f.hdr.Typeflag)
+		}
+		if err := os.Chmod(p, mode); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Lchown(p, f.hdr.Uid, f.hdr.Gid); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return root
+}
+
+// inNetNS sends one raw HTTP request to addr from inside the network
+// namespace of process pid (bringing its loopback up first, as a container
+// engine does) and reads the response.
+func inNetNS(t *testing.T, pid int, addr, request string) *http.Response {
+	t.Helper()
+	type result struct {
+		resp *http.Response
+		err  error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		// The thread enters another namespace and is never unlocked, so
+		// the runtime discards it when this goroutine ends.
+		runtime.LockOSThread()
+		ch <- func() result {
+			ns, err := os.Open(fmt.Sprintf("/proc/%d/ns/net", pid))
+			if err != nil {
+				return result{err: err}
+			}
+			defer ns.Close()
+			if err := unix.Setns(int(ns.Fd()), unix.CLONE_NEWNET); err != nil {
+				return result{err: fmt.Errorf("setns: %w", err)}
+			}
+			if err := loopbackUp(); err != nil {
+				return result{err: err}
+			}
+			conn, err := net.DialTimeout("tcp", addr, 10*time.Second)
+			if err != nil {
+				return result{err: err}
+			}
+			defer conn.Close()
+			_ = conn.SetDeadline(time.Now().Add(30 * time.Second))
+			if _, err := io.WriteString(conn, request); err != nil {
+				return result{err: err}
+			}
+			resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+			if err != nil {
+				return result{err: err}
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			return result{resp: resp}
+		}()
+	}()
+	r := <-ch
+	if r.err != nil {
+		t.Fatalf("request to %s in the container's network namespace: %v", addr, r.err)
+	}
+	return r.resp
+}
+
+// loopbackUp sets lo up in the calling thread's network namespace.
+func loopbackUp() error {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("socket: %w", err)
+	}
+	defer unix.Close(fd)
+	ifr, err := unix.NewIfreq("lo")
+	if err != nil {
+		return err
+	}
+	if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
+		return fmt.Errorf("lo flags: %w", err)
+	}
+	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
+	if err := unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr); err != nil {
+		return fmt.Errorf("lo up: %w", err)
+	}
+	return nil
 }
 
 // arm64Image returns the linux/arm64 image of an archive's multi-arch index

@@ -8,8 +8,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"os"
-	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -61,7 +59,7 @@ type App struct {
 	closeErr  error
 }
 
-// New opens the store, reads the token file, builds the modules and the
+// New opens the store, reads the token file (and follows it), builds the modules and the
 // router. Close releases what it opened.
 func New(opts Options) (_ *App, err error) {
 	if opts.Config == nil {
@@ -86,7 +84,7 @@ func New(opts Options) (_ *App, err error) {
 	if a.metrics, err = newHTTPMetrics(a.reg); err != nil {
 		return nil, fmt.Errorf("registering HTTP metrics: %w", err)
 	}
-	token, err := readToken(a.cfg.Auth)
+	token, err := newTokenFile(a.cfg.Auth, a.log)
 	if err != nil {
 		return nil, err
 	}
@@ -114,24 +112,7 @@ func openStore(dataDir string, opts boltstore.Options) (tasks.Store, error) {
 	return s, nil
 }
 
-// readToken reads the bearer token once at start: a missing or empty file
-// is a start-up error, never a silently open API.
-func readToken(auth v1alpha1.WorkloadAuth) (string, error) {
-	if auth.Disabled || auth.TokenFile == "" {
-		return "", nil
-	}
-	b, err := os.ReadFile(auth.TokenFile)
-	if err != nil {
-		return "", fmt.Errorf("auth.tokenFile: %w", err)
-	}
-	tok := strings.TrimSpace(string(b))
-	if tok == "" {
-		return "", fmt.Errorf("auth.tokenFile: %s is empty", auth.TokenFile)
-	}
-	return tok, nil
-}
-
-func (a *App) buildRouter(token string) error {
+func (a *App) buildRouter(token *tokenFile) error {
 	r := chi.NewRouter()
 	a.root = r
 	// Set before any Mount: chi hands it to sub-routers as they are
@@ -140,9 +121,9 @@ func (a *App) buildRouter(token string) error {
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
 		httpx.WriteError(w, http.StatusNotFound, "not_found", "no route for "+r.URL.Path, "")
 	})
-	r.Use(a.observe, limitBody(a.cfg.Server.MaxBodySize.Value()))
-	if token != "" {
-		r.Use(requireToken(token))
+	r.Use(a.observe, limitHeader, limitBody(a.cfg.Server.MaxBodySize.Value()))
+	if token != nil {
+		r.Use(requireToken(token, a.anonymousRead))
 	}
 	r.Get("/healthz", a.healthz)
 	r.Get("/readyz", a.readyz)
@@ -177,6 +158,7 @@ func (a *App) newTasksRouter(read func(http.Handler) http.Handler, invalidate fu
 		BasePath:       TasksPrefix,
 		OnWrite:        func() { invalidate(TasksPrefix) },
 		ReadMiddleware: read,
+		RequireIfMatch: a.cfg.Modules.Tasks.RequireIfMatch,
 	})
 }
 
@@ -192,7 +174,9 @@ func (a *App) Registry() *prometheus.Registry { return a.reg }
 // Store is the task store, nil when the task module is off.
 func (a *App) Store() tasks.Store { return a.store }
 
-// SetDraining turns readiness off: the first step of a graceful shutdown.
+// SetDraining turns readiness off and makes every answer close its
+// connection (Connection: close), so clients move away before the server
+// shuts down: the first step of a graceful shutdown.
 func (a *App) SetDraining() { a.draining.Store(true) }
 
 // Ready reports what /readyz answers.

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -34,6 +35,13 @@ type testEnv struct {
 // before the app is built.
 func newTestEnv(t testing.TB, mutate func(*v1alpha1.WorkloadConfig)) *testEnv {
 	t.Helper()
+	return newTestEnvLogged(t, nil, mutate)
+}
+
+// newTestEnvLogged is newTestEnv with the JSON logs (access log included)
+// written to logs; nil discards them.
+func newTestEnvLogged(t testing.TB, logs io.Writer, mutate func(*v1alpha1.WorkloadConfig)) *testEnv {
+	t.Helper()
 	cfg := &v1alpha1.WorkloadConfig{DataDir: t.TempDir()}
 	tok := filepath.Join(t.TempDir(), "token")
 	if err := os.WriteFile(tok, []byte(testToken+"\n"), 0o600); err != nil {
@@ -47,7 +55,11 @@ func newTestEnv(t testing.TB, mutate func(*v1alpha1.WorkloadConfig)) *testEnv {
 	if errs := cfg.Validate(); len(errs) > 0 {
 		t.Fatal(errs.ToAggregate())
 	}
-	a, err := New(Options{Config: cfg})
+	opts := Options{Config: cfg}
+	if logs != nil {
+		opts.Logger = slog.New(slog.NewJSONHandler(logs, nil))
+	}
+	a, err := New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,6 +71,28 @@ func newTestEnv(t testing.TB, mutate func(*v1alpha1.WorkloadConfig)) *testEnv {
 		}
 	})
 	return &testEnv{app: a, srv: srv}
+}
+
+// accessLog is one access log line.
+type accessLog struct {
+	Msg       string `json:"msg"`
+	RequestID string `json:"request_id"`
+	Route     string `json:"route"`
+	Status    int    `json:"status"`
+	Aborted   bool   `json:"aborted"`
+}
+
+// findLog returns the access log line of a request id.
+func findLog(t testing.TB, logs, id string) accessLog {
+	t.Helper()
+	for _, l := range strings.Split(logs, "\n") {
+		var a accessLog
+		if json.Unmarshal([]byte(l), &a) == nil && a.Msg == "request" && a.RequestID == id {
+			return a
+		}
+	}
+	t.Fatalf("no access log line for request %s in:\n%s", id, logs)
+	return accessLog{}
 }
 
 type resp struct {
@@ -101,9 +135,9 @@ func (e *testEnv) do(t testing.TB, method, path string, body string, hdr ...stri
 	if body != "" {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	if method != http.MethodGet && method != http.MethodHead {
-		req.Header.Set("Authorization", "Bearer "+testToken)
-	}
+	// Every request carries the token (reads of the task module need it
+	// too); a test removes it with "Authorization", "".
+	req.Header.Set("Authorization", "Bearer "+testToken)
 	for i := 0; i+1 < len(hdr); i += 2 {
 		if hdr[i+1] == "" {
 			req.Header.Del(hdr[i])
@@ -244,6 +278,18 @@ func TestTaskErrors(t *testing.T) {
 		{"wrong token", "DELETE", id, ``, []string{"Authorization", "Bearer nope"}, 401, "unauthorized", "Authorization"},
 		{"basic auth", "PATCH", id, `{"title":"b"}`, []string{"Authorization", "Basic Zm9vOmJhcg=="}, 401, "unauthorized", "Authorization"},
 		{"body too large by length", "POST", "/api/v1/tasks", `{"title":"` + strings.Repeat("x", 2<<20) + `"}`, nil, 413, "too_large", ""},
+		// Strict input: invalid UTF-8 was stored as U+FFFD, the last of two
+		// equal members won, an undecodable query was ignored, and an
+		// If-Match too large to be a version was a 400 (it is a well-formed
+		// ETag that matches nothing).
+		{"invalid UTF-8", "POST", "/api/v1/tasks", "{\"title\":\"caf\xe9\"}", nil, 400, "invalid_json", ""},
+		{"invalid UTF-8 in a patch", "PATCH", id, "{\"details\":\"\xff\"}", nil, 400, "invalid_json", ""},
+		{"duplicate member", "POST", "/api/v1/tasks", `{"title":"a","title":"b"}`, nil, 400, "duplicate_field", "title"},
+		{"duplicate member in a patch", "PATCH", id, `{"status":"done","priority":"low","status":"open"}`, nil, 400, "duplicate_field", "status"},
+		{"undecodable query", "GET", "/api/v1/tasks?limit=%zz", "", nil, 400, "invalid", "query"},
+		{"undecodable query name", "GET", "/api/v1/tasks?%zz=1", "", nil, 400, "invalid", "query"},
+		{"If-Match overflow", "PATCH", id, `{"title":"x"}`, []string{"If-Match", `"99999999999999999999"`}, 412, "precondition_failed", "If-Match"},
+		{"If-Match overflow on delete", "DELETE", id, "", []string{"If-Match", `"99999999999999999999"`}, 412, "precondition_failed", "If-Match"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := e.do(t, tc.method, tc.path, tc.body, tc.hdr...)
@@ -370,16 +416,103 @@ func TestListPaginationAndFilters(t *testing.T) {
 	}
 }
 
-func TestReadsNeedNoTokenAndAuthCanBeOff(t *testing.T) {
-	e := newTestEnv(t, nil)
-	if r := e.do(t, "GET", "/api/v1/tasks", "", "Authorization", ""); r.status != 200 {
-		t.Fatalf("GET without token: %d", r.status)
+// TestWhoNeedsTheToken: task reads need the token by default, the gateway
+// (public upstream data) and the service endpoints do not, writes always
+// do, and modules.*.anonymousReads switches a module's reads either way.
+func TestWhoNeedsTheToken(t *testing.T) {
+	up, _ := upstreamServer(t)
+	for _, tc := range []struct {
+		name             string
+		tasks, gateway   *bool
+		tasksAnonymous   bool
+		gatewayAnonymous bool
+	}{
+		{"defaults", nil, nil, false, true},
+		{"tasks opted in, gateway opted out", ptrTo(true), ptrTo(false), true, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newTestEnv(t, func(c *v1alpha1.WorkloadConfig) {
+				withGateway(up.URL)(c)
+				c.Modules.Tasks.AnonymousReads, c.Modules.Gateway.AnonymousReads = tc.tasks, tc.gateway
+				c.Modules.SetDefaults()
+			})
+			id := e.create(t, `{"title":"patient 12: change dressing"}`).ID
+			noToken := []string{"Authorization", ""}
+			for _, c := range []struct {
+				method, path string
+				anonymous    bool
+			}{
+				{"GET", "/api/v1/tasks", tc.tasksAnonymous},
+				{"GET", "/api/v1/tasks/" + id, tc.tasksAnonymous},
+				{"HEAD", "/api/v1/tasks/" + id, tc.tasksAnonymous},
+				{"GET", "/api/v1/gateway/ensembl/info/ping", tc.gatewayAnonymous},
+				{"POST", "/api/v1/tasks", false},
+				{"DELETE", "/api/v1/tasks/" + id, false},
+				{"GET", "/api/v1/nothing-here", false},
+				{"GET", "/healthz", true},
+				{"GET", "/readyz", true},
+				{"GET", "/metrics", true},
+				{"GET", "/openapi.json", true},
+			} {
+				body := ""
+				if c.method == "POST" {
+					body = `{"title":"x"}`
+				}
+				r := e.do(t, c.method, c.path, body, noToken...)
+				if c.anonymous && r.status == http.StatusUnauthorized {
+					t.Errorf("%s %s without a token: 401, want it served", c.method, c.path)
+				}
+				if !c.anonymous {
+					if r.status != http.StatusUnauthorized || r.header.Get("WWW-Authenticate") == "" {
+						t.Errorf("%s %s without a token: %d, want 401 with WWW-Authenticate", c.method, c.path, r.status)
+					} else if c.method != "HEAD" && r.errorBody(t).Code != "unauthorized" {
+						t.Errorf("%s %s: %s", c.method, c.path, r.body)
+					}
+				}
+				if c.method == "GET" {
+					if r := e.do(t, c.method, c.path, "", "Authorization", "Bearer wrong"); r.status != http.StatusUnauthorized {
+						t.Errorf("%s %s with a wrong token: %d, want 401", c.method, c.path, r.status)
+					}
+				}
+			}
+		})
 	}
 	open := newTestEnv(t, func(c *v1alpha1.WorkloadConfig) { c.Auth.Disabled = true })
 	if r := open.do(t, "POST", "/api/v1/tasks", `{"title":"a"}`, "Authorization", ""); r.status != 201 {
 		t.Fatalf("auth disabled: POST without token got %d", r.status)
 	}
+	if r := open.do(t, "GET", "/api/v1/tasks", "", "Authorization", ""); r.status != 200 {
+		t.Fatalf("auth disabled: GET without token got %d", r.status)
+	}
 }
+
+// TestCacheKeepsTokenAnswersFromAnonymousRequests: token-bearing task reads
+// are cached (the token is the API's, not a per-client credential), and an
+// anonymous request is never answered from those entries, even where the
+// module lets anonymous reads through.
+func TestCacheKeepsTokenAnswersFromAnonymousRequests(t *testing.T) {
+	for _, anonymous := range []bool{false, true} {
+		t.Run(fmt.Sprintf("anonymousReads=%v", anonymous), func(t *testing.T) {
+			e := newTestEnv(t, func(c *v1alpha1.WorkloadConfig) { c.Modules.Tasks.AnonymousReads = &anonymous })
+			id := e.create(t, `{"title":"restock morphine"}`).ID
+			path := "/api/v1/tasks/" + id
+			for i, want := range []string{"MISS", "HIT"} {
+				if r := e.do(t, "GET", path, ""); r.status != 200 || r.header.Get("X-Cache") != want {
+					t.Fatalf("read %d with the token: %d X-Cache %q, want 200 %s", i, r.status, r.header.Get("X-Cache"), want)
+				}
+			}
+			r := e.do(t, "GET", path, "", "Authorization", "")
+			switch {
+			case !anonymous && r.status != http.StatusUnauthorized:
+				t.Fatalf("anonymous read: %d X-Cache %q, want 401", r.status, r.header.Get("X-Cache"))
+			case anonymous && (r.status != 200 || r.header.Get("X-Cache") != "MISS"):
+				t.Fatalf("anonymous read: %d X-Cache %q, want 200 MISS (an entry of its own)", r.status, r.header.Get("X-Cache"))
+			}
+		})
+	}
+}
+
+func ptrTo[T any](v T) *T { return &v }
 
 func TestEmptyTokenFileStopsStartUp(t *testing.T) {
 	cfg := &v1alpha1.WorkloadConfig{DataDir: t.TempDir()}
@@ -605,3 +738,67 @@ func TestTaskConditionalGet(t *testing.T) {
 		})
 	}
 }
+
+// TestErrorsBeforeRoutingAreJSONAndCountedByRoute: answers made before a
+// request reaches its handler (431 for oversized headers, 401 for a missing
+// token, 413 for a declared oversized body) are JSON, and are counted under
+// the route they were meant for, not "unmatched".
+func TestErrorsBeforeRoutingAreJSONAndCountedByRoute(t *testing.T) {
+	e := newTestEnv(t, nil)
+	id := e.create(t, `{"title":"x"}`).ID
+	big := strings.Repeat("a", MaxHeaderBytes)
+	for _, tc := range []struct {
+		method, path, body string
+		hdr                []string
+		status             int
+		code, route        string
+	}{
+		{"GET", "/api/v1/tasks/" + id, "", []string{"X-Big", big}, 431, "header_too_large", "/api/v1/tasks/{id}"},
+		{"GET", "/api/v1/tasks/" + id, "", []string{"Authorization", ""}, 401, "unauthorized", "/api/v1/tasks/{id}"},
+		{"POST", "/api/v1/tasks", strings.Repeat("x", 2<<20), nil, 413, "too_large", "/api/v1/tasks"},
+	} {
+		r := e.do(t, tc.method, tc.path, tc.body, tc.hdr...)
+		if r.status != tc.status || r.errorBody(t).Code != tc.code {
+			t.Errorf("%s %s: %d %s, want %d %s", tc.method, tc.path, r.status, r.body, tc.status, tc.code)
+		}
+		text := string(e.do(t, "GET", "/metrics", "").body)
+		want := fmt.Sprintf(`medops_http_requests_total{code="%d",method="%s",route="%s"}`, tc.status, tc.method, tc.route)
+		if !strings.Contains(text, want+" 1") {
+			t.Errorf("metrics lack %s 1", want)
+		}
+	}
+}
+
+// TestRequireIfMatch: with modules.tasks.requireIfMatch, a PATCH or DELETE
+// without If-Match is refused with 428, so no client overwrites a change it
+// has not seen; with it, writes go through as before.
+func TestRequireIfMatch(t *testing.T) {
+	e := newTestEnv(t, func(c *v1alpha1.WorkloadConfig) { c.Modules.Tasks.RequireIfMatch = true })
+	tk := e.create(t, `{"title":"base"}`)
+	id := "/api/v1/tasks/" + tk.ID
+	for _, method := range []string{"PATCH", "DELETE"} {
+		body := ""
+		if method == "PATCH" {
+			body = `{"title":"blind"}`
+		}
+		r := e.do(t, method, id, body)
+		if eb := r.errorBody(t); r.status != http.StatusPreconditionRequired || eb.Code != "precondition_required" || eb.Field != "If-Match" {
+			t.Fatalf("%s without If-Match: %d %s, want 428", method, r.status, r.body)
+		}
+	}
+	r := e.do(t, "PATCH", id, `{"title":"seen"}`, "If-Match", r2etag(tk.Version))
+	if r.status != 200 {
+		t.Fatalf("PATCH with If-Match: %d %s", r.status, r.body)
+	}
+	if r = e.do(t, "DELETE", id, "", "If-Match", r.header.Get("ETag")); r.status != http.StatusNoContent {
+		t.Fatalf("DELETE with If-Match: %d %s", r.status, r.body)
+	}
+	// Off by default.
+	plain := newTestEnv(t, nil)
+	tk = plain.create(t, `{"title":"base"}`)
+	if r := plain.do(t, "PATCH", "/api/v1/tasks/"+tk.ID, `{"title":"x"}`); r.status != 200 {
+		t.Fatalf("default PATCH without If-Match: %d", r.status)
+	}
+}
+
+func r2etag(v int64) string { return `"` + strconv.FormatInt(v, 10) + `"` }

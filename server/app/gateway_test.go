@@ -2,6 +2,7 @@ package app
 
 import (
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -10,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/medops/medops/api/v1alpha1"
+	"github.com/medops/medops/internal/syncbuf"
 )
 
 // upstreamServer is a real HTTP service on 127.0.0.1 that counts its calls.
@@ -106,5 +108,98 @@ func TestGatewayHead(t *testing.T) {
 	defer mu.Unlock()
 	if strings.Join(methods, ",") != "HEAD" {
 		t.Fatalf("upstream saw %v, want one HEAD", methods)
+	}
+}
+
+// TestGatewayCutOffIsLoggedAndCounted: a request whose upstream cuts its
+// body off is in the access log and the metrics under its route: as the
+// JSON 502 the cache turns it into, and, with the cache off, as the
+// aborted response the client saw.
+func TestGatewayCutOffIsLoggedAndCounted(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "1000")
+		fmt.Fprint(w, "partial")
+		w.(http.Flusher).Flush()
+		panic(http.ErrAbortHandler)
+	}))
+	t.Cleanup(up.Close)
+	for _, tc := range []struct {
+		name    string
+		cache   bool
+		status  int
+		aborted bool
+	}{{"cache on", true, 502, false}, {"cache off", false, 200, true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			var logs syncbuf.Buffer
+			e := newTestEnvLogged(t, &logs, func(c *v1alpha1.WorkloadConfig) {
+				withGateway(up.URL)(c)
+				c.Cache.Enabled = &tc.cache
+			})
+			req, _ := http.NewRequest(http.MethodGet, e.srv.URL+"/api/v1/gateway/ensembl/x", nil)
+			req.Header.Set("X-Request-Id", "cut-1")
+			res, err := e.srv.Client().Do(req)
+			if err == nil {
+				_, err = io.ReadAll(res.Body)
+				res.Body.Close()
+			}
+			if tc.aborted {
+				if err == nil {
+					t.Fatalf("the cut body reached the client as complete: %d", res.StatusCode)
+				}
+			} else if err != nil || res.StatusCode != tc.status {
+				t.Fatalf("got %v %v, want %d", res, err, tc.status)
+			}
+			line := findLog(t, logs.String(), "cut-1")
+			if line.Status != tc.status || line.Route != "/api/v1/gateway/*" || line.Aborted != tc.aborted {
+				t.Errorf("access log %+v, want status %d, route /api/v1/gateway/*, aborted %v", line, tc.status, tc.aborted)
+			}
+			m := string(e.do(t, "GET", "/metrics", "").body)
+			if v := metricValue(t, m, fmt.Sprintf(`medops_http_requests_total{code="%d",method="GET",route="/api/v1/gateway/*"}`, tc.status)); v != 1 {
+				t.Errorf("counted %v times", v)
+			}
+		})
+	}
+}
+
+// TestGatewayForwardsTheLoggedRequestID: the upstream gets the request id
+// our access log carries (one value, sanitised), never the client's raw
+// header, so logs on both sides join.
+func TestGatewayForwardsTheLoggedRequestID(t *testing.T) {
+	seen := make(chan []string, 10)
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		seen <- r.Header.Values("X-Request-Id")
+		w.Header().Set("Cache-Control", "no-store")
+		fmt.Fprint(w, "ok")
+	}))
+	t.Cleanup(up.Close)
+	var logs syncbuf.Buffer
+	e := newTestEnvLogged(t, &logs, withGateway(up.URL))
+	for _, tc := range []struct {
+		name string
+		sent []string
+	}{
+		{"sane id", []string{"client-id-1"}},
+		{"several values", []string{"first", "second"}},
+		{"unsafe bytes", []string{"a b\"c<script>"}},
+		{"none", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			req, _ := http.NewRequest(http.MethodGet, e.srv.URL+"/api/v1/gateway/ensembl/"+strings.ReplaceAll(tc.name, " ", "-"), nil)
+			req.Header["X-Request-Id"] = tc.sent
+			res, err := e.srv.Client().Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			res.Body.Close()
+			id := res.Header.Get("X-Request-Id")
+			upstream := <-seen
+			if len(upstream) != 1 || upstream[0] != id {
+				t.Fatalf("upstream got X-Request-Id %q, the client got %q", upstream, id)
+			}
+			findLog(t, logs.String(), id) // the same id is in our access log
+			if len(tc.sent) == 1 && tc.name == "sane id" && id != tc.sent[0] {
+				t.Errorf("a sane client id %q was replaced by %q", tc.sent[0], id)
+			}
+		})
 	}
 }

@@ -14,6 +14,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/go-chi/chi/v5"
+
 	"github.com/medops/medops/server/httpx"
 )
 
@@ -118,16 +120,29 @@ func saneRequestID(s string) bool {
 func (a *App) observe(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
-		id := r.Header.Get(httpx.HeaderRequestID)
-		if !saneRequestID(id) {
+		// A client's id is kept only when it is one sane value; the id is
+		// logged, answered and forwarded upstream, so it must be unambiguous.
+		var id string
+		if vals := r.Header[httpx.HeaderRequestID]; len(vals) == 1 && saneRequestID(vals[0]) {
+			id = vals[0]
+		} else {
 			id = a.ids.next()
 		}
 		w.Header().Set(httpx.HeaderRequestID, id)
+		if a.draining.Load() {
+			// Shutdown closes idle kept-alive connections, and a client may
+			// be sending on one just then: its request is lost with EOF or a
+			// reset, and for a POST it cannot know whether the write
+			// happened. So while draining every answer closes its
+			// connection, and clients move to other pods before Shutdown.
+			w.Header().Set("Connection", "close")
+		}
 		rec := a.recorders.Get().(*recorder)
 		*rec = recorder{ResponseWriter: w}
-		r = r.WithContext(httpx.WithRequestID(r.Context(), id))
+		info := &httpx.Info{ID: id}
+		r = r.WithContext(httpx.WithInfo(r.Context(), info))
 
-		a.serveRecovered(next, rec, r)
+		aborted := a.serveRecovered(next, rec, r)
 		if rec.bare405 {
 			// WriteError sets Content-Type, so this 405 goes through.
 			rec.bare405, rec.wroteHeader = false, false
@@ -145,13 +160,13 @@ func (a *App) observe(next http.Handler) http.Handler {
 		// between here and the routers to pass r itself on, not a copy;
 		// TestMetricsByRoutePattern fails if one does not.
 		route := "unmatched"
-		if r.Pattern != "" && status != http.StatusNotFound {
-			route = r.Pattern
+		if status != http.StatusNotFound {
+			route = a.routeOf(r)
 		}
 		elapsed := time.Since(start)
 		a.metrics.observe(r.Method, route, status, elapsed)
 		if a.log.Enabled(r.Context(), slog.LevelInfo) {
-			a.log.LogAttrs(r.Context(), slog.LevelInfo, "request",
+			attrs := []slog.Attr{
 				slog.String("request_id", id),
 				slog.String("method", r.Method),
 				slog.String("path", r.URL.Path),
@@ -160,22 +175,51 @@ func (a *App) observe(next http.Handler) http.Handler {
 				slog.Int64("bytes", rec.bytes),
 				slog.Float64("duration_ms", float64(elapsed.Microseconds())/1000),
 				slog.String("remote", r.RemoteAddr),
-			)
+			}
+			if aborted {
+				attrs = append(attrs, slog.Bool("aborted", true))
+			}
+			a.log.LogAttrs(r.Context(), slog.LevelInfo, "request", attrs...)
 		}
 		*rec = recorder{}
 		a.recorders.Put(rec)
+		if aborted {
+			// Logged and counted; now let net/http cut the connection.
+			panic(http.ErrAbortHandler)
+		}
 	})
 }
 
-func (a *App) serveRecovered(next http.Handler, rec *recorder, r *http.Request) {
+// serveRecovered runs next, turning a panic into a 500. It reports true when
+// the handler aborted its response on purpose (http.ErrAbortHandler, e.g. an
+// upstream cut off after the status was sent); the caller logs and counts
+// the request and then re-raises the abort so net/http cuts the connection.
+// routeOf is the route pattern of a request: the one chi recorded while
+// routing, or, for a request answered before it was routed (401, 413, 431),
+// the one it would have reached, so its error is counted under its route.
+func (a *App) routeOf(r *http.Request) string {
+	if r.Pattern != "" {
+		return r.Pattern
+	}
+	p := r.URL.RawPath
+	if p == "" {
+		p = r.URL.Path
+	}
+	if pattern := a.root.Find(chi.NewRouteContext(), r.Method, p); pattern != "" {
+		return pattern
+	}
+	return "unmatched"
+}
+
+func (a *App) serveRecovered(next http.Handler, rec *recorder, r *http.Request) (aborted bool) {
 	defer func() {
 		v := recover()
 		if v == nil {
 			return
 		}
 		if v == http.ErrAbortHandler {
-			// net/http's way to abort a response on purpose: let it through.
-			panic(v)
+			aborted = true
+			return
 		}
 		a.log.ErrorContext(r.Context(), "panic serving request",
 			"request_id", httpx.RequestID(r.Context()), "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
@@ -186,6 +230,32 @@ func (a *App) serveRecovered(next http.Handler, rec *recorder, r *http.Request) 
 		}
 	}()
 	next.ServeHTTP(rec, r)
+	return false
+}
+
+// MaxHeaderBytes bounds a request's line and headers; larger ones get a
+// JSON 431. The HTTP server's own limit must be higher (its 431 is plain
+// text): it stays as the hard ceiling on what a connection may buffer.
+const MaxHeaderBytes = 64 << 10
+
+// limitHeader answers 431 for requests whose line and headers exceed
+// MaxHeaderBytes, as net/http counts them (each line with its CRLF).
+func limitHeader(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n := len(r.Method) + len(r.RequestURI) + len(r.Proto) + 4
+		for k, vals := range r.Header {
+			for _, v := range vals {
+				n += len(k) + len(v) + 4
+			}
+		}
+		if n > MaxHeaderBytes {
+			w.Header().Set("Connection", "close")
+			httpx.WriteError(w, http.StatusRequestHeaderFieldsTooLarge, "header_too_large",
+				fmt.Sprintf("the request line and headers are larger than %d bytes", MaxHeaderBytes), "")
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 // limitBody answers 413 for bodies over the limit: at once when
@@ -207,31 +277,67 @@ func limitBody(max int64) func(http.Handler) http.Handler {
 	}
 }
 
-// requireToken protects every method but GET and HEAD with a bearer token.
-// Both sides are hashed before the constant-time compare, so neither the
-// content nor the length of the token leaks through timing.
-func requireToken(token string) func(http.Handler) http.Handler {
-	want := sha256.Sum256([]byte(token))
+// requireToken asks for the bearer token on every request but the reads
+// anonymous lets through without one. Both sides are hashed before the constant-time
+// compare, so neither the content nor the length of the token leaks through
+// timing. A valid token is recorded in the request's Info (the cache keys
+// such requests apart, so an anonymous request is never answered with what a
+// token-bearing one was given) and then removed from the request: no handler
+// needs it, and the cache would otherwise take it for a per-client
+// credential and not cache at all.
+func requireToken(token *tokenFile, anonymous func(*http.Request) bool) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if r.Method == http.MethodGet || r.Method == http.MethodHead {
+			authz := r.Header.Get("Authorization")
+			// An anonymous read that still presents a token has it checked,
+			// so it is cached with the other token-bearing requests instead
+			// of bypassing the cache as a credential.
+			if authz == "" && (r.Method == http.MethodGet || r.Method == http.MethodHead) && anonymous(r) {
 				next.ServeHTTP(w, r)
 				return
 			}
-			authz := r.Header.Get("Authorization")
 			scheme, got, ok := strings.Cut(authz, " ")
 			if !ok || !strings.EqualFold(scheme, "Bearer") {
 				w.Header().Set("WWW-Authenticate", `Bearer realm="medops"`)
-				httpx.WriteError(w, http.StatusUnauthorized, "unauthorized", "this method needs an Authorization: Bearer token", "Authorization")
+				httpx.WriteError(w, http.StatusUnauthorized, "unauthorized", r.Method+" "+r.URL.Path+" needs an Authorization: Bearer token", "Authorization")
 				return
 			}
 			gotSum := sha256.Sum256([]byte(strings.TrimSpace(got)))
-			if subtle.ConstantTimeCompare(gotSum[:], want[:]) != 1 {
+			if want := token.current(); subtle.ConstantTimeCompare(gotSum[:], want[:]) != 1 {
 				w.Header().Set("WWW-Authenticate", `Bearer realm="medops", error="invalid_token"`)
 				httpx.WriteError(w, http.StatusUnauthorized, "unauthorized", "the bearer token is not valid", "Authorization")
 				return
 			}
+			if info := httpx.InfoFrom(r.Context()); info != nil {
+				info.Authenticated = true
+			}
+			delete(r.Header, "Authorization")
 			next.ServeHTTP(w, r)
 		})
 	}
+}
+
+// anonymousRead reports whether a GET or HEAD needs no token: everything
+// outside /api/v1 (health, readiness, /metrics for scrapes, the OpenAPI
+// document) and the modules whose anonymousReads is on. It reads the path
+// chi routes on, so the decision and the route always agree.
+func (a *App) anonymousRead(r *http.Request) bool {
+	p := r.URL.RawPath
+	if p == "" {
+		p = r.URL.Path
+	}
+	switch {
+	case under(p, TasksPrefix):
+		return a.cfg.Modules.TasksAnonymousReads()
+	case under(p, GatewayPrefix):
+		return a.cfg.Modules.GatewayAnonymousReads()
+	default:
+		return !under(p, APIPrefix)
+	}
+}
+
+// under reports whether path is prefix or below it.
+func under(path, prefix string) bool {
+	rest, ok := strings.CutPrefix(path, prefix)
+	return ok && (rest == "" || rest[0] == '/')
 }

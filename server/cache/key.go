@@ -3,11 +3,11 @@ package cache
 import (
 	"hash/maphash"
 	"net/http"
-	"net/url"
-	"slices"
 	"strconv"
 	"strings"
 	"unsafe"
+
+	"github.com/medops/medops/server/httpx"
 )
 
 // varyHeaders are the request headers every key covers, in canonical form.
@@ -19,31 +19,39 @@ import (
 var varyHeaders = [...]string{"Accept", "Accept-Encoding", "Accept-Language", "Content-Type"}
 
 // appendKey appends r's cache key to dst. It reports false when the request
-// cannot be keyed (an undecodable query), in which case it is not cached.
+// cannot be keyed (a query with control bytes, which no upstream can be
+// sent anyway), in which case it is not cached.
 //
-// The key is: method, escaped path, canonical query, the normalised values
-// of varyHeaders, the invalidation generations of the prefixes the path is
-// under, and — only when credentials may be cached — a hash of them, so one
+// The key is: method, escaped path, the raw query, the raw values of
+// varyHeaders, the invalidation generations of the prefixes the path is
+// under, whether the request presented the API's token, and — only when
+// credentials may be cached — a hash of them, so one
 // client's authorised responses never reach another. Fields are separated by
 // '\n', which none of them can contain.
+//
+// The query and the header values are taken byte for byte, not in a
+// canonical form: the gateway forwards them as they came, and upstreams
+// parse them their own way (Ensembl splits the query on ';' as well as '&').
+// Any normalisation would let two requests that mean different things to the
+// upstream share an entry, so that one fills what the other reads. The key
+// is therefore a function of exactly what the handler sees;
+// FuzzKeyMatchesUpstreamRequest checks that through the gateway.
 func (c *Cache) appendKey(dst []byte, r *http.Request) ([]byte, bool) {
 	dst = append(dst, r.Method...)
 	dst = append(dst, ' ')
 	dst = append(dst, r.URL.EscapedPath()...)
-	if r.URL.RawQuery != "" {
-		mark := len(dst)
+	if q := r.URL.RawQuery; q != "" {
+		for i := 0; i < len(q); i++ {
+			if q[i] < ' ' || q[i] == 0x7f {
+				return dst, false
+			}
+		}
 		dst = append(dst, '?')
-		var ok bool
-		if dst, ok = appendCanonicalQuery(dst, r.URL.RawQuery); !ok {
-			return dst, false
-		}
-		if len(dst) == mark+1 {
-			dst = dst[:mark] // "?&&" means no query at all
-		}
+		dst = append(dst, q...)
 	}
 	for _, name := range varyHeaders {
 		dst = append(dst, '\n')
-		dst = appendHeaderValue(dst, r.Header[name])
+		dst = appendHeaderValues(dst, r.Header[name])
 	}
 	dst = append(dst, '\n')
 	for _, g := range *c.gens.Load() {
@@ -51,6 +59,11 @@ func (c *Cache) appendKey(dst []byte, r *http.Request) ([]byte, bool) {
 			dst = append(dst, 'g')
 			dst = strconv.AppendUint(dst, g.n.Load(), 10)
 		}
+	}
+	// Requests that presented the API's token get entries of their own, so
+	// an anonymous request is never answered with what needed the token.
+	if httpx.Authenticated(r.Context()) {
+		dst = append(dst, 'a')
 	}
 	if c.cacheAuthorized && hasCredentials(r) {
 		var h maphash.Hash
@@ -86,96 +99,30 @@ func hasCredentials(r *http.Request) bool {
 	return len(r.Header["Authorization"]) > 0 || len(r.Header["Cookie"]) > 0
 }
 
-// appendHeaderValue appends the values of one request header joined by ','
-// with white space dropped and ASCII letters lowered, so "text/html, */*" and
-// "Text/HTML,*/*" share an entry. Media types, charsets and language tags are
-// case-insensitive, which makes this safe for the negotiation headers.
-func appendHeaderValue(dst []byte, vals []string) []byte {
+// appendHeaderValues appends the values of one request header as they are,
+// after a '=' that tells a header sent empty from one not sent, joined by ','. '%', ',' and control bytes inside a value are escaped, so
+// the encoding is one-to-one: ["a,b"] and ["a", "b"] (one header line or
+// two, which an upstream may tell apart) get different keys, and no value can
+// forge the '\n' between fields.
+func appendHeaderValues(dst []byte, vals []string) []byte {
+	const hex = "0123456789ABCDEF"
+	if len(vals) > 0 {
+		dst = append(dst, '=')
+	}
 	for i, v := range vals {
 		if i > 0 {
 			dst = append(dst, ',')
 		}
 		for j := 0; j < len(v); j++ {
 			b := v[j]
-			switch {
-			case b == ' ' || b == '\t':
-				continue
-			case 'A' <= b && b <= 'Z':
-				b += 'a' - 'A'
-			case b < ' ' || b == 0x7f:
-				// Control characters cannot reach here through net/http;
-				// escape them anyway so they can never forge a separator.
-				dst = append(dst, '%')
-				dst = append(dst, "0123456789ABCDEF"[b>>4], "0123456789ABCDEF"[b&15])
+			if b == '%' || b == ',' || b < ' ' || b == 0x7f {
+				dst = append(dst, '%', hex[b>>4], hex[b&15])
 				continue
 			}
 			dst = append(dst, b)
 		}
 	}
 	return dst
-}
-
-type queryPair struct{ k, v string }
-
-// appendCanonicalQuery appends the canonical form of a raw query: pairs are
-// decoded, empty ones dropped, sorted by name (values of one name keep their
-// order, which may matter to the handler), and re-encoded with one escaping,
-// so "b=2&a=1", "a=1&b=2" and "a=%31&&b=2" give the same bytes. A bare name
-// becomes "name=", as url.Values reads both the same. It reports false for a
-// query that does not decode; such requests are not cached.
-func appendCanonicalQuery(dst []byte, raw string) ([]byte, bool) {
-	var stack [16]queryPair
-	pairs := stack[:0]
-	for part := range strings.SplitSeq(raw, "&") {
-		if part == "" {
-			continue
-		}
-		k, v, _ := strings.Cut(part, "=")
-		dk, err := url.QueryUnescape(k)
-		if err != nil {
-			return dst, false
-		}
-		dv, err := url.QueryUnescape(v)
-		if err != nil {
-			return dst, false
-		}
-		pairs = append(pairs, queryPair{dk, dv})
-	}
-	slices.SortStableFunc(pairs, func(a, b queryPair) int { return strings.Compare(a.k, b.k) })
-	for i, p := range pairs {
-		if i > 0 {
-			dst = append(dst, '&')
-		}
-		dst = appendQueryEscape(dst, p.k)
-		dst = append(dst, '=')
-		dst = appendQueryEscape(dst, p.v)
-	}
-	return dst, true
-}
-
-// appendQueryEscape is url.QueryEscape without the intermediate string.
-func appendQueryEscape(dst []byte, s string) []byte {
-	const hex = "0123456789ABCDEF"
-	for i := 0; i < len(s); i++ {
-		b := s[i]
-		switch {
-		case 'a' <= b && b <= 'z', 'A' <= b && b <= 'Z', '0' <= b && b <= '9',
-			b == '-', b == '_', b == '.', b == '~':
-			dst = append(dst, b)
-		case b == ' ':
-			dst = append(dst, '+')
-		default:
-			dst = append(dst, '%', hex[b>>4], hex[b&15])
-		}
-	}
-	return dst
-}
-
-// canonicalQuery is appendCanonicalQuery returning a string, for tests and
-// callers off the hot path.
-func canonicalQuery(raw string) (string, bool) {
-	b, ok := appendCanonicalQuery(nil, raw)
-	return string(b), ok
 }
 
 // bytesString views b as a string without copying. The caller must not

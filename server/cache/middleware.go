@@ -558,6 +558,18 @@ func (r *recorder) startStreaming() {
 	r.buf = nil
 }
 
+// Retract drops what the handler wrote so far (httpx.Retracter), unless it
+// is already streaming to the client because it outgrew maxEntrySize.
+func (r *recorder) Retract() bool {
+	if r.overflow {
+		return false
+	}
+	clear(r.h)
+	r.status = 0
+	r.buf = r.buf[:0]
+	return true
+}
+
 // Flush only reaches the client once the response is streaming; a recorded
 // response is sent whole when the handler returns.
 func (r *recorder) Flush() {

@@ -51,10 +51,6 @@ type Options struct {
 // http.StripPrefix having cut the path.
 const MountPath = "/api/v1/gateway"
 
-// maxBlock bounds how long one rate-limit answer can shut an upstream off,
-// so a wrong header cannot do it for days.
-const maxBlock = time.Hour
-
 type upstream struct {
 	name        string
 	base        url.URL
@@ -72,6 +68,10 @@ type gateway struct {
 	client *http.Client
 	log    *slog.Logger
 	now    func() time.Time
+	// maxRetryAfter bounds how long one rate-limit answer can shut an
+	// upstream off, and the Retry-After clients get, so a wrong header
+	// cannot do it for hours.
+	maxRetryAfter time.Duration
 
 	requests    *prometheus.CounterVec
 	duration    *prometheus.HistogramVec
@@ -86,6 +86,11 @@ func New(mod v1alpha1.GatewayModule, opts Options) (http.Handler, error) {
 		client: opts.Client,
 		log:    opts.Logger,
 		now:    time.Now,
+
+		maxRetryAfter: v1alpha1.DefaultMaxRetryAfter,
+	}
+	if mod.MaxRetryAfter != nil {
+		g.maxRetryAfter = mod.MaxRetryAfter.Duration
 	}
 	if g.log == nil {
 		g.log = slog.New(slog.DiscardHandler)
@@ -107,7 +112,7 @@ func New(mod v1alpha1.GatewayModule, opts Options) (http.Handler, error) {
 	}
 	g.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "medops", Subsystem: "gateway", Name: "requests_total",
-		Help: "Gateway answers by upstream and HTTP status code.",
+		Help: "Gateway answers by upstream and HTTP status code (\"aborted\": the upstream failed mid-body after the status was sent).",
 	}, []string{"upstream", "code"})
 	g.duration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Namespace: "medops", Subsystem: "gateway", Name: "upstream_duration_seconds",
@@ -171,15 +176,16 @@ func newClient() *http.Client {
 	}
 }
 
-// forwardHeaders are the request headers an upstream gets: content
-// negotiation (Ensembl reads the format from Content-Type as well as
-// Accept), the cache's revalidation conditions and the request id.
-// Credentials meant for medops-api are never forwarded.
-var forwardHeaders = [...]string{"Accept", "Accept-Language", "Content-Type", "If-None-Match", "If-Modified-Since", httpx.HeaderRequestID}
+// forwardHeaders are the request headers an upstream gets as the client sent
+// them: content negotiation (Ensembl reads the format from Content-Type as
+// well as Accept) and the cache's revalidation conditions. Credentials meant
+// for medops-api are never forwarded, nor is the client's X-Request-Id: the
+// upstream gets the id our access log carries (see forward).
+var forwardHeaders = [...]string{"Accept", "Accept-Language", "Content-Type", "If-None-Match", "If-Modified-Since"}
 
 // relayHeaders are the upstream response headers passed back.
 var relayHeaders = [...]string{"Content-Type", "Content-Language", "Content-Disposition", "Cache-Control",
-	"Etag", "Last-Modified", "Expires", "Age", "Retry-After", "Location"}
+	"Etag", "Last-Modified", "Expires", "Age", "Location"}
 
 // rateHeaders are Ensembl's rate-limit headers, passed back with a 429.
 var rateHeaders = [...]string{"X-Ratelimit-Limit", "X-Ratelimit-Remaining", "X-Ratelimit-Reset", "X-Ratelimit-Period"}
@@ -203,7 +209,7 @@ func (g *gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if wait := up.blocked(g.now()); wait > 0 {
 		g.rateLimited.WithLabelValues(up.name).Inc()
 		g.requests.WithLabelValues(up.name, "429").Inc()
-		w.Header().Set("Retry-After", strconv.FormatInt(int64(math.Ceil(wait.Seconds())), 10))
+		w.Header().Set("Retry-After", retryAfterValue(wait))
 		httpx.WriteError(w, http.StatusTooManyRequests, "rate_limited",
 			fmt.Sprintf("upstream %q rate limit is exhausted; retry later", up.name), "")
 		return
@@ -217,8 +223,14 @@ func (g *gateway) forward(w http.ResponseWriter, r *http.Request, up *upstream, 
 	target.RawPath = up.baseRawPath + rawRest
 	target.RawQuery = r.URL.RawQuery
 
-	ctx, cancel := context.WithTimeout(r.Context(), up.timeout)
-	defer cancel()
+	// The timeout bounds waiting for the upstream: its response headers,
+	// then each gap between body reads. It does not run while the body is
+	// written to the client, so a slow client downloading a large answer
+	// is not cut off (the server's WriteTimeout bounds that).
+	ctx, cancel := context.WithCancelCause(r.Context())
+	defer cancel(nil)
+	idle := time.AfterFunc(up.timeout, func() { cancel(errUpstreamTimeout) })
+	defer idle.Stop()
 	req, err := http.NewRequestWithContext(ctx, r.Method, target.String(), nil)
 	if err != nil {
 		httpx.WriteError(w, http.StatusBadRequest, "invalid", "cannot build the upstream request: "+err.Error(), "path")
@@ -230,16 +242,21 @@ func (g *gateway) forward(w http.ResponseWriter, r *http.Request, up *upstream, 
 		}
 	}
 	req.Header.Set("User-Agent", "medops-api-gateway")
+	// The router's id, already sanitised or made up, so logs on both sides
+	// join; the client's raw header may hold any bytes and several values.
+	if id := httpx.RequestID(r.Context()); id != "" {
+		req.Header[httpx.HeaderRequestID] = []string{id}
+	}
 
 	start := time.Now()
 	resp, err := g.client.Do(req)
+	idle.Stop()
 	g.duration.WithLabelValues(up.name).Observe(time.Since(start).Seconds())
 	if err != nil {
 		if r.Context().Err() != nil {
 			return // the client went away; nobody to answer
 		}
-		var ne net.Error
-		if errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {
+		if timedOut(ctx, err) {
 			g.fail(w, up, http.StatusGatewayTimeout, "gateway_timeout", fmt.Sprintf("upstream %q did not answer within %s", up.name, up.timeout))
 			return
 		}
@@ -248,17 +265,21 @@ func (g *gateway) forward(w http.ResponseWriter, r *http.Request, up *upstream, 
 		return
 	}
 	defer resp.Body.Close()
-	up.noteLimits(resp, g.now())
+	now := g.now()
+	wait := up.noteLimits(resp, now, g.maxRetryAfter)
 
 	switch {
 	case resp.StatusCode == http.StatusTooManyRequests:
 		copyHeaders(w.Header(), resp.Header, rateHeaders[:])
-		copyHeaders(w.Header(), resp.Header, []string{"Retry-After"})
+		// What the gateway itself now waits, never the upstream's raw value.
+		w.Header().Set("Retry-After", retryAfterValue(wait))
 		g.requests.WithLabelValues(up.name, "429").Inc()
 		httpx.WriteError(w, http.StatusTooManyRequests, "rate_limited", fmt.Sprintf("upstream %q is rate limiting", up.name), "")
 		return
 	case resp.StatusCode >= 500:
-		copyHeaders(w.Header(), resp.Header, []string{"Retry-After"})
+		if d, ok := parseDelay(resp.Header.Get("Retry-After"), now); ok {
+			w.Header().Set("Retry-After", retryAfterValue(min(d, g.maxRetryAfter)))
+		}
 		status, code := http.StatusBadGateway, "bad_gateway"
 		if resp.StatusCode == http.StatusGatewayTimeout {
 			status, code = http.StatusGatewayTimeout, "gateway_timeout"
@@ -273,23 +294,73 @@ func (g *gateway) forward(w http.ResponseWriter, r *http.Request, up *upstream, 
 		// The cache in front reads this; so do clients and other caches.
 		h.Add("Cache-Control", "max-age="+strconv.FormatInt(int64(up.ttl/time.Second), 10))
 	}
-	h.Set("Vary", "Accept, Accept-Language, Content-Type")
+	// The upstream's own Vary stays: it may vary on what the cache cannot
+	// key (*, Cookie), and then the cache must not store the answer. The
+	// gateway adds the negotiation headers it forwards.
+	h["Vary"] = append(append([]string(nil), resp.Header["Vary"]...), "Accept, Accept-Language, Content-Type")
 	if r.Method == http.MethodHead {
 		copyHeaders(h, resp.Header, []string{"Content-Length"})
 	} else if resp.ContentLength >= 0 && resp.StatusCode != http.StatusNoContent && resp.StatusCode != http.StatusNotModified {
 		h.Set("Content-Length", strconv.FormatInt(resp.ContentLength, 10))
 	}
-	g.requests.WithLabelValues(up.name, strconv.Itoa(resp.StatusCode)).Inc()
 	w.WriteHeader(resp.StatusCode)
 	if r.Method == http.MethodHead || resp.StatusCode == http.StatusNotModified {
+		g.requests.WithLabelValues(up.name, strconv.Itoa(resp.StatusCode)).Inc()
 		return
 	}
-	if _, err := io.Copy(w, resp.Body); err != nil {
-		// The status is out; the only honest signal left is to abort the
-		// response, which also keeps the cache from storing a cut body.
-		g.log.Warn("upstream body cut off", slog.String("upstream", up.name), slog.Any("error", err))
-		panic(http.ErrAbortHandler)
+	if _, err := io.Copy(w, &idleReader{r: resp.Body, idle: idle, timeout: up.timeout}); err != nil {
+		g.bodyFailed(w, r, up, timedOut(ctx, err), err)
+		return
 	}
+	g.requests.WithLabelValues(up.name, strconv.Itoa(resp.StatusCode)).Inc()
+}
+
+// bodyFailed handles an upstream that stalled or cut its answer off after
+// the status line. Behind the cache nothing has reached the client yet, so
+// the recorded start is taken back and the client gets a JSON 502 or 504,
+// which the cache may replace with a stale entry and hands to every
+// coalesced waiter. Without the cache the status is out, and aborting the
+// response is the only honest signal left (the client sees a cut body, never
+// a complete-looking one).
+func (g *gateway) bodyFailed(w http.ResponseWriter, r *http.Request, up *upstream, timeout bool, err error) {
+	g.log.Warn("upstream body cut off", slog.String("upstream", up.name), slog.Any("error", err),
+		slog.String("request_id", httpx.RequestID(r.Context())))
+	if httpx.Retract(w) {
+		if timeout {
+			g.fail(w, up, http.StatusGatewayTimeout, "gateway_timeout", fmt.Sprintf("upstream %q stalled in the middle of its answer", up.name))
+		} else {
+			g.fail(w, up, http.StatusBadGateway, "bad_gateway", fmt.Sprintf("upstream %q cut its answer off", up.name))
+		}
+		return
+	}
+	g.requests.WithLabelValues(up.name, "aborted").Inc()
+	panic(http.ErrAbortHandler)
+}
+
+// errUpstreamTimeout cancels an upstream call that waited too long.
+var errUpstreamTimeout = errors.New("upstream timeout")
+
+// timedOut reports whether an upstream call failed because it waited too
+// long: on our idle timer or on a network timeout.
+func timedOut(ctx context.Context, err error) bool {
+	var ne net.Error
+	return errors.Is(context.Cause(ctx), errUpstreamTimeout) || errors.Is(err, context.DeadlineExceeded) ||
+		(errors.As(err, &ne) && ne.Timeout())
+}
+
+// idleReader runs the idle timer only while it waits for the upstream's
+// body, never while the caller writes what it read to the client.
+type idleReader struct {
+	r       io.Reader
+	idle    *time.Timer
+	timeout time.Duration
+}
+
+func (ir *idleReader) Read(p []byte) (int, error) {
+	ir.idle.Reset(ir.timeout)
+	n, err := ir.r.Read(p)
+	ir.idle.Stop()
+	return n, err
 }
 
 func (g *gateway) fail(w http.ResponseWriter, up *upstream, status int, code, msg string) {
@@ -333,7 +404,8 @@ func (u *upstream) blocked(now time.Time) time.Duration {
 // noteLimits shuts the upstream off until its rate limit resets: after a
 // 429 for its Retry-After, and when X-RateLimit-Remaining reaches 0 until
 // X-RateLimit-Reset. Ensembl sends both as seconds, sometimes fractional.
-func (u *upstream) noteLimits(resp *http.Response, now time.Time) {
+// The wait is at most limit; it returns the wait it noted (0 for none).
+func (u *upstream) noteLimits(resp *http.Response, now time.Time, limit time.Duration) time.Duration {
 	var wait time.Duration
 	switch {
 	case resp.StatusCode == http.StatusTooManyRequests:
@@ -347,14 +419,15 @@ func (u *upstream) noteLimits(resp *http.Response, now time.Time) {
 			wait = time.Second
 		}
 	default:
-		return
+		return 0
 	}
-	wait = min(wait, maxBlock)
+	wait = min(wait, limit)
 	u.mu.Lock()
 	if until := now.Add(wait); until.After(u.blockedUntil) {
 		u.blockedUntil = until
 	}
 	u.mu.Unlock()
+	return wait
 }
 
 // firstSeconds reads the first header that holds a delay: seconds (integer
@@ -368,21 +441,44 @@ func firstSeconds(h http.Header, now time.Time, names ...string) time.Duration {
 	return 0
 }
 
+// parseDelay reads a Retry-After value: delay-seconds, with the decimal
+// fraction Ensembl sends, or an HTTP date. Anything else (a sign, an
+// exponent, Inf, NaN, hex, words) is not a delay. Huge values saturate;
+// callers clamp.
 func parseDelay(v string, now time.Time) (time.Duration, bool) {
 	v = strings.TrimSpace(v)
-	if v == "" {
-		return 0, false
-	}
-	if f, err := strconv.ParseFloat(v, 64); err == nil {
-		if math.IsNaN(f) || f < 0 {
+	if whole, frac, hasFrac := strings.Cut(v, "."); digits(whole) && (!hasFrac || digits(frac)) {
+		if len(whole) > 9 { // over 31 years: saturate rather than overflow
+			return math.MaxInt64, true
+		}
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil {
 			return 0, false
 		}
-		return time.Duration(min(f, maxBlock.Seconds()) * float64(time.Second)), true
+		return time.Duration(f * float64(time.Second)), true
 	}
 	if t, err := http.ParseTime(v); err == nil {
 		return max(t.Sub(now), 0), true
 	}
 	return 0, false
+}
+
+func digits(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// retryAfterValue formats a delay as Retry-After's whole seconds, rounded
+// up so a client never comes back early.
+func retryAfterValue(d time.Duration) string {
+	return strconv.FormatInt(int64(math.Ceil(d.Seconds())), 10)
 }
 
 // splitPath finds the upstream name and the rest of the path, in escaped and

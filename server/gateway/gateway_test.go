@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -30,7 +31,7 @@ type origin struct {
 	serve http.HandlerFunc
 }
 
-func newOrigin(t *testing.T, serve http.HandlerFunc) *origin {
+func newOrigin(t testing.TB, serve http.HandlerFunc) *origin {
 	o := &origin{serve: serve}
 	o.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		o.calls.Add(1)
@@ -58,7 +59,7 @@ func dur(d time.Duration) *metav1.Duration { return &metav1.Duration{Duration: d
 
 // mount serves the gateway the way the router does: chi, mounted at
 // /api/v1/gateway, optionally behind a cache.
-func mount(t *testing.T, mod v1alpha1.GatewayModule, c *cache.Cache) (*httptest.Server, *gateway) {
+func mount(t testing.TB, mod v1alpha1.GatewayModule, c *cache.Cache) (*httptest.Server, *gateway) {
 	t.Helper()
 	h, err := New(mod, Options{Registerer: prometheus.NewRegistry()})
 	if err != nil {
@@ -262,7 +263,8 @@ func TestRateLimits(t *testing.T) {
 
 	mode.Store("429")
 	r := get(t, srv.URL+"/api/v1/gateway/ensembl/a")
-	if code, _ := errCode(t, r.body); r.status != 429 || code != "rate_limited" || r.header.Get("Retry-After") != "1.5" {
+	// Retry-After is relayed as whole seconds, rounded up.
+	if code, _ := errCode(t, r.body); r.status != 429 || code != "rate_limited" || r.header.Get("Retry-After") != "2" {
 		t.Fatalf("429 pass-through: %d %s %v", r.status, r.body, r.header)
 	}
 	// Until the Retry-After has passed the gateway answers itself.
@@ -310,7 +312,7 @@ func TestTTLBecomesMaxAge(t *testing.T) {
 
 // The cache in front of the gateway: coalescing, stale-if-error and
 // revalidation, all through HTTP semantics only.
-func newCache(t *testing.T, now func() time.Time) *cache.Cache {
+func newCache(t testing.TB, now func() time.Time) *cache.Cache {
 	t.Helper()
 	spec := v1alpha1.CacheSpec{TTL: dur(time.Minute), StaleIfError: dur(10 * time.Minute)}
 	spec.SetDefaults()
@@ -494,6 +496,231 @@ func TestNewNamesTheField(t *testing.T) {
 			_, err := New(module(tc.ups...), Options{})
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("error %v, want it to name %s", err, tc.want)
+			}
+		})
+	}
+}
+
+// TestUpstreamFailsMidBody: an upstream that sends its status and part of
+// the body, then cuts the connection or stalls. Behind the cache nothing
+// has reached the client yet, so it gets a JSON 502 (cut) or 504 (stall),
+// or the stale entry where stale-if-error allows, and coalesced waiters
+// share the one upstream call and its answer.
+func TestUpstreamFailsMidBody(t *testing.T) {
+	var mode atomic.Value
+	mode.Store("cut")
+	release := make(chan struct{})
+	o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/wait" {
+			<-release
+		}
+		m := mode.Load().(string)
+		if m == "ok" {
+			fmt.Fprint(w, "whole answer")
+			return
+		}
+		w.Header().Set("Content-Length", "1000")
+		w.WriteHeader(http.StatusOK)
+		fmt.Fprint(w, "the first bytes")
+		w.(http.Flusher).Flush()
+		if m == "stall" {
+			<-r.Context().Done()
+			return
+		}
+		panic(http.ErrAbortHandler) // cut the connection
+	})
+	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	var mu sync.Mutex
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	srv, _ := mount(t, module(v1alpha1.Upstream{Name: "e", URL: o.srv.URL, TTL: dur(30 * time.Second), Timeout: dur(300 * time.Millisecond)}), newCache(t, clock))
+
+	for _, tc := range []struct {
+		mode   string
+		status int
+		code   string
+	}{{"cut", 502, "bad_gateway"}, {"stall", 504, "gateway_timeout"}} {
+		mode.Store(tc.mode)
+		r := get(t, srv.URL+"/api/v1/gateway/e/"+tc.mode)
+		if code, _ := errCode(t, r.body); r.status != tc.status || code != tc.code {
+			t.Errorf("%s: %d %q, want %d %s", tc.mode, r.status, r.body, tc.status, tc.code)
+		}
+	}
+
+	// Ten waiters on one call that is cut off: one upstream call, ten 502s.
+	mode.Store("cut")
+	calls := o.calls.Load()
+	var wg sync.WaitGroup
+	var got502 atomic.Int64
+	for range 10 {
+		wg.Go(func() {
+			r := get(t, srv.URL+"/api/v1/gateway/e/wait")
+			if code, _ := errCode(t, r.body); r.status == 502 && code == "bad_gateway" {
+				got502.Add(1)
+			}
+		})
+	}
+	for o.calls.Load() == calls {
+		time.Sleep(5 * time.Millisecond)
+	}
+	time.Sleep(100 * time.Millisecond) // let the other nine join the flight
+	close(release)
+	wg.Wait()
+	if n := o.calls.Load() - calls; n != 1 || got502.Load() != 10 {
+		t.Errorf("10 coalesced waiters: %d upstream calls, %d got the JSON 502; want 1 and 10", n, got502.Load())
+	}
+
+	// A stored answer stands in for a cut one while stale-if-error allows.
+	mode.Store("ok")
+	if r := get(t, srv.URL+"/api/v1/gateway/e/gene"); r.status != 200 || r.body != "whole answer" {
+		t.Fatalf("fill: %d %q", r.status, r.body)
+	}
+	mu.Lock()
+	now = now.Add(time.Minute)
+	mu.Unlock()
+	mode.Store("cut")
+	if r := get(t, srv.URL+"/api/v1/gateway/e/gene"); r.status != 200 || r.body != "whole answer" || r.header.Get("X-Cache") != "STALE" {
+		t.Errorf("stale-if-error on a cut body: %d %q X-Cache %q", r.status, r.body, r.header.Get("X-Cache"))
+	}
+}
+
+// TestUpstreamVaryIsKeptAndHonoured: the upstream's own Vary reaches the
+// client next to the gateway's, and a response that varies on what the
+// cache does not key (*, Cookie, which the gateway never forwards) is not
+// stored, so it is never shared between clients.
+func TestUpstreamVaryIsKeptAndHonoured(t *testing.T) {
+	o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/star":
+			w.Header().Set("Vary", "*")
+		case "/cookie":
+			w.Header().Set("Vary", "Cookie")
+		case "/encoding":
+			w.Header().Set("Vary", "Accept-Encoding")
+		}
+		fmt.Fprint(w, "answer")
+	})
+	srv, _ := mount(t, module(v1alpha1.Upstream{Name: "e", URL: o.srv.URL, TTL: dur(time.Minute)}), newCache(t, nil))
+	for _, tc := range []struct {
+		path, vary string
+		second     string // X-Cache of the second request
+	}{
+		{"star", "*", "MISS"},
+		{"cookie", "Cookie", "MISS"},
+		{"encoding", "Accept-Encoding", "HIT"},
+		{"none", "", "HIT"},
+	} {
+		t.Run(tc.path, func(t *testing.T) {
+			before := o.calls.Load()
+			first := get(t, srv.URL+"/api/v1/gateway/e/"+tc.path)
+			second := get(t, srv.URL+"/api/v1/gateway/e/"+tc.path)
+			vary := strings.Join(first.header.Values("Vary"), ", ")
+			if tc.vary != "" && !strings.Contains(vary, tc.vary) {
+				t.Errorf("Vary %q lost the upstream's %q", vary, tc.vary)
+			}
+			if !strings.Contains(vary, "Accept-Language") {
+				t.Errorf("Vary %q lost the gateway's negotiation headers", vary)
+			}
+			if got := second.header.Get("X-Cache"); got != tc.second {
+				t.Errorf("second request X-Cache %q, want %s (upstream calls %d)", got, tc.second, o.calls.Load()-before)
+			}
+		})
+	}
+}
+
+// TestTimeoutDoesNotCutASlowClient: the upstream timeout bounds waiting
+// for the upstream, not the client's download. A 20 MB answer the upstream
+// sends at once reaches a client that reads it slowly, for much longer than
+// the timeout, whole.
+func TestTimeoutDoesNotCutASlowClient(t *testing.T) {
+	const size = 20 << 20
+	chunk := bytes.Repeat([]byte("ACGT"), 16<<10)
+	o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", strconv.Itoa(size))
+		for sent := 0; sent < size; sent += len(chunk) {
+			if _, err := w.Write(chunk); err != nil {
+				return
+			}
+		}
+	})
+	srv, _ := mount(t, module(v1alpha1.Upstream{Name: "e", URL: o.srv.URL, Timeout: dur(300 * time.Millisecond)}), nil)
+	resp, err := http.Get(srv.URL + "/api/v1/gateway/e/genome")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	buf := make([]byte, 256<<10)
+	var got int
+	for {
+		n, err := resp.Body.Read(buf)
+		got += n
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatalf("download cut after %d of %d bytes: %v", got, size, err)
+		}
+		time.Sleep(20 * time.Millisecond) // a slow client: ~13 MB/s at most
+	}
+	if got != size {
+		t.Fatalf("got %d bytes, want %d", got, size)
+	}
+}
+
+// TestRetryAfterIsParsedAndClamped: whatever an upstream sends as
+// Retry-After, the client gets either nothing or whole seconds between 1
+// and modules.gateway.maxRetryAfter, and the upstream is never shut off for
+// longer than that.
+func TestRetryAfterIsParsedAndClamped(t *testing.T) {
+	var status atomic.Int64
+	var retryAfter atomic.Value
+	o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		if s := status.Load(); s != 200 {
+			w.Header().Set("Retry-After", retryAfter.Load().(string))
+			http.Error(w, "no", int(s))
+			return
+		}
+		fmt.Fprint(w, "fine")
+	})
+	mod := module(v1alpha1.Upstream{Name: "e", URL: o.srv.URL})
+	mod.MaxRetryAfter = dur(time.Minute)
+	srv, g := mount(t, mod, nil)
+	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	var mu sync.Mutex
+	g.now = func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
+	for _, tc := range []struct {
+		value string
+		want  string // Retry-After the client gets on a 503 ("" for none)
+		block string // Retry-After of the 429, also the block in seconds
+	}{
+		{"Inf", "", "1"},
+		{"NaN", "", "1"},
+		{"-5", "", "1"},
+		{"soon", "", "1"},
+		{"1e9", "", "1"},
+		{"0x10", "", "1"},
+		{"7", "7", "7"},
+		{"1.5", "2", "2"},
+		{"7200", "60", "60"},
+		{"Wed, 21 Oct 2099 07:28:00 GMT", "60", "60"},
+	} {
+		t.Run(tc.value, func(t *testing.T) {
+			retryAfter.Store(tc.value)
+			status.Store(503)
+			r := get(t, srv.URL+"/api/v1/gateway/e/x")
+			if got := strings.Join(r.header.Values("Retry-After"), ","); r.status != 502 || got != tc.want {
+				t.Errorf("503 with Retry-After %q: %d Retry-After %q, want 502 and %q", tc.value, r.status, got, tc.want)
+			}
+			status.Store(429)
+			r = get(t, srv.URL+"/api/v1/gateway/e/x")
+			if got := strings.Join(r.header.Values("Retry-After"), ","); r.status != 429 || got != tc.block {
+				t.Errorf("429 with Retry-After %q: %d Retry-After %q, want 429 and %q", tc.value, r.status, got, tc.block)
+			}
+			status.Store(200)
+			secs, _ := strconv.Atoi(tc.block)
+			advance(time.Duration(secs)*time.Second + time.Millisecond)
+			if r = get(t, srv.URL+"/api/v1/gateway/e/x"); r.status != 200 {
+				t.Errorf("still blocked %s after a 429 with Retry-After %q: %d Retry-After %q", tc.block, tc.value, r.status, r.header.Get("Retry-After"))
 			}
 		})
 	}

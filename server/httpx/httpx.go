@@ -59,18 +59,67 @@ func WriteJSON(w http.ResponseWriter, status int, v any) error {
 
 type ctxKey int
 
-const requestIDKey ctxKey = 0
+const infoKey ctxKey = 0
 
 // HeaderRequestID is the header that carries the request id both ways.
 const HeaderRequestID = "X-Request-Id"
 
-// WithRequestID returns a context carrying the request id.
+// Info is what the router learns about a request on its way in, shared with
+// the middleware and handlers behind it through the context. It is held by
+// pointer so that a middleware can record what it learned (a valid token)
+// without copying the request: a copy would hide the route pattern chi
+// writes into the request from the access log.
+type Info struct {
+	// ID is the request id: logged, answered and forwarded upstream.
+	ID string
+	// Authenticated: the request presented the API's bearer token.
+	Authenticated bool
+}
+
+// WithInfo returns a context carrying info.
+func WithInfo(ctx context.Context, info *Info) context.Context {
+	return context.WithValue(ctx, infoKey, info)
+}
+
+// InfoFrom returns the request's Info, or nil outside the router.
+func InfoFrom(ctx context.Context) *Info {
+	info, _ := ctx.Value(infoKey).(*Info)
+	return info
+}
+
+// WithRequestID returns a context carrying a request id.
 func WithRequestID(ctx context.Context, id string) context.Context {
-	return context.WithValue(ctx, requestIDKey, id)
+	return WithInfo(ctx, &Info{ID: id})
 }
 
 // RequestID returns the request id set by the router's middleware, or "".
 func RequestID(ctx context.Context) string {
-	id, _ := ctx.Value(requestIDKey).(string)
-	return id
+	if info := InfoFrom(ctx); info != nil {
+		return info.ID
+	}
+	return ""
+}
+
+// Authenticated reports whether the request presented the API's token.
+func Authenticated(ctx context.Context) bool {
+	info := InfoFrom(ctx)
+	return info != nil && info.Authenticated
+}
+
+// Retracter is implemented by response writers that hold a response back
+// instead of sending it as it is written, as the response cache does while
+// it records one.
+type Retracter interface {
+	// Retract drops the status, headers and body written so far and
+	// reports true, or reports false when some of it has reached the client.
+	Retract() bool
+}
+
+// Retract lets a handler that fails after it began to answer (an upstream
+// cut off mid-body) take the answer back and send an error instead. It
+// reports false when w cannot take it back; the handler must then abort the
+// response (panic(http.ErrAbortHandler)), the only honest signal left.
+func Retract(w http.ResponseWriter) bool {
+	r, ok := w.(Retracter)
+	return ok && r.Retract()
 }

@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 
@@ -37,13 +38,16 @@ type Options struct {
 	// response cache). It runs after routing, so metrics and logs see the
 	// route pattern even for answers the cache serves.
 	ReadMiddleware func(http.Handler) http.Handler
+	// RequireIfMatch refuses PATCH and DELETE without If-Match (428).
+	RequireIfMatch bool
 }
 
 type handler struct {
-	st      Store
-	log     *slog.Logger
-	base    string
-	onWrite func()
+	st             Store
+	log            *slog.Logger
+	base           string
+	onWrite        func()
+	requireIfMatch bool
 }
 
 // NewRouter returns the module's routes. Not-found and method-not-allowed
@@ -53,7 +57,8 @@ func NewRouter(opts Options) (chi.Router, error) {
 	if opts.Store == nil {
 		return nil, errors.New("tasks: a store is required")
 	}
-	h := &handler{st: opts.Store, log: opts.Logger, base: strings.TrimSuffix(opts.BasePath, "/"), onWrite: opts.OnWrite}
+	h := &handler{st: opts.Store, log: opts.Logger, base: strings.TrimSuffix(opts.BasePath, "/"), onWrite: opts.OnWrite,
+		requireIfMatch: opts.RequireIfMatch}
 	if h.log == nil {
 		h.log = slog.New(slog.DiscardHandler)
 	}
@@ -184,7 +189,7 @@ func (h *handler) get(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (h *handler) patch(w http.ResponseWriter, r *http.Request) error {
-	ifVersion, err := ifMatch(r)
+	ifVersion, err := h.ifMatch(r)
 	if err != nil {
 		return err
 	}
@@ -206,7 +211,7 @@ func (h *handler) patch(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (h *handler) delete(w http.ResponseWriter, r *http.Request) error {
-	ifVersion, err := ifMatch(r)
+	ifVersion, err := h.ifMatch(r)
 	if err != nil {
 		return err
 	}
@@ -219,7 +224,13 @@ func (h *handler) delete(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (h *handler) list(w http.ResponseWriter, r *http.Request) error {
-	o, err := parseListQuery(r.URL.Query())
+	// r.URL.Query() drops what it cannot decode (?limit=%zz would list with
+	// the default limit): an undecodable query is refused instead.
+	q, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		return httpx.Errorf(http.StatusBadRequest, "invalid", "query", "the query string cannot be decoded: "+err.Error())
+	}
+	o, err := parseListQuery(q)
 	if err != nil {
 		return err
 	}
@@ -244,11 +255,16 @@ func (h *handler) writeTask(w http.ResponseWriter, status int, t *Task) {
 
 func etag(version int64) string { return `"` + strconv.FormatInt(version, 10) + `"` }
 
-// ifMatch reads If-Match: absent means unconditional (0), "*" means any
-// existing version (also 0: the store reports a missing task anyway), one
-// strong ETag is the expected version.
-func ifMatch(r *http.Request) (int64, error) {
+// ifMatch reads If-Match: absent means unconditional (0) unless the
+// module requires it (428), "*" means any existing version (also 0: the
+// store reports a missing task anyway), one strong ETag is the expected
+// version.
+func (h *handler) ifMatch(r *http.Request) (int64, error) {
 	v := strings.TrimSpace(r.Header.Get("If-Match"))
+	if v == "" && h.requireIfMatch {
+		return 0, httpx.Errorf(http.StatusPreconditionRequired, "precondition_required", "If-Match",
+			"this server requires If-Match with the task's ETag on "+r.Method+", so that no change is lost")
+	}
 	if v == "" || v == "*" {
 		return 0, nil
 	}
@@ -261,6 +277,10 @@ func ifMatch(r *http.Request) (int64, error) {
 		return -1, nil
 	}
 	n, err := strconv.ParseInt(strings.Trim(v, `"`), 10, 64)
+	if errors.Is(err, strconv.ErrRange) && len(v) > 2 && v[0] == '"' && v[len(v)-1] == '"' && v[1] != '-' && v[1] != '+' {
+		// A well-formed ETag no task can have: the precondition fails.
+		return -1, nil
+	}
 	if err != nil || len(v) < 3 || v[0] != '"' || v[len(v)-1] != '"' || n < 1 {
 		return 0, httpx.Errorf(http.StatusBadRequest, "invalid", "If-Match", `If-Match must be an ETag such as "3"`)
 	}

@@ -19,7 +19,7 @@ type obj = map[string]any
 func OpenAPI(base string, decorate func(op obj, write bool) obj) (paths, schemas obj, err error) {
 	idParam := obj{"name": "id", "in": "path", "required": true, "schema": obj{"type": "string", "pattern": IDPattern()}}
 	etagHeader := obj{"ETag": obj{"description": "The task version as a strong ETag, e.g. \"3\"", "schema": obj{"type": "string"}}}
-	ifMatch := obj{"name": "If-Match", "in": "header", "schema": obj{"type": "string"}, "description": "ETag the task must still have; 412 otherwise"}
+	ifMatch := obj{"name": "If-Match", "in": "header", "schema": obj{"type": "string"}, "description": "ETag the task must still have; 412 otherwise. Required (428 without it) when modules.tasks.requireIfMatch is on"}
 	var query []obj
 	for _, p := range listParams() {
 		query = append(query, obj{"name": p.name, "in": "query", "schema": p.schema, "description": p.doc})
@@ -32,7 +32,7 @@ func OpenAPI(base string, decorate func(op obj, write bool) obj) (paths, schemas
 			"parameters": query,
 			"responses": obj{
 				"200": obj{"description": "One page of tasks in id (creation) order", "content": httpx.JSONContent(httpx.SchemaRef("TaskList"))},
-				"400": errResp("Unknown or invalid query parameter"),
+				"400": errResp("Undecodable query, unknown or invalid query parameter"),
 			},
 		}, false)
 	}
@@ -61,7 +61,7 @@ func OpenAPI(base string, decorate func(op obj, write bool) obj) (paths, schemas
 						"Location": obj{"schema": obj{"type": "string"}},
 						"ETag":     etagHeader["ETag"],
 					}, "content": task},
-					"400": errResp("Malformed JSON, unknown or read-only field, wrong type"),
+					"400": errResp("Malformed JSON or UTF-8, duplicate, unknown or read-only field, wrong type"),
 					"415": errResp("Content-Type is not application/json"),
 					"422": errResp("A field value is invalid"),
 				},
@@ -76,9 +76,10 @@ func OpenAPI(base string, decorate func(op obj, write bool) obj) (paths, schemas
 				"requestBody": obj{"required": true, "content": obj{MergePatchType: input, "application/json": input}},
 				"responses": obj{
 					"200": obj{"description": "The changed task", "headers": etagHeader, "content": task},
-					"400": errResp("Malformed JSON, unknown or read-only field, wrong type"),
+					"400": errResp("Malformed JSON or UTF-8, duplicate, unknown or read-only field, wrong type"),
 					"404": errResp("No task with this id"),
 					"412": errResp("If-Match does not name the current version"),
+					"428": errResp("If-Match is missing and modules.tasks.requireIfMatch is on"),
 					"415": errResp("Unsupported Content-Type"),
 					"422": errResp("A field value is invalid"),
 				},
@@ -90,6 +91,7 @@ func OpenAPI(base string, decorate func(op obj, write bool) obj) (paths, schemas
 					"204": obj{"description": "Deleted"},
 					"404": errResp("No task with this id"),
 					"412": errResp("If-Match does not name the current version"),
+					"428": errResp("If-Match is missing and modules.tasks.requireIfMatch is on"),
 				},
 			}, true),
 		},

@@ -1,6 +1,7 @@
 package tasks
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"reflect"
 	"slices"
 	"time"
+	"unicode/utf8"
 
 	"github.com/medops/medops/server/httpx"
 )
@@ -29,6 +31,15 @@ type Patch struct {
 // an RFC 3339 time is a *FieldError, like every other invalid value.
 func DecodePatch(body []byte) (Patch, error) {
 	var p Patch
+	// encoding/json would store invalid UTF-8 as U+FFFD and let the last of
+	// two equal members win: both would keep something the client did not
+	// send, so both are refused.
+	if !utf8.Valid(body) {
+		return p, httpx.Errorf(http.StatusBadRequest, "invalid_json", "", "request body is not valid UTF-8")
+	}
+	if name, dup := duplicateMember(body); dup {
+		return p, httpx.Errorf(http.StatusBadRequest, "duplicate_field", name, fmt.Sprintf("field %q appears more than once", name))
+	}
 	var members map[string]json.RawMessage
 	if err := json.Unmarshal(body, &members); err != nil {
 		return p, httpx.Errorf(http.StatusBadRequest, "invalid_json", "", "request body is not valid JSON: "+err.Error())
@@ -61,6 +72,36 @@ func DecodePatch(body []byte) (Patch, error) {
 		}
 	}
 	return p, nil
+}
+
+// duplicateMember reports the first member name an object body repeats.
+// The task is a flat object, so only the top level is looked at; a body
+// that is not a JSON object is left to json.Unmarshal to refuse.
+func duplicateMember(body []byte) (string, bool) {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return "", false
+	}
+	seen := map[string]bool{}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return "", false
+		}
+		name, ok := tok.(string)
+		if !ok {
+			return "", false
+		}
+		if seen[name] {
+			return name, true
+		}
+		seen[name] = true
+		var skip json.RawMessage
+		if err := dec.Decode(&skip); err != nil {
+			return "", false
+		}
+	}
+	return "", false
 }
 
 // decodeMember decodes one member into dst; null leaves dst zero. A time

@@ -74,6 +74,8 @@ func TestDecodePatchErrors(t *testing.T) {
 		{`{"labels":[1]}`, 400, "invalid_type", "labels", `field "labels" must be a string, not number`},
 		{`{"due":5}`, 400, "invalid_type", "due", `field "due" must be a string, not number`},
 		{`{"title":`, 400, "invalid_json", "", "unexpected end of JSON input"},
+		{`{"title":"a","labels":[],"title":"b"}`, 400, "duplicate_field", "title", `field "title" appears more than once`},
+		{"{\"title\":\"\xc3\"}", 400, "invalid_json", "", "request body is not valid UTF-8"},
 		{`{"due":"tomorrow"}`, 0, "", "due", "must be an RFC 3339 time such as 2030-01-02T15:04:05Z"},
 	} {
 		_, err := DecodePatch([]byte(tc.body))
@@ -247,12 +249,14 @@ func TestConditionalHeaders(t *testing.T) {
 	}{
 		{"", 0, false}, {"*", 0, false}, {`"3"`, 3, false}, {`W/"3"`, -1, false},
 		{"3", 0, true}, {`"x"`, 0, true}, {`"1", "2"`, 0, true}, {`"0"`, 0, true},
+		// Too large to be a version: a well-formed ETag that matches nothing.
+		{`"99999999999999999999"`, -1, false}, {`"-99999999999999999999"`, 0, true},
 	} {
 		r := httptest.NewRequest("PATCH", "/x", nil)
 		if tc.ifMatch != "" {
 			r.Header.Set("If-Match", tc.ifMatch)
 		}
-		got, err := ifMatch(r)
+		got, err := (&handler{}).ifMatch(r)
 		if got != tc.want || (err != nil) != tc.wantErr {
 			t.Errorf("If-Match %q: got %d, %v", tc.ifMatch, got, err)
 		}
