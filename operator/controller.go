@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -31,10 +30,6 @@ import (
 	"github.com/medops/medops/operator/resource"
 )
 
-// indexTokenSecret indexes MedOpsAPIs by the Secret their
-// spec.auth.tokenSecretRef names, so a change of that Secret finds them.
-const indexTokenSecret = "spec.auth.tokenSecretRef.name"
-
 // conflictRequeueDelay is how long a reconcile whose status write lost a
 // conflict waits before trying again (the new version is queued anyway).
 const conflictRequeueDelay = time.Second
@@ -42,9 +37,9 @@ const conflictRequeueDelay = time.Second
 // Reconciler turns a MedOpsAPI into its children and reports their state.
 //
 // Reads of children go to the informer cache (scoped to our label, see
-// CacheOptions). Secret data is never cached: Cache serves the metadata-only
-// Secret informer, and APIReader reads the one token Secret's data when its
-// resourceVersion differs from the one remembered in tokenHashes.
+// CacheOptions). Secrets are neither cached nor watched: the operator may
+// only get, create and delete them, never list or watch (see token.go), so
+// APIReader reads the one token Secret a MedOpsAPI uses, uncached.
 type Reconciler struct {
 	Client    client.Client
 	APIReader client.Reader
@@ -57,11 +52,6 @@ type Reconciler struct {
 	Kinds []resource.Kind
 
 	applier *apply.Applier
-
-	// tokenHashes remembers, per MedOpsAPI, the hash of its token Secret's
-	// data at a resourceVersion, so a converged operator does not re-read
-	// Secrets from the apiserver on every reconcile.
-	tokenHashes sync.Map // types.NamespacedName -> tokenHash
 }
 
 // RBAC, least privilege: children need get/list/watch (cache), patch and
@@ -69,12 +59,15 @@ type Reconciler struct {
 // repair after a foreign edit made an apply invalid, see apply.Applier) and
 // delete (children no longer wanted); their markers stand next to the table
 // of child kinds (resource.Kinds). Secrets are never patched: the token is
-// made with create and only deleted. MedOpsAPIs are only read; their status
-// is replaced with update. Events use the events.k8s.io API.
+// made with create and only deleted, and never listed or watched: a list or
+// watch grant would let the operator read every Secret of the cluster (or
+// of every watched namespace), while it needs exactly one per MedOpsAPI.
+// MedOpsAPIs are only read; their status is replaced with update. Events
+// use the events.k8s.io API.
 //
 // +kubebuilder:rbac:groups=medops.io,resources=medopsapis,verbs=get;list;watch
 // +kubebuilder:rbac:groups=medops.io,resources=medopsapis/status,verbs=get;update
-// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;delete
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;create;delete
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
 // SetupWithManager registers the controller and its watches.
@@ -83,19 +76,6 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager, maxConcurrent int) error
 		r.Cache = mgr.GetCache()
 	}
 	r.applier = &apply.Applier{Client: r.Client, APIReader: r.APIReader, Scheme: r.Scheme, FieldManager: FieldManager}
-	ctx := context.Background()
-	if err := mgr.GetFieldIndexer().IndexField(ctx, &v1alpha1.MedOpsAPI{}, indexTokenSecret, func(o client.Object) []string {
-		m := o.(*v1alpha1.MedOpsAPI)
-		if ref := m.Spec.Auth.TokenSecretRef; ref != nil && ref.Name != "" {
-			return []string{ref.Name}
-		}
-		return nil
-	}); err != nil {
-		return fmt.Errorf("index MedOpsAPIs by token Secret: %w", err)
-	}
-	secretMeta := &metav1.PartialObjectMetadata{}
-	secretMeta.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Secret"))
-
 	opts := controller.Options{}
 	if maxConcurrent > 0 {
 		opts.MaxConcurrentReconciles = maxConcurrent
@@ -114,29 +94,12 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager, maxConcurrent int) error
 	for _, k := range r.Kinds {
 		b = b.Owns(k.New())
 	}
-	return b.Owns(secretMeta).
-		// A user's token Secret is not ours, so it is found through the index.
-		Watches(secretMeta, handler.EnqueueRequestsFromMapFunc(r.mapTokenSecret)).
+	return b.
 		// A retained PVC has no owner reference; its instance label finds
 		// the MedOpsAPI, so a deleted claim is made again.
 		Watches(&corev1.PersistentVolumeClaim{}, handler.EnqueueRequestsFromMapFunc(mapUnownedByInstance)).
 		WithOptions(opts).
 		Complete(r)
-}
-
-// mapTokenSecret finds the MedOpsAPIs whose auth.tokenSecretRef names the Secret.
-func (r *Reconciler) mapTokenSecret(ctx context.Context, o client.Object) []reconcile.Request {
-	var list v1alpha1.MedOpsAPIList
-	if err := r.Client.List(ctx, &list, client.InNamespace(o.GetNamespace()),
-		client.MatchingFields{indexTokenSecret: o.GetName()}); err != nil {
-		log.FromContext(ctx).Error(err, "list MedOpsAPIs for token Secret", "secret", o.GetName())
-		return nil
-	}
-	reqs := make([]reconcile.Request, 0, len(list.Items))
-	for _, m := range list.Items {
-		reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&m)})
-	}
-	return reqs
 }
 
 // mapUnownedByInstance maps a child without a controller (a retained PVC)
@@ -159,7 +122,6 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	if err := r.Client.Get(ctx, req.NamespacedName, &m); err != nil {
 		if apierrors.IsNotFound(err) {
 			// Children go with it through their owner references.
-			r.tokenHashes.Delete(req.NamespacedName)
 			return reconcile.Result{}, nil
 		}
 		return reconcile.Result{}, fmt.Errorf("read MedOpsAPI: %w", err)
@@ -177,9 +139,18 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	if err != nil {
 		var missing *tokenSecretError
 		if errors.As(err, &missing) {
-			// Not retried: the Secret watch wakes us when it appears.
+			// No watch on Secrets (see the RBAC note above) tells us when it
+			// appears: look again, less often the longer it has been missing.
 			obs.degraded(ReasonTokenSecretMissing, missing.Error())
-			return r.finish(ctx, &m, obs, changed, nil)
+			cond := findCondition(m.Status.Conditions, v1alpha1.ConditionDegraded)
+			if cond == nil || cond.Reason != ReasonTokenSecretMissing || cond.Message != missing.Error() {
+				r.event(&m, nil, corev1.EventTypeWarning, ReasonTokenSecretMissing, "ReadTokenSecret", "%s", missing.Error())
+			}
+			res, err := r.finish(ctx, &m, obs, changed, nil)
+			if res.RequeueAfter == 0 && err == nil {
+				res.RequeueAfter = missingSecretRecheck(cond, time.Now())
+			}
+			return res, err
 		}
 		obs.degraded(ReasonApplyFailed, err.Error())
 		return r.finish(ctx, &m, obs, changed, err)

@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -26,6 +29,7 @@ import (
 	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"github.com/medops/medops/api/v1alpha1"
+	"github.com/medops/medops/internal/repo"
 	"github.com/medops/medops/operator/resource"
 )
 
@@ -609,7 +613,7 @@ func TestRolloutRestartSurvivesReconcile(t *testing.T) {
 	}
 }
 
-func TestGeneratedTokenKeptAndRotationRollsPods(t *testing.T) {
+func TestGeneratedTokenKeptAndRotationNeedsNoRollout(t *testing.T) {
 	t.Parallel()
 	s := suite(t)
 	ns := s.newNamespace(t, "token")
@@ -642,17 +646,42 @@ func TestGeneratedTokenKeptAndRotationRollsPods(t *testing.T) {
 		t.Fatalf("token Secret rewritten (err %v)", err)
 	}
 
-	// A rotated token changes the pod template hash, so pods pick it up.
+	// A rotated token reaches the pods through the mounted file, which
+	// medops-api follows: the operator neither reads it nor rolls the pods.
 	sec.Data["token"] = []byte("rotated-by-a-person-0123456789abcdef")
 	if err := s.client.Update(t.Context(), &sec); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, wait, "hash changes after rotation", func() error {
-		if err := get(t, s, ns, "api", &dep); err != nil {
+	update(t, s, ns, "api", func(m *v1alpha1.MedOpsAPI) { m.Spec.Service.Port = 8081 })
+	eventually(t, wait, "service follows again", func() error {
+		var svc corev1.Service
+		if err := get(t, s, ns, "api", &svc); err != nil {
 			return err
 		}
-		if dep.Spec.Template.Annotations[resource.AnnotationConfigHash] == hash {
-			return errors.New("config hash unchanged after the token changed")
+		if svc.Spec.Ports[0].Port != 8081 {
+			return errors.New("port not yet 8081")
+		}
+		return nil
+	})
+	if err := get(t, s, ns, "api", &dep); err != nil {
+		t.Fatal(err)
+	}
+	if h := dep.Spec.Template.Annotations[resource.AnnotationConfigHash]; h != hash {
+		t.Errorf("config hash %s → %s after a token rotation: the pods would roll for nothing", hash, h)
+	}
+
+	// A deleted generated token is made again on the next reconcile.
+	if err := s.client.Delete(t.Context(), &sec); err != nil {
+		t.Fatal(err)
+	}
+	update(t, s, ns, "api", func(m *v1alpha1.MedOpsAPI) { m.Spec.Service.Port = 8082 })
+	eventually(t, wait, "token Secret made again", func() error {
+		var again corev1.Secret
+		if err := get(t, s, ns, "api-token", &again); err != nil {
+			return err
+		}
+		if again.UID == sec.UID || len(again.Data["token"]) < 32 {
+			return fmt.Errorf("token Secret uid %s (old %s), %d bytes", again.UID, sec.UID, len(again.Data["token"]))
 		}
 		return nil
 	})
@@ -703,8 +732,21 @@ func TestUserTokenSecret(t *testing.T) {
 		}
 	}
 	eventually(t, wait, "Degraded while the Secret is missing", degraded(metav1.ConditionTrue, ReasonTokenSecretMissing))
-	// The Secret is unlabelled and not ours: the metadata watch and the
-	// index must still find the MedOpsAPI.
+	eventually(t, wait, "a Warning Event names the missing Secret", func() error {
+		var evs eventsv1.EventList
+		if err := s.client.List(t.Context(), &evs, client.InNamespace(ns)); err != nil {
+			return err
+		}
+		for _, e := range evs.Items {
+			if e.Type == corev1.EventTypeWarning && e.Reason == ReasonTokenSecretMissing &&
+				e.Regarding.Kind == "MedOpsAPI" && e.Regarding.Name == "api" && strings.Contains(e.Note, `"my-token"`) {
+				return nil
+			}
+		}
+		return fmt.Errorf("no %s Event among %d events", ReasonTokenSecretMissing, len(evs.Items))
+	})
+	// The Secret is not the operator's, and the operator may not watch
+	// Secrets: it finds it by looking again while it is missing.
 	user := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "my-token"},
 		Data: map[string][]byte{"token": []byte("first-token-0123456789abcdef012345")}}
 	create(t, s, user)
@@ -724,20 +766,31 @@ func TestUserTokenSecret(t *testing.T) {
 	if err := get(t, s, ns, "api-token", &corev1.Secret{}); !apierrors.IsNotFound(err) {
 		t.Errorf("a token Secret was generated although the user supplied one (err %v)", err)
 	}
-	hash := dep.Spec.Template.Annotations[resource.AnnotationConfigHash]
-	user.Data["token"] = []byte("second-token-0123456789abcdef01234")
-	if err := s.client.Update(t.Context(), user); err != nil {
-		t.Fatal(err)
+}
+
+func TestMissingSecretRecheckBacksOff(t *testing.T) {
+	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	missingFor := func(d time.Duration) *metav1.Condition {
+		return &metav1.Condition{Type: v1alpha1.ConditionDegraded, Status: metav1.ConditionTrue,
+			Reason: ReasonTokenSecretMissing, LastTransitionTime: metav1.NewTime(now.Add(-d))}
 	}
-	eventually(t, wait, "hash changes after the user rotates the token", func() error {
-		if err := get(t, s, ns, "api", &dep); err != nil {
-			return err
+	tests := []struct {
+		name string
+		cond *metav1.Condition
+		want time.Duration
+	}{
+		{"first time", nil, minSecretRecheck},
+		{"another failure before", &metav1.Condition{Reason: ReasonInvalidConfig, Status: metav1.ConditionTrue,
+			LastTransitionTime: metav1.NewTime(now.Add(-time.Hour))}, minSecretRecheck},
+		{"missing for a second", missingFor(time.Second), minSecretRecheck},
+		{"missing for a minute", missingFor(time.Minute), time.Minute},
+		{"missing for a day", missingFor(24 * time.Hour), maxSecretRecheck},
+	}
+	for _, tt := range tests {
+		if got := missingSecretRecheck(tt.cond, now); got != tt.want {
+			t.Errorf("%s: recheck after %s, want %s", tt.name, got, tt.want)
 		}
-		if dep.Spec.Template.Annotations[resource.AnnotationConfigHash] == hash {
-			return errors.New("config hash unchanged")
-		}
-		return nil
-	})
+	}
 }
 
 func TestInvalidConfigIsDegradedWithoutRetries(t *testing.T) {
@@ -866,39 +919,73 @@ func reconcileCount(t *testing.T) float64 {
 
 // TestCacheHoldsOnlyWhatTheOperatorNeeds checks the memory design of
 // CacheOptions against the real informers: unlabelled ConfigMaps are not
-// cached, and Secrets are cached as trimmed metadata only.
+// cached.
 func TestCacheHoldsOnlyWhatTheOperatorNeeds(t *testing.T) {
 	t.Parallel()
 	s := suite(t)
 	ns := s.newNamespace(t, "cache")
 	create(t, s, newAPI(ns, "api"))
 	create(t, s, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "unrelated"}, Data: map[string]string{"k": "v"}})
-	create(t, s, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "unrelated",
-		Annotations: map[string]string{"kubectl.kubernetes.io/last-applied-configuration": `{"data":{"password":"c2VjcmV0"}}`}},
-		Data: map[string][]byte{"password": []byte("secret")}})
 	ctx := t.Context()
-	secretMeta := func(name string) (*metav1.PartialObjectMetadata, error) {
-		pm := &metav1.PartialObjectMetadata{}
-		pm.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Secret"))
-		return pm, s.cache.Get(ctx, types.NamespacedName{Namespace: ns, Name: name}, pm)
-	}
-	eventually(t, wait, "managed ConfigMap and both Secrets' metadata cached", func() error {
-		if err := s.cache.Get(ctx, types.NamespacedName{Namespace: ns, Name: "api-config"}, &corev1.ConfigMap{}); err != nil {
-			return fmt.Errorf("managed ConfigMap: %w", err)
-		}
-		if _, err := secretMeta("api-token"); err != nil {
-			return fmt.Errorf("token Secret metadata: %w", err)
-		}
-		_, err := secretMeta("unrelated")
-		return err
+	eventually(t, wait, "managed ConfigMap cached", func() error {
+		return s.cache.Get(ctx, types.NamespacedName{Namespace: ns, Name: "api-config"}, &corev1.ConfigMap{})
 	})
 	if err := s.cache.Get(ctx, types.NamespacedName{Namespace: ns, Name: "unrelated"}, &corev1.ConfigMap{}); !apierrors.IsNotFound(err) {
 		t.Errorf("an unlabelled ConfigMap is in the operator's cache (err %v); 5,000 of them would cost memory", err)
 	}
-	pm, _ := secretMeta("unrelated")
-	if len(pm.Annotations) != 0 || len(pm.ManagedFields) != 0 {
-		t.Errorf("cached Secret metadata keeps annotations %v / managedFields: Secret data could sit in memory", pm.Annotations)
+}
+
+// TestOperatorCannotListSecrets asks the apiserver, with kubectl auth can-i
+// as the operator's user (bound to the generated role only, which the
+// whole suite runs under), what it may do with Secrets: get, create and
+// delete one by name, but never list or watch them, in any namespace.
+func TestOperatorCannotListSecrets(t *testing.T) {
+	t.Parallel()
+	s := suite(t)
+	ns := s.newNamespace(t, "cani")
+	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := os.WriteFile(kubeconfig, s.opKubeconfig, 0o600); err != nil {
+		t.Fatal(err)
 	}
+	kubectl := kubectlBinary(t)
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"list", "secrets", "--all-namespaces"}, "no"},
+		{[]string{"watch", "secrets", "--all-namespaces"}, "no"},
+		{[]string{"list", "secrets", "-n", ns}, "no"},
+		{[]string{"get", "secrets", "-n", ns}, "yes"},
+		{[]string{"create", "secrets", "-n", ns}, "yes"},
+		{[]string{"delete", "secrets", "-n", ns}, "yes"},
+		{[]string{"update", "secrets", "-n", ns}, "no"},
+	}
+	for _, tt := range tests {
+		args := append([]string{"--kubeconfig", kubeconfig, "auth", "can-i"}, tt.args...)
+		// can-i exits 1 for "no": the answer is on stdout either way.
+		out, err := exec.CommandContext(t.Context(), kubectl, args...).Output()
+		var exit *exec.ExitError
+		if err != nil && !errors.As(err, &exit) {
+			t.Fatalf("kubectl %v: %v", args, err)
+		}
+		if got := strings.TrimSpace(string(out)); got != tt.want {
+			t.Errorf("kubectl auth can-i %s = %q, want %q", strings.Join(tt.args, " "), got, tt.want)
+		}
+	}
+}
+
+// kubectlBinary finds the pinned kubectl: MEDOPS_KUBECTL, or hack/tools.sh,
+// which builds it once into bin/.
+func kubectlBinary(t *testing.T) string {
+	t.Helper()
+	if k := os.Getenv("MEDOPS_KUBECTL"); k != "" {
+		return k
+	}
+	out, err := exec.Command(filepath.Join(repo.Root(), "hack", "tools.sh"), "kubectl").Output()
+	if err != nil {
+		t.Fatalf("hack/tools.sh kubectl: %v", err)
+	}
+	return strings.TrimSpace(string(out))
 }
 
 // TestServedKindsDropsOptionalKindsTheClusterLacks runs the start-up lookup

@@ -3,10 +3,9 @@ package operator
 import (
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"sort"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -22,27 +21,24 @@ import (
 const (
 	// tokenBytes is the length of a generated token before hex encoding.
 	tokenBytes = 32
-	// secretHashLen is how many hex digits of a Secret's data hash are kept.
-	secretHashLen = 16
-)
 
-// tokenHash is the hash of a token Secret's data at one version of it.
-type tokenHash struct {
-	uid             types.UID
-	resourceVersion string
-	hash            string
-}
+	// Bounds of the wait before a missing token Secret is looked up again.
+	minSecretRecheck = 5 * time.Second
+	maxSecretRecheck = 5 * time.Minute
+)
 
 // tokenSecretError says that the token Secret a MedOpsAPI references cannot be used.
 type tokenSecretError struct{ msg string }
 
 func (e *tokenSecretError) Error() string { return e.msg }
 
-// tokenInputs finds the token Secret (making it when the operator owns it)
-// and the hash of its data, which the builders fold into the pod template so
-// that a rotated token rolls the pods.
+// tokenInputs finds the token Secret, making it when the operator owns it.
+//
+// Secrets are read with get, one by name, uncached: the operator may not
+// list or watch them. Nothing of the Secret's data goes into the pod
+// template: medops-api follows the mounted token file, which the kubelet
+// updates in place, so a rotated token needs no rollout.
 func (r *Reconciler) tokenInputs(ctx context.Context, m *v1alpha1.MedOpsAPI, changed *changes) (resource.Inputs, error) {
-	key := client.ObjectKeyFromObject(m)
 	generated := resource.BuildTokenSecret(m, nil)
 	if m.Spec.Auth.Disabled || m.Spec.Auth.TokenSecretRef != nil {
 		// A token the operator once generated is no longer wanted.
@@ -55,59 +51,63 @@ func (r *Reconciler) tokenInputs(ctx context.Context, m *v1alpha1.MedOpsAPI, cha
 		}
 	}
 	if m.Spec.Auth.Disabled {
-		r.tokenHashes.Delete(key)
 		return resource.Inputs{}, nil
 	}
-	name, dataKey := generated.Name, ""
-	if ref := m.Spec.Auth.TokenSecretRef; ref != nil {
-		name, dataKey = ref.Name, ref.Key
-		if dataKey == "" {
-			dataKey = v1alpha1.DefaultTokenKey
-		}
-	}
-
-	meta := &metav1.PartialObjectMetadata{}
-	meta.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Secret"))
-	err := r.Cache.Get(ctx, types.NamespacedName{Namespace: m.Namespace, Name: name}, meta)
-	switch {
-	case apierrors.IsNotFound(err) && m.Spec.Auth.TokenSecretRef == nil:
-		made, err := r.createToken(ctx, m)
+	ref := m.Spec.Auth.TokenSecretRef
+	if ref == nil {
+		made, err := r.ensureToken(ctx, m, generated.Name)
 		if err != nil {
 			return resource.Inputs{}, err
 		}
-		if made != nil {
-			// The apiserver's answer holds the data: no need to read it back.
-			changed.add(apply.Created, "Secret "+made.Name)
-			h := hashSecretData(made.Data)
-			r.tokenHashes.Store(key, tokenHash{uid: made.UID, resourceVersion: made.ResourceVersion, hash: h})
-			return resource.Inputs{TokenSecretName: name, SecretHash: h}, nil
+		if made {
+			changed.add(apply.Created, "Secret "+generated.Name)
 		}
-		meta = nil // made by an earlier reconcile the cache has not seen yet: read it below
-	case apierrors.IsNotFound(err):
-		return resource.Inputs{}, &tokenSecretError{fmt.Sprintf("auth.tokenSecretRef: Secret %q not found in namespace %s", name, m.Namespace)}
-	case err != nil:
-		return resource.Inputs{}, fmt.Errorf("read token Secret %s metadata: %w", name, err)
+		return resource.Inputs{TokenSecretName: generated.Name}, nil
 	}
-	if meta != nil {
-		if v, ok := r.tokenHashes.Load(key); ok {
-			if th := v.(tokenHash); th.uid == meta.UID && th.resourceVersion == meta.ResourceVersion && th.hash != "" {
-				return resource.Inputs{TokenSecretName: name, SecretHash: th.hash}, nil
-			}
-		}
+	key := ref.Key
+	if key == "" {
+		key = v1alpha1.DefaultTokenKey
 	}
 	var secret corev1.Secret
-	if err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: m.Namespace, Name: name}, &secret); err != nil {
-		if apierrors.IsNotFound(err) && m.Spec.Auth.TokenSecretRef != nil {
-			return resource.Inputs{}, &tokenSecretError{fmt.Sprintf("auth.tokenSecretRef: Secret %q not found in namespace %s", name, m.Namespace)}
+	if err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: m.Namespace, Name: ref.Name}, &secret); err != nil {
+		if apierrors.IsNotFound(err) {
+			return resource.Inputs{}, &tokenSecretError{fmt.Sprintf("auth.tokenSecretRef: Secret %q not found in namespace %s", ref.Name, m.Namespace)}
 		}
-		return resource.Inputs{}, fmt.Errorf("read token Secret %s: %w", name, err)
+		return resource.Inputs{}, fmt.Errorf("read token Secret %s: %w", ref.Name, err)
 	}
-	if dataKey != "" && len(secret.Data[dataKey]) == 0 {
-		return resource.Inputs{}, &tokenSecretError{fmt.Sprintf("auth.tokenSecretRef: Secret %q has no key %q", name, dataKey)}
+	if len(secret.Data[key]) == 0 {
+		return resource.Inputs{}, &tokenSecretError{fmt.Sprintf("auth.tokenSecretRef: Secret %q has no key %q", ref.Name, key)}
 	}
-	h := hashSecretData(secret.Data)
-	r.tokenHashes.Store(key, tokenHash{uid: secret.UID, resourceVersion: secret.ResourceVersion, hash: h})
-	return resource.Inputs{TokenSecretName: name, SecretHash: h}, nil
+	return resource.Inputs{TokenSecretName: ref.Name}, nil
+}
+
+// missingSecretRecheck is how long to wait before looking for a missing
+// token Secret again: as long as it has been missing (cond is the Degraded
+// condition the status had before this reconcile), within bounds, so a
+// Secret made right after its MedOpsAPI is found in seconds and one that
+// never comes costs a get every few minutes.
+func missingSecretRecheck(cond *metav1.Condition, now time.Time) time.Duration {
+	d := minSecretRecheck
+	if cond != nil && cond.Reason == ReasonTokenSecretMissing && cond.Status == metav1.ConditionTrue {
+		d = max(d, now.Sub(cond.LastTransitionTime.Time))
+	}
+	return min(d, maxSecretRecheck)
+}
+
+// ensureToken makes the generated token Secret unless it exists. It
+// reports whether it made it.
+func (r *Reconciler) ensureToken(ctx context.Context, m *v1alpha1.MedOpsAPI, name string) (bool, error) {
+	meta := &metav1.PartialObjectMetadata{}
+	meta.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Secret"))
+	err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: m.Namespace, Name: name}, meta)
+	switch {
+	case err == nil:
+		return false, nil
+	case !apierrors.IsNotFound(err):
+		return false, fmt.Errorf("read token Secret %s metadata: %w", name, err)
+	}
+	made, err := r.createToken(ctx, m)
+	return made != nil, err
 }
 
 // createToken makes the MedOpsAPI's own token Secret with a random token.
@@ -134,7 +134,7 @@ func (r *Reconciler) createToken(ctx context.Context, m *v1alpha1.MedOpsAPI) (*c
 func (r *Reconciler) deleteGeneratedToken(ctx context.Context, m *v1alpha1.MedOpsAPI, name string) (bool, error) {
 	meta := &metav1.PartialObjectMetadata{}
 	meta.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Secret"))
-	if err := r.Cache.Get(ctx, types.NamespacedName{Namespace: m.Namespace, Name: name}, meta); err != nil {
+	if err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: m.Namespace, Name: name}, meta); err != nil {
 		if apierrors.IsNotFound(err) {
 			return false, nil
 		}
@@ -148,19 +148,4 @@ func (r *Reconciler) deleteGeneratedToken(ctx context.Context, m *v1alpha1.MedOp
 		return false, fmt.Errorf("delete generated token Secret %s: %w", name, err)
 	}
 	return true, nil
-}
-
-// hashSecretData hashes a Secret's data in key order.
-func hashSecretData(data map[string][]byte) string {
-	keys := make([]string, 0, len(data))
-	for k := range data {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	h := sha256.New()
-	for _, k := range keys {
-		fmt.Fprintf(h, "%d:%s%d:", len(k), k, len(data[k]))
-		h.Write(data[k])
-	}
-	return hex.EncodeToString(h.Sum(nil))[:secretHashLen]
 }

@@ -243,11 +243,12 @@ func TestStorageDecidesStrategyAndDataVolume(t *testing.T) {
 	}
 }
 
-// TestConfigHash checks when pods roll: on a new cache setting or token,
-// never on a change the Deployment rolls out by itself (or not at all).
+// TestConfigHash checks when pods roll: on a new cache setting, never on a
+// change the Deployment rolls out by itself (or not at all), nor on a new
+// token Secret (medops-api follows the mounted token file).
 func TestConfigHash(t *testing.T) {
 	base := `cache: {size: 32Mi, ttl: 5m}`
-	in := resource.Inputs{TokenSecretName: "medops-token", SecretHash: "one"}
+	in := resource.Inputs{TokenSecretName: "medops-token"}
 	h0 := hashOf(t, fromSpec(t, base), in)
 	cases := []struct {
 		name   string
@@ -261,7 +262,7 @@ func TestConfigHash(t *testing.T) {
 		{"cache size", `cache: {size: 64Mi, ttl: 5m}`, in, true},
 		{"cache rule", `cache: {size: 32Mi, ttl: 5m, rules: [{pathPrefix: /api/v1/gateway/, ttl: 1h}]}`, in, true},
 		{"pod annotation", base + "\npodAnnotations: {a: b}", in, false},
-		{"token rotated", base, resource.Inputs{TokenSecretName: "medops-token", SecretHash: "two"}, true},
+		{"another token Secret", base, resource.Inputs{TokenSecretName: "other-token"}, false},
 		{"log level", base + "\nlogLevel: debug", in, true},
 	}
 	for _, tc := range cases {
@@ -318,7 +319,7 @@ logLevel: warn`)
 	}
 
 	// The token file the config names is where the Secret is mounted.
-	dep := deployment(t, m, resource.Inputs{TokenSecretName: secret.Name, SecretHash: "x"})
+	dep := deployment(t, m, resource.Inputs{TokenSecretName: secret.Name})
 	mounted := false
 	for _, vm := range dep.Spec.Template.Spec.Containers[0].VolumeMounts {
 		if vm.Name == "token" && vm.MountPath+"/token" == w.Auth.TokenFile && vm.ReadOnly {
@@ -345,7 +346,7 @@ func TestAuthDisabledMountsNoToken(t *testing.T) {
 
 func TestUserTokenSecretKeyIsMountedAsToken(t *testing.T) {
 	m := fromSpec(t, `auth: {tokenSecretRef: {name: api-token, key: bearer}}`)
-	dep := deployment(t, m, resource.Inputs{TokenSecretName: "api-token", SecretHash: "h"})
+	dep := deployment(t, m, resource.Inputs{TokenSecretName: "api-token"})
 	for _, v := range dep.Spec.Template.Spec.Volumes {
 		if v.Name == "token" {
 			if v.Secret.SecretName != "api-token" || v.Secret.Items[0].Key != "bearer" || v.Secret.Items[0].Path != "token" {
