@@ -26,6 +26,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"github.com/medops/medops/api/v1alpha1"
@@ -1101,4 +1102,51 @@ func TestAutoscalingTakesOverWithoutADip(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestSamplesApplyAsTheyAre runs what a user first does, `kubectl apply -f
+// config/samples/`, with the pinned kubectl against the suite's apiserver:
+// every sample must get its children and no Degraded condition (a sample
+// naming a Secret that nothing creates would stay childless).
+func TestSamplesApplyAsTheyAre(t *testing.T) {
+	t.Parallel()
+	s := suite(t)
+	ns := s.newNamespace(t, "samples")
+	admin, err := s.env.AddUser(envtest.User{Name: "sample-admin", Groups: []string{"system:masters"}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := admin.KubeConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := os.WriteFile(kubeconfig, raw, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(repo.Root(), "config", "samples")
+	out, err := exec.CommandContext(t.Context(), kubectlBinary(t), "--kubeconfig", kubeconfig,
+		"apply", "-n", ns, "-f", dir).CombinedOutput()
+	if err != nil {
+		t.Fatalf("kubectl apply -f config/samples/: %v\n%s", err, out)
+	}
+	var list v1alpha1.MedOpsAPIList
+	if err := s.client.List(t.Context(), &list, client.InNamespace(ns)); err != nil {
+		t.Fatal(err)
+	}
+	if len(list.Items) < 3 {
+		t.Fatalf("kubectl created %d MedOpsAPIs, want every sample:\n%s", len(list.Items), out)
+	}
+	for _, m := range list.Items {
+		eventually(t, wait, "sample "+m.Name+" reconciled", func() error {
+			var got v1alpha1.MedOpsAPI
+			if err := get(t, s, ns, m.Name, &got); err != nil {
+				return err
+			}
+			if c := condition(&got, v1alpha1.ConditionDegraded); c == nil || c.Status != metav1.ConditionFalse {
+				return fmt.Errorf("Degraded = %+v", c)
+			}
+			return get(t, s, ns, m.Name, &appsv1.Deployment{})
+		})
+	}
 }
