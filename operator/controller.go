@@ -171,6 +171,13 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 		return r.finish(ctx, &m, obs, changed, fmt.Errorf("build children: %w", err))
 	}
 
+	if obs.ignored = resource.IgnoredIngressSettings(&desired.MedOpsAPI.Spec); len(obs.ignored) > 0 {
+		obs.className = desired.MedOpsAPI.Spec.Ingress.ClassName
+		if c := findCondition(m.Status.Conditions, v1alpha1.ConditionIngressSettingsIgnored); c == nil || c.Message != obs.ignoredMessage() {
+			r.event(&m, nil, corev1.EventTypeWarning, v1alpha1.ConditionIngressSettingsIgnored, "Validate", "%s", obs.ignoredMessage())
+		}
+	}
+
 	for _, c := range desired.Children(r.Kinds) {
 		var (
 			out  apply.Outcome

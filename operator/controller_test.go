@@ -1150,3 +1150,49 @@ func TestSamplesApplyAsTheyAre(t *testing.T) {
 		})
 	}
 }
+
+// TestIngressSettingsIgnoredByClass: limitRPS and proxyReadTimeout are
+// ingress-nginx annotations; with className traefik they do nothing, and
+// the user must be told on the status and in an Event, not left guessing.
+func TestIngressSettingsIgnoredByClass(t *testing.T) {
+	t.Parallel()
+	s := suite(t)
+	ns := s.newNamespace(t, "traefik")
+	create(t, s, newAPI(ns, "api", func(m *v1alpha1.MedOpsAPI) {
+		m.Spec.Ingress = &v1alpha1.IngressSpec{Enabled: true, ClassName: "traefik", Host: "t.example.org",
+			LimitRPS: ptr(int32(20)), ProxyReadTimeout: &metav1.Duration{Duration: time.Minute}}
+	}))
+	ignored := func(want bool) func() error {
+		return func() error {
+			var m v1alpha1.MedOpsAPI
+			if err := get(t, s, ns, "api", &m); err != nil {
+				return err
+			}
+			c := condition(&m, v1alpha1.ConditionIngressSettingsIgnored)
+			switch {
+			case !want && c != nil:
+				return fmt.Errorf("%s still set: %+v", v1alpha1.ConditionIngressSettingsIgnored, c)
+			case want && (c == nil || c.Status != metav1.ConditionTrue || !strings.Contains(c.Message, "ingress.limitRPS") ||
+				!strings.Contains(c.Message, "ingress.proxyReadTimeout") || !strings.Contains(c.Message, `"traefik"`)):
+				return fmt.Errorf("%s = %+v, want True naming both fields and the class", v1alpha1.ConditionIngressSettingsIgnored, c)
+			}
+			return nil
+		}
+	}
+	eventually(t, wait, "condition names the ignored settings", ignored(true))
+	eventually(t, wait, "a Warning Event names them", func() error {
+		var evs eventsv1.EventList
+		if err := s.client.List(t.Context(), &evs, client.InNamespace(ns)); err != nil {
+			return err
+		}
+		for _, e := range evs.Items {
+			if e.Type == corev1.EventTypeWarning && e.Reason == v1alpha1.ConditionIngressSettingsIgnored &&
+				e.Regarding.Name == "api" && strings.Contains(e.Note, "ingress.limitRPS") {
+				return nil
+			}
+		}
+		return fmt.Errorf("no %s Event among %d events", v1alpha1.ConditionIngressSettingsIgnored, len(evs.Items))
+	})
+	update(t, s, ns, "api", func(m *v1alpha1.MedOpsAPI) { m.Spec.Ingress.ClassName = "nginx" })
+	eventually(t, wait, "condition gone with nginx", ignored(false))
+}

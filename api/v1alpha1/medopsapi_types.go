@@ -17,6 +17,10 @@ const (
 	ConditionProgressing = "Progressing"
 	// ConditionDegraded is True when the operator cannot reach the desired state.
 	ConditionDegraded = "Degraded"
+	// ConditionIngressSettingsIgnored is True when spec.ingress sets fields
+	// the chosen ingress class does not act on (limitRPS and
+	// proxyReadTimeout are ingress-nginx annotations); its message names them.
+	ConditionIngressSettingsIgnored = "IngressSettingsIgnored"
 )
 
 // Architectures a MedOpsAPI can be scheduled on (values of kubernetes.io/arch).

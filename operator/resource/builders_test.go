@@ -544,3 +544,23 @@ func TestEphemeralStorageRequestedAndLimited(t *testing.T) {
 		t.Errorf("user's ephemeral-storage %s/%s replaced, want 10Mi/3Gi", r.String(), l.String())
 	}
 }
+
+func TestIgnoredIngressSettings(t *testing.T) {
+	tests := []struct {
+		name, spec string
+		want       string
+	}{
+		{"traefik with nginx-only settings", `ingress: {enabled: true, className: traefik, limitRPS: 5, proxyReadTimeout: 30s}`, "ingress.limitRPS,ingress.proxyReadTimeout"},
+		{"traefik with the body size only", `ingress: {enabled: true, className: traefik, proxyBodySize: 2Mi}`, ""},
+		{"nginx", `ingress: {enabled: true, className: nginx, limitRPS: 5, proxyReadTimeout: 30s}`, ""},
+		{"ingress-nginx under another class name", `ingress: {enabled: true, className: nginx-internal, limitRPS: 5}`, ""},
+		{"ingress disabled", `ingress: {enabled: false, className: traefik, limitRPS: 5}`, ""},
+	}
+	for _, tt := range tests {
+		m := fromSpec(t, tt.spec)
+		m.Spec.SetDefaults()
+		if got := strings.Join(resource.IgnoredIngressSettings(&m.Spec), ","); got != tt.want {
+			t.Errorf("%s: ignored %q, want %q", tt.name, got, tt.want)
+		}
+	}
+}
