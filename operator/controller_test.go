@@ -31,6 +31,7 @@ import (
 
 	"github.com/medops/medops/api/v1alpha1"
 	"github.com/medops/medops/internal/repo"
+	"github.com/medops/medops/internal/testenv"
 	"github.com/medops/medops/operator/resource"
 )
 
@@ -975,18 +976,10 @@ func TestOperatorCannotListSecrets(t *testing.T) {
 	}
 }
 
-// kubectlBinary finds the pinned kubectl: MEDOPS_KUBECTL, or hack/tools.sh,
-// which builds it once into bin/.
+// kubectlBinary finds the pinned kubectl.
 func kubectlBinary(t *testing.T) string {
 	t.Helper()
-	if k := os.Getenv("MEDOPS_KUBECTL"); k != "" {
-		return k
-	}
-	out, err := exec.Command(filepath.Join(repo.Root(), "hack", "tools.sh"), "kubectl").Output()
-	if err != nil {
-		t.Fatalf("hack/tools.sh kubectl: %v", err)
-	}
-	return strings.TrimSpace(string(out))
+	return testenv.Tool(t, "kubectl", "MEDOPS_KUBECTL")
 }
 
 // TestServedKindsDropsOptionalKindsTheClusterLacks runs the start-up lookup
