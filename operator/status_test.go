@@ -1,6 +1,13 @@
 package operator
 
 import (
+	"go/ast"
+	"go/parser"
+	gotoken "go/token"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -9,6 +16,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/medops/medops/api/v1alpha1"
+	"github.com/medops/medops/internal/repo"
 	"github.com/medops/medops/operator/resource"
 )
 
@@ -80,5 +88,44 @@ func TestURLOf(t *testing.T) {
 		if got := m.Spec.URL(); got != tt.want {
 			t.Errorf("URL(%+v) = %q, want %q", tt.in, got, tt.want)
 		}
+	}
+}
+
+// TestEveryReasonIsDocumented checks that docs/troubleshooting.md has a
+// section for every condition reason the operator sets (the Reason*
+// constants of status.go), so a user who reads one in kubectl describe
+// finds what it means and what to do.
+func TestEveryReasonIsDocumented(t *testing.T) {
+	doc, err := os.ReadFile(filepath.Join(repo.Root(), "docs", "troubleshooting.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := parser.ParseFile(gotoken.NewFileSet(), "status.go", nil, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, decl := range f.Decls {
+		gd, ok := decl.(*ast.GenDecl)
+		if !ok || gd.Tok != gotoken.CONST {
+			continue
+		}
+		for _, spec := range gd.Specs {
+			vs := spec.(*ast.ValueSpec)
+			for i, name := range vs.Names {
+				lit, ok := vs.Values[i].(*ast.BasicLit)
+				if !strings.HasPrefix(name.Name, "Reason") || !ok {
+					continue
+				}
+				n++
+				reason, _ := strconv.Unquote(lit.Value)
+				if !strings.Contains(string(doc), "### "+reason+"\n") {
+					t.Errorf("docs/troubleshooting.md has no section for reason %s (%s)", reason, name.Name)
+				}
+			}
+		}
+	}
+	if n < 10 {
+		t.Errorf("found %d Reason constants in status.go; the parse missed them", n)
 	}
 }
