@@ -22,12 +22,14 @@ const (
 	// ContainerPort is where medops-api listens inside the pod.
 	ContainerPort = int32(8080)
 
-	ConfigKey      = "config.yaml"
-	ConfigDir      = "/etc/medops/config"
-	TokenDir       = "/etc/medops/auth"
-	TokenFile      = TokenDir + "/" + tokenPath
-	DataDir        = "/var/lib/medops"
-	WorkloadListen = ":8080"
+	ConfigKey = "config.yaml"
+	ConfigDir = "/etc/medops/config"
+	TokenDir  = "/etc/medops/auth"
+	TokenFile = TokenDir + "/" + tokenPath
+	// The image's own defaults (its env and the folder its layer gives 65532),
+	// so a pod and a plain `docker run` of the image agree.
+	DataDir        = v1alpha1.ContainerDataDir
+	WorkloadListen = v1alpha1.ContainerListen
 
 	// NonRootUID is the distroless "nonroot" user the image runs as.
 	NonRootUID = int64(65532)
