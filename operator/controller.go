@@ -43,7 +43,6 @@ const conflictRequeueDelay = time.Second
 type Reconciler struct {
 	Client    client.Client
 	APIReader client.Reader
-	Cache     client.Reader
 	Scheme    *runtime.Scheme
 	Recorder  recorder.EventRecorder
 	// Kinds are the child kinds this cluster serves (resource.Kinds, less
@@ -72,9 +71,6 @@ type Reconciler struct {
 
 // SetupWithManager registers the controller and its watches.
 func (r *Reconciler) SetupWithManager(mgr ctrl.Manager, maxConcurrent int) error {
-	if r.Cache == nil {
-		r.Cache = mgr.GetCache()
-	}
 	r.applier = &apply.Applier{Client: r.Client, APIReader: r.APIReader, Scheme: r.Scheme, FieldManager: FieldManager}
 	opts := controller.Options{}
 	if maxConcurrent > 0 {
