@@ -82,9 +82,17 @@ run-api: ## Run medops-api on 127.0.0.1:8080 with its embedded store and cache.
 
 ##@ End to end
 
+# E2E_FLAGS: e.g. -e2e.work DIR (keep configs and logs there), -e2e.wait 5m.
+E2E_FLAGS ?=
+
 .PHONY: e2e
-e2e: ## Run the user journey on a local k3s-shaped cluster: kwok Raspberry Pi nodes, helm install, kubectl, nginx.
-	hack/e2e/run.sh
+e2e: ## Run the user journey (needs root): a real amd64 node runs our images as pods behind Traefik, kwok Raspberry Pis, helm, kubectl, nginx.
+	@tmp=$$(mktemp -d "$${TMPDIR:-/tmp}/medops-e2e-bin.XXXXXX"); \
+	trap 'rm -rf "$$tmp"' EXIT; \
+	go test -c -tags e2e -o "$$tmp/journey.test" ./hack/e2e/journey; \
+	rc=0; "$$tmp/journey.test" -test.run '^TestJourney$$' -test.v -test.timeout 0 $(E2E_FLAGS) 2>&1 | tee -i "$$tmp/e2e.log" || rc=$$?; \
+	grep -E '^e2e: [0-9]+ passed, [0-9]+ failed$$' "$$tmp/e2e.log" | tail -1; \
+	exit $$rc
 
 ##@ Deployment
 

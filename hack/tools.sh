@@ -3,7 +3,7 @@
 # Each binary lands under a folder or name that carries its version, so a
 # version bump in hack/tools builds afresh and an unchanged one is reused.
 #
-#   hack/tools.sh controller-gen | envtest | kubectl | control-plane | helm | kwok
+#   hack/tools.sh controller-gen | envtest | kubectl | control-plane | node | helm | kwok | traefik
 #
 # It prints the path of what it built (for envtest: the KUBEBUILDER_ASSETS dir).
 set -euo pipefail
@@ -19,18 +19,22 @@ ETCD_VERSION=$(modver "$tools/etcd" go.etcd.io/etcd/server/v3)
 CG_VERSION=$(modver "$tools" sigs.k8s.io/controller-tools)
 HELM_VERSION=$(modver "$tools/helm" helm.sh/helm/v3)
 KWOK_VERSION=$(modver "$tools/kwok" sigs.k8s.io/kwok 2>/dev/null || true)
+TRAEFIK_VERSION=$(modver "$tools/traefik" github.com/traefik/traefik/v3 2>/dev/null || true)
 K8S_DIR="$bin/k8s/$K8S_VERSION"
 
 log() { printf '[tools] %s\n' "$*" >&2; }
 
 # One build at a time: parallel test runs (or several work trees sharing bin/)
-# would otherwise compile the same multi-minute binary side by side.
+# would otherwise compile the same multi-minute binary side by side. Only a
+# build takes the lock, so finding a tool that is there never waits; callers
+# check again after taking it, since the holder may have just built theirs.
 mkdir -p "$bin"
-if [ -z "${MEDOPS_TOOLS_LOCKED:-}" ]; then
+lock() {
+  [ -n "${MEDOPS_TOOLS_LOCKED:-}" ] && return 0 # a nested call (control-plane → envtest) holds it
   exec 9>"$bin/.tools.lock"
   flock 9
-  export MEDOPS_TOOLS_LOCKED=1 # a nested call (control-plane → envtest) holds it already
-fi
+  export MEDOPS_TOOLS_LOCKED=1
+}
 
 # Building from the module proxy leaves the version variables at v0.0.0-master,
 # which breaks kubeVersion checks in charts and kubectl's skew warning: stamp them.
@@ -52,11 +56,50 @@ build() {
   local missing=()
   for p in "$@"; do [ -x "$out/$(basename "$p")" ] || missing+=("$p"); done
   [ ${#missing[@]} -eq 0 ] && return 0
+  lock
+  missing=()
+  for p in "$@"; do [ -x "$out/$(basename "$p")" ] || missing+=("$p"); done
+  [ ${#missing[@]} -eq 0 ] && return 0
   mkdir -p "$out"
   log "building ${missing[*]} (first time only; a Kubernetes binary takes ~5 min on 2 cores)"
   local tmp; tmp=$(mktemp -d "$out/.build.XXXX")
   (cd "$dir" && CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -ldflags "$ldflags" -o "$tmp/" "${missing[@]}")
   mv "$tmp"/* "$out/" && rmdir "$tmp"
+}
+
+# The DNS providers of lego v5.4.1 whose SDK modules the proxy here refuses.
+LEGO_DROPPED="alidns aliesa azion dnsimple edgedns edgeone huaweicloud oraclecloud regfish sakuracloud tencentcloud ucloud yandexcloud"
+
+# build_traefik OUT_DIR: builds Traefik in a temporary copy of hack/tools/traefik
+# that holds a copy of lego v5 without LEGO_DROPPED (its go.mod replaces lego
+# with ./lego5), so none of lego's code is committed here.
+build_traefik() {
+  local out=$1 tmp lego tdir
+  log "building traefik $TRAEFIK_VERSION (first time only; ~7 min on 2 cores, 235 MB)"
+  mkdir -p "$out"
+  tmp=$(mktemp -d "${TMPDIR:-/tmp}/medops-traefik.XXXX")
+  trap 'chmod -R u+w "$tmp" 2>/dev/null; rm -rf "$tmp"' RETURN
+  cp -r "$tools/traefik/." "$tmp/"
+  # The lego version is the one Traefik's own go.mod requires.
+  tdir=$(cd "$tmp" && go mod download -json "github.com/traefik/traefik/v3@$TRAEFIK_VERSION" | awk -F'"' '$2=="Dir" {print $4}')
+  local lego_version; lego_version=$(modver "$tdir" github.com/go-acme/lego/v5)
+  lego=$(cd "$tmp" && go mod download -json "github.com/go-acme/lego/v5@$lego_version" | awk -F'"' '$2=="Dir" {print $4}')
+  [ -d "$lego" ] || { log "lego $lego_version is not in the module cache"; return 1; }
+  cp -r "$lego" "$tmp/lego5" && chmod -R u+w "$tmp/lego5"
+  local f="$tmp/lego5/providers/dns/zz_gen_dns_providers.go" p
+  for p in $LEGO_DROPPED; do
+    # Drop the import and the `case ...:` + `return p.NewDNSProvider()` pair.
+    awk -v p="$p" '
+      $0 == "\t\"github.com/go-acme/lego/v5/providers/dns/" p "\"" { next }
+      held != "" { if ($0 == "\t\treturn " p ".NewDNSProvider()") { held=""; next } print held; held="" }
+      /^\tcase / { held=$0; next }
+      { print }
+      END { if (held != "") print held }' "$f" >"$f.new" && mv "$f.new" "$f"
+  done
+  (cd "$tmp" && CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath \
+    -ldflags "-s -w -X github.com/traefik/traefik/v3/pkg/version.Version=$TRAEFIK_VERSION" \
+    -o "$out/traefik.tmp" github.com/traefik/traefik/v3/cmd/traefik)
+  mv "$out/traefik.tmp" "$out/traefik"
 }
 
 case "${1:-}" in
@@ -65,6 +108,7 @@ case "${1:-}" in
       sigs.k8s.io/controller-tools/cmd/controller-gen
     echo "$bin/controller-gen-$CG_VERSION/controller-gen" ;;
   envtest)
+    [ -x "$K8S_DIR/etcd" ] || lock
     if [ ! -x "$K8S_DIR/etcd" ]; then
       log "building etcd $ETCD_VERSION (first time only)"
       mkdir -p "$K8S_DIR"
@@ -81,6 +125,18 @@ case "${1:-}" in
     "$0" envtest >/dev/null
     build "$tools/kube" "$K8S_DIR" "$(kube_ldflags)" k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl
     echo "$K8S_DIR" ;;
+  node)
+    # The real node of the end-to-end suite: kubelet and kube-proxy, same version as the control plane.
+    build "$tools/kube" "$K8S_DIR" "$(kube_ldflags)" k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-proxy
+    echo "$K8S_DIR" ;;
+  traefik)
+    [ -n "$TRAEFIK_VERSION" ] || { log "hack/tools/traefik/go.mod is missing"; exit 1; }
+    out="$bin/traefik-$TRAEFIK_VERSION"
+    [ -x "$out/traefik" ] || lock
+    if [ ! -x "$out/traefik" ]; then
+      build_traefik "$out"
+    fi
+    echo "$out/traefik" ;;
   helm)
     major=${K8S_VERSION#v}; major=${major%%.*}; minor=${K8S_VERSION#v*.}; minor=${minor%%.*}
     build "$tools/helm" "$bin/helm-$HELM_VERSION" "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=$major -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$minor -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=$major -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=$minor" \
@@ -90,5 +146,5 @@ case "${1:-}" in
     [ -n "$KWOK_VERSION" ] || { log "hack/tools/kwok/go.mod is missing"; exit 1; }
     build "$tools/kwok" "$bin/kwok-$KWOK_VERSION" "-s -w" sigs.k8s.io/kwok/cmd/kwok
     echo "$bin/kwok-$KWOK_VERSION/kwok" ;;
-  *) echo "usage: $0 controller-gen|envtest|kubectl|control-plane|helm|kwok" >&2; exit 2 ;;
+  *) echo "usage: $0 controller-gen|envtest|kubectl|control-plane|node|helm|kwok|traefik" >&2; exit 2 ;;
 esac

@@ -79,6 +79,14 @@ func DefaultPrograms(operatorRef, apiRef string) []Program {
 	}
 }
 
+// PauseProgram is the sandbox image a node's containerd starts first in every
+// pod (its sandbox_image): a static program that waits for SIGTERM and reaps
+// children. The end-to-end suite's real node uses it, as no registry serves
+// registry.k8s.io/pause here.
+func PauseProgram(ref string) Program {
+	return Program{Name: "pause", Package: "./internal/ociimage/pause", Path: "/pause", Ref: ref, Description: "The pod sandbox of the MedOps end-to-end node"}
+}
+
 // Platform is an OS/architecture[/variant] triple.
 type Platform struct{ OS, Arch, Variant string }
 

@@ -1,17 +1,20 @@
-package main
+// Package nginxconf turns an Ingress into the nginx configuration
+// ingress-nginx would serve for it: the typed nginx annotations the operator
+// writes (proxy-body-size, the proxy timeouts, limit-rps) become nginx
+// directives, and a value ingress-nginx would reject (a Kubernetes quantity
+// such as 1Mi for a body size) is an error. The end-to-end suite runs a real
+// nginx with it in front of the real pods' Service.
+package nginxconf
 
 import (
 	"errors"
-	"flag"
 	"fmt"
-	"os"
 	"regexp"
 	"sort"
 	"strconv"
 	"strings"
 
 	networkingv1 "k8s.io/api/networking/v1"
-	"sigs.k8s.io/yaml"
 )
 
 // The ingress-nginx annotations the operator may set, and how ingress-nginx
@@ -38,10 +41,10 @@ var ignoredAnnotations = map[string]bool{
 // nginx size syntax: a number with an optional k, m or g suffix.
 var nginxSize = regexp.MustCompile(`^[0-9]+[kKmMgG]?$`)
 
-// nginxOptions are the loopback-specific parts of the generated config.
-type nginxOptions struct {
+// Options are the loopback-specific parts of the generated config.
+type Options struct {
 	Listen    string // 127.0.0.1:port nginx listens on
-	Backend   string // 127.0.0.1:port of the medops-api standing in for the Service
+	Backend   string // host:port of the backend: the Service's ClusterIP and port
 	Prefix    string // folder for pid, logs and temp files
 	RunAsRoot bool   // nginx started by root: keep workers as root so they can use Prefix
 	// JSONErrors makes nginx answer the errors it produces itself (413 for a
@@ -60,44 +63,10 @@ type location struct {
 	limitRPS       int
 }
 
-func cmdNginxConf(args []string) error {
-	fs := flag.NewFlagSet("nginx-conf", flag.ContinueOnError)
-	ingFile := fs.String("ingress", "", "the Ingress as JSON or YAML (kubectl get ingress -o json)")
-	var o nginxOptions
-	fs.StringVar(&o.Listen, "listen", "", "address nginx listens on")
-	fs.StringVar(&o.Backend, "backend", "", "address of the medops-api that stands in for the Service")
-	fs.StringVar(&o.Prefix, "prefix", "", "folder for nginx's pid, logs and temp files")
-	fs.BoolVar(&o.RunAsRoot, "run-as-root", false, "nginx runs as root (workers stay root)")
-	fs.BoolVar(&o.JSONErrors, "json-errors", false, "answer nginx's own errors with JSON")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if *ingFile == "" || o.Listen == "" || o.Backend == "" || o.Prefix == "" {
-		return errors.New("nginx-conf: --ingress, --listen, --backend and --prefix are required")
-	}
-	raw, err := os.ReadFile(*ingFile)
-	if err != nil {
-		return fmt.Errorf("nginx-conf: %w", err)
-	}
-	var ing networkingv1.Ingress
-	if err := yaml.Unmarshal(raw, &ing); err != nil {
-		return fmt.Errorf("nginx-conf: parse %s: %w", *ingFile, err)
-	}
-	conf, warnings, err := renderNginxConf(&ing, o)
-	for _, w := range warnings {
-		fmt.Fprintln(os.Stderr, "nginx-conf: warning:", w)
-	}
-	if err != nil {
-		return fmt.Errorf("nginx-conf: ingress %s/%s: %w", ing.Namespace, ing.Name, err)
-	}
-	_, err = os.Stdout.WriteString(conf)
-	return err
-}
-
-// renderNginxConf returns a complete nginx.conf serving the Ingress's rules on
+// Render returns a complete nginx.conf serving the Ingress's rules on
 // o.Listen, every backend pointing at o.Backend. Hosts not named by the
 // Ingress get 404, as from ingress-nginx's default backend.
-func renderNginxConf(ing *networkingv1.Ingress, o nginxOptions) (string, []string, error) {
+func Render(ing *networkingv1.Ingress, o Options) (string, []string, error) {
 	var warnings []string
 	keys := make([]string, 0, len(ing.Annotations))
 	for k := range ing.Annotations {

@@ -1,0 +1,203 @@
+//go:build e2e
+
+package journey
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"sigs.k8s.io/yaml"
+
+	"github.com/medops/medops/api/v1alpha1"
+	"github.com/medops/medops/hack/e2e/cluster"
+	"github.com/medops/medops/hack/e2e/upstream"
+	"github.com/medops/medops/internal/ociimage"
+)
+
+// operatorImage is the reference the chart deploys by default: its
+// repository at the chart's appVersion.
+func (s *suite) operatorImage(t *testing.T) string {
+	var chart struct {
+		AppVersion string `json:"appVersion"`
+	}
+	b, err := os.ReadFile(filepath.Join(s.root, "charts", "medops-operator", "Chart.yaml"))
+	if err == nil {
+		err = yaml.Unmarshal(b, &chart)
+	}
+	if err != nil || chart.AppVersion == "" {
+		t.Fatalf("reading the chart's appVersion: %v", err)
+	}
+	return "ghcr.io/medops/medops-operator:" + chart.AppVersion
+}
+
+// buildImages builds the images as `make images` does (internal/ociimage),
+// for linux/amd64 only: the real node's architecture. They are tagged with
+// the references the chart and the MedOpsAPI default use, so nothing is
+// overridden at install time. The pause image is the node's sandbox.
+func (s *suite) buildImages(t *testing.T) []string {
+	progs := append(ociimage.DefaultPrograms(s.operatorImage(t), v1alpha1.DefaultImage), ociimage.PauseProgram(cluster.PauseImage))
+	ca := "/etc/ssl/certs/ca-certificates.crt"
+	if _, err := os.Stat(ca); err != nil {
+		ca = ""
+	}
+	t0 := time.Now()
+	paths, err := ociimage.Build(s.ctx, ociimage.Options{
+		ModuleDir: s.root, OutDir: filepath.Join(s.work, "images"), Programs: progs,
+		Platforms: []ociimage.Platform{{OS: "linux", Arch: "amd64"}},
+		Version:   "e2e", Revision: "e2e", Created: time.Unix(0, 0).UTC(), CABundle: ca, Log: s.log,
+	})
+	if err != nil {
+		t.Fatalf("building the images: %v", err)
+	}
+	s.log.Info("images built", "took", time.Since(t0).Round(time.Second), "archives", paths)
+	return paths
+}
+
+// startLocalPath plays k3s's local-path provisioner: for a claim of class
+// local-path that the scheduler placed on a node (WaitForFirstConsumer), it
+// makes a folder in the work folder, writable by any user as local-path
+// makes it, and a hostPath PV pinned to that node, which the PV controller
+// binds. On the real node the kubelet mounts that folder into the pod.
+func (s *suite) startLocalPath() error {
+	sc := `apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata:
+  name: local-path
+  annotations:
+    storageclass.kubernetes.io/is-default-class: "true"
+provisioner: rancher.io/local-path
+volumeBindingMode: WaitForFirstConsumer
+reclaimPolicy: Delete
+`
+	if err := s.apply(sc); err != nil {
+		return fmt.Errorf("local-path StorageClass: %w", err)
+	}
+	ctx, cancel := context.WithCancel(s.ctx)
+	done := make(chan struct{})
+	prev := s.stopBackground
+	s.stopBackground = func() {
+		cancel()
+		<-done
+		if prev != nil {
+			prev()
+		}
+	}
+	tmpl := `{{range .items}}{{if and (not .spec.volumeName) (eq (or .spec.storageClassName "") "local-path")}}` +
+		`{{$node := ""}}{{with .metadata.annotations}}{{with index . "volume.kubernetes.io/selected-node"}}{{$node = .}}{{end}}{{end}}` +
+		`{{if $node}}{{.metadata.namespace}} {{.metadata.name}} {{.metadata.uid}} {{$node}} {{.spec.resources.requests.storage}}{{"\n"}}{{end}}{{end}}{{end}}`
+	go func() {
+		defer close(done)
+		for ctx.Err() == nil {
+			out, _ := s.c.Kubectl(ctx, "get", "pvc", "-A", "-o", "go-template="+tmpl)
+			for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+				f := strings.Fields(line)
+				if len(f) != 5 {
+					continue
+				}
+				ns, name, uid, node, size := f[0], f[1], f[2], f[3], f[4]
+				pv := "pvc-" + uid
+				if _, err := s.c.Kubectl(ctx, "get", "pv", pv); err == nil {
+					continue
+				}
+				dir := filepath.Join(s.work, "storage", pv+"_"+ns+"_"+name)
+				if err := os.MkdirAll(dir, 0o777); err == nil {
+					_ = os.Chmod(dir, 0o777) // past the umask, as local-path's helper pod does
+				}
+				s.log.Info("local-path: provisioning", "pv", pv, "claim", ns+"/"+name, "node", node, "dir", dir)
+				if err := s.apply(fmt.Sprintf(`apiVersion: v1
+kind: PersistentVolume
+metadata:
+  name: %s
+  annotations: {pv.kubernetes.io/provisioned-by: rancher.io/local-path}
+spec:
+  capacity: {storage: %s}
+  accessModes: [ReadWriteOnce]
+  persistentVolumeReclaimPolicy: Delete
+  storageClassName: local-path
+  claimRef: {apiVersion: v1, kind: PersistentVolumeClaim, namespace: %s, name: %s, uid: %s}
+  hostPath: {path: %s, type: Directory}
+  nodeAffinity:
+    required:
+      nodeSelectorTerms:
+      - matchExpressions:
+        - {key: kubernetes.io/hostname, operator: In, values: [%s]}
+`, pv, size, ns, name, uid, dir, node)); err != nil {
+					s.log.Warn("local-path: creating the PV failed; retrying", "pv", pv, "err", err)
+				}
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Second):
+			}
+		}
+	}()
+	return nil
+}
+
+// apply runs kubectl apply with the manifest on stdin.
+func (s *suite) apply(manifest string) error {
+	_, err := s.c.KubectlStdin(s.ctx, manifest, "apply", "-f", "-")
+	return err
+}
+
+// startTraefik runs Traefik, the ingress controller k3s bundles, as a host
+// process with a kubeconfig, listening on loopback. It serves the Ingresses
+// of class traefik (an IngressClass as k3s's chart makes it) and writes
+// their status; it routes to the pods' IPs from the Service's EndpointSlices.
+// Its Gateway API provider serves HTTPRoutes (the CRDs are installed first).
+func (s *suite) startTraefik(t *testing.T) error {
+	if err := s.apply(`apiVersion: networking.k8s.io/v1
+kind: IngressClass
+metadata:
+  name: traefik
+spec:
+  controller: traefik.io/ingress-controller
+`); err != nil {
+		return fmt.Errorf("IngressClass traefik: %w", err)
+	}
+	up, err := upstream.Start(cluster.NodeIP + ":0") // pods reach the node's address
+	if err != nil {
+		return err
+	}
+	s.upstream = up
+	prev := s.stopBackground
+	s.stopBackground = func() {
+		up.Close()
+		if prev != nil {
+			prev()
+		}
+	}
+	ports, err := cluster.FreePorts(2)
+	if err != nil {
+		return err
+	}
+	s.traefikPort = ports[0]
+	args := []string{
+		"--global.checknewversion=false", "--global.sendanonymoususage=false",
+		fmt.Sprintf("--entryPoints.web.address=127.0.0.1:%d", ports[0]),
+		fmt.Sprintf("--entryPoints.traefik.address=127.0.0.1:%d", ports[1]),
+		"--ping=true", "--ping.entryPoint=traefik",
+		"--providers.kubernetesingress=true",
+		// Written into each Ingress's status, as k3s's servicelb would.
+		"--providers.kubernetesingress.ingressendpoint.ip=127.0.0.1",
+		"--log.level=INFO", "--accesslog=true",
+	}
+	if err := s.installGatewayAPI(); err != nil {
+		return err
+	}
+	args = append(args, "--providers.kubernetesgateway=true")
+	if err := s.c.StartProcess("traefik", []string{"KUBECONFIG=" + s.c.Kubeconfig}, s.tools.traefik, args...); err != nil {
+		return err
+	}
+	return s.poll(60*time.Second, func() error {
+		if !s.c.Alive("traefik") {
+			return fmt.Errorf("traefik exited (see %s)", s.c.LogFile("traefik"))
+		}
+		return httpGetOK(fmt.Sprintf("http://127.0.0.1:%d/ping", ports[1]))
+	})
+}

@@ -1,0 +1,57 @@
+// Package upstream is a stand-in for a public REST service (like Ensembl)
+// behind medops-api's gateway. It counts the calls it serves, so the
+// end-to-end suite can tell a cache hit, which must not reach it, from a miss.
+package upstream
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sync/atomic"
+	"time"
+)
+
+// Server answers every path with a JSON echo of the request.
+type Server struct {
+	hits atomic.Int64
+	srv  *http.Server
+	addr string
+}
+
+// Hits is the number of calls served.
+func (u *Server) Hits() int64 { return u.hits.Load() }
+
+// Addr is host:port the server listens on.
+func (u *Server) Addr() string { return u.addr }
+
+// Handler echoes method, path and query with a call counter.
+func (u *Server) Handler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n := u.hits.Add(1)
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(map[string]any{
+			"upstream": "e2e", "method": r.Method, "path": r.URL.Path, "query": r.URL.RawQuery, "call": n,
+		})
+	})
+}
+
+// Start listens on addr (host:0 picks a port) and serves until Close.
+func Start(addr string) (*Server, error) {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("upstream: listen: %w", err)
+	}
+	u := &Server{addr: l.Addr().String()}
+	u.srv = &http.Server{Handler: u.Handler(), ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := u.srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			panic(err)
+		}
+	}()
+	return u, nil
+}
+
+// Close stops the server.
+func (u *Server) Close() error { return u.srv.Close() }

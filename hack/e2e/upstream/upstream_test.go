@@ -1,0 +1,33 @@
+package upstream
+
+import (
+	"encoding/json"
+	"net/http"
+	"testing"
+)
+
+func TestCountsCalls(t *testing.T) {
+	u, err := Start("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { u.Close() })
+	for i, path := range []string{"/genes/BRCA2?x=1", "/genes/TP53"} {
+		resp, err := http.Get("http://" + u.Addr() + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var m map[string]any
+		err = json.NewDecoder(resp.Body).Decode(&m)
+		resp.Body.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m["call"] != float64(i+1) {
+			t.Errorf("%s: call = %v, want %d", path, m["call"], i+1)
+		}
+	}
+	if got := u.Hits(); got != 2 {
+		t.Errorf("Hits() = %d, want 2", got)
+	}
+}
