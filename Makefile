@@ -60,6 +60,10 @@ test: ## Run every test: unit, golden files and envtest against a real kube-apis
 	export KUBEBUILDER_ASSETS="$$($(TOOLS) envtest)" MEDOPS_HELM="$$($(TOOLS) helm)" MEDOPS_KUBECTL="$$($(TOOLS) kubectl)"; \
 	go test $(GO_TEST_FLAGS) ./... 2>&1
 
+.PHONY: test-browser
+test-browser: ## Drive Debian's chromium (apt-get install chromium) through /docs on a real medops-api: list routes, authorize, create a task.
+	hack/browser/run.sh
+
 .PHONY: verify-generated
 verify-generated: generate manifests ## Fail when generated files are stale.
 	git diff --exit-code -- api config charts || { echo "generated files are stale: run make generate manifests"; exit 1; }

@@ -3,9 +3,10 @@
 # Each binary lands under a folder or name that carries its version, so a
 # version bump in hack/tools builds afresh and an unchanged one is reused.
 #
-#   hack/tools.sh controller-gen | envtest | kubectl | control-plane | node | helm | kwok | traefik
+#   hack/tools.sh controller-gen | envtest | kubectl | control-plane | node | helm | kwok | traefik | servicemonitor-crd
 #
-# It prints the path of what it built (for envtest: the KUBEBUILDER_ASSETS dir).
+# It prints the path of what it built (for envtest: the KUBEBUILDER_ASSETS dir;
+# for servicemonitor-crd: a folder holding only the ServiceMonitor CRD).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -20,6 +21,7 @@ CG_VERSION=$(modver "$tools" sigs.k8s.io/controller-tools)
 HELM_VERSION=$(modver "$tools/helm" helm.sh/helm/v3)
 KWOK_VERSION=$(modver "$tools/kwok" sigs.k8s.io/kwok 2>/dev/null || true)
 TRAEFIK_VERSION=$(modver "$tools/traefik" github.com/traefik/traefik/v3 2>/dev/null || true)
+PROM_VERSION=$(modver "$tools/promcrd" github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring)
 K8S_DIR="$bin/k8s/$K8S_VERSION"
 
 log() { printf '[tools] %s\n' "$*" >&2; }
@@ -146,5 +148,21 @@ case "${1:-}" in
     [ -n "$KWOK_VERSION" ] || { log "hack/tools/kwok/go.mod is missing"; exit 1; }
     build "$tools/kwok" "$bin/kwok-$KWOK_VERSION" "-s -w" sigs.k8s.io/kwok/cmd/kwok
     echo "$bin/kwok-$KWOK_VERSION/kwok" ;;
-  *) echo "usage: $0 controller-gen|envtest|kubectl|control-plane|node|helm|kwok|traefik" >&2; exit 2 ;;
+  servicemonitor-crd)
+    # Generated from the Prometheus Operator's Go types (hack/tools/promcrd),
+    # the way that project makes its own CRDs.
+    out="$bin/servicemonitor-crd-$PROM_VERSION"
+    [ -f "$out/monitoring.coreos.com_servicemonitors.yaml" ] || lock
+    if [ ! -f "$out/monitoring.coreos.com_servicemonitors.yaml" ]; then
+      cg=$("$0" controller-gen)
+      log "generating the ServiceMonitor CRD from monitoring $PROM_VERSION (first time only)"
+      tmp=$(mktemp -d "$bin/.promcrd.XXXX")
+      (cd "$tools/promcrd" && GOFLAGS=-mod=mod "$cg" crd:allowDangerousTypes=true \
+        paths=github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1 output:crd:dir="$tmp")
+      mkdir -p "$out"
+      mv "$tmp/monitoring.coreos.com_servicemonitors.yaml" "$out/"
+      rm -rf "$tmp"
+    fi
+    echo "$out" ;;
+  *) echo "usage: $0 controller-gen|envtest|kubectl|control-plane|node|helm|kwok|traefik|servicemonitor-crd" >&2; exit 2 ;;
 esac

@@ -64,6 +64,9 @@ func (m ModulesSpec) GatewayAnonymousReads() bool {
 // GatewayEnabled reports whether the gateway module is on (default false).
 func (m ModulesSpec) GatewayEnabled() bool { return m.Gateway.Enabled != nil && *m.Gateway.Enabled }
 
+// IsEnabled reports whether the /docs page is served (default true).
+func (d DocsSettings) IsEnabled() bool { return d.Enabled == nil || *d.Enabled }
+
 // IsEnabled reports whether caching is on (default true).
 func (c CacheSpec) IsEnabled() bool { return c.Enabled == nil || *c.Enabled }
 
@@ -135,6 +138,9 @@ func (w *WorkloadConfig) SetDefaults() {
 	}
 	if w.Server.ShutdownTimeout == nil {
 		w.Server.ShutdownTimeout = &metav1.Duration{Duration: DefaultShutdownTimeout}
+	}
+	if w.Server.Docs.Enabled == nil {
+		w.Server.Docs.Enabled = ptr(true)
 	}
 }
 

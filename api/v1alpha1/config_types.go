@@ -83,6 +83,18 @@ type ServerSettings struct {
 	// ShutdownTimeout bounds how long in-flight requests may take to finish.
 	// +optional
 	ShutdownTimeout *metav1.Duration `json:"shutdownTimeout,omitempty"`
+
+	// Docs configures the interactive API documentation page at /docs.
+	// +optional
+	Docs DocsSettings `json:"docs,omitempty"`
+}
+
+// DocsSettings switches the /docs page (Swagger UI rendered from
+// /openapi.json) on and off.
+type DocsSettings struct {
+	// Enabled serves /docs. Defaults to true; /openapi.json is served either way.
+	// +optional
+	Enabled *bool `json:"enabled,omitempty"`
 }
 
 // ModulesSpec switches the API's modules (chi sub-routers) on and off.

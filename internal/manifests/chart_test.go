@@ -261,6 +261,12 @@ func TestHelmTemplate(t *testing.T) {
 				}
 			},
 		},
+		{
+			name: "monitoring", values: "monitoring-values.yaml", wantImage: "ghcr.io/medops/medops-operator:v0.1.0", wantSA: "medops-operator",
+			wantCRD: true, wantRBAC: true, wantMetrics: true, wantManagerBinding: "ClusterRoleBinding",
+			wantArgs: []string{"--metrics-bind-address=:8443"},
+			check:    checkMonitoring,
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -341,7 +347,10 @@ func TestHelmTemplate(t *testing.T) {
 				t.Error("metrics disabled but the metrics Service is rendered")
 			}
 			for _, o := range objs {
-				if ns := o.GetNamespace(); ns != "" && ns != "medops-system" && !(o.GetKind() == "RoleBinding" && (ns == "medops-team" || ns == "medops-lab")) {
+				// Other namespaces only where the values ask for them: the
+				// watched namespaces' RoleBindings, and the dashboard next to Grafana.
+				if ns := o.GetNamespace(); ns != "" && ns != "medops-system" && !(o.GetKind() == "RoleBinding" && (ns == "medops-team" || ns == "medops-lab")) &&
+					!(o.GetKind() == "ConfigMap" && ns == "monitoring") {
 					t.Errorf("%s/%s lands in namespace %s", o.GetKind(), o.GetName(), ns)
 				}
 				if o.GetLabels()["app.kubernetes.io/managed-by"] != "Helm" {
@@ -393,13 +402,7 @@ var (
 // with the CRD under crds/ would leave it stale), then uninstalls and checks
 // the CRD and the user's MedOpsAPI were kept.
 func TestHelmInstallUpgradeUninstall(t *testing.T) {
-	env, cfg := testenv.StartForTest(t)
-	h := newHelm(t)
-	h.kubeconfig = writeKubeconfig(t, env, cfg)
-	dyn, err := dynamic.NewForConfig(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	h, dyn := helmOnEnvtest(t)
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 	defer cancel()
 
@@ -509,6 +512,20 @@ func TestHelmInstallUpgradeUninstall(t *testing.T) {
 			t.Errorf("dry-run apply of config/default %s/%s: %v", o.GetKind(), o.GetName(), err)
 		}
 	}
+}
+
+// helmOnEnvtest starts a control plane serving the CRDs in crdDirs and
+// returns helm pointed at it and a client to read back what helm installed.
+func helmOnEnvtest(t *testing.T, crdDirs ...string) (*helm, dynamic.Interface) {
+	t.Helper()
+	env, cfg := testenv.StartForTest(t, crdDirs...)
+	h := newHelm(t)
+	h.kubeconfig = writeKubeconfig(t, env, cfg)
+	dyn, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h, dyn
 }
 
 // writeKubeconfig gives helm an admin identity on the envtest apiserver.

@@ -89,8 +89,14 @@ func New(opts Options) (_ *App, err error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := a.reg.Register(a.readyGauge()); err != nil {
+		return nil, fmt.Errorf("registering the readiness metric: %w", err)
+	}
 	if a.cfg.Modules.TasksEnabled() {
 		if a.store, err = openStore(a.cfg.DataDir, opts.StoreOptions); err != nil {
+			return nil, err
+		}
+		if a.store, err = timeStore(a.store, a.reg); err != nil {
 			return nil, err
 		}
 	}
@@ -147,6 +153,10 @@ func (a *App) buildRouter(token *tokenFile) error {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write(a.openapi)
 	})
+	if a.cfg.Server.Docs.IsEnabled() {
+		a.mountDocs(r)
+	}
+	r.Get("/", a.serveIndex(a.newIndex()))
 	return nil
 }
 

@@ -66,3 +66,18 @@ func (m *httpMetrics) observe(method, route string, status int, d time.Duration)
 	m.requests.WithLabelValues(method, route, code).Inc()
 	m.duration.WithLabelValues(method, route).Observe(d.Seconds())
 }
+
+// readyGauge reports what /readyz answers, so a dashboard can count ready
+// pods from medops-api's own metrics: a draining pod is still scraped but
+// shows 0.
+func (a *App) readyGauge() prometheus.Collector {
+	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: "medops", Name: "ready",
+		Help: "1 while this medops-api answers /readyz with 200, 0 while it drains or its store is closed.",
+	}, func() float64 {
+		if a.Ready() {
+			return 1
+		}
+		return 0
+	})
+}

@@ -1,0 +1,60 @@
+package app
+
+import (
+	"net/http"
+	"runtime/debug"
+
+	"github.com/medops/medops/server/httpx"
+)
+
+// index is what GET / answers: enough for a person or a script that found
+// the server to know what it is and where to go next.
+type index struct {
+	Name     string            `json:"name"`
+	Version  string            `json:"version"`
+	Revision string            `json:"revision,omitempty"`
+	Modules  []string          `json:"modules"`
+	Links    map[string]string `json:"links"`
+}
+
+func (a *App) newIndex() index {
+	ix := index{Name: "medops-api", Version: "devel", Modules: []string{}, Links: map[string]string{
+		"openapi": "/openapi.json",
+		"healthz": "/healthz",
+		"readyz":  "/readyz",
+		"metrics": "/metrics",
+	}}
+	// The version is the one the Go toolchain stamped into the binary, so
+	// there is no second copy to bump by hand.
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		if v := bi.Main.Version; v != "" && v != "(devel)" {
+			ix.Version = v
+		}
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" {
+				ix.Revision = s.Value
+			}
+		}
+	}
+	if a.cfg.Modules.TasksEnabled() {
+		ix.Modules = append(ix.Modules, "tasks")
+		ix.Links["tasks"] = TasksPrefix
+	}
+	if a.cfg.Modules.GatewayEnabled() {
+		ix.Modules = append(ix.Modules, "gateway")
+	}
+	if a.cfg.Cache.IsEnabled() {
+		ix.Modules = append(ix.Modules, "cache")
+	}
+	if a.cfg.Server.Docs.IsEnabled() {
+		ix.Modules = append(ix.Modules, "docs")
+		ix.Links["docs"] = DocsPath
+	}
+	return ix
+}
+
+func (a *App) serveIndex(ix index) http.HandlerFunc {
+	return func(w http.ResponseWriter, _ *http.Request) {
+		_ = httpx.WriteJSON(w, http.StatusOK, ix)
+	}
+}
