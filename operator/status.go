@@ -3,6 +3,7 @@ package operator
 import (
 	"context"
 	"fmt"
+	"strings"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -32,6 +33,8 @@ const (
 	// gives a stuck rollout; computeStatus matches it by this constant.
 	ReasonProgressDeadline = "ProgressDeadlineExceeded"
 	ReasonUnavailable      = "Unavailable"
+	// ReasonUnsupportedByIngressClass: settings the ingress class ignores.
+	ReasonUnsupportedByIngressClass = "UnsupportedByIngressClass"
 )
 
 // observed is what one reconcile learnt, from which the status is computed.
@@ -49,6 +52,16 @@ type observed struct {
 	// unavailable names the kinds (HTTPRoute, ServiceMonitor) the spec asks
 	// for that the cluster does not serve.
 	unavailable map[string]bool
+	// ignored are the spec.ingress fields the ingress class ignores.
+	ignored []string
+	// className is the ingress class they are ignored by.
+	className string
+}
+
+// ignoredMessage is the IngressSettingsIgnored condition's message.
+func (o *observed) ignoredMessage() string {
+	return fmt.Sprintf("ingress class %q ignores %s (ingress-nginx annotations); enforce them in that controller or use className nginx",
+		o.className, strings.Join(o.ignored, " and "))
 }
 
 func (o *observed) degraded(reason, msg string) { o.failReason, o.failMessage = reason, msg }
@@ -76,6 +89,12 @@ func computeWorkloadStatus(m *v1alpha1.MedOpsAPI, obs observed) v1alpha1.MedOpsA
 	}
 	status.ObservedGeneration = gen
 	status.URL = m.Spec.URL()
+	if len(obs.ignored) > 0 {
+		set(v1alpha1.ConditionIngressSettingsIgnored, metav1.ConditionTrue, ReasonUnsupportedByIngressClass, obs.ignoredMessage())
+	} else if obs.failReason == "" {
+		// Unknown while the spec fails to build; gone once nothing is ignored.
+		meta.RemoveStatusCondition(&status.Conditions, v1alpha1.ConditionIngressSettingsIgnored)
+	}
 
 	if obs.failReason != "" {
 		set(v1alpha1.ConditionDegraded, metav1.ConditionTrue, obs.failReason, obs.failMessage)

@@ -1,6 +1,13 @@
 package operator
 
 import (
+	"go/ast"
+	"go/parser"
+	gotoken "go/token"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -10,6 +17,7 @@ import (
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/medops/medops/api/v1alpha1"
+	"github.com/medops/medops/internal/repo"
 	"github.com/medops/medops/operator/resource"
 )
 
@@ -144,5 +152,52 @@ func TestRouteAccepted(t *testing.T) {
 				t.Errorf("routeAccepted = %s %s (%s), want %s %s", st, reason, msg, tt.status, tt.reason)
 			}
 		})
+	}
+}
+
+// TestEveryReasonIsDocumented checks that docs/troubleshooting.md has a
+// section for every condition reason the operator sets (the Reason*
+// constants of status.go), so a user who reads one in kubectl describe
+// finds what it means and what to do.
+func TestEveryReasonIsDocumented(t *testing.T) {
+	doc, err := os.ReadFile(filepath.Join(repo.Root(), "docs", "troubleshooting.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, file := range []string{"status.go", "extras.go"} {
+		f, err := parser.ParseFile(gotoken.NewFileSet(), file, nil, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		countDocumented(t, f, string(doc), &n)
+	}
+	if n < 10 {
+		t.Errorf("found %d Reason constants in status.go and extras.go; the parse missed them", n)
+	}
+}
+
+// countDocumented checks every Reason constant of f against the doc.
+func countDocumented(t *testing.T, f *ast.File, doc string, n *int) {
+	t.Helper()
+	for _, decl := range f.Decls {
+		gd, ok := decl.(*ast.GenDecl)
+		if !ok || gd.Tok != gotoken.CONST {
+			continue
+		}
+		for _, spec := range gd.Specs {
+			vs := spec.(*ast.ValueSpec)
+			for i, name := range vs.Names {
+				lit, ok := vs.Values[i].(*ast.BasicLit)
+				if !strings.HasPrefix(name.Name, "Reason") || !ok {
+					continue
+				}
+				*n++
+				reason, _ := strconv.Unquote(lit.Value)
+				if !strings.Contains(doc, "### "+reason+"\n") {
+					t.Errorf("docs/troubleshooting.md has no section for reason %s (%s)", reason, name.Name)
+				}
+			}
+		}
 	}
 }

@@ -24,6 +24,10 @@ const (
 	// ConditionServiceMonitorReady is True when the ServiceMonitor of
 	// spec.monitoring.serviceMonitor is applied. Only present while enabled.
 	ConditionServiceMonitorReady = "ServiceMonitorReady"
+	// ConditionIngressSettingsIgnored is True when spec.ingress sets fields
+	// the chosen ingress class does not act on (limitRPS and
+	// proxyReadTimeout are ingress-nginx annotations); its message names them.
+	ConditionIngressSettingsIgnored = "IngressSettingsIgnored"
 )
 
 // Architectures a MedOpsAPI can be scheduled on (values of kubernetes.io/arch).

@@ -111,3 +111,18 @@ func MonitoringCRD() (string, error) {
 	}
 	return strings.TrimSpace(string(out)), nil
 }
+
+// Tool returns the path of a pinned tool (kubectl, helm): the environment
+// variable env when set (`make test` sets them), else what
+// `hack/tools.sh name` prints, which builds the tool once into bin/.
+func Tool(t testing.TB, name, env string) string {
+	t.Helper()
+	if p := os.Getenv(env); p != "" {
+		return p
+	}
+	out, err := exec.Command(filepath.Join(repo.Root(), "hack", "tools.sh"), name).Output()
+	if err != nil {
+		t.Fatalf("hack/tools.sh %s: %v", name, err)
+	}
+	return strings.TrimSpace(string(out))
+}

@@ -5,6 +5,7 @@ import (
 	"maps"
 	"math"
 	"strconv"
+	"strings"
 
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
@@ -109,6 +110,29 @@ func BuildIngress(d *Desired) *networkingv1.Ingress {
 		ing.Spec.TLS = []networkingv1.IngressTLS{{Hosts: []string{spec.Host}, SecretName: spec.TLS.SecretName}}
 	}
 	return ing
+}
+
+// IgnoredIngressSettings names the fields of spec.ingress that the chosen
+// ingress class ignores: limitRPS and proxyReadTimeout become ingress-nginx
+// annotations, which another controller (Traefik on k3s) silently drops.
+// A class whose name contains "nginx" is taken for ingress-nginx. (The
+// proxyBodySize annotation is nginx-only too, but the setting also limits
+// bodies in medops-api itself, so it is never without effect.) The
+// annotations are set all the same: harmless elsewhere, and right for an
+// ingress-nginx whose class has another name.
+func IgnoredIngressSettings(s *v1alpha1.MedOpsAPISpec) []string {
+	in := s.Ingress
+	if !s.IngressEnabled() || strings.Contains(in.ClassName, "nginx") {
+		return nil
+	}
+	var ignored []string
+	if in.LimitRPS != nil {
+		ignored = append(ignored, "ingress.limitRPS")
+	}
+	if in.ProxyReadTimeout != nil {
+		ignored = append(ignored, "ingress.proxyReadTimeout")
+	}
+	return ignored
 }
 
 // nginxSize writes a quantity in nginx's size syntax (k and m are powers of

@@ -134,7 +134,7 @@ func inputsFor(m *v1alpha1.MedOpsAPI) resource.Inputs {
 	if ref := m.Spec.Auth.TokenSecretRef; ref != nil {
 		name = ref.Name
 	}
-	return resource.Inputs{TokenSecretName: name, SecretHash: "5ecre7ha5h"}
+	return resource.Inputs{TokenSecretName: name}
 }
 
 // prepare is resource.Prepare for a spec that must be valid.
