@@ -157,6 +157,11 @@ type MedOpsAPISpec struct {
 	// +optional
 	Cache CacheSpec `json:"cache,omitempty"`
 
+	// Docs switches medops-api's interactive API page at /docs (on unless
+	// docs.enabled is false); /openapi.json is served either way.
+	// +optional
+	Docs DocsSettings `json:"docs,omitempty"`
+
 	// Storage is where the tasks module keeps its tasks. Unset means a 1Gi
 	// PersistentVolumeClaim of the cluster's default StorageClass, kept when
 	// the MedOpsAPI is deleted; such a store has one writer, so one replica.

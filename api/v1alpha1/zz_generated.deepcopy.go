@@ -388,6 +388,7 @@ func (in *MedOpsAPISpec) DeepCopyInto(out *MedOpsAPISpec) {
 	}
 	in.Modules.DeepCopyInto(&out.Modules)
 	in.Cache.DeepCopyInto(&out.Cache)
+	in.Docs.DeepCopyInto(&out.Docs)
 	if in.Storage != nil {
 		in, out := &in.Storage, &out.Storage
 		*out = new(StorageSpec)

@@ -693,3 +693,29 @@ func TestIgnoredIngressSettings(t *testing.T) {
 		}
 	}
 }
+
+// TestDocsSwitchReachesTheConfig: spec.docs is the workload's own
+// DocsSettings type, so switching the /docs page off on the MedOpsAPI
+// switches it off in the config the pods read; unset leaves it on.
+func TestDocsSwitchReachesTheConfig(t *testing.T) {
+	tests := []struct {
+		spec string
+		want bool
+	}{
+		{spec: `logLevel: info`, want: true},
+		{spec: `docs: {enabled: false}`, want: false},
+		{spec: `docs: {enabled: true}`, want: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.spec, func(t *testing.T) {
+			raw := resource.BuildConfigMap(prepare(t, fromSpec(t, tt.spec), resource.Inputs{})).Data["config.yaml"]
+			var w v1alpha1.WorkloadConfig
+			if err := yaml.UnmarshalStrict([]byte(raw), &w); err != nil {
+				t.Fatal(err)
+			}
+			if got := w.Server.Docs.Enabled != nil && *w.Server.Docs.Enabled; got != tt.want {
+				t.Errorf("server.docs.enabled = %v, want %v in\n%s", got, tt.want, raw)
+			}
+		})
+	}
+}

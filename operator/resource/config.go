@@ -26,6 +26,7 @@ func renderConfig(m *v1alpha1.MedOpsAPI) (*v1alpha1.WorkloadConfig, []byte, erro
 		Modules:  *m.Spec.Modules.DeepCopy(),
 		Cache:    *m.Spec.Cache.DeepCopy(),
 	}
+	w.Server.Docs = *m.Spec.Docs.DeepCopy()
 	if m.Spec.IngressEnabled() {
 		// The Ingress forwards its path unchanged: medops-api must serve
 		// the API under it, or every URL of status.url is a 404.
