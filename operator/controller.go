@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -25,16 +24,12 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/recorder"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/medops/medops/api/v1alpha1"
 	"github.com/medops/medops/operator/apply"
 	"github.com/medops/medops/operator/resource"
 )
-
-// indexSecretRefs indexes MedOpsAPIs by the Secrets their spec names
-// (auth.tokenSecretRef, storage.postgres.secretRef), so a change of such a
-// Secret finds them.
-const indexSecretRefs = "spec.secretRefs"
 
 // conflictRequeueDelay is how long a reconcile whose status write lost a
 // conflict waits before trying again (the new version is queued anyway).
@@ -43,14 +38,12 @@ const conflictRequeueDelay = time.Second
 // Reconciler turns a MedOpsAPI into its children and reports their state.
 //
 // Reads of children go to the informer cache (scoped to our label, see
-// CacheOptions). Secret data is never cached: Cache serves the metadata-only
-// Secret informer, and APIReader reads the data of a Secret the MedOpsAPI
-// references (its token, its PostgreSQL connection string) when its
-// resourceVersion differs from the one remembered in secretHashes.
+// CacheOptions). Secrets are neither cached nor watched: the operator may
+// only get, create and delete them, never list or watch (see token.go), so
+// APIReader reads the one token Secret a MedOpsAPI uses, uncached.
 type Reconciler struct {
 	Client    client.Client
 	APIReader client.Reader
-	Cache     client.Reader
 	Scheme    *runtime.Scheme
 	Recorder  recorder.EventRecorder
 	// Kinds are the child kinds this cluster serves (resource.Kinds, less
@@ -59,11 +52,6 @@ type Reconciler struct {
 	Kinds []resource.Kind
 
 	applier *apply.Applier
-
-	// secretHashes remembers, per MedOpsAPI and Secret reference, the hash
-	// of the Secret's data at a resourceVersion, so a converged operator
-	// does not re-read Secrets from the apiserver on every reconcile.
-	secretHashes sync.Map // secretHashKey -> secretHash
 }
 
 // RBAC, least privilege: children need get/list/watch (cache), patch and
@@ -71,37 +59,20 @@ type Reconciler struct {
 // repair after a foreign edit made an apply invalid, see apply.Applier) and
 // delete (children no longer wanted); their markers stand next to the table
 // of child kinds (resource.Kinds). Secrets are never patched: the token is
-// made with create and only deleted. MedOpsAPIs are only read; their status
-// is replaced with update. Events use the events.k8s.io API.
+// made with create and only deleted, and never listed or watched: a list or
+// watch grant would let the operator read every Secret of the cluster (or
+// of every watched namespace), while it needs exactly one per MedOpsAPI.
+// MedOpsAPIs are only read; their status is replaced with update. Events
+// use the events.k8s.io API.
 //
 // +kubebuilder:rbac:groups=medops.io,resources=medopsapis,verbs=get;list;watch
 // +kubebuilder:rbac:groups=medops.io,resources=medopsapis/status,verbs=get;update
-// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;delete
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;create;delete
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
 // SetupWithManager registers the controller and its watches.
 func (r *Reconciler) SetupWithManager(mgr ctrl.Manager, maxConcurrent int) error {
-	if r.Cache == nil {
-		r.Cache = mgr.GetCache()
-	}
 	r.applier = &apply.Applier{Client: r.Client, APIReader: r.APIReader, Scheme: r.Scheme, FieldManager: FieldManager}
-	ctx := context.Background()
-	if err := mgr.GetFieldIndexer().IndexField(ctx, &v1alpha1.MedOpsAPI{}, indexSecretRefs, func(o client.Object) []string {
-		m := o.(*v1alpha1.MedOpsAPI)
-		var names []string
-		if ref := m.Spec.Auth.TokenSecretRef; ref != nil && ref.Name != "" {
-			names = append(names, ref.Name)
-		}
-		if st := m.Spec.Storage; st != nil && st.Postgres != nil && st.Postgres.SecretRef.Name != "" {
-			names = append(names, st.Postgres.SecretRef.Name)
-		}
-		return names
-	}); err != nil {
-		return fmt.Errorf("index MedOpsAPIs by referenced Secrets: %w", err)
-	}
-	secretMeta := &metav1.PartialObjectMetadata{}
-	secretMeta.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Secret"))
-
 	opts := controller.Options{}
 	if maxConcurrent > 0 {
 		opts.MaxConcurrentReconciles = maxConcurrent
@@ -116,34 +87,18 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager, maxConcurrent int) error
 			predicate.AnnotationChangedPredicate{},
 		)))
 	// Children are watched unfiltered: an edit or deletion by anyone must
-	// bring the child back, and Deployment status feeds ours.
+	// bring the child back, and the Deployment's and HTTPRoute's status feed
+	// ours. Only served kinds are watched: a watch of a kind without CRD
+	// would fail the manager's start.
 	for _, k := range r.Kinds {
 		b = b.Owns(k.New())
 	}
-	return b.Owns(secretMeta).
-		// A user's Secret (token, PostgreSQL) is not ours, so it is found
-		// through the index.
-		Watches(secretMeta, handler.EnqueueRequestsFromMapFunc(r.mapReferencedSecret)).
+	return b.
 		// A retained PVC has no owner reference; its instance label finds
 		// the MedOpsAPI, so a deleted claim is made again.
 		Watches(&corev1.PersistentVolumeClaim{}, handler.EnqueueRequestsFromMapFunc(mapUnownedByInstance)).
 		WithOptions(opts).
 		Complete(r)
-}
-
-// mapReferencedSecret finds the MedOpsAPIs whose spec names the Secret.
-func (r *Reconciler) mapReferencedSecret(ctx context.Context, o client.Object) []reconcile.Request {
-	var list v1alpha1.MedOpsAPIList
-	if err := r.Client.List(ctx, &list, client.InNamespace(o.GetNamespace()),
-		client.MatchingFields{indexSecretRefs: o.GetName()}); err != nil {
-		log.FromContext(ctx).Error(err, "list MedOpsAPIs for a referenced Secret", "secret", o.GetName())
-		return nil
-	}
-	reqs := make([]reconcile.Request, 0, len(list.Items))
-	for _, m := range list.Items {
-		reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&m)})
-	}
-	return reqs
 }
 
 // mapUnownedByInstance maps a child without a controller (a retained PVC)
@@ -166,7 +121,6 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	if err := r.Client.Get(ctx, req.NamespacedName, &m); err != nil {
 		if apierrors.IsNotFound(err) {
 			// Children go with it through their owner references.
-			r.forgetSecrets(req.NamespacedName, fieldTokenSecret, fieldPostgresSecret)
 			return reconcile.Result{}, nil
 		}
 		return reconcile.Result{}, fmt.Errorf("read MedOpsAPI: %w", err)
@@ -175,7 +129,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 		return reconcile.Result{}, nil
 	}
 
-	obs := observed{}
+	obs := observed{unavailable: unavailableKinds(resource.Kinds(), r.Kinds, &m.Spec)}
 	// Events go out once per reconcile, one per kind of change, naming the
 	// objects (finish records them): at scale, one Event per child would be
 	// most of the operator's writes.
@@ -187,9 +141,18 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	if err != nil {
 		var missing *secretError
 		if errors.As(err, &missing) {
-			// Not retried: the Secret watch wakes us when it appears.
+			// No watch on Secrets (see the RBAC note above) tells us when it
+			// appears: look again, less often the longer it has been missing.
 			obs.degraded(missing.reason, missing.Error())
-			return r.finish(ctx, &m, obs, changed, nil)
+			cond := findCondition(m.Status.Conditions, v1alpha1.ConditionDegraded)
+			if cond == nil || cond.Reason != missing.reason || cond.Message != missing.Error() {
+				r.event(&m, nil, corev1.EventTypeWarning, missing.reason, "ReadSecret", "%s", missing.Error())
+			}
+			res, err := r.finish(ctx, &m, obs, changed, nil)
+			if res.RequeueAfter == 0 && err == nil {
+				res.RequeueAfter = missingSecretRecheck(cond, missing.reason, time.Now())
+			}
+			return res, err
 		}
 		obs.degraded(ReasonApplyFailed, err.Error())
 		return r.finish(ctx, &m, obs, changed, err)
@@ -210,6 +173,13 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 		return r.finish(ctx, &m, obs, changed, fmt.Errorf("build children: %w", err))
 	}
 
+	if obs.ignored = resource.IgnoredIngressSettings(&desired.MedOpsAPI.Spec); len(obs.ignored) > 0 {
+		obs.className = desired.MedOpsAPI.Spec.Ingress.ClassName
+		if c := findCondition(m.Status.Conditions, v1alpha1.ConditionIngressSettingsIgnored); c == nil || c.Message != obs.ignoredMessage() {
+			r.event(&m, nil, corev1.EventTypeWarning, v1alpha1.ConditionIngressSettingsIgnored, "Validate", "%s", obs.ignoredMessage())
+		}
+	}
+
 	for _, c := range desired.Children(r.Kinds) {
 		var (
 			out  apply.Outcome
@@ -217,7 +187,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 			aerr error
 		)
 		if c.Wanted {
-			out, now, aerr = r.applier.Apply(ctx, c.Object)
+			out, now, aerr = r.applier.Apply(ctx, c.Object, handOvers(c.Object)...)
 		} else {
 			out, aerr = r.applier.Delete(ctx, &m, c.Object)
 		}
@@ -233,11 +203,29 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 			obs.desired = dep
 			obs.live, _ = now.(*appsv1.Deployment)
 		}
+		if _, ok := c.Object.(*gatewayv1.HTTPRoute); ok && c.Wanted {
+			obs.route, _ = now.(*gatewayv1.HTTPRoute)
+		}
 	}
 	if !changed.empty() {
 		logger.Info("children changed", "created", changed.created, "updated", changed.updated, "deleted", changed.deleted)
 	}
 	return r.finish(ctx, &m, obs, changed, nil)
+}
+
+// replicasHandOverManager co-owns a Deployment's spec.replicas from the
+// moment autoscaling turns on, so that the operator's next apply, which no
+// longer sets the field, leaves the running count to the HPA instead of
+// removing it (the Deployment would fall to one replica).
+const replicasHandOverManager = FieldManager + "-replicas-handover"
+
+// handOvers are the apply options of one child: a Deployment hands its
+// replica count over when the builder stops setting it.
+func handOvers(obj client.Object) []apply.Option {
+	if _, ok := obj.(*appsv1.Deployment); ok {
+		return []apply.Option{apply.HandOver(replicasHandOverManager, "spec", "replicas")}
+	}
+	return nil
 }
 
 // finish writes the status computed from obs and returns rerr, so that a

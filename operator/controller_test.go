@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -19,13 +22,16 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	apiresource "k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/medops/medops/api/v1alpha1"
+	"github.com/medops/medops/internal/repo"
+	"github.com/medops/medops/internal/testenv"
 	"github.com/medops/medops/operator/resource"
 )
 
@@ -665,8 +671,19 @@ func TestPostgresSecret(t *testing.T) {
 		return nil
 	})
 
-	// The Secret going away is reported again.
+	// The Secret going away is reported again. The operator may not watch
+	// Secrets (least privilege), so it notices at its next reconcile: here
+	// the one a user starts by touching the MedOpsAPI (docs/troubleshooting.md).
 	if err := s.client.Delete(t.Context(), sec); err != nil {
+		t.Fatal(err)
+	}
+	var touched v1alpha1.MedOpsAPI
+	if err := get(t, s, ns, "api", &touched); err != nil {
+		t.Fatal(err)
+	}
+	patch := client.MergeFrom(touched.DeepCopy())
+	metav1.SetMetaDataAnnotation(&touched.ObjectMeta, "medops.io/retry", "1")
+	if err := s.client.Patch(t.Context(), &touched, patch); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, wait, "Degraded after the Secret is deleted", degraded(metav1.ConditionTrue, ReasonPostgresSecretMissing,
@@ -790,7 +807,7 @@ func TestRolloutRestartSurvivesReconcile(t *testing.T) {
 	}
 }
 
-func TestGeneratedTokenKeptAndRotationRollsPods(t *testing.T) {
+func TestGeneratedTokenKeptAndRotationNeedsNoRollout(t *testing.T) {
 	t.Parallel()
 	s := suite(t)
 	ns := s.newNamespace(t, "token")
@@ -823,17 +840,42 @@ func TestGeneratedTokenKeptAndRotationRollsPods(t *testing.T) {
 		t.Fatalf("token Secret rewritten (err %v)", err)
 	}
 
-	// A rotated token changes the pod template hash, so pods pick it up.
+	// A rotated token reaches the pods through the mounted file, which
+	// medops-api follows: the operator neither reads it nor rolls the pods.
 	sec.Data["token"] = []byte("rotated-by-a-person-0123456789abcdef")
 	if err := s.client.Update(t.Context(), &sec); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, wait, "hash changes after rotation", func() error {
-		if err := get(t, s, ns, "api", &dep); err != nil {
+	update(t, s, ns, "api", func(m *v1alpha1.MedOpsAPI) { m.Spec.Service.Port = 8081 })
+	eventually(t, wait, "service follows again", func() error {
+		var svc corev1.Service
+		if err := get(t, s, ns, "api", &svc); err != nil {
 			return err
 		}
-		if dep.Spec.Template.Annotations[resource.AnnotationConfigHash] == hash {
-			return errors.New("config hash unchanged after the token changed")
+		if svc.Spec.Ports[0].Port != 8081 {
+			return errors.New("port not yet 8081")
+		}
+		return nil
+	})
+	if err := get(t, s, ns, "api", &dep); err != nil {
+		t.Fatal(err)
+	}
+	if h := dep.Spec.Template.Annotations[resource.AnnotationConfigHash]; h != hash {
+		t.Errorf("config hash %s → %s after a token rotation: the pods would roll for nothing", hash, h)
+	}
+
+	// A deleted generated token is made again on the next reconcile.
+	if err := s.client.Delete(t.Context(), &sec); err != nil {
+		t.Fatal(err)
+	}
+	update(t, s, ns, "api", func(m *v1alpha1.MedOpsAPI) { m.Spec.Service.Port = 8082 })
+	eventually(t, wait, "token Secret made again", func() error {
+		var again corev1.Secret
+		if err := get(t, s, ns, "api-token", &again); err != nil {
+			return err
+		}
+		if again.UID == sec.UID || len(again.Data["token"]) < 32 {
+			return fmt.Errorf("token Secret uid %s (old %s), %d bytes", again.UID, sec.UID, len(again.Data["token"]))
 		}
 		return nil
 	})
@@ -884,8 +926,21 @@ func TestUserTokenSecret(t *testing.T) {
 		}
 	}
 	eventually(t, wait, "Degraded while the Secret is missing", degraded(metav1.ConditionTrue, ReasonTokenSecretMissing))
-	// The Secret is unlabelled and not ours: the metadata watch and the
-	// index must still find the MedOpsAPI.
+	eventually(t, wait, "a Warning Event names the missing Secret", func() error {
+		var evs eventsv1.EventList
+		if err := s.client.List(t.Context(), &evs, client.InNamespace(ns)); err != nil {
+			return err
+		}
+		for _, e := range evs.Items {
+			if e.Type == corev1.EventTypeWarning && e.Reason == ReasonTokenSecretMissing &&
+				e.Regarding.Kind == "MedOpsAPI" && e.Regarding.Name == "api" && strings.Contains(e.Note, `"my-token"`) {
+				return nil
+			}
+		}
+		return fmt.Errorf("no %s Event among %d events", ReasonTokenSecretMissing, len(evs.Items))
+	})
+	// The Secret is not the operator's, and the operator may not watch
+	// Secrets: it finds it by looking again while it is missing.
 	user := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "my-token"},
 		Data: map[string][]byte{"token": []byte("first-token-0123456789abcdef012345")}}
 	create(t, s, user)
@@ -905,20 +960,31 @@ func TestUserTokenSecret(t *testing.T) {
 	if err := get(t, s, ns, "api-token", &corev1.Secret{}); !apierrors.IsNotFound(err) {
 		t.Errorf("a token Secret was generated although the user supplied one (err %v)", err)
 	}
-	hash := dep.Spec.Template.Annotations[resource.AnnotationConfigHash]
-	user.Data["token"] = []byte("second-token-0123456789abcdef01234")
-	if err := s.client.Update(t.Context(), user); err != nil {
-		t.Fatal(err)
+}
+
+func TestMissingSecretRecheckBacksOff(t *testing.T) {
+	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	missingFor := func(d time.Duration) *metav1.Condition {
+		return &metav1.Condition{Type: v1alpha1.ConditionDegraded, Status: metav1.ConditionTrue,
+			Reason: ReasonTokenSecretMissing, LastTransitionTime: metav1.NewTime(now.Add(-d))}
 	}
-	eventually(t, wait, "hash changes after the user rotates the token", func() error {
-		if err := get(t, s, ns, "api", &dep); err != nil {
-			return err
+	tests := []struct {
+		name string
+		cond *metav1.Condition
+		want time.Duration
+	}{
+		{"first time", nil, minSecretRecheck},
+		{"another failure before", &metav1.Condition{Reason: ReasonInvalidConfig, Status: metav1.ConditionTrue,
+			LastTransitionTime: metav1.NewTime(now.Add(-time.Hour))}, minSecretRecheck},
+		{"missing for a second", missingFor(time.Second), minSecretRecheck},
+		{"missing for a minute", missingFor(time.Minute), time.Minute},
+		{"missing for a day", missingFor(24 * time.Hour), maxSecretRecheck},
+	}
+	for _, tt := range tests {
+		if got := missingSecretRecheck(tt.cond, ReasonTokenSecretMissing, now); got != tt.want {
+			t.Errorf("%s: recheck after %s, want %s", tt.name, got, tt.want)
 		}
-		if dep.Spec.Template.Annotations[resource.AnnotationConfigHash] == hash {
-			return errors.New("config hash unchanged")
-		}
-		return nil
-	})
+	}
 }
 
 func TestInvalidConfigIsDegradedWithoutRetries(t *testing.T) {
@@ -976,16 +1042,25 @@ func TestNoWritesAfterConvergence(t *testing.T) {
 		m.Spec.Architectures = []v1alpha1.Architecture{v1alpha1.ArchARM64}
 		m.Spec.Storage = &v1alpha1.StorageSpec{Ephemeral: true}
 		m.Spec.Autoscaling = &v1alpha1.AutoscalingSpec{MaxReplicas: 3}
+		// The HTTPRoute CRD defaults fields of parentRefs, matches and
+		// backendRefs: the operator must not fight that defaulting.
+		m.Spec.Route = routeSpec()
+		m.Spec.Monitoring = monitoringSpec()
 	}))
 	eventually(t, wait, "Deployment created", func() error { return get(t, s, ns, "api", &appsv1.Deployment{}) })
 	setDeploymentRolledOut(t, s, ns, "api")
-	eventually(t, wait, "Ready", func() error {
+	eventually(t, wait, "HTTPRoute created", func() error { return get(t, s, ns, "api", &gatewayv1.HTTPRoute{}) })
+	setRouteParentStatus(t, s, ns, "api", metav1.ConditionTrue, metav1.ConditionTrue, "ResolvedRefs")
+	eventually(t, wait, "Ready and route accepted", func() error {
 		var m v1alpha1.MedOpsAPI
 		if err := get(t, s, ns, "api", &m); err != nil {
 			return err
 		}
 		if c := condition(&m, v1alpha1.ConditionReady); c == nil || c.Status != metav1.ConditionTrue {
 			return fmt.Errorf("Ready = %+v", c)
+		}
+		if c := condition(&m, v1alpha1.ConditionRouteAccepted); c == nil || c.Status != metav1.ConditionTrue {
+			return fmt.Errorf("RouteAccepted = %+v", c)
 		}
 		return nil
 	})
@@ -1047,55 +1122,74 @@ func reconcileCount(t *testing.T) float64 {
 
 // TestCacheHoldsOnlyWhatTheOperatorNeeds checks the memory design of
 // CacheOptions against the real informers: unlabelled ConfigMaps are not
-// cached, and Secrets are cached as trimmed metadata only.
+// cached.
 func TestCacheHoldsOnlyWhatTheOperatorNeeds(t *testing.T) {
 	t.Parallel()
 	s := suite(t)
 	ns := s.newNamespace(t, "cache")
 	create(t, s, newAPI(ns, "api"))
 	create(t, s, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "unrelated"}, Data: map[string]string{"k": "v"}})
-	create(t, s, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "unrelated",
-		Annotations: map[string]string{"kubectl.kubernetes.io/last-applied-configuration": `{"data":{"password":"c2VjcmV0"}}`}},
-		Data: map[string][]byte{"password": []byte("secret")}})
 	ctx := t.Context()
-	secretMeta := func(name string) (*metav1.PartialObjectMetadata, error) {
-		pm := &metav1.PartialObjectMetadata{}
-		pm.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Secret"))
-		return pm, s.cache.Get(ctx, types.NamespacedName{Namespace: ns, Name: name}, pm)
-	}
-	eventually(t, wait, "managed ConfigMap and both Secrets' metadata cached", func() error {
-		if err := s.cache.Get(ctx, types.NamespacedName{Namespace: ns, Name: "api-config"}, &corev1.ConfigMap{}); err != nil {
-			return fmt.Errorf("managed ConfigMap: %w", err)
-		}
-		if _, err := secretMeta("api-token"); err != nil {
-			return fmt.Errorf("token Secret metadata: %w", err)
-		}
-		_, err := secretMeta("unrelated")
-		return err
+	eventually(t, wait, "managed ConfigMap cached", func() error {
+		return s.cache.Get(ctx, types.NamespacedName{Namespace: ns, Name: "api-config"}, &corev1.ConfigMap{})
 	})
 	if err := s.cache.Get(ctx, types.NamespacedName{Namespace: ns, Name: "unrelated"}, &corev1.ConfigMap{}); !apierrors.IsNotFound(err) {
 		t.Errorf("an unlabelled ConfigMap is in the operator's cache (err %v); 5,000 of them would cost memory", err)
 	}
-	pm, _ := secretMeta("unrelated")
-	if len(pm.Annotations) != 0 || len(pm.ManagedFields) != 0 {
-		t.Errorf("cached Secret metadata keeps annotations %v / managedFields: Secret data could sit in memory", pm.Annotations)
+}
+
+// TestOperatorCannotListSecrets asks the apiserver, with kubectl auth can-i
+// as the operator's user (bound to the generated role only, which the
+// whole suite runs under), what it may do with Secrets: get, create and
+// delete one by name, but never list or watch them, in any namespace.
+func TestOperatorCannotListSecrets(t *testing.T) {
+	t.Parallel()
+	s := suite(t)
+	ns := s.newNamespace(t, "cani")
+	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := os.WriteFile(kubeconfig, s.opKubeconfig, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	kubectl := kubectlBinary(t)
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"list", "secrets", "--all-namespaces"}, "no"},
+		{[]string{"watch", "secrets", "--all-namespaces"}, "no"},
+		{[]string{"list", "secrets", "-n", ns}, "no"},
+		{[]string{"get", "secrets", "-n", ns}, "yes"},
+		{[]string{"create", "secrets", "-n", ns}, "yes"},
+		{[]string{"delete", "secrets", "-n", ns}, "yes"},
+		{[]string{"update", "secrets", "-n", ns}, "no"},
+	}
+	for _, tt := range tests {
+		args := append([]string{"--kubeconfig", kubeconfig, "auth", "can-i"}, tt.args...)
+		// can-i exits 1 for "no": the answer is on stdout either way.
+		out, err := exec.CommandContext(t.Context(), kubectl, args...).Output()
+		var exit *exec.ExitError
+		if err != nil && !errors.As(err, &exit) {
+			t.Fatalf("kubectl %v: %v", args, err)
+		}
+		if got := strings.TrimSpace(string(out)); got != tt.want {
+			t.Errorf("kubectl auth can-i %s = %q, want %q", strings.Join(tt.args, " "), got, tt.want)
+		}
 	}
 }
 
-// TestServedKindsDropsOptionalKindsTheClusterLacks runs the start-up lookup
-// against the real apiserver: an optional kind whose API is served stays,
-// one whose CRD is missing (HTTPRoute, no Gateway API here) is left out,
-// and required kinds are kept without a lookup.
-func TestServedKindsDropsOptionalKindsTheClusterLacks(t *testing.T) {
+// kubectlBinary finds the pinned kubectl.
+func kubectlBinary(t *testing.T) string {
+	t.Helper()
+	return testenv.Tool(t, "kubectl", "MEDOPS_KUBECTL")
+}
+
+// TestServedKindsKeepsServedOptionalKinds runs the start-up lookup against
+// the suite's apiserver, which serves Gateway API and the ServiceMonitor: no
+// kind is left out. (TestOptionalKindsMissing covers a cluster without them.)
+func TestServedKindsKeepsServedOptionalKinds(t *testing.T) {
 	t.Parallel()
 	s := suite(t)
-	kinds := resource.Kinds()
-	httpRoute := kinds[0]
-	httpRoute.GVK = schema.GroupVersionKind{Group: "gateway.networking.k8s.io", Version: "v1", Kind: "HTTPRoute"}
-	httpRoute.Optional = true
-	servedOptional := kinds[1]
-	servedOptional.Optional = true
-	got, err := servedKinds(s.cfg, append(kinds, httpRoute, servedOptional))
+	got, err := ServedKinds(s.cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1103,7 +1197,211 @@ func TestServedKindsDropsOptionalKindsTheClusterLacks(t *testing.T) {
 	for _, k := range got {
 		names = append(names, k.GVK.Kind)
 	}
-	if len(got) != len(kinds)+1 || got[len(got)-1].GVK != servedOptional.GVK {
-		t.Errorf("served kinds %v: want the %d table kinds and the served optional %s, not HTTPRoute", names, len(kinds), servedOptional.GVK.Kind)
+	if len(got) != len(resource.Kinds()) {
+		t.Errorf("served kinds %v: want all %d kinds of the table", names, len(resource.Kinds()))
 	}
+}
+
+// TestAutoscalingTakesOverWithoutADip turns autoscaling on for a running
+// MedOpsAPI of 3 replicas: the operator's apply stops setting
+// spec.replicas, and server-side apply would remove the field (the
+// Deployment falls to 1) unless its ownership is handed over first. A watch
+// sees every version of the Deployment; none may want fewer than 3 pods.
+func TestAutoscalingTakesOverWithoutADip(t *testing.T) {
+	t.Parallel()
+	s := suite(t)
+	ns := s.newNamespace(t, "handover")
+	create(t, s, newAPI(ns, "api", func(m *v1alpha1.MedOpsAPI) {
+		m.Spec.Storage = &v1alpha1.StorageSpec{Ephemeral: true}
+		m.Spec.Replicas = ptr(int32(3))
+	}))
+	var dep appsv1.Deployment
+	eventually(t, wait, "Deployment with 3 replicas", func() error {
+		if err := get(t, s, ns, "api", &dep); err != nil {
+			return err
+		}
+		if dep.Spec.Replicas == nil || *dep.Spec.Replicas != 3 {
+			return fmt.Errorf("replicas %v", dep.Spec.Replicas)
+		}
+		return nil
+	})
+	applied := dep.Annotations[resource.AnnotationAppliedHash]
+
+	wc, err := client.NewWithWatch(s.cfg, client.Options{Scheme: s.client.Scheme()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wctx, stop := context.WithTimeout(t.Context(), wait)
+	defer stop()
+	w, err := wc.Watch(wctx, &appsv1.DeploymentList{}, client.InNamespace(ns), client.MatchingFields{"metadata.name": "api"},
+		&client.ListOptions{Raw: &metav1.ListOptions{ResourceVersion: dep.ResourceVersion}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+	update(t, s, ns, "api", func(m *v1alpha1.MedOpsAPI) {
+		m.Spec.Autoscaling = &v1alpha1.AutoscalingSpec{MinReplicas: ptr(int32(2)), MaxReplicas: 6}
+	})
+	// Every version up to the one the operator applies for autoscaling.
+	var seen []string
+	for reapplied := false; !reapplied; {
+		select {
+		case ev, ok := <-w.ResultChan():
+			if !ok {
+				t.Fatalf("watch ended before the Deployment was re-applied; replicas seen %v", seen)
+			}
+			d, isDep := ev.Object.(*appsv1.Deployment)
+			if !isDep {
+				continue
+			}
+			if d.Spec.Replicas == nil {
+				seen = append(seen, "unset")
+				t.Errorf("a Deployment version has no spec.replicas (the apiserver defaults it to 1)")
+			} else {
+				seen = append(seen, fmt.Sprint(*d.Spec.Replicas))
+				if *d.Spec.Replicas < 3 {
+					t.Errorf("a Deployment version wants %d replicas, fewer than the running 3", *d.Spec.Replicas)
+				}
+			}
+			reapplied = d.Annotations[resource.AnnotationAppliedHash] != applied
+		case <-wctx.Done():
+			t.Fatalf("the Deployment was not re-applied for autoscaling; replicas seen %v", seen)
+		}
+	}
+	eventually(t, wait, "HPA created", func() error { return get(t, s, ns, "api", &autoscalingv2.HorizontalPodAutoscaler{}) })
+	consistently(t, time.Second, "replicas kept at 3 for the HPA", func() error {
+		if err := get(t, s, ns, "api", &dep); err != nil {
+			return err
+		}
+		if dep.Spec.Replicas == nil || *dep.Spec.Replicas != 3 {
+			return fmt.Errorf("replicas %v, want 3 (seen %v)", dep.Spec.Replicas, seen)
+		}
+		return nil
+	})
+	// Turned off again, the spec's count is back in the operator's hands.
+	update(t, s, ns, "api", func(m *v1alpha1.MedOpsAPI) { m.Spec.Autoscaling = nil; m.Spec.Replicas = ptr(int32(4)) })
+	eventually(t, wait, "replicas follow the spec again", func() error {
+		if err := get(t, s, ns, "api", &dep); err != nil {
+			return err
+		}
+		if dep.Spec.Replicas == nil || *dep.Spec.Replicas != 4 {
+			return fmt.Errorf("replicas %v, want 4", dep.Spec.Replicas)
+		}
+		return nil
+	})
+}
+
+// TestSamplesApplyAsTheyAre runs what a user first does, `kubectl apply -f
+// config/samples/`, with the pinned kubectl against the suite's apiserver:
+// every sample must get its children and no Degraded condition (a sample
+// naming a Secret that nothing creates would stay childless).
+func TestSamplesApplyAsTheyAre(t *testing.T) {
+	t.Parallel()
+	s := suite(t)
+	ns := s.newNamespace(t, "samples")
+	admin, err := s.env.AddUser(envtest.User{Name: "sample-admin", Groups: []string{"system:masters"}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := admin.KubeConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := os.WriteFile(kubeconfig, raw, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(repo.Root(), "config", "samples")
+	out, err := exec.CommandContext(t.Context(), kubectlBinary(t), "--kubeconfig", kubeconfig,
+		"apply", "-n", ns, "-f", dir).CombinedOutput()
+	if err != nil {
+		t.Fatalf("kubectl apply -f config/samples/: %v\n%s", err, out)
+	}
+	var list v1alpha1.MedOpsAPIList
+	if err := s.client.List(t.Context(), &list, client.InNamespace(ns)); err != nil {
+		t.Fatal(err)
+	}
+	if len(list.Items) < 3 {
+		t.Fatalf("kubectl created %d MedOpsAPIs, want every sample:\n%s", len(list.Items), out)
+	}
+	for _, m := range list.Items {
+		if m.Spec.TaskStore() == v1alpha1.TaskStorePostgres {
+			// The HA sample's database Secret comes from CloudNativePG
+			// (docs/ha.md): until it exists the sample says so, then it
+			// is found without any further kubectl.
+			ref := m.Spec.Storage.Postgres.SecretRef
+			eventually(t, wait, "sample "+m.Name+" waits for its database Secret", func() error {
+				var got v1alpha1.MedOpsAPI
+				if err := get(t, s, ns, m.Name, &got); err != nil {
+					return err
+				}
+				if c := condition(&got, v1alpha1.ConditionDegraded); c == nil || c.Reason != ReasonPostgresSecretMissing {
+					return fmt.Errorf("Degraded = %+v, want reason %s", c, ReasonPostgresSecretMissing)
+				}
+				return nil
+			})
+			key := ref.Key
+			if key == "" {
+				key = v1alpha1.DefaultPostgresKey
+			}
+			create(t, s, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: ref.Name},
+				Data: map[string][]byte{key: []byte("postgres://medops:pw@db:5432/medops")}})
+		}
+		eventually(t, wait, "sample "+m.Name+" reconciled", func() error {
+			var got v1alpha1.MedOpsAPI
+			if err := get(t, s, ns, m.Name, &got); err != nil {
+				return err
+			}
+			if c := condition(&got, v1alpha1.ConditionDegraded); c == nil || c.Status != metav1.ConditionFalse {
+				return fmt.Errorf("Degraded = %+v", c)
+			}
+			return get(t, s, ns, m.Name, &appsv1.Deployment{})
+		})
+	}
+}
+
+// TestIngressSettingsIgnoredByClass: limitRPS and proxyReadTimeout are
+// ingress-nginx annotations; with className traefik they do nothing, and
+// the user must be told on the status and in an Event, not left guessing.
+func TestIngressSettingsIgnoredByClass(t *testing.T) {
+	t.Parallel()
+	s := suite(t)
+	ns := s.newNamespace(t, "traefik")
+	create(t, s, newAPI(ns, "api", func(m *v1alpha1.MedOpsAPI) {
+		m.Spec.Ingress = &v1alpha1.IngressSpec{Enabled: true, ClassName: "traefik", Host: "t.example.org",
+			LimitRPS: ptr(int32(20)), ProxyReadTimeout: &metav1.Duration{Duration: time.Minute}}
+	}))
+	ignored := func(want bool) func() error {
+		return func() error {
+			var m v1alpha1.MedOpsAPI
+			if err := get(t, s, ns, "api", &m); err != nil {
+				return err
+			}
+			c := condition(&m, v1alpha1.ConditionIngressSettingsIgnored)
+			switch {
+			case !want && c != nil:
+				return fmt.Errorf("%s still set: %+v", v1alpha1.ConditionIngressSettingsIgnored, c)
+			case want && (c == nil || c.Status != metav1.ConditionTrue || !strings.Contains(c.Message, "ingress.limitRPS") ||
+				!strings.Contains(c.Message, "ingress.proxyReadTimeout") || !strings.Contains(c.Message, `"traefik"`)):
+				return fmt.Errorf("%s = %+v, want True naming both fields and the class", v1alpha1.ConditionIngressSettingsIgnored, c)
+			}
+			return nil
+		}
+	}
+	eventually(t, wait, "condition names the ignored settings", ignored(true))
+	eventually(t, wait, "a Warning Event names them", func() error {
+		var evs eventsv1.EventList
+		if err := s.client.List(t.Context(), &evs, client.InNamespace(ns)); err != nil {
+			return err
+		}
+		for _, e := range evs.Items {
+			if e.Type == corev1.EventTypeWarning && e.Reason == v1alpha1.ConditionIngressSettingsIgnored &&
+				e.Regarding.Name == "api" && strings.Contains(e.Note, "ingress.limitRPS") {
+				return nil
+			}
+		}
+		return fmt.Errorf("no %s Event among %d events", v1alpha1.ConditionIngressSettingsIgnored, len(evs.Items))
+	})
+	update(t, s, ns, "api", func(m *v1alpha1.MedOpsAPI) { m.Spec.Ingress.ClassName = "nginx" })
+	eventually(t, wait, "condition gone with nginx", ignored(false))
 }

@@ -131,21 +131,16 @@ func servedKinds(cfg *rest.Config, kinds []resource.Kind) ([]resource.Kind, erro
 //   - children (one informer per kind of kinds) are cached only when
 //     they carry app.kubernetes.io/managed-by=medops-operator, so unrelated
 //     ConfigMaps of other applications are never held in memory;
-//   - Secrets are watched metadata-only and trimmed to name, labels, owner
-//     references and resourceVersion. The watch triggers a reconcile when an
-//     owned token Secret or a Secret a spec names (auth.tokenSecretRef,
-//     storage.postgres.secretRef) changes; the data itself is read uncached
-//     through the API reader, only for the Secrets a MedOpsAPI references,
-//     so no Secret data ever sits in memory;
+//   - Secrets are not cached at all: the operator may not list or watch
+//     them (least privilege); it gets the one token Secret of a MedOpsAPI
+//     by name through the API reader, so no Secret sits in memory;
 //   - managedFields are stripped from everything cached: the operator never
 //     reads them (server-side apply computes ownership in the apiserver).
 func CacheOptions(namespaces []string, kinds []resource.Kind) cache.Options {
 	managed := cache.ByObject{Label: labels.SelectorFromSet(labels.Set{resource.LabelManagedBy: resource.ManagedByValue})}
 	opts := cache.Options{
 		DefaultTransform: cache.TransformStripManagedFields(),
-		ByObject: map[client.Object]cache.ByObject{
-			&corev1.Secret{}: {Transform: trimSecretMetadata},
-		},
+		ByObject:         map[client.Object]cache.ByObject{},
 	}
 	for _, k := range kinds {
 		opts.ByObject[k.New()] = managed
@@ -157,24 +152,6 @@ func CacheOptions(namespaces []string, kinds []resource.Kind) cache.Options {
 		}
 	}
 	return opts
-}
-
-// trimSecretMetadata keeps only what the Secret watch needs to map an event
-// to a MedOpsAPI. Annotations go: kubectl's last-applied-configuration would
-// otherwise put the Secret's data into the operator's memory.
-func trimSecretMetadata(in any) (any, error) {
-	obj, err := meta.Accessor(in)
-	if err != nil {
-		return in, nil //nolint:nilerr // not an object (a tombstone): keep as is
-	}
-	obj.SetManagedFields(nil)
-	obj.SetAnnotations(nil)
-	obj.SetFinalizers(nil)
-	if s, ok := in.(*corev1.Secret); ok {
-		// Only reached if something asked for a typed Secret informer.
-		s.Data, s.StringData = nil, nil
-	}
-	return in, nil
 }
 
 // NewManager builds the operator's manager and registers the MedOpsAPI
@@ -218,8 +195,9 @@ func NewManager(cfg *rest.Config, o Options) (manager.Manager, error) {
 		GracefulShutdownTimeout:       &grace,
 		Cache:                         CacheOptions(o.WatchNamespaces, kinds),
 		Client: client.Options{Cache: &client.CacheOptions{
-			// A typed Get of a Secret through the cached client would start an
-			// informer holding every Secret of the cluster with its data.
+			// A Get of a Secret through the cached client would start an
+			// informer, which needs list and watch on every Secret: the
+			// operator has neither, and reads Secrets one by one, uncached.
 			DisableFor: []client.Object{&corev1.Secret{}},
 		}},
 		Controller: config.Controller{

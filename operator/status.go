@@ -3,12 +3,14 @@ package operator
 import (
 	"context"
 	"fmt"
+	"strings"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/medops/medops/api/v1alpha1"
 	"github.com/medops/medops/operator/resource"
@@ -31,6 +33,8 @@ const (
 	// gives a stuck rollout; computeStatus matches it by this constant.
 	ReasonProgressDeadline = "ProgressDeadlineExceeded"
 	ReasonUnavailable      = "Unavailable"
+	// ReasonUnsupportedByIngressClass: settings the ingress class ignores.
+	ReasonUnsupportedByIngressClass = "UnsupportedByIngressClass"
 )
 
 // observed is what one reconcile learnt, from which the status is computed.
@@ -42,6 +46,22 @@ type observed struct {
 	desired *appsv1.Deployment
 	// live is the Deployment as the cache holds it (nil before it exists).
 	live *appsv1.Deployment
+	// route is the HTTPRoute as it now stands (nil when not wanted or not
+	// made yet); its status.parents feed the RouteAccepted condition.
+	route *gatewayv1.HTTPRoute
+	// unavailable names the kinds (HTTPRoute, ServiceMonitor) the spec asks
+	// for that the cluster does not serve.
+	unavailable map[string]bool
+	// ignored are the spec.ingress fields the ingress class ignores.
+	ignored []string
+	// className is the ingress class they are ignored by.
+	className string
+}
+
+// ignoredMessage is the IngressSettingsIgnored condition's message.
+func (o *observed) ignoredMessage() string {
+	return fmt.Sprintf("ingress class %q ignores %s (ingress-nginx annotations); enforce them in that controller or use className nginx",
+		o.className, strings.Join(o.ignored, " and "))
 }
 
 func (o *observed) degraded(reason, msg string) { o.failReason, o.failMessage = reason, msg }
@@ -50,6 +70,16 @@ func (o *observed) degraded(reason, msg string) { o.failReason, o.failMessage = 
 // generation it was computed for, so a Ready of an older spec is never
 // mistaken for the current one.
 func computeStatus(m *v1alpha1.MedOpsAPI, obs observed) v1alpha1.MedOpsAPIStatus {
+	status := computeWorkloadStatus(m, obs)
+	if obs.failReason == "" {
+		setExtraConditions(&status, m, obs)
+	}
+	return status
+}
+
+// computeWorkloadStatus derives Ready, Progressing and Degraded from the
+// Deployment, and the status fields.
+func computeWorkloadStatus(m *v1alpha1.MedOpsAPI, obs observed) v1alpha1.MedOpsAPIStatus {
 	status := *m.Status.DeepCopy()
 	gen := m.Generation
 	set := func(typ string, cs metav1.ConditionStatus, reason, msg string) {
@@ -59,6 +89,12 @@ func computeStatus(m *v1alpha1.MedOpsAPI, obs observed) v1alpha1.MedOpsAPIStatus
 	}
 	status.ObservedGeneration = gen
 	status.URL = m.Spec.URL()
+	if len(obs.ignored) > 0 {
+		set(v1alpha1.ConditionIngressSettingsIgnored, metav1.ConditionTrue, ReasonUnsupportedByIngressClass, obs.ignoredMessage())
+	} else if obs.failReason == "" {
+		// Unknown while the spec fails to build; gone once nothing is ignored.
+		meta.RemoveStatusCondition(&status.Conditions, v1alpha1.ConditionIngressSettingsIgnored)
+	}
 
 	if obs.failReason != "" {
 		set(v1alpha1.ConditionDegraded, metav1.ConditionTrue, obs.failReason, obs.failMessage)

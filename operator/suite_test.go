@@ -39,8 +39,10 @@ type envSuite struct {
 	client client.Client // the tests' own client: its writes are not counted
 	cache  client.Reader // the operator's informer cache, to check what it holds
 	writes *writeCounter // counts the operator's writes to the apiserver
-	cancel context.CancelFunc
-	done   chan error
+	// opKubeconfig is a kubeconfig of the operator's user, for kubectl.
+	opKubeconfig []byte
+	cancel       context.CancelFunc
+	done         chan error
 }
 
 var (
@@ -80,7 +82,18 @@ func suite(t *testing.T) *envSuite {
 }
 
 func startSuite() (*envSuite, error) {
-	env, cfg, err := testenv.Start(testenv.CRDDir())
+	// Gateway API and the ServiceMonitor are served here, so every child
+	// kind is managed; TestOptionalKindsMissing runs a control plane of its
+	// own without them.
+	gatewayCRDs, err := testenv.GatewayAPICRDs()
+	if err != nil {
+		return nil, err
+	}
+	monitoringCRD, err := testenv.MonitoringCRD()
+	if err != nil {
+		return nil, err
+	}
+	env, cfg, err := testenv.Start(append([]string{testenv.CRDDir(), monitoringCRD}, gatewayCRDs...)...)
 	if err != nil {
 		return nil, err
 	}
@@ -106,6 +119,9 @@ func startSuite() (*envSuite, error) {
 	}
 	if err := bindGeneratedRole(s.client, "medops-operator"); err != nil {
 		return fail(err)
+	}
+	if s.opKubeconfig, err = user.KubeConfig(); err != nil {
+		return fail(fmt.Errorf("operator user's kubeconfig: %w", err))
 	}
 	// Its transport counts writes: the real client, only observed.
 	opCfg := rest.CopyConfig(user.Config())

@@ -3,10 +3,9 @@ package operator
 import (
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"sort"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -22,22 +21,17 @@ import (
 const (
 	// tokenBytes is the length of a generated token before hex encoding.
 	tokenBytes = 32
-	// secretHashLen is how many hex digits of a Secret's data hash are kept.
-	secretHashLen = 16
+
+	// Bounds of the wait before a missing Secret is looked up again.
+	minSecretRecheck = 5 * time.Second
+	maxSecretRecheck = 5 * time.Minute
 )
 
-// secretHash is the hash of a referenced Secret's data at one version of it.
-type secretHash struct {
-	uid             types.UID
-	resourceVersion string
-	hash            string
-}
-
-// secretHashKey is one Secret reference of one MedOpsAPI.
-type secretHashKey struct {
-	api   types.NamespacedName
-	field string
-}
+// Spec fields that reference Secrets (the start of the messages).
+const (
+	fieldTokenSecret    = "auth.tokenSecretRef"
+	fieldPostgresSecret = "storage.postgres.secretRef"
+)
 
 // secretRef is one Secret key a MedOpsAPI mounts into its pods: the write
 // token, or the PostgreSQL connection string.
@@ -51,64 +45,34 @@ type secretRef struct {
 
 // secretError says that a Secret a MedOpsAPI references cannot be used: it
 // or its key is missing. The reconciler reports it on the Degraded
-// condition and waits for the Secret watch, without retrying.
+// condition and in an Event, and looks again later (missingSecretRecheck).
 type secretError struct{ reason, msg string }
 
 func (e *secretError) Error() string { return e.msg }
 
-// referencedSecret checks that the Secret ref names holds ref.key and
-// returns the hash of its data. Its metadata comes from the cache; the data
-// is read uncached, only when the Secret's resourceVersion differs from the
-// one remembered, so a converged operator reads no Secret data. Every
+// referencedSecret checks that the Secret ref names holds ref.key. Every
 // Secret a MedOpsAPI references goes through here.
-func (r *Reconciler) referencedSecret(ctx context.Context, m *v1alpha1.MedOpsAPI, ref secretRef) (string, error) {
-	nn := types.NamespacedName{Namespace: m.Namespace, Name: ref.name}
-	cacheKey := secretHashKey{api: client.ObjectKeyFromObject(m), field: ref.field}
-	meta := &metav1.PartialObjectMetadata{}
-	meta.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Secret"))
-	switch err := r.Cache.Get(ctx, nn, meta); {
-	case err == nil:
-		if v, ok := r.secretHashes.Load(cacheKey); ok {
-			if h := v.(secretHash); h.uid == meta.UID && h.resourceVersion == meta.ResourceVersion && h.hash != "" {
-				return h.hash, nil
-			}
-		}
-	case !apierrors.IsNotFound(err):
-		return "", fmt.Errorf("read Secret %s metadata: %w", ref.name, err)
-	}
-	// Not cached yet (just made, or the cache lags), or a new version.
+//
+// Secrets are read with get, one by name, uncached: the operator may not
+// list or watch them. Nothing of the Secret's data goes into the pod
+// template: medops-api follows the mounted files (token, connection
+// string), which the kubelet updates in place, so a rotation needs no
+// rollout.
+func (r *Reconciler) referencedSecret(ctx context.Context, m *v1alpha1.MedOpsAPI, ref secretRef) error {
 	var secret corev1.Secret
-	if err := r.APIReader.Get(ctx, nn, &secret); err != nil {
+	if err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: m.Namespace, Name: ref.name}, &secret); err != nil {
 		if apierrors.IsNotFound(err) {
-			return "", &secretError{ref.reason, fmt.Sprintf("%s: Secret %q not found in namespace %s", ref.field, ref.name, m.Namespace)}
+			return &secretError{ref.reason, fmt.Sprintf("%s: Secret %q not found in namespace %s", ref.field, ref.name, m.Namespace)}
 		}
-		return "", fmt.Errorf("read Secret %s: %w", ref.name, err)
+		return fmt.Errorf("read Secret %s: %w", ref.name, err)
 	}
 	if len(secret.Data[ref.key]) == 0 {
-		return "", &secretError{ref.reason, fmt.Sprintf("%s: Secret %q has no key %q", ref.field, ref.name, ref.key)}
+		return &secretError{ref.reason, fmt.Sprintf("%s: Secret %q has no key %q", ref.field, ref.name, ref.key)}
 	}
-	h := hashSecretData(secret.Data)
-	r.secretHashes.Store(cacheKey, secretHash{uid: secret.UID, resourceVersion: secret.ResourceVersion, hash: h})
-	return h, nil
+	return nil
 }
 
-// forgetSecrets drops what referencedSecret remembers for a MedOpsAPI.
-func (r *Reconciler) forgetSecrets(api types.NamespacedName, fields ...string) {
-	for _, f := range fields {
-		r.secretHashes.Delete(secretHashKey{api: api, field: f})
-	}
-}
-
-// Spec fields that reference Secrets (the keys of what referencedSecret
-// remembers, and the start of its messages).
-const (
-	fieldTokenSecret    = "auth.tokenSecretRef"
-	fieldPostgresSecret = "storage.postgres.secretRef"
-)
-
-// tokenInputs finds the token Secret (making it when the operator owns it)
-// and the hash of its data, which the builders fold into the pod template so
-// that a rotated token rolls the pods.
+// tokenInputs finds the token Secret, making it when the operator owns it.
 func (r *Reconciler) tokenInputs(ctx context.Context, m *v1alpha1.MedOpsAPI, changed *changes) (resource.Inputs, error) {
 	generated := resource.BuildTokenSecret(m, nil)
 	if m.Spec.Auth.Disabled || m.Spec.Auth.TokenSecretRef != nil {
@@ -122,64 +86,72 @@ func (r *Reconciler) tokenInputs(ctx context.Context, m *v1alpha1.MedOpsAPI, cha
 		}
 	}
 	if m.Spec.Auth.Disabled {
-		r.forgetSecrets(client.ObjectKeyFromObject(m), fieldTokenSecret)
 		return resource.Inputs{}, nil
 	}
-	ref := secretRef{field: fieldTokenSecret, reason: ReasonTokenSecretMissing, name: generated.Name, key: v1alpha1.DefaultTokenKey}
-	if user := m.Spec.Auth.TokenSecretRef; user != nil {
-		ref.name, ref.key = user.Name, user.Key
-		if ref.key == "" {
-			ref.key = v1alpha1.DefaultTokenKey
+	ref := m.Spec.Auth.TokenSecretRef
+	if ref == nil {
+		made, err := r.ensureToken(ctx, m, generated.Name)
+		if err != nil {
+			return resource.Inputs{}, err
 		}
-	} else {
-		meta := &metav1.PartialObjectMetadata{}
-		meta.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Secret"))
-		err := r.Cache.Get(ctx, types.NamespacedName{Namespace: m.Namespace, Name: ref.name}, meta)
-		switch {
-		case apierrors.IsNotFound(err):
-			made, err := r.createToken(ctx, m)
-			if err != nil {
-				return resource.Inputs{}, err
-			}
-			if made != nil {
-				// The apiserver's answer holds the data: no need to read it back.
-				changed.add(apply.Created, "Secret "+made.Name)
-				h := hashSecretData(made.Data)
-				r.secretHashes.Store(secretHashKey{api: client.ObjectKeyFromObject(m), field: fieldTokenSecret},
-					secretHash{uid: made.UID, resourceVersion: made.ResourceVersion, hash: h})
-				return resource.Inputs{TokenSecretName: made.Name, SecretHash: h}, nil
-			}
-			// Made by an earlier reconcile the cache has not seen yet:
-			// referencedSecret reads it.
-		case err != nil:
-			return resource.Inputs{}, fmt.Errorf("read token Secret %s metadata: %w", ref.name, err)
+		if made {
+			changed.add(apply.Created, "Secret "+generated.Name)
 		}
+		return resource.Inputs{TokenSecretName: generated.Name}, nil
 	}
-	h, err := r.referencedSecret(ctx, m, ref)
-	if err != nil {
+	key := ref.Key
+	if key == "" {
+		key = v1alpha1.DefaultTokenKey
+	}
+	if err := r.referencedSecret(ctx, m, secretRef{field: fieldTokenSecret, reason: ReasonTokenSecretMissing, name: ref.Name, key: key}); err != nil {
 		return resource.Inputs{}, err
 	}
-	return resource.Inputs{TokenSecretName: ref.name, SecretHash: h}, nil
+	return resource.Inputs{TokenSecretName: ref.Name}, nil
 }
 
 // checkPostgresSecret checks that the Secret storage.postgres.secretRef
-// names exists and holds its key; the pods could not start without it. Its
-// data's hash is deliberately not an input of the pod template: medops-api
-// reads the mounted file for every new connection and the kubelet updates
-// the file in place, so a rotated password needs no new pods.
+// names exists and holds its key; the pods could not start without it.
+// medops-api reads the mounted file for every new connection, so a rotated
+// password needs no new pods.
 func (r *Reconciler) checkPostgresSecret(ctx context.Context, m *v1alpha1.MedOpsAPI) error {
-	pg := m.Spec.Storage
 	if m.Spec.TaskStore() != v1alpha1.TaskStorePostgres {
-		r.forgetSecrets(client.ObjectKeyFromObject(m), fieldPostgresSecret)
 		return nil
 	}
-	key := pg.Postgres.SecretRef.Key
+	pg := m.Spec.Storage.Postgres.SecretRef
+	key := pg.Key
 	if key == "" {
 		key = v1alpha1.DefaultPostgresKey
 	}
-	_, err := r.referencedSecret(ctx, m, secretRef{field: fieldPostgresSecret, reason: ReasonPostgresSecretMissing,
-		name: pg.Postgres.SecretRef.Name, key: key})
-	return err
+	return r.referencedSecret(ctx, m, secretRef{field: fieldPostgresSecret, reason: ReasonPostgresSecretMissing, name: pg.Name, key: key})
+}
+
+// missingSecretRecheck is how long to wait before looking for a missing
+// Secret again: as long as it has been missing (cond is the Degraded
+// condition the status had before this reconcile, reason the current one),
+// within bounds, so a Secret made right after its MedOpsAPI is found in
+// seconds and one that never comes costs a get every few minutes.
+func missingSecretRecheck(cond *metav1.Condition, reason string, now time.Time) time.Duration {
+	d := minSecretRecheck
+	if cond != nil && cond.Reason == reason && cond.Status == metav1.ConditionTrue {
+		d = max(d, now.Sub(cond.LastTransitionTime.Time))
+	}
+	return min(d, maxSecretRecheck)
+}
+
+// ensureToken makes the generated token Secret unless it exists. It
+// reports whether it made it.
+func (r *Reconciler) ensureToken(ctx context.Context, m *v1alpha1.MedOpsAPI, name string) (bool, error) {
+	meta := &metav1.PartialObjectMetadata{}
+	meta.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Secret"))
+	err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: m.Namespace, Name: name}, meta)
+	switch {
+	case err == nil:
+		return false, nil
+	case !apierrors.IsNotFound(err):
+		return false, fmt.Errorf("read token Secret %s metadata: %w", name, err)
+	}
+	made, err := r.createToken(ctx, m)
+	return made != nil, err
 }
 
 // createToken makes the MedOpsAPI's own token Secret with a random token.
@@ -206,7 +178,7 @@ func (r *Reconciler) createToken(ctx context.Context, m *v1alpha1.MedOpsAPI) (*c
 func (r *Reconciler) deleteGeneratedToken(ctx context.Context, m *v1alpha1.MedOpsAPI, name string) (bool, error) {
 	meta := &metav1.PartialObjectMetadata{}
 	meta.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Secret"))
-	if err := r.Cache.Get(ctx, types.NamespacedName{Namespace: m.Namespace, Name: name}, meta); err != nil {
+	if err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: m.Namespace, Name: name}, meta); err != nil {
 		if apierrors.IsNotFound(err) {
 			return false, nil
 		}
@@ -220,19 +192,4 @@ func (r *Reconciler) deleteGeneratedToken(ctx context.Context, m *v1alpha1.MedOp
 		return false, fmt.Errorf("delete generated token Secret %s: %w", name, err)
 	}
 	return true, nil
-}
-
-// hashSecretData hashes a Secret's data in key order.
-func hashSecretData(data map[string][]byte) string {
-	keys := make([]string, 0, len(data))
-	for k := range data {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	h := sha256.New()
-	for _, k := range keys {
-		fmt.Fprintf(h, "%d:%s%d:", len(k), k, len(data[k]))
-		h.Write(data[k])
-	}
-	return hex.EncodeToString(h.Sum(nil))[:secretHashLen]
 }

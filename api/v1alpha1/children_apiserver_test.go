@@ -69,7 +69,7 @@ func TestPodTemplateAdmittedUnderRestrictedPodSecurity(t *testing.T) {
 			m := m.DeepCopy()
 			m.Namespace = ns
 			m.UID = "00000000-0000-4000-8000-00000000000a"
-			d, err := resource.Prepare(m, resource.Inputs{TokenSecretName: resource.TokenSecretName(m), SecretHash: "h"})
+			d, err := resource.Prepare(m, resource.Inputs{TokenSecretName: resource.TokenSecretName(m)})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -108,7 +108,7 @@ func TestChildrenAreValidAndReadBackUnchanged(t *testing.T) {
 			m := m.DeepCopy()
 			m.Namespace = createNamespace(t, "children")
 			m.UID = "00000000-0000-4000-8000-00000000000b"
-			d, err := resource.Prepare(m, resource.Inputs{TokenSecretName: resource.TokenSecretName(m), SecretHash: "h"})
+			d, err := resource.Prepare(m, resource.Inputs{TokenSecretName: resource.TokenSecretName(m)})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -164,6 +164,9 @@ func (w *WorkloadConfig) Validate() field.ErrorList {
 	errs = append(errs, w.Modules.Validate(field.NewPath("modules"))...)
 	errs = append(errs, w.Cache.Validate(field.NewPath("cache"))...)
 	sp := field.NewPath("server")
+	if msg := checkBasePath(w.Server.BasePath); msg != "" {
+		errs = append(errs, field.Invalid(sp.Child("basePath"), w.Server.BasePath, msg))
+	}
 	if q := w.Server.MaxBodySize; q != nil && q.Sign() <= 0 {
 		errs = append(errs, field.Invalid(sp.Child("maxBodySize"), q.String(), "must be positive"))
 	}
@@ -174,6 +177,21 @@ func (w *WorkloadConfig) Validate() field.ErrorList {
 		errs = append(errs, field.Invalid(sp.Child("shutdownTimeout"), d.Duration.String(), "must be positive"))
 	}
 	return errs
+}
+
+// checkBasePath returns why p is not a usable base path, or "".
+func checkBasePath(p string) string {
+	switch {
+	case p == "":
+		return ""
+	case !strings.HasPrefix(p, "/"):
+		return "must start with /"
+	case strings.HasSuffix(p, "/"):
+		return "must not end with / (leave it unset to serve at the root)"
+	case strings.ContainsAny(p, "?#") || strings.Contains(p, "//"):
+		return "must be a plain path: no query, fragment or empty segment"
+	}
+	return ""
 }
 
 func validLogLevel(l string) bool {

@@ -92,6 +92,8 @@ func TestWorkloadConfigValidate(t *testing.T) {
 		{"max retry after under a second", func(w *WorkloadConfig) { w.Modules.Gateway.MaxRetryAfter = d(500 * time.Millisecond) },
 			"modules.gateway.maxRetryAfter", "at least 1s"},
 		{"body size zero", func(w *WorkloadConfig) { w.Server.MaxBodySize = q("0") }, "server.maxBodySize", "must be positive"},
+		{"base path relative", func(w *WorkloadConfig) { w.Server.BasePath = "medops" }, "server.basePath", "must start with /"},
+		{"base path trailing slash", func(w *WorkloadConfig) { w.Server.BasePath = "/medops/" }, "server.basePath", "must not end with /"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -81,6 +81,14 @@ type WorkloadAuth struct {
 
 // ServerSettings are HTTP server limits.
 type ServerSettings struct {
+	// BasePath is the path prefix the API is served under, e.g. /medops:
+	// then /medops/api/v1/... and /medops/openapi.json. /healthz, /readyz
+	// and /metrics stay at the root, where probes and scrapers call the pod
+	// directly. Unset serves the API at the root. The operator sets it from
+	// ingress.path, since the Ingress forwards the path unchanged.
+	// +optional
+	BasePath string `json:"basePath,omitempty"`
+
 	// MaxBodySize is the largest request body accepted; larger ones get 413.
 	// +optional
 	MaxBodySize *resource.Quantity `json:"maxBodySize,omitempty"`

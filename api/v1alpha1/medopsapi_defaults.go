@@ -20,6 +20,7 @@ const (
 	DefaultStorageSize                = "1Gi"
 	DefaultIngressClassName           = "nginx"
 	DefaultIngressPath                = "/"
+	DefaultRoutePath                  = "/"
 	DefaultServiceType                = corev1.ServiceTypeClusterIP
 	DefaultServicePort                = int32(80)
 	DefaultIngressControllerNamespace = "ingress-nginx"
@@ -100,6 +101,9 @@ func (s *MedOpsAPISpec) SetDefaults() {
 		if in.Path == "" {
 			in.Path = DefaultIngressPath
 		}
+	}
+	if r := s.Route; r != nil && r.Path == "" {
+		r.Path = DefaultRoutePath
 	}
 	if s.Service.Type == "" {
 		s.Service.Type = DefaultServiceType
@@ -185,12 +189,24 @@ func (s *MedOpsAPISpec) NetworkPolicyEnabled() bool {
 	return s.NetworkPolicy != nil && s.NetworkPolicy.Enabled
 }
 
-// URL is the address the API is reachable at through the ingress, or "" when
-// there is no ingress with a host. status.url reports it.
+// RouteEnabled reports whether an HTTPRoute is wanted.
+func (s *MedOpsAPISpec) RouteEnabled() bool { return s.Route != nil && s.Route.Enabled }
+
+// ServiceMonitorEnabled reports whether a ServiceMonitor is wanted.
+func (s *MedOpsAPISpec) ServiceMonitorEnabled() bool {
+	return s.Monitoring != nil && s.Monitoring.ServiceMonitor != nil && s.Monitoring.ServiceMonitor.Enabled
+}
+
+// URL is the address the API is reachable at from outside, or "" when there
+// is none to tell; status.url reports it. An enabled Ingress with a host
+// wins (it is what served the API before a route was added); otherwise the
+// route's first non-wildcard hostname and its path. The route's scheme is
+// http: TLS of a route is the Gateway listener's business, which the
+// MedOpsAPI does not know.
 func (s *MedOpsAPISpec) URL() string {
 	in := s.Ingress
 	if in == nil || !in.Enabled || in.Host == "" {
-		return ""
+		return s.routeURL()
 	}
 	scheme := "http"
 	if in.TLS != nil {
@@ -201,4 +217,20 @@ func (s *MedOpsAPISpec) URL() string {
 		path = DefaultIngressPath
 	}
 	return scheme + "://" + in.Host + path
+}
+
+func (s *MedOpsAPISpec) routeURL() string {
+	if !s.RouteEnabled() {
+		return ""
+	}
+	path := s.Route.Path
+	if path == "" {
+		path = DefaultRoutePath
+	}
+	for _, h := range s.Route.Hostnames {
+		if h != "" && h[0] != '*' {
+			return "http://" + string(h) + path
+		}
+	}
+	return ""
 }

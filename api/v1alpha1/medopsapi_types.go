@@ -17,6 +17,17 @@ const (
 	ConditionProgressing = "Progressing"
 	// ConditionDegraded is True when the operator cannot reach the desired state.
 	ConditionDegraded = "Degraded"
+	// ConditionRouteAccepted mirrors the HTTPRoute's parents: True when every
+	// Gateway of spec.route.parentRefs accepted the route and resolved its
+	// backend. Only present while spec.route is enabled.
+	ConditionRouteAccepted = "RouteAccepted"
+	// ConditionServiceMonitorReady is True when the ServiceMonitor of
+	// spec.monitoring.serviceMonitor is applied. Only present while enabled.
+	ConditionServiceMonitorReady = "ServiceMonitorReady"
+	// ConditionIngressSettingsIgnored is True when spec.ingress sets fields
+	// the chosen ingress class does not act on (limitRPS and
+	// proxyReadTimeout are ingress-nginx annotations); its message names them.
+	ConditionIngressSettingsIgnored = "IngressSettingsIgnored"
 )
 
 // Architectures a MedOpsAPI can be scheduled on (values of kubernetes.io/arch).
@@ -146,6 +157,11 @@ type MedOpsAPISpec struct {
 	// +optional
 	Cache CacheSpec `json:"cache,omitempty"`
 
+	// Docs switches medops-api's interactive API page at /docs (on unless
+	// docs.enabled is false); /openapi.json is served either way.
+	// +optional
+	Docs DocsSettings `json:"docs,omitempty"`
+
 	// Storage is where the tasks module keeps its tasks. Unset means a 1Gi
 	// PersistentVolumeClaim of the cluster's default StorageClass, kept when
 	// the MedOpsAPI is deleted; such a store has one writer, so one replica.
@@ -156,6 +172,16 @@ type MedOpsAPISpec struct {
 	// Ingress exposes the API outside the cluster.
 	// +optional
 	Ingress *IngressSpec `json:"ingress,omitempty"`
+
+	// Route exposes the API through a Gateway API HTTPRoute attached to a
+	// Gateway (NGINX Gateway Fabric, Traefik, Envoy Gateway, Cilium...). It
+	// may be on together with ingress, e.g. during a migration.
+	// +optional
+	Route *RouteSpec `json:"route,omitempty"`
+
+	// Monitoring makes Prometheus scrape medops-api's /metrics.
+	// +optional
+	Monitoring *MonitoringSpec `json:"monitoring,omitempty"`
 
 	// Service configures the Service in front of the pods.
 	// +optional
@@ -344,6 +370,123 @@ type IngressTLS struct {
 	SecretName string `json:"secretName"`
 }
 
+// RouteSpec configures an HTTPRoute (gateway.networking.k8s.io/v1) from
+// the Gateways of parentRefs to the Service.
+// +kubebuilder:validation:XValidation:rule="!has(self.enabled) || !self.enabled || (has(self.parentRefs) && size(self.parentRefs) > 0)",message="route.parentRefs needs at least one Gateway when route.enabled is true"
+type RouteSpec struct {
+	// Enabled creates the HTTPRoute.
+	// +optional
+	Enabled bool `json:"enabled,omitempty"`
+
+	// ParentRefs are the Gateways (or Gateway listeners) the route attaches to.
+	// +optional
+	// +kubebuilder:validation:MaxItems=16
+	// +listType=atomic
+	ParentRefs []RouteParentRef `json:"parentRefs,omitempty"`
+
+	// Hostnames the route matches, e.g. api.lab.example.org or
+	// *.lab.example.org. Empty matches every hostname of the listener.
+	// +optional
+	// +kubebuilder:validation:MaxItems=16
+	// +listType=set
+	Hostnames []RouteHostname `json:"hostnames,omitempty"`
+
+	// Path is the path prefix the route matches. Defaults to /.
+	// +optional
+	// +kubebuilder:default="/"
+	// +kubebuilder:validation:MaxLength=1024
+	// +kubebuilder:validation:XValidation:rule="self.startsWith('/')",message="route.path must start with /"
+	Path string `json:"path,omitempty"`
+
+	// Timeouts of the route, as Gateway API durations (e.g. 30s, 1m30s).
+	// +optional
+	Timeouts *RouteTimeouts `json:"timeouts,omitempty"`
+}
+
+// RouteParentRef names a Gateway, and optionally one of its listeners.
+type RouteParentRef struct {
+	// Name of the Gateway.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Name string `json:"name"`
+
+	// Namespace of the Gateway; unset means the MedOpsAPI's namespace. A
+	// Gateway in another namespace must allow routes from this one
+	// (listeners[].allowedRoutes.namespaces).
+	// +optional
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
+	Namespace string `json:"namespace,omitempty"`
+
+	// SectionName is the Gateway listener to attach to; unset attaches to
+	// every listener that allows the route.
+	// +optional
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
+	SectionName string `json:"sectionName,omitempty"`
+}
+
+// RouteHostname is a DNS name, optionally with a leading wildcard label.
+// +kubebuilder:validation:MaxLength=253
+// +kubebuilder:validation:XValidation:rule="self.matches('^(\\\\*\\\\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')",message="route.hostnames must be lower-case DNS names, optionally starting with *. (no IP addresses, ports or schemes)"
+type RouteHostname string
+
+// RouteTimeouts are the HTTPRoute rule's timeouts. Gateway API durations
+// are at most four number-unit pairs of h, m, s or ms; 0s turns a timeout off.
+// +kubebuilder:validation:XValidation:rule="!has(self.request) || !has(self.backendRequest) || !self.request.matches('^([0-9]{1,5}(h|m|s|ms)){1,4}$') || !self.backendRequest.matches('^([0-9]{1,5}(h|m|s|ms)){1,4}$') || duration(self.request) == duration('0s') || duration(self.backendRequest) <= duration(self.request)",message="route.timeouts.backendRequest must not be longer than route.timeouts.request"
+type RouteTimeouts struct {
+	// Request is how long the gateway waits for the whole request to be
+	// answered (HTTPRoute timeouts.request).
+	// +optional
+	// +kubebuilder:validation:MaxLength=32
+	// +kubebuilder:validation:XValidation:rule="self.matches('^([0-9]{1,5}(h|m|s|ms)){1,4}$')",message="route.timeouts.request must be a Gateway API duration such as 30s or 1m30s"
+	Request *string `json:"request,omitempty"`
+
+	// BackendRequest is how long the gateway waits for one request to
+	// medops-api (HTTPRoute timeouts.backendRequest).
+	// +optional
+	// +kubebuilder:validation:MaxLength=32
+	// +kubebuilder:validation:XValidation:rule="self.matches('^([0-9]{1,5}(h|m|s|ms)){1,4}$')",message="route.timeouts.backendRequest must be a Gateway API duration such as 30s or 1m30s"
+	BackendRequest *string `json:"backendRequest,omitempty"`
+}
+
+// MonitoringSpec configures scraping of medops-api's /metrics.
+type MonitoringSpec struct {
+	// ServiceMonitor creates a monitoring.coreos.com/v1 ServiceMonitor for
+	// the Prometheus Operator.
+	// +optional
+	ServiceMonitor *ServiceMonitorSpec `json:"serviceMonitor,omitempty"`
+
+	// PrometheusNamespace is the namespace Prometheus scrapes from. When
+	// networkPolicy is enabled, pods of this namespace may reach the http
+	// port (which serves /metrics); unset, the policy admits no scrapes
+	// from outside the namespace.
+	// +optional
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
+	PrometheusNamespace string `json:"prometheusNamespace,omitempty"`
+}
+
+// ServiceMonitorSpec configures the ServiceMonitor.
+type ServiceMonitorSpec struct {
+	// Enabled creates the ServiceMonitor.
+	// +optional
+	Enabled bool `json:"enabled,omitempty"`
+
+	// Labels are added to the ServiceMonitor, so that the Prometheus
+	// resource's serviceMonitorSelector selects it (kube-prometheus-stack
+	// selects release: <its release name> by default).
+	// +optional
+	// +kubebuilder:validation:MaxProperties=32
+	Labels map[string]string `json:"labels,omitempty"`
+
+	// Interval between scrapes; unset uses Prometheus's scrape interval.
+	// +optional
+	// +kubebuilder:validation:MaxLength=32
+	// +kubebuilder:validation:XValidation:rule="self.matches('^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$')",message="monitoring.serviceMonitor.interval must be a Prometheus duration such as 30s or 1m"
+	Interval string `json:"interval,omitempty"`
+}
+
 // ServiceSpec configures the Service.
 type ServiceSpec struct {
 	// Type of the Service. Defaults to ClusterIP.
@@ -446,7 +589,8 @@ type MedOpsAPIStatus struct {
 	// +optional
 	Selector string `json:"selector,omitempty"`
 
-	// URL is where the API is reachable from outside, from the ingress.
+	// URL is where the API is reachable from outside: from the ingress when
+	// it is enabled with a host, else from the route's first hostname.
 	// +optional
 	URL string `json:"url,omitempty"`
 

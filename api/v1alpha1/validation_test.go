@@ -144,6 +144,32 @@ cache: {rules: [{pathPrefix: /x, ttl: -1m}]}`, "spec.cache.rules[0].ttl in body 
 modules: {gateway: {enabled: true, upstreams: [{name: a, url: "https://a.example", timeout: 0s}]}}`, "upstream timeout must be positive"},
 		{"negative replicas", `
 replicas: -1`, "spec.replicas in body should be greater than or equal to 0"},
+		{"route without parentRefs", `
+route: {enabled: true, hostnames: [api.example.org]}`, "route.parentRefs needs at least one Gateway when route.enabled is true"},
+		{"route with empty parentRefs", `
+route: {enabled: true, parentRefs: []}`, "route.parentRefs needs at least one Gateway when route.enabled is true"},
+		{"route parentRef without name", `
+route: {enabled: true, parentRefs: [{namespace: gateways}]}`, "spec.route.parentRefs[0].name: Required value"},
+		{"route hostname with scheme", `
+route: {enabled: true, parentRefs: [{name: gw}], hostnames: ["https://api.example.org"]}`, "route.hostnames must be lower-case DNS names"},
+		{"route hostname with port", `
+route: {enabled: true, parentRefs: [{name: gw}], hostnames: ["api.example.org:443"]}`, "route.hostnames must be lower-case DNS names"},
+		{"route hostname upper case", `
+route: {enabled: true, parentRefs: [{name: gw}], hostnames: [API.example.org]}`, "route.hostnames must be lower-case DNS names"},
+		{"route wildcard not leading", `
+route: {enabled: true, parentRefs: [{name: gw}], hostnames: ["api.*.example.org"]}`, "route.hostnames must be lower-case DNS names"},
+		{"route path without slash", `
+route: {enabled: true, parentRefs: [{name: gw}], path: api}`, "route.path must start with /"},
+		{"route request timeout not a Gateway API duration", `
+route: {enabled: true, parentRefs: [{name: gw}], timeouts: {request: 1.5s}}`, "route.timeouts.request must be a Gateway API duration such as 30s or 1m30s"},
+		{"route backend timeout in days", `
+route: {enabled: true, parentRefs: [{name: gw}], timeouts: {backendRequest: 1d}}`, "route.timeouts.backendRequest must be a Gateway API duration"},
+		{"route backend timeout longer than request timeout", `
+route: {enabled: true, parentRefs: [{name: gw}], timeouts: {request: 10s, backendRequest: 1m}}`, "route.timeouts.backendRequest must not be longer than route.timeouts.request"},
+		{"service monitor interval not a duration", `
+monitoring: {serviceMonitor: {enabled: true, interval: 30 seconds}}`, "monitoring.serviceMonitor.interval must be a Prometheus duration"},
+		{"prometheus namespace not a name", `
+monitoring: {prometheusNamespace: Monitoring}`, "spec.monitoring.prometheusNamespace in body should match"},
 	}
 	ns := createNamespace(t, "invalid")
 	for i, tc := range cases {
@@ -209,6 +235,21 @@ ingress: {enabled: true, host: api.example.org, tls: {secretName: api-tls}, prox
 		{"pdb with percentage", `podDisruptionBudget: {maxUnavailable: "50%"}`},
 		{"all architectures", `architectures: [amd64, arm64, arm]`},
 		{"auth disabled", `auth: {disabled: true}`},
+		{"route on several listeners with timeouts", `
+route:
+  enabled: true
+  parentRefs: [{name: shared, namespace: gateways, sectionName: https}, {name: internal}]
+  hostnames: [api.example.org, "*.lab.example.org"]
+  path: /medops
+  timeouts: {request: 1m30s, backendRequest: 30s}`},
+		{"route timeouts off", `
+route: {enabled: true, parentRefs: [{name: gw}], timeouts: {request: 0s, backendRequest: 2m}}`},
+		{"route switched off without parents", `route: {enabled: false}`},
+		{"route together with ingress", `
+ingress: {enabled: true, host: old.example.org}
+route: {enabled: true, parentRefs: [{name: gw}], hostnames: [new.example.org]}`},
+		{"service monitor with labels", `
+monitoring: {serviceMonitor: {enabled: true, labels: {release: kube-prometheus-stack}, interval: 1m30s}, prometheusNamespace: monitoring}`},
 	}
 	ns := createNamespace(t, "valid")
 	for i, tc := range cases {
@@ -249,7 +290,9 @@ storage: {ephemeral: true}
 ingress: {enabled: true, host: a.example}
 networkPolicy: {enabled: true}
 auth: {tokenSecretRef: {name: t}}
-podDisruptionBudget: {minAvailable: 1}`,
+podDisruptionBudget: {minAvailable: 1}
+route: {enabled: true, parentRefs: [{name: gw}], hostnames: [a.example]}
+monitoring: {serviceMonitor: {enabled: true}}`,
 		"postgres": `
 replicas: 3
 storage: {postgres: {secretRef: {name: medops-db-app}}}`,

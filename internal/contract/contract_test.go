@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -206,4 +207,73 @@ func createTask(t *testing.T, a *app.App, bearer, title string) string {
 		t.Fatalf("create answer %s: %v", rec.Body.String(), err)
 	}
 	return got.ID
+}
+
+// TestIngressPathReachesTheAPI follows a request the way the Ingress sends
+// it: for ingress.path /medops the Ingress forwards /medops/api/v1/...
+// unchanged, so the config the operator renders must make the real
+// medops-api serve the API under that prefix, at the URL status.url
+// advertises, while probes and metrics stay at the root.
+func TestIngressPathReachesTheAPI(t *testing.T) {
+	m := &v1alpha1.MedOpsAPI{}
+	m.Name, m.Namespace = "medops", "lab"
+	m.Spec.Ingress = &v1alpha1.IngressSpec{Enabled: true, Host: "api.lab.local", Path: "/medops/"}
+	d, err := resource.Prepare(m, resource.Inputs{TokenSecretName: resource.TokenSecretName(m)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ing := resource.BuildIngress(d)
+	prefix := ing.Spec.Rules[0].HTTP.Paths[0].Path
+	statusURL, err := url.Parse(d.MedOpsAPI.Spec.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Parse([]byte(resource.BuildConfigMap(d).Data[resource.ConfigKey]))
+	if err != nil {
+		t.Fatalf("medops-api cannot load the rendered config: %v", err)
+	}
+	root := t.TempDir()
+	cfg.DataDir = filepath.Join(root, "data")
+	cfg.Auth.TokenFile = filepath.Join(root, "token")
+	if err := os.WriteFile(cfg.Auth.TokenFile, []byte("t0ken\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	a, err := app.New(app.Options{Config: cfg})
+	if err != nil {
+		t.Fatalf("medops-api does not start from the rendered config: %v", err)
+	}
+	t.Cleanup(func() { _ = a.Close() })
+	srv := httptest.NewServer(a.Handler())
+	t.Cleanup(srv.Close)
+
+	apiPath := strings.TrimSuffix(statusURL.Path, "/") + app.TasksPrefix
+	if !strings.HasPrefix(apiPath, prefix) {
+		t.Fatalf("status.url path %s is not under the Ingress path %s", statusURL.Path, prefix)
+	}
+	tests := []struct {
+		path string
+		want int
+	}{
+		{apiPath, http.StatusOK}, // what a user of status.url calls
+		{strings.TrimSuffix(statusURL.Path, "/") + "/openapi.json", http.StatusOK}, // the document, next to the API
+		{"/healthz", http.StatusOK}, // the kubelet's probes, at the root
+		{"/readyz", http.StatusOK},
+		{"/metrics", http.StatusOK},
+		{app.TasksPrefix, http.StatusNotFound}, // not served twice
+	}
+	for _, tt := range tests {
+		req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, srv.URL+tt.path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer t0ken")
+		resp, err := srv.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = resp.Body.Close()
+		if resp.StatusCode != tt.want {
+			t.Errorf("GET %s = %d, want %d", tt.path, resp.StatusCode, tt.want)
+		}
+	}
 }

@@ -33,14 +33,7 @@ func chartDir() string { return filepath.Join(repo.Root(), "charts", "medops-ope
 // hack/tools.sh, which builds it once into bin/.
 func helmBinary(t *testing.T) string {
 	t.Helper()
-	if h := os.Getenv("MEDOPS_HELM"); h != "" {
-		return h
-	}
-	out, err := exec.Command(filepath.Join(repo.Root(), "hack", "tools.sh"), "helm").Output()
-	if err != nil {
-		t.Fatalf("hack/tools.sh helm: %v", err)
-	}
-	return strings.TrimSpace(string(out))
+	return testenv.Tool(t, "helm", "MEDOPS_HELM")
 }
 
 // helm runs the pinned helm with its caches and config in a temporary

@@ -3,6 +3,7 @@ package manifests
 import (
 	"bytes"
 	"flag"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -12,6 +13,7 @@ import (
 	"strings"
 	"testing"
 
+	apiresource "k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/yaml"
 
@@ -344,6 +346,19 @@ func checkManagerDeployment(t *testing.T, dep unstructured.Unstructured, wantIma
 	lim, _ := res["limits"].(map[string]any)
 	if req["cpu"] == nil || req["memory"] == nil || lim["memory"] == nil {
 		t.Errorf("resources %v: want cpu and memory requests and a memory limit", res)
+	}
+	// A Pi's SD card is small: without ephemeral-storage the kubelet cannot
+	// evict the operator before its logs and /tmp fill the node's disk.
+	if req["ephemeral-storage"] == nil || lim["ephemeral-storage"] == nil {
+		t.Errorf("resources %v: want ephemeral-storage requests and limits", res)
+	} else {
+		limit := apiresource.MustParse(fmt.Sprint(lim["ephemeral-storage"]))
+		for _, v := range spec["volumes"].([]any) {
+			size, ok, _ := unstructured.NestedString(v.(map[string]any), "emptyDir", "sizeLimit")
+			if ok && limit.Cmp(apiresource.MustParse(size)) <= 0 {
+				t.Errorf("ephemeral-storage limit %s does not exceed emptyDir %v's sizeLimit %s", limit.String(), v.(map[string]any)["name"], size)
+			}
+		}
 	}
 }
 

@@ -92,6 +92,7 @@ type Server struct {
 	cred     *syscall.Credential
 	cmd      *exec.Cmd
 	done     chan struct{}
+	host     string // the address it listens on
 }
 
 // Start initialises a cluster and starts it for one test, and stops it
@@ -111,8 +112,13 @@ func Start(t testing.TB) *Server {
 
 // Launch is Start outside a test (make bench-api): the caller must Close
 // the server.
-func Launch(bin string) (_ *Server, err error) {
-	s := &Server{bin: bin}
+func Launch(bin string) (*Server, error) { return LaunchOn(bin, "127.0.0.1") }
+
+// LaunchOn is Launch listening on host (an address of this machine) instead
+// of loopback, taking password logins from the clients in allow (CIDRs) as
+// well as from loopback: the e2e suite's pods reach it on the node's address.
+func LaunchOn(bin, host string, allow ...string) (_ *Server, err error) {
+	s := &Server{bin: bin, host: host}
 	if s.cred, err = serverUser(); err != nil {
 		return nil, err
 	}
@@ -145,6 +151,9 @@ func Launch(bin string) (_ *Server, err error) {
 		"--pwfile", pwFile, "--auth-local=trust", "--auth-host=scram-sha-256", "--encoding=UTF8", "--locale=C")
 	if out, err := initdb.CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("initdb: %w\n%s", err, out)
+	}
+	if err := s.allowClients(allow); err != nil {
+		return nil, err
 	}
 	if err := s.start(); err != nil {
 		return nil, err
@@ -210,7 +219,7 @@ func (s *Server) command(name string, args ...string) *exec.Cmd {
 // port; restarts keep it, so clients reconnect to the same address.
 func (s *Server) start() error {
 	for attempt := 0; ; attempt++ {
-		port, err := freePort()
+		port, err := freePort(s.host)
 		if err != nil {
 			return err
 		}
@@ -233,7 +242,7 @@ func (s *Server) startOnce() error {
 	defer logf.Close()
 	cmd := s.command(filepath.Join(s.bin, "postgres"), "-D", s.dataDir(),
 		"-p", strconv.Itoa(s.Port), "-k", s.dir,
-		"-c", "listen_addresses=127.0.0.1",
+		"-c", "listen_addresses="+s.host,
 		"-c", "shared_buffers=32MB",
 		"-c", "max_connections=100",
 		// Commits are fsynced before they are acknowledged: the defaults,
@@ -270,6 +279,30 @@ func (s *Server) startOnce() error {
 	}
 }
 
+// allowClients adds password (scram) logins from the CIDRs to pg_hba.conf;
+// initdb's file allows only loopback.
+func (s *Server) allowClients(cidrs []string) error {
+	if len(cidrs) == 0 {
+		return nil
+	}
+	var lines strings.Builder
+	for _, c := range cidrs {
+		if _, _, err := net.ParseCIDR(c); err != nil {
+			return fmt.Errorf("pgtest: client range %q: %w", c, err)
+		}
+		fmt.Fprintf(&lines, "host all all %s scram-sha-256\n", c)
+	}
+	f, err := os.OpenFile(filepath.Join(s.dataDir(), "pg_hba.conf"), os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		return err
+	}
+	if _, err := f.WriteString(lines.String()); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
 func (s *Server) log() string {
 	b, _ := os.ReadFile(s.logFile())
 	return string(b)
@@ -278,8 +311,8 @@ func (s *Server) log() string {
 // Log returns the server's log, for failure messages.
 func (s *Server) Log() string { return s.log() }
 
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+func freePort(host string) (int, error) {
+	l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
 	if err != nil {
 		return 0, err
 	}
@@ -329,9 +362,10 @@ func (s *Server) AdminDSN() string {
 	return fmt.Sprintf("host=%s port=%d user=postgres dbname=postgres sslmode=disable", s.dir, s.Port)
 }
 
-// DSN connects as User to db over loopback TCP with the password.
+// DSN connects as User to db over TCP (to the address it listens on) with
+// the password.
 func (s *Server) DSN(db string) string {
-	return fmt.Sprintf("postgres://%s:%s@127.0.0.1:%d/%s?sslmode=disable", User, s.Password, s.Port, db)
+	return fmt.Sprintf("postgres://%s:%s@%s/%s?sslmode=disable", User, s.Password, net.JoinHostPort(s.host, strconv.Itoa(s.Port)), db)
 }
 
 // Exec runs statements as the superuser and fails the test on error.

@@ -1,6 +1,7 @@
 package pgtest
 
 import (
+	"net"
 	"os"
 	"strconv"
 	"strings"
@@ -59,4 +60,37 @@ func containsUID(status, uid string) bool {
 		}
 	}
 	return false
+}
+
+// TestLaunchOnAnotherAddress: LaunchOn listens on the address it is given
+// and takes password logins only from the client ranges it was given (and
+// loopback's 127.0.0.1, which initdb's pg_hba.conf allows).
+func TestLaunchOnAnotherAddress(t *testing.T) {
+	bin := Require(t)
+	s, err := LaunchOn(bin, "127.0.0.2", "127.0.0.3/32")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	if !strings.Contains(s.DSN(Database), "@127.0.0.2:") {
+		t.Fatalf("DSN %s does not name the address", s.DSN(Database))
+	}
+	for _, tc := range []struct {
+		from    string
+		refused bool
+	}{{"127.0.0.3", false}, {"127.0.0.4", true}} {
+		cfg, err := pgx.ParseConfig(s.DSN(Database))
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(tc.from)}}
+		cfg.DialFunc = d.DialContext
+		c, err := pgx.ConnectConfig(t.Context(), cfg)
+		if err == nil {
+			_ = c.Close(t.Context())
+		}
+		if got := err != nil && strings.Contains(err.Error(), "no pg_hba.conf entry"); got != tc.refused {
+			t.Errorf("login from %s: %v, want refused=%v", tc.from, err, tc.refused)
+		}
+	}
 }

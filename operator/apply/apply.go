@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"reflect"
+	"strings"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -101,7 +102,11 @@ func Document(obj client.Object, scheme *runtime.Scheme) (*unstructured.Unstruct
 // It returns the object as it now stands in the apiserver (the apply's answer,
 // or the cached object when nothing was written), so that status is computed
 // from the Deployment just written and never from an older cached copy.
-func (a *Applier) Apply(ctx context.Context, obj client.Object) (Outcome, client.Object, error) {
+func (a *Applier) Apply(ctx context.Context, obj client.Object, opts ...Option) (Outcome, client.Object, error) {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
 	desired, hash, err := Document(obj, a.Scheme)
 	if err != nil {
 		return Unchanged, nil, err
@@ -126,6 +131,13 @@ func (a *Applier) Apply(ctx context.Context, obj client.Object) (Outcome, client
 		}
 		if IsSubset(desired.Object, lm) {
 			return Unchanged, live, nil
+		}
+	}
+	if exists {
+		for _, h := range o.handOvers {
+			if err := a.handOver(ctx, desired, h); err != nil {
+				return Unchanged, nil, err
+			}
 		}
 	}
 	result := desired.DeepCopy() // Apply decodes the apiserver's answer into it
@@ -163,6 +175,87 @@ func (a *Applier) Apply(ctx context.Context, obj client.Object) (Outcome, client
 		return Updated, now, nil
 	}
 	return Created, now, nil
+}
+
+// Option changes one Apply.
+type Option func(*options)
+
+type options struct{ handOvers []handOver }
+
+type handOver struct {
+	manager string
+	path    []string
+}
+
+// HandOver makes a field the operator stops setting keep its live value:
+// server-side apply removes a field its manager owned and no longer applies,
+// so dropping spec.replicas when an HPA takes over would reset a Deployment
+// to one replica before the HPA acts. When the desired document lacks the
+// field at path while the operator's field manager owns it, manager first
+// applies the live value, becoming a co-owner; the operator's apply then
+// gives the field up without removing it. This is the ownership transfer
+// the Kubernetes server-side apply documentation describes.
+func HandOver(manager string, path ...string) Option {
+	return func(o *options) { o.handOvers = append(o.handOvers, handOver{manager: manager, path: path}) }
+}
+
+// handOver performs one HandOver before an apply of desired. It reads the
+// live object uncached (the cache strips managedFields) and writes only when
+// the operator owns the field the desired document drops.
+func (a *Applier) handOver(ctx context.Context, desired *unstructured.Unstructured, h handOver) error {
+	if _, found, _ := unstructured.NestedFieldNoCopy(desired.Object, h.path...); found {
+		return nil
+	}
+	live := &unstructured.Unstructured{}
+	live.SetGroupVersionKind(desired.GroupVersionKind())
+	if err := a.APIReader.Get(ctx, client.ObjectKeyFromObject(desired), live); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		return fmt.Errorf("read %s %s for hand-over: %w", desired.GetKind(), desired.GetName(), err)
+	}
+	value, found, _ := unstructured.NestedFieldCopy(live.Object, h.path...)
+	if !found || !ownsField(live.GetManagedFields(), a.FieldManager, h.path) {
+		return nil
+	}
+	keep := &unstructured.Unstructured{}
+	keep.SetGroupVersionKind(desired.GroupVersionKind())
+	keep.SetNamespace(desired.GetNamespace())
+	keep.SetName(desired.GetName())
+	if err := unstructured.SetNestedField(keep.Object, value, h.path...); err != nil {
+		return fmt.Errorf("hand-over document of %s %s: %w", desired.GetKind(), desired.GetName(), err)
+	}
+	if err := a.Client.Apply(ctx, client.ApplyConfigurationFromUnstructured(keep), client.FieldOwner(h.manager)); err != nil {
+		return fmt.Errorf("hand %s of %s %s over to %s: %w", strings.Join(h.path, "."), desired.GetKind(), desired.GetName(), h.manager, err)
+	}
+	return nil
+}
+
+// ownsField reports whether manager's apply entry of managedFields holds
+// the field at path (a path of map keys).
+func ownsField(entries []metav1.ManagedFieldsEntry, manager string, path []string) bool {
+	for _, e := range entries {
+		if e.Manager != manager || e.Operation != metav1.ManagedFieldsOperationApply || e.FieldsV1 == nil {
+			continue
+		}
+		var set map[string]any
+		if err := json.Unmarshal(e.FieldsV1.Raw, &set); err != nil {
+			continue
+		}
+		for i, p := range path {
+			v, ok := set["f:"+p]
+			if !ok {
+				break
+			}
+			if i == len(path)-1 {
+				return true
+			}
+			if set, ok = v.(map[string]any); !ok {
+				break
+			}
+		}
+	}
+	return false
 }
 
 // repair writes the desired fields over the live object with an update: maps

@@ -342,11 +342,12 @@ func TestPostgresSecretIsMountedAsTheDSNFile(t *testing.T) {
 	}
 }
 
-// TestConfigHash checks when pods roll: on a new cache setting or token,
-// never on a change the Deployment rolls out by itself (or not at all).
+// TestConfigHash checks when pods roll: on a new cache setting, never on a
+// change the Deployment rolls out by itself (or not at all), nor on a new
+// token Secret (medops-api follows the mounted token file).
 func TestConfigHash(t *testing.T) {
 	base := `cache: {size: 32Mi, ttl: 5m}`
-	in := resource.Inputs{TokenSecretName: "medops-token", SecretHash: "one"}
+	in := resource.Inputs{TokenSecretName: "medops-token"}
 	h0 := hashOf(t, fromSpec(t, base), in)
 	cases := []struct {
 		name   string
@@ -360,7 +361,7 @@ func TestConfigHash(t *testing.T) {
 		{"cache size", `cache: {size: 64Mi, ttl: 5m}`, in, true},
 		{"cache rule", `cache: {size: 32Mi, ttl: 5m, rules: [{pathPrefix: /api/v1/gateway/, ttl: 1h}]}`, in, true},
 		{"pod annotation", base + "\npodAnnotations: {a: b}", in, false},
-		{"token rotated", base, resource.Inputs{TokenSecretName: "medops-token", SecretHash: "two"}, true},
+		{"another token Secret", base, resource.Inputs{TokenSecretName: "other-token"}, false},
 		{"log level", base + "\nlogLevel: debug", in, true},
 	}
 	for _, tc := range cases {
@@ -417,7 +418,7 @@ logLevel: warn`)
 	}
 
 	// The token file the config names is where the Secret is mounted.
-	dep := deployment(t, m, resource.Inputs{TokenSecretName: secret.Name, SecretHash: "x"})
+	dep := deployment(t, m, resource.Inputs{TokenSecretName: secret.Name})
 	mounted := false
 	for _, vm := range dep.Spec.Template.Spec.Containers[0].VolumeMounts {
 		if vm.Name == "token" && vm.MountPath+"/token" == w.Auth.TokenFile && vm.ReadOnly {
@@ -444,7 +445,7 @@ func TestAuthDisabledMountsNoToken(t *testing.T) {
 
 func TestUserTokenSecretKeyIsMountedAsToken(t *testing.T) {
 	m := fromSpec(t, `auth: {tokenSecretRef: {name: api-token, key: bearer}}`)
-	dep := deployment(t, m, resource.Inputs{TokenSecretName: "api-token", SecretHash: "h"})
+	dep := deployment(t, m, resource.Inputs{TokenSecretName: "api-token"})
 	for _, v := range dep.Spec.Template.Spec.Volumes {
 		if v.Name == "token" {
 			if v.Secret.SecretName != "api-token" || v.Secret.Items[0].Key != "bearer" || v.Secret.Items[0].Path != "token" {
@@ -631,4 +632,90 @@ func equalYAML(t *testing.T, a, b any) bool {
 		t.Fatal(err)
 	}
 	return string(x) == string(y)
+}
+
+// TestEphemeralStorageRequestedAndLimited checks that the medops-api
+// container requests and limits ephemeral storage in every scenario (a Pi's
+// SD card is small), that the limit holds every emptyDir's own size limit
+// (or the kubelet would evict a pod before its emptyDir is full), and that a
+// value the user sets in spec.resources wins.
+func TestEphemeralStorageRequestedAndLimited(t *testing.T) {
+	for _, sc := range scenarios() {
+		t.Run(sc.name, func(t *testing.T) {
+			m := load(t, sc)
+			dep := deployment(t, m, inputsFor(m))
+			res := dep.Spec.Template.Spec.Containers[0].Resources
+			req, hasReq := res.Requests[corev1.ResourceEphemeralStorage]
+			limit, hasLimit := res.Limits[corev1.ResourceEphemeralStorage]
+			if !hasReq || !hasLimit {
+				t.Fatalf("resources %v: want ephemeral-storage requests and limits", res)
+			}
+			var emptyDirs apiresource.Quantity
+			for _, v := range dep.Spec.Template.Spec.Volumes {
+				if v.EmptyDir == nil {
+					continue
+				}
+				if v.EmptyDir.SizeLimit == nil {
+					t.Errorf("emptyDir %s has no sizeLimit: it could fill the node's disk", v.Name)
+					continue
+				}
+				emptyDirs.Add(*v.EmptyDir.SizeLimit)
+			}
+			if limit.Cmp(emptyDirs) <= 0 || req.Cmp(limit) > 0 {
+				t.Errorf("ephemeral-storage request %s limit %s: want request <= limit and limit above the emptyDirs' %s",
+					req.String(), limit.String(), emptyDirs.String())
+			}
+		})
+	}
+	m := fromSpec(t, `resources: {requests: {ephemeral-storage: 10Mi}, limits: {ephemeral-storage: 3Gi, memory: 64Mi}}`)
+	res := deployment(t, m, resource.Inputs{}).Spec.Template.Spec.Containers[0].Resources
+	if r, l := res.Requests[corev1.ResourceEphemeralStorage], res.Limits[corev1.ResourceEphemeralStorage]; r.String() != "10Mi" || l.String() != "3Gi" {
+		t.Errorf("user's ephemeral-storage %s/%s replaced, want 10Mi/3Gi", r.String(), l.String())
+	}
+}
+
+func TestIgnoredIngressSettings(t *testing.T) {
+	tests := []struct {
+		name, spec string
+		want       string
+	}{
+		{"traefik with nginx-only settings", `ingress: {enabled: true, className: traefik, limitRPS: 5, proxyReadTimeout: 30s}`, "ingress.limitRPS,ingress.proxyReadTimeout"},
+		{"traefik with the body size only", `ingress: {enabled: true, className: traefik, proxyBodySize: 2Mi}`, ""},
+		{"nginx", `ingress: {enabled: true, className: nginx, limitRPS: 5, proxyReadTimeout: 30s}`, ""},
+		{"ingress-nginx under another class name", `ingress: {enabled: true, className: nginx-internal, limitRPS: 5}`, ""},
+		{"ingress disabled", `ingress: {enabled: false, className: traefik, limitRPS: 5}`, ""},
+	}
+	for _, tt := range tests {
+		m := fromSpec(t, tt.spec)
+		m.Spec.SetDefaults()
+		if got := strings.Join(resource.IgnoredIngressSettings(&m.Spec), ","); got != tt.want {
+			t.Errorf("%s: ignored %q, want %q", tt.name, got, tt.want)
+		}
+	}
+}
+
+// TestDocsSwitchReachesTheConfig: spec.docs is the workload's own
+// DocsSettings type, so switching the /docs page off on the MedOpsAPI
+// switches it off in the config the pods read; unset leaves it on.
+func TestDocsSwitchReachesTheConfig(t *testing.T) {
+	tests := []struct {
+		spec string
+		want bool
+	}{
+		{spec: `logLevel: info`, want: true},
+		{spec: `docs: {enabled: false}`, want: false},
+		{spec: `docs: {enabled: true}`, want: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.spec, func(t *testing.T) {
+			raw := resource.BuildConfigMap(prepare(t, fromSpec(t, tt.spec), resource.Inputs{})).Data["config.yaml"]
+			var w v1alpha1.WorkloadConfig
+			if err := yaml.UnmarshalStrict([]byte(raw), &w); err != nil {
+				t.Fatal(err)
+			}
+			if got := w.Server.Docs.Enabled != nil && *w.Server.Docs.Enabled; got != tt.want {
+				t.Errorf("server.docs.enabled = %v, want %v in\n%s", got, tt.want, raw)
+			}
+		})
+	}
 }

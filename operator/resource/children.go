@@ -5,6 +5,7 @@ import (
 	"maps"
 	"math"
 	"strconv"
+	"strings"
 
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
@@ -111,6 +112,29 @@ func BuildIngress(d *Desired) *networkingv1.Ingress {
 	return ing
 }
 
+// IgnoredIngressSettings names the fields of spec.ingress that the chosen
+// ingress class ignores: limitRPS and proxyReadTimeout become ingress-nginx
+// annotations, which another controller (Traefik on k3s) silently drops.
+// A class whose name contains "nginx" is taken for ingress-nginx. (The
+// proxyBodySize annotation is nginx-only too, but the setting also limits
+// bodies in medops-api itself, so it is never without effect.) The
+// annotations are set all the same: harmless elsewhere, and right for an
+// ingress-nginx whose class has another name.
+func IgnoredIngressSettings(s *v1alpha1.MedOpsAPISpec) []string {
+	in := s.Ingress
+	if !s.IngressEnabled() || strings.Contains(in.ClassName, "nginx") {
+		return nil
+	}
+	var ignored []string
+	if in.LimitRPS != nil {
+		ignored = append(ignored, "ingress.limitRPS")
+	}
+	if in.ProxyReadTimeout != nil {
+		ignored = append(ignored, "ingress.proxyReadTimeout")
+	}
+	return ignored
+}
+
 // nginxSize writes a quantity in nginx's size syntax (k and m are powers of
 // 1024); exact values are kept by falling back to a smaller unit.
 func nginxSize(q apiresource.Quantity) string {
@@ -199,13 +223,27 @@ func BuildPVC(d *Desired) *corev1.PersistentVolumeClaim {
 }
 
 // BuildNetworkPolicy returns a NetworkPolicy that admits traffic to the
-// pods' http port only from the same namespace and from the ingress
-// controller's namespace, or nil when unset.
+// pods' http port only from the same namespace, from the ingress
+// controller's namespace and from Prometheus's (spec.monitoring.prometheusNamespace),
+// or nil when unset.
 func BuildNetworkPolicy(d *Desired) *networkingv1.NetworkPolicy {
 	m := d.MedOpsAPI
 	np := m.Spec.NetworkPolicy
 	if np == nil {
 		return nil
+	}
+	from := []networkingv1.NetworkPolicyPeer{
+		// Any pod of the MedOpsAPI's own namespace.
+		{PodSelector: &metav1.LabelSelector{}},
+		// The ingress controller (or Gateway's data plane);
+		// kubernetes.io/metadata.name is set on every namespace by the
+		// apiserver.
+		namespacePeer(np.IngressControllerNamespace),
+	}
+	// Prometheus scrapes /metrics on the http port, so its namespace is one
+	// more peer of the same rule.
+	if mon := m.Spec.Monitoring; mon != nil && mon.PrometheusNamespace != "" && mon.PrometheusNamespace != np.IngressControllerNamespace {
+		from = append(from, namespacePeer(mon.PrometheusNamespace))
 	}
 	return &networkingv1.NetworkPolicy{
 		ObjectMeta: objectMeta(m, m.Name),
@@ -217,16 +255,15 @@ func BuildNetworkPolicy(d *Desired) *networkingv1.NetworkPolicy {
 					Protocol: ptr(corev1.ProtocolTCP),
 					Port:     ptr(intstr.FromString(HTTPPortName)),
 				}},
-				From: []networkingv1.NetworkPolicyPeer{
-					// Any pod of the MedOpsAPI's own namespace.
-					{PodSelector: &metav1.LabelSelector{}},
-					// The ingress controller; kubernetes.io/metadata.name is
-					// set on every namespace by the apiserver.
-					{NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{
-						LabelNamespaceName: np.IngressControllerNamespace,
-					}}},
-				},
+				From: from,
 			}},
 		},
 	}
+}
+
+// namespacePeer admits every pod of the namespace named ns.
+func namespacePeer(ns string) networkingv1.NetworkPolicyPeer {
+	return networkingv1.NetworkPolicyPeer{NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{
+		LabelNamespaceName: ns,
+	}}}
 }

@@ -2,6 +2,7 @@ package resource
 
 import (
 	"fmt"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/yaml"
@@ -24,6 +25,12 @@ func renderConfig(m *v1alpha1.MedOpsAPI) (*v1alpha1.WorkloadConfig, []byte, erro
 		LogLevel: m.Spec.LogLevel,
 		Modules:  *m.Spec.Modules.DeepCopy(),
 		Cache:    *m.Spec.Cache.DeepCopy(),
+	}
+	w.Server.Docs = *m.Spec.Docs.DeepCopy()
+	if m.Spec.IngressEnabled() {
+		// The Ingress forwards its path unchanged: medops-api must serve
+		// the API under it, or every URL of status.url is a 404.
+		w.Server.BasePath = strings.TrimSuffix(m.Spec.Ingress.Path, "/")
 	}
 	if ing := m.Spec.Ingress; ing != nil && ing.ProxyBodySize != nil {
 		q := ing.ProxyBodySize.DeepCopy()

@@ -41,6 +41,14 @@ const (
 	tmpSizeLimit = "64Mi"
 	tmpDir       = "/tmp"
 
+	// Ephemeral storage (a Raspberry Pi's SD card is small): the kubelet
+	// counts emptyDirs, container logs and the writable layer against the
+	// container's limit and evicts the pod before the node's disk fills.
+	// ephemeralRequest is what the scheduler reserves for /tmp and logs;
+	// the limit is the emptyDirs' own size limits plus logHeadroom.
+	ephemeralRequest = "64Mi"
+	logHeadroom      = "128Mi"
+
 	// tokenPath is the token's file name in the mounted Secret volume.
 	tokenPath = "token"
 	// postgresDSNPath is the connection string's file name in the mounted
@@ -74,7 +82,9 @@ func BuildDeployment(d *Desired) *appsv1.Deployment {
 		},
 	}
 	// With autoscaling the HPA owns the replica count: writing it here
-	// would undo every scaling decision on the next reconcile.
+	// would undo every scaling decision on the next reconcile. The
+	// reconciler hands the field over before the first apply without it
+	// (apply.HandOver), so the running count is kept, not reset to 1.
 	if s.Autoscaling == nil {
 		dep.Spec.Replicas = ptr(*s.Replicas)
 	}
@@ -176,7 +186,7 @@ func container(m *v1alpha1.MedOpsAPI) corev1.Container {
 			Name: HTTPPortName, ContainerPort: ContainerPort, Protocol: corev1.ProtocolTCP,
 		}},
 		Env:            s.Env,
-		Resources:      *s.Resources.DeepCopy(),
+		Resources:      resources(s),
 		LivenessProbe:  probe("/healthz", livenessPeriodSeconds, livenessFailureThreshold),
 		ReadinessProbe: probe("/readyz", readinessPeriodSeconds, readinessFailureThreshold),
 		// A distroless image has no shell: the kubelet's sleep handler
@@ -230,7 +240,7 @@ func volumes(m *v1alpha1.MedOpsAPI, in Inputs) []corev1.Volume {
 		}})
 	case v1alpha1.TaskStoreEphemeral:
 		v = append(v, corev1.Volume{Name: volData, VolumeSource: corev1.VolumeSource{
-			EmptyDir: &corev1.EmptyDirVolumeSource{SizeLimit: ptr(s.Storage.Size.DeepCopy())},
+			EmptyDir: &corev1.EmptyDirVolumeSource{SizeLimit: ptr(dataEmptyDirSize(s))},
 		}})
 	case v1alpha1.TaskStorePostgres:
 		// Only the one key is projected, so the Secret's other keys (a
@@ -261,6 +271,42 @@ func volumes(m *v1alpha1.MedOpsAPI, in Inputs) []corev1.Volume {
 		}}})
 	}
 	return v
+}
+
+// dataEmptyDirSize is the size limit of the task store's emptyDir when it
+// has no claim: storage.size, or the default storage size without a
+// storage section, so that the store can never fill the node's disk.
+func dataEmptyDirSize(s *v1alpha1.MedOpsAPISpec) apiresource.Quantity {
+	if s.Storage != nil && s.Storage.Size != nil {
+		return s.Storage.Size.DeepCopy()
+	}
+	return apiresource.MustParse(v1alpha1.DefaultStorageSize)
+}
+
+// resources are the user's container resources with ephemeral storage
+// filled in where the user named none: a request for /tmp and logs, and a
+// limit that holds /tmp, the task store's emptyDir (none with a claim) and
+// logHeadroom, so that only a runaway writer is evicted.
+func resources(s *v1alpha1.MedOpsAPISpec) corev1.ResourceRequirements {
+	r := *s.Resources.DeepCopy()
+	if _, set := r.Requests[corev1.ResourceEphemeralStorage]; !set {
+		if r.Requests == nil {
+			r.Requests = corev1.ResourceList{}
+		}
+		r.Requests[corev1.ResourceEphemeralStorage] = apiresource.MustParse(ephemeralRequest)
+	}
+	if _, set := r.Limits[corev1.ResourceEphemeralStorage]; !set {
+		limit := apiresource.MustParse(tmpSizeLimit)
+		limit.Add(apiresource.MustParse(logHeadroom))
+		if s.TaskStore() == v1alpha1.TaskStoreEphemeral {
+			limit.Add(dataEmptyDirSize(s))
+		}
+		if r.Limits == nil {
+			r.Limits = corev1.ResourceList{}
+		}
+		r.Limits[corev1.ResourceEphemeralStorage] = limit
+	}
+	return r
 }
 
 // affinity merges the architectures into the user's affinity. Node selector

@@ -49,7 +49,6 @@ const (
 // Inputs carries what builders need beyond the MedOpsAPI.
 type Inputs struct {
 	TokenSecretName string // the Secret holding the bearer token ("" when auth.disabled)
-	SecretHash      string // hash of the token Secret's data, folded into the pod-template hash so a new token rolls pods
 }
 
 // Desired is what every builder reads, computed once per reconcile by
@@ -65,9 +64,9 @@ type Desired struct {
 	Config     *v1alpha1.WorkloadConfig
 	ConfigData []byte
 	// ConfigHash goes on the pod template (AnnotationConfigHash) and in
-	// status.configHash: it covers the config file and the token Secret's
-	// data, the two things a pod reads at start that a Deployment does not
-	// see change.
+	// status.configHash: it covers the config file, which a pod reads at
+	// start and a Deployment does not see change. The token is not in it:
+	// medops-api follows its mounted file, so a rotation needs no rollout.
 	ConfigHash string
 }
 
@@ -85,15 +84,12 @@ func Prepare(m *v1alpha1.MedOpsAPI, in Inputs) (*Desired, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Desired{MedOpsAPI: api, Inputs: in, Config: w, ConfigData: data, ConfigHash: hashConfig(data, in.SecretHash)}, nil
+	return &Desired{MedOpsAPI: api, Inputs: in, Config: w, ConfigData: data, ConfigHash: hashConfig(data)}, nil
 }
 
-func hashConfig(config []byte, secretHash string) string {
-	h := sha256.New()
-	h.Write(config)
-	h.Write([]byte{0})
-	h.Write([]byte(secretHash))
-	return hex.EncodeToString(h.Sum(nil))[:configHashLen]
+func hashConfig(config []byte) string {
+	sum := sha256.Sum256(config)
+	return hex.EncodeToString(sum[:])[:configHashLen]
 }
 
 // Names of the children, all derived from the MedOpsAPI's name.

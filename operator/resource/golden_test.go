@@ -80,6 +80,24 @@ ingress:
   annotations: {traefik.ingress.kubernetes.io/router.entrypoints: web, nginx.ingress.kubernetes.io/limit-rps: "999"}
   limitRPS: 5
 networkPolicy: {enabled: true, ingressControllerNamespace: kube-system}`},
+		// A migration from an Ingress to Gateway API: both on, the route on
+		// two listeners of a shared Gateway, scraped by a Prometheus of
+		// kube-prometheus-stack through the NetworkPolicy.
+		{name: "route-and-monitoring", spec: `
+ingress: {enabled: true, className: traefik, host: old.lab.local}
+route:
+  enabled: true
+  parentRefs:
+  - {name: shared, namespace: gateways, sectionName: https}
+  - {name: internal}
+  hostnames: [api.lab.local, "*.medops.lab.local"]
+  path: /medops
+  timeouts: {request: 1m30s, backendRequest: 30s}
+service: {port: 8080}
+monitoring:
+  serviceMonitor: {enabled: true, labels: {release: kube-prometheus-stack, app.kubernetes.io/instance: hijack}, interval: 15s}
+  prometheusNamespace: monitoring
+networkPolicy: {enabled: true, ingressControllerNamespace: kube-system}`},
 	}
 }
 
@@ -116,7 +134,7 @@ func inputsFor(m *v1alpha1.MedOpsAPI) resource.Inputs {
 	if ref := m.Spec.Auth.TokenSecretRef; ref != nil {
 		name = ref.Name
 	}
-	return resource.Inputs{TokenSecretName: name, SecretHash: "5ecre7ha5h"}
+	return resource.Inputs{TokenSecretName: name}
 }
 
 // prepare is resource.Prepare for a spec that must be valid.

@@ -1,6 +1,7 @@
 package resource
 
 import (
+	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
@@ -9,6 +10,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/medops/medops/api/v1alpha1"
 )
@@ -55,12 +57,14 @@ type Kind struct {
 // +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=networking.k8s.io,resources=ingresses,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=networking.k8s.io,resources=networkpolicies,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=gateway.networking.k8s.io,resources=httproutes,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=monitoring.coreos.com,resources=servicemonitors,verbs=get;list;watch;create;update;patch;delete
 
 // Kinds is the table of child kinds, in apply order: the ServiceAccount,
 // the ConfigMap and the PVC exist before the Deployment whose pods use
-// them, the Service before the Ingress that routes to it, and the HPA comes
-// after the Deployment it scales. Deletion of unwanted children follows the
-// same order.
+// them, the Service before the Ingress, HTTPRoute and ServiceMonitor that
+// point at it, and the HPA comes after the Deployment it scales. Deletion of
+// unwanted children follows the same order.
 //
 // The token Secret is not a child kind of this table: the reconciler
 // creates it once and never rewrites it (see operator/token.go).
@@ -84,6 +88,9 @@ func Kinds() []Kind {
 			func(s *v1alpha1.MedOpsAPISpec) bool { return s.PodDisruptionBudget != nil }, BuildPDB),
 		kind(networkingv1.SchemeGroupVersion.WithKind("Ingress"), sameName, (*v1alpha1.MedOpsAPISpec).IngressEnabled, BuildIngress),
 		kind(networkingv1.SchemeGroupVersion.WithKind("NetworkPolicy"), sameName, (*v1alpha1.MedOpsAPISpec).NetworkPolicyEnabled, BuildNetworkPolicy),
+		kind(gatewayv1.SchemeGroupVersion.WithKind("HTTPRoute"), sameName, (*v1alpha1.MedOpsAPISpec).RouteEnabled, BuildHTTPRoute).FromCRD(gatewayv1.Install),
+		kind(monitoringv1.SchemeGroupVersion.WithKind("ServiceMonitor"), sameName,
+			(*v1alpha1.MedOpsAPISpec).ServiceMonitorEnabled, BuildServiceMonitor).FromCRD(monitoringv1.AddToScheme),
 	}
 }
 

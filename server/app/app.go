@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -185,15 +186,38 @@ func (a *App) newTasksRouter(read func(http.Handler) http.Handler, invalidate fu
 	return tasks.NewRouter(tasks.Options{
 		Store:          a.store,
 		Logger:         a.log,
-		BasePath:       TasksPrefix,
+		BasePath:       a.cfg.Server.BasePath + TasksPrefix,
 		OnWrite:        func() { invalidate(TasksPrefix) },
 		ReadMiddleware: read,
 		RequireIfMatch: a.cfg.Modules.Tasks.RequireIfMatch,
 	})
 }
 
-// Handler is the root HTTP handler.
-func (a *App) Handler() http.Handler { return a.handler }
+// Handler is the root HTTP handler. Under a server.basePath it serves the
+// API only below that prefix (stripped before routing, so modules, cache
+// rules and the OpenAPI paths stay as without one) and the probes and
+// metrics at the root.
+func (a *App) Handler() http.Handler {
+	base := a.cfg.Server.BasePath
+	if base == "" {
+		return a.handler
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch rest, under := strings.CutPrefix(r.URL.Path, base); {
+		case under && (rest == "" || strings.HasPrefix(rest, "/")):
+			r2 := r.Clone(r.Context())
+			r2.URL.Path = "/" + strings.TrimPrefix(rest, "/")
+			if raw, ok := strings.CutPrefix(r.URL.RawPath, base); ok {
+				r2.URL.RawPath = "/" + strings.TrimPrefix(raw, "/") // keeps escapes such as %2F
+			}
+			a.handler.ServeHTTP(w, r2)
+		case r.URL.Path == "/healthz" || r.URL.Path == "/readyz" || r.URL.Path == "/metrics":
+			a.handler.ServeHTTP(w, r)
+		default:
+			httpx.WriteError(w, http.StatusNotFound, "not_found", "no route for "+r.URL.Path+": the API is served under "+base, "")
+		}
+	})
+}
 
 // Router exposes the chi tree, for route walks.
 func (a *App) Router() chi.Routes { return a.root }

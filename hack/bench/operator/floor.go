@@ -141,7 +141,7 @@ func floorWorkFor(m *v1alpha1.MedOpsAPI, scheme *runtime.Scheme) (floorWork, err
 		return floorWork{}, err
 	}
 	w := floorWork{api: m, token: resource.BuildTokenSecret(m, []byte(hex.EncodeToString(buf)))}
-	d, err := resource.Prepare(m, resource.Inputs{TokenSecretName: w.token.Name, SecretHash: hex.EncodeToString(buf[:8])})
+	d, err := resource.Prepare(m, resource.Inputs{TokenSecretName: w.token.Name})
 	if err != nil {
 		return floorWork{}, fmt.Errorf("rendering %s/%s: %w", m.Namespace, m.Name, err)
 	}

@@ -211,8 +211,10 @@ metadata:
     type: kwok
 spec: {}
 status:
-  allocatable: {cpu: "4", memory: 8Gi, pods: "110"}
-  capacity: {cpu: "4", memory: 8Gi, pods: "110"}
+  # A 32 GB SD card: the workloads request ephemeral storage, which a node
+  # without it in its capacity can never fit.
+  allocatable: {cpu: "4", memory: 8Gi, ephemeral-storage: 28Gi, pods: "110"}
+  capacity: {cpu: "4", memory: 8Gi, ephemeral-storage: 29Gi, pods: "110"}
   addresses:
   - {type: InternalIP, address: %s}
   - {type: Hostname, address: pi-zone-a-%d}

@@ -12,7 +12,15 @@ import (
 // lifecycleChecks: what users and other controllers do to a MedOpsAPI and
 // its children once it runs.
 func (s *suite) lifecycleChecks(t *testing.T) {
-	s.check(t, "kubectl scale medopsapi medops --replicas=3: 3 Ready pods, status.readyReplicas=3", func(t *testing.T) {
+	s.check(t, "kubectl scale medopsapi medops --replicas=3 is refused: its tasks are on one claim, the message names storage.postgres", func(t *testing.T) {
+		_, err := s.k("-n", ns, "scale", "medopsapi", "medops", "--replicas=3")
+		if err == nil || !strings.Contains(err.Error(), "storage.postgres") {
+			t.Errorf("kubectl scale: %v", err)
+		}
+		eq(t, "deployment replicas", 1, s.jp(t, ns, "deploy/medops", "{.spec.replicas}"))
+	})
+	s.check(t, "with storage.ephemeral: true (per-replica tasks), kubectl scale medopsapi medops --replicas=3: 3 Ready pods, status.readyReplicas=3", func(t *testing.T) {
+		s.kt(t, "-n", ns, "patch", "medopsapi", "medops", "--type=merge", "-p", `{"spec":{"storage":{"ephemeral":true}}}`)
 		s.kt(t, "-n", ns, "scale", "medopsapi", "medops", "--replicas=3")
 		s.kt(t, "-n", ns, "wait", "--for=jsonpath={.status.readyReplicas}=3", "medopsapi/medops", "--timeout="+timeoutFlag.String())
 		eq(t, "ready pods", 3, s.readyPods(t, "medops"))

@@ -4,13 +4,11 @@ package journey
 
 import (
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	networkingv1 "k8s.io/api/networking/v1"
 
@@ -29,12 +27,13 @@ const (
 )
 
 // renderNginx writes nginx.conf for an Ingress into dir and runs nginx -t.
-func (s *suite) renderNginx(t *testing.T, ingress, dir, listen, backend string) string {
+// With endpoints, nginx balances across them instead of proxying to backend.
+func (s *suite) renderNginx(t *testing.T, ingress, dir, listen, backend string, endpoints ...string) string {
 	t.Helper()
 	var ing networkingv1.Ingress
 	s.getJSON(t, ns, "ingress/"+ingress, &ing)
 	conf, warnings, err := nginxconf.Render(&ing, nginxconf.Options{
-		Listen: listen, Backend: backend, Prefix: dir, RunAsRoot: os.Geteuid() == 0, JSONErrors: true,
+		Listen: listen, Backend: backend, Endpoints: endpoints, Prefix: dir, RunAsRoot: os.Geteuid() == 0, JSONErrors: true,
 	})
 	if err != nil {
 		t.Fatalf("ingress %s: %v", ingress, err)
@@ -117,19 +116,7 @@ spec:
 				t.Errorf("nginx.conf lacks %q", want)
 			}
 		}
-		if err := s.c.StartProcess("nginx", nil, s.tools.nginx, "-p", dir, "-c", filepath.Join(dir, "nginx.conf"), "-g", "daemon off;"); err != nil {
-			t.Fatal(err)
-		}
-		s.waitFor(t, "nginx to listen", 30*time.Second, func() error {
-			if !s.c.Alive("nginx") {
-				return fmt.Errorf("nginx exited (see %s)", s.c.LogFile("nginx"))
-			}
-			conn, err := net.DialTimeout("tcp", listen, time.Second)
-			if err == nil {
-				conn.Close()
-			}
-			return err
-		})
+		s.startNginx(t, "nginx", dir, listen)
 	})
 	hc := client(nginxHost, listen)
 	base := "http://" + nginxHost

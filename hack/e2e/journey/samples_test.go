@@ -13,6 +13,8 @@ import (
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/medops/medops/internal/pgtest"
 )
 
 // ns is where the samples go: it enforces the restricted Pod Security Standard.
@@ -42,6 +44,16 @@ func (s *suite) sampleChecks(t *testing.T) {
 					key = "token"
 				}
 				s.kt(t, "-n", ns, "create", "secret", "generic", secret, "--from-literal="+key+"=e2e-"+randHex(t, 24))
+			}
+			// A sample on PostgreSQL names the Secret CloudNativePG would
+			// make; the e2e makes it, with the URI of its own PostgreSQL.
+			pgSecret := s.kt(t, "-n", ns, "create", "--dry-run=client", "-f", f, "-o", "jsonpath={.spec.storage.postgres.secretRef.name}")
+			pgKey := s.kt(t, "-n", ns, "create", "--dry-run=client", "-f", f, "-o", "jsonpath={.spec.storage.postgres.secretRef.key}")
+			if pgSecret != "" {
+				if pgKey == "" {
+					pgKey = "uri"
+				}
+				s.kt(t, "-n", ns, "create", "secret", "generic", pgSecret, "--from-literal="+pgKey+"="+s.pg.DSN(pgtest.Database))
 			}
 			out := s.kt(t, "-n", ns, "apply", "-f", f, "-o", "name")
 			names = append(names, strings.TrimPrefix(strings.TrimSpace(out), "medopsapi.medops.io/"))

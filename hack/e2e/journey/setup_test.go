@@ -17,6 +17,7 @@ import (
 	"github.com/medops/medops/hack/e2e/cluster"
 	"github.com/medops/medops/hack/e2e/upstream"
 	"github.com/medops/medops/internal/ociimage"
+	"github.com/medops/medops/internal/pgtest"
 )
 
 // operatorImage is the reference the chart deploys by default: its
@@ -200,4 +201,35 @@ spec:
 		}
 		return httpGetOK(fmt.Sprintf("http://127.0.0.1:%d/ping", ports[1]))
 	})
+}
+
+// startPostgres runs a real PostgreSQL 15 (internal/pgtest: initdb, the
+// postmaster as nobody) on the node's address, where the pods reach it, as
+// a CloudNativePG cluster's Service would be reached. It takes password
+// logins from the pods' range and the node; the HA sample's Secret carries
+// its URI.
+func (s *suite) startPostgres() error {
+	bin, err := pgtest.BinDir()
+	if err != nil {
+		return fmt.Errorf("%w: install PostgreSQL 15 with hack/install-postgres.sh (.ci/run does)", err)
+	}
+	// The pods, and the suite itself (its connections to the node's
+	// address come from that address).
+	pg, err := pgtest.LaunchOn(bin, cluster.NodeIP, cluster.PodCIDR, cluster.NodeIP+"/32")
+	if err != nil {
+		return fmt.Errorf("starting PostgreSQL on %s: %w", cluster.NodeIP, err)
+	}
+	s.pg = pg
+	s.log.Info("PostgreSQL runs", "addr", fmt.Sprintf("%s:%d", cluster.NodeIP, pg.Port))
+	prev := s.stopBackground
+	s.stopBackground = func() {
+		// Before the cluster goes: the node's address is taken off lo then.
+		if err := pg.Close(); err != nil {
+			s.log.Warn("removing PostgreSQL's folder", "err", err)
+		}
+		if prev != nil {
+			prev()
+		}
+	}
+	return nil
 }

@@ -29,6 +29,7 @@ import (
 
 	"github.com/medops/medops/hack/e2e/cluster"
 	"github.com/medops/medops/hack/e2e/upstream"
+	"github.com/medops/medops/internal/pgtest"
 )
 
 var (
@@ -55,6 +56,8 @@ type suite struct {
 	stopBackground func()
 	traefikPort    int
 	upstream       *upstream.Server
+	// pg is the PostgreSQL the HA sample's pods share, on the node's address.
+	pg *pgtest.Server
 }
 
 type tools struct {
@@ -120,6 +123,8 @@ func TestJourney(t *testing.T) {
 		{"samples", s.sampleChecks},
 		{"real pods", s.realPodChecks},
 		{"nginx", s.nginxChecks},
+		{"ingress path", s.ingressPathChecks},
+		{"HA on PostgreSQL", s.haChecks},
 		{"lifecycle", s.lifecycleChecks},
 		{"operator at the end", s.operatorEndChecks},
 	}
@@ -164,6 +169,9 @@ func (s *suite) setup(t *testing.T) {
 		t.Fatal(err)
 	}
 	if err := s.startTraefik(t); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.startPostgres(); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -43,8 +43,12 @@ var nginxSize = regexp.MustCompile(`^[0-9]+[kKmMgG]?$`)
 
 // Options are the loopback-specific parts of the generated config.
 type Options struct {
-	Listen    string // 127.0.0.1:port nginx listens on
-	Backend   string // host:port of the backend: the Service's ClusterIP and port
+	Listen  string // 127.0.0.1:port nginx listens on
+	Backend string // host:port of the backend: the Service's ClusterIP and port
+	// Endpoints, when set, replace Backend by the Service's ready endpoints
+	// (pod IP:port), balanced round robin, which is what ingress-nginx does:
+	// it proxies to the pods, not to the ClusterIP.
+	Endpoints []string
 	Prefix    string // folder for pid, logs and temp files
 	RunAsRoot bool   // nginx started by root: keep workers as root so they can use Prefix
 	// JSONErrors makes nginx answer the errors it produces itself (413 for a
@@ -124,11 +128,22 @@ func Render(ing *networkingv1.Ingress, o Options) (string, []string, error) {
 	w("error_log %s/error.log info;", o.Prefix)
 	w("events { worker_connections 256; }")
 	w("http {")
-	w("  access_log %s/access.log;", o.Prefix)
+	// The upstream address says which pod served each request.
+	w(`  log_format upstream '$remote_addr "$request" $status upstream=$upstream_addr';`)
+	w("  access_log %s/access.log upstream;", o.Prefix)
 	for _, d := range []string{"client_body", "proxy", "fastcgi", "uwsgi", "scgi"} {
 		w("  %s_temp_path %s/%s_temp;", d, o.Prefix, d)
 	}
 	w("  default_type application/octet-stream;")
+	backend := o.Backend
+	if len(o.Endpoints) > 0 {
+		backend = "endpoints"
+		w("  upstream %s {", backend)
+		for _, e := range o.Endpoints {
+			w("    server %s;", e)
+		}
+		w("  }")
+	}
 	if base.limitRPS > 0 {
 		// ingress-nginx: rate per client address, burst of five times the
 		// rate, answered with 503 once exhausted.
@@ -204,7 +219,7 @@ func Render(ing *networkingv1.Ingress, o Options) (string, []string, error) {
 			w("      proxy_set_header X-Forwarded-Proto $scheme;")
 			w("      proxy_set_header X-Real-IP $remote_addr;")
 			w("      proxy_set_header Connection \"\";")
-			w("      proxy_pass http://%s;", o.Backend)
+			w("      proxy_pass http://%s;", backend)
 			w("    }")
 		}
 		w("  }")

@@ -32,6 +32,7 @@ func TestRenderNginxConf(t *testing.T) {
 		ing     *networkingv1.Ingress
 		want    []string
 		wantErr string
+		opts    *Options
 	}{
 		{
 			name: "annotations become directives",
@@ -44,6 +45,13 @@ func TestRenderNginxConf(t *testing.T) {
 				"proxy_pass http://127.0.0.1:5678;", "listen 127.0.0.1:1234 default_server;",
 				"error_page 413 @json413;",
 			},
+		},
+		{
+			name: "endpoints are balanced round robin instead of the backend",
+			ing:  ingress(nil, networkingv1.PathTypePrefix, "/"),
+			opts: &Options{Listen: "127.0.0.1:1234", Backend: "127.0.0.1:5678", Prefix: "/tmp/p",
+				Endpoints: []string{"10.0.0.1:8080", "10.0.0.2:8080"}},
+			want: []string{"upstream endpoints {\n    server 10.0.0.1:8080;\n    server 10.0.0.2:8080;\n  }", "proxy_pass http://endpoints;"},
 		},
 		{
 			name: "exact path and ingress-nginx default body size",
@@ -62,8 +70,11 @@ func TestRenderNginxConf(t *testing.T) {
 		},
 	}
 	for _, tt := range tests {
+		if tt.opts == nil {
+			tt.opts = &opts
+		}
 		t.Run(tt.name, func(t *testing.T) {
-			got, _, err := Render(tt.ing, opts)
+			got, _, err := Render(tt.ing, *tt.opts)
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 					t.Fatalf("error = %v, want it to contain %q", err, tt.wantErr)
