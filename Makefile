@@ -154,6 +154,20 @@ bench-api: ## Load medops-api on loopback with wrk next to nginx; prints req/s, 
 	go run ./hack/bench/api $(BENCH_API_FLAGS)
 
 .PHONY: bench-operator
-bench-operator: ## Run the operator against 1,000 MedOpsAPIs on envtest; prints convergence, writes, reconcile p50/p99, RSS.
+bench-operator: ## Run the operator against 1,000 MedOpsAPIs on envtest; prints convergence and its ratio to the apiserver floor, writes, reconcile p50/p99, RSS.
 	export KUBEBUILDER_ASSETS="$$($(TOOLS) envtest)"; \
 	go run ./hack/bench/operator $(BENCH_OPERATOR_FLAGS)
+
+.PHONY: bench-operator-5000
+bench-operator-5000: ## bench-operator with 5,000 MedOpsAPIs (memory per MedOpsAPI at scale).
+	$(MAKE) bench-operator BENCH_OPERATOR_FLAGS="-medopsapis=5000 -timeout=30m $(BENCH_OPERATOR_FLAGS)"
+
+.PHONY: bench-api-smoke
+bench-api-smoke: ## Check that bench-api still runs (one 1s round, few tasks); says nothing about speed.
+	hack/bench/install-tools.sh
+	go run ./hack/bench/api -smoke
+
+.PHONY: bench-operator-smoke
+bench-operator-smoke: ## Check that bench-operator still runs (20 MedOpsAPIs); says nothing about speed.
+	export KUBEBUILDER_ASSETS="$$($(TOOLS) envtest)"; \
+	go run ./hack/bench/operator -smoke

@@ -171,6 +171,9 @@ func LaunchOn(bin, host string, allow ...string) (_ *Server, err error) {
 	return s, nil
 }
 
+// PID is the postmaster's process id (make bench-api pins it to a core).
+func (s *Server) PID() int { return s.cmd.Process.Pid }
+
 // Close stops the server (fast shutdown) and removes its folder.
 func (s *Server) Close() error {
 	s.stop()

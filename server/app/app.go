@@ -53,6 +53,8 @@ type App struct {
 	store     tasks.Store // nil when the task module is off
 	mods      *modules
 	root      *chi.Mux
+	handler   http.Handler // observe around root
+	routeCtxs sync.Pool    // *chi.Context, see observe
 	metrics   *httpMetrics
 	ids       *requestIDs
 	recorders sync.Pool
@@ -70,6 +72,7 @@ func New(opts Options) (_ *App, err error) {
 	}
 	a := &App{cfg: opts.Config, log: opts.Logger, reg: opts.Registry}
 	a.recorders.New = func() any { return new(recorder) }
+	a.routeCtxs.New = func() any { return chi.NewRouteContext() }
 	if a.log == nil {
 		a.log = slog.New(slog.DiscardHandler)
 	}
@@ -145,7 +148,11 @@ func (a *App) buildRouter(token *tokenFile) error {
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
 		httpx.WriteError(w, http.StatusNotFound, "not_found", "no route for "+r.URL.Path, "")
 	})
-	r.Use(a.observe, limitHeader, limitBody(a.cfg.Server.MaxBodySize.Value()))
+	// observe wraps the router instead of being its first middleware: it
+	// hands chi a routing context together with its own values, so the
+	// request is copied once per request instead of twice.
+	a.handler = a.observe(r)
+	r.Use(limitHeader, limitBody(a.cfg.Server.MaxBodySize.Value()))
 	if token != nil {
 		r.Use(requireToken(token, a.anonymousRead))
 	}
@@ -154,12 +161,8 @@ func (a *App) buildRouter(token *tokenFile) error {
 	r.Method(http.MethodGet, "/metrics", promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{
 		ErrorLog: slog.NewLogLogger(a.log.Handler(), slog.LevelError),
 	}))
-	var mountErr error
-	r.Route(APIPrefix, func(api chi.Router) {
-		mountErr = a.mountModules(api)
-	})
-	if mountErr != nil {
-		return mountErr
+	if err := a.mountModules(r); err != nil {
+		return err
 	}
 	doc, err := a.openAPIDocument()
 	if err != nil {
@@ -197,7 +200,7 @@ func (a *App) newTasksRouter(read func(http.Handler) http.Handler, invalidate fu
 func (a *App) Handler() http.Handler {
 	base := a.cfg.Server.BasePath
 	if base == "" {
-		return a.root
+		return a.handler
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch rest, under := strings.CutPrefix(r.URL.Path, base); {
@@ -207,9 +210,9 @@ func (a *App) Handler() http.Handler {
 			if raw, ok := strings.CutPrefix(r.URL.RawPath, base); ok {
 				r2.URL.RawPath = "/" + strings.TrimPrefix(raw, "/") // keeps escapes such as %2F
 			}
-			a.root.ServeHTTP(w, r2)
+			a.handler.ServeHTTP(w, r2)
 		case r.URL.Path == "/healthz" || r.URL.Path == "/readyz" || r.URL.Path == "/metrics":
-			a.root.ServeHTTP(w, r)
+			a.handler.ServeHTTP(w, r)
 		default:
 			httpx.WriteError(w, http.StatusNotFound, "not_found", "no route for "+r.URL.Path+": the API is served under "+base, "")
 		}

@@ -1,6 +1,7 @@
 package app
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -114,7 +115,7 @@ func saneRequestID(s string) bool {
 	return true
 }
 
-// observe is the outermost middleware: request id, panic recovery, one
+// observe is the outermost handler, around the router: request id, panic recovery, one
 // access log line and the request metrics. Recovery sits inside so that a
 // panic is still logged and counted as the 500 it became.
 func (a *App) observe(next http.Handler) http.Handler {
@@ -139,8 +140,17 @@ func (a *App) observe(next http.Handler) http.Handler {
 		}
 		rec := a.recorders.Get().(*recorder)
 		*rec = recorder{ResponseWriter: w}
+		// The one copy of the request: chi's routing context and the
+		// request's Info go into the context together. chi's router,
+		// finding its context already there, routes on this request
+		// without copying it again (it would otherwise, and this
+		// middleware once did too: 11% of the cached gateway GET's
+		// allocated bytes).
+		rctx := a.routeCtxs.Get().(*chi.Context)
+		rctx.Reset()
+		rctx.Routes = a.root
 		info := &httpx.Info{ID: id}
-		r = r.WithContext(httpx.WithInfo(r.Context(), info))
+		r = r.WithContext(httpx.WithInfo(context.WithValue(r.Context(), chi.RouteCtxKey, rctx), info))
 
 		aborted := a.serveRecovered(next, rec, r)
 		if rec.bare405 {
@@ -183,6 +193,7 @@ func (a *App) observe(next http.Handler) http.Handler {
 		}
 		*rec = recorder{}
 		a.recorders.Put(rec)
+		a.routeCtxs.Put(rctx)
 		if aborted {
 			// Logged and counted; now let net/http cut the connection.
 			panic(http.ErrAbortHandler)

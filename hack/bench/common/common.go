@@ -333,3 +333,53 @@ func ownCPU(pid int) (time.Duration, error) {
 	}
 	return time.Duration(ut+st) * time.Second / clockTicks, nil
 }
+
+// PinTree places a process, every thread of it and every process below it
+// on the given CPUs (a taskset list such as "1"). Processes it forks later
+// inherit the placement.
+func PinTree(pid int, cpus string) error {
+	pids := []int{pid}
+	for i := 0; i < len(pids); i++ {
+		children, err := childrenOf(pids[i])
+		if err != nil {
+			return err
+		}
+		pids = append(pids, children...)
+	}
+	for _, p := range pids {
+		if out, err := exec.Command("taskset", "-a", "-p", "-c", cpus, strconv.Itoa(p)).CombinedOutput(); err != nil {
+			return fmt.Errorf("pinning process %d to CPU %s: %w\n%s", p, cpus, err, out)
+		}
+	}
+	return nil
+}
+
+// childrenOf lists the processes whose parent is pid, from /proc.
+func childrenOf(pid int) ([]int, error) {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil, fmt.Errorf("listing processes: %w", err)
+	}
+	var out []int
+	for _, e := range entries {
+		p, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue // gone meanwhile
+		}
+		// The command name in parentheses may hold spaces: fields count
+		// from the last ')'. The parent is the second field after it.
+		i := bytes.LastIndexByte(b, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(string(b[i+1:]))
+		if len(f) > 1 && f[1] == strconv.Itoa(pid) {
+			out = append(out, p)
+		}
+	}
+	return out, nil
+}

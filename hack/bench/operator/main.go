@@ -38,6 +38,7 @@ import (
 	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/metadata/metadatainformer"
 	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	crlog "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/yaml"
@@ -58,6 +59,8 @@ type options struct {
 	reconcilers int
 	workers     int
 	keep        bool
+	floor       bool
+	smoke       bool
 }
 
 func main() {
@@ -69,10 +72,18 @@ func main() {
 	flag.IntVar(&o.payload, "payload", 2048, "bytes of data in each unrelated ConfigMap and Secret")
 	flag.DurationVar(&o.quiet, "quiet-window", 120*time.Second, "how long to count the operator's writes after convergence")
 	flag.DurationVar(&o.timeout, "timeout", 10*time.Minute, "give up when the operator has not converged within this time")
-	flag.IntVar(&o.reconcilers, "max-concurrent-reconciles", 0, "passed to the operator when > 0 (default: the operator's own default)")
+	flag.IntVar(&o.reconcilers, "max-concurrent-reconciles", 4, "passed to the operator (4 is its default), and the floor client's workers")
+	flag.BoolVar(&o.floor, "floor", true, "after the operator, time a plain client writing the same objects (the apiserver's floor)")
+	flag.BoolVar(&o.smoke, "smoke", false, "check that the driver still works, not how fast anything is: 20 MedOpsAPIs in 2 namespaces, 20 unrelated ConfigMaps and Secrets, a 5s quiet window")
 	flag.IntVar(&o.workers, "create-workers", 16, "concurrent clients creating the objects")
 	flag.BoolVar(&o.keep, "keep", false, "keep the temporary folder (operator log, audit log, kubeconfig)")
 	flag.Parse()
+	if o.smoke {
+		o.medopsAPIs, o.namespaces, o.configMaps, o.secrets, o.quiet, o.timeout = 20, 2, 20, 20, 5*time.Second, 3*time.Minute
+	}
+	if o.reconcilers < 1 {
+		o.reconcilers = 1
+	}
 	if err := run(o); err != nil {
 		slog.Error("bench-operator failed", "error", err)
 		os.Exit(1)
@@ -185,8 +196,45 @@ func run(o options) error {
 		return fmt.Errorf("dynamic client: %w", err)
 	}
 
+	spec, err := sample()
+	if err != nil {
+		return err
+	}
 	setupStart := time.Now()
-	if _, err := populate(ctx, o, kube, dyn); err != nil {
+	if err := populate(ctx, o, kube, dyn, spec, false); err != nil {
+		return err
+	}
+	opCfg, err := clientcmd.RESTConfigFromKubeConfig(kc)
+	if err != nil {
+		return fmt.Errorf("reading the operator's kubeconfig: %w", err)
+	}
+	operatorArgs := func() ([]string, int, error) {
+		metricsPort, err := common.FreePort()
+		if err != nil {
+			return nil, 0, err
+		}
+		probePort, err := common.FreePort()
+		if err != nil {
+			return nil, 0, err
+		}
+		return []string{
+			fmt.Sprintf("--metrics-bind-address=127.0.0.1:%d", metricsPort), "--metrics-secure=false",
+			fmt.Sprintf("--health-probe-bind-address=127.0.0.1:%d", probePort), "--leader-elect=false",
+			fmt.Sprintf("--max-concurrent-reconciles=%d", o.reconcilers),
+		}, metricsPort, nil
+	}
+	// The operator's memory before any MedOpsAPI exists (its caches synced
+	// over the unrelated objects' cluster): what remains of its peak,
+	// divided by the MedOpsAPIs, is the memory one MedOpsAPI costs.
+	baseArgs, _, err := operatorArgs()
+	if err != nil {
+		return err
+	}
+	baseline, err := idleMemory(ctx, opBin, dir, kubeconfig, baseArgs)
+	if err != nil {
+		return err
+	}
+	if err := populate(ctx, o, kube, dyn, spec, true); err != nil {
 		return err
 	}
 	fmt.Fprintf(os.Stderr, "created everything in %s\n", time.Since(setupStart).Round(time.Millisecond))
@@ -232,20 +280,9 @@ func run(o options) error {
 		return err
 	}
 
-	metricsPort, err := common.FreePort()
+	opArgs, metricsPort, err := operatorArgs()
 	if err != nil {
 		return err
-	}
-	probePort, err := common.FreePort()
-	if err != nil {
-		return err
-	}
-	opArgs := []string{
-		fmt.Sprintf("--metrics-bind-address=127.0.0.1:%d", metricsPort), "--metrics-secure=false",
-		fmt.Sprintf("--health-probe-bind-address=127.0.0.1:%d", probePort), "--leader-elect=false",
-	}
-	if o.reconcilers > 0 {
-		opArgs = append(opArgs, fmt.Sprintf("--max-concurrent-reconciles=%d", o.reconcilers))
 	}
 	fmt.Fprintln(os.Stderr, "starting medops-operator", strings.Join(opArgs, " "))
 	opStart := time.Now()
@@ -299,11 +336,19 @@ func run(o options) error {
 	if err != nil {
 		return err
 	}
+	var fl *floorResult
+	if o.floor {
+		r, err := floor(ctx, o, opCfg, kube, dyn, spec, o.reconcilers)
+		if err != nil {
+			return err
+		}
+		fl = &r
+	}
 
 	report(os.Stdout, reportData{
 		o: o, converge: converge, firstAll: tracker.firstComplete.Sub(opStart), children: tracker.childrenAt.Sub(opStart),
 		atConverge: atConverge, atEnd: atEnd, apiBefore: apiBefore, apiAfter: apiAfter,
-		audit: audit, mem: mem, memAtConverge: memAtConverge,
+		audit: audit, mem: mem, memAtConverge: memAtConverge, baseline: baseline, floor: fl,
 	})
 	return nil
 }
@@ -341,62 +386,43 @@ ingress:
 
 var medopsGVR = schema.GroupVersionResource{Group: "medops.io", Version: "v1alpha1", Resource: "medopsapis"}
 
-// populate creates the namespaces, the unrelated objects and the MedOpsAPIs
-// with several clients at once.
-func populate(ctx context.Context, o options, kube kubernetes.Interface, dyn dynamic.Interface) ([]string, error) {
+// sample parses sampleSpec.
+func sample() (map[string]any, error) {
 	var spec map[string]any
 	if err := yaml.Unmarshal([]byte(sampleSpec), &spec); err != nil {
 		return nil, fmt.Errorf("parsing the sample spec: %w", err)
 	}
-	nss := make([]string, o.namespaces)
-	for i := range nss {
-		nss[i] = fmt.Sprintf("bench-%02d", i)
-		ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: nss[i]}}
-		if _, err := kube.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{}); err != nil {
-			return nil, fmt.Errorf("creating namespace %s: %w", nss[i], err)
-		}
+	return spec, nil
+}
+
+// job is one write of the set-up.
+type job func(ctx context.Context) error
+
+// createMedOpsAPI is the job that creates one sample MedOpsAPI.
+func createMedOpsAPI(dyn dynamic.Interface, spec map[string]any, ns, name string) job {
+	return func(ctx context.Context) error {
+		s := deepCopy(spec)
+		s["ingress"].(map[string]any)["host"] = name + "." + ns + ".medops.example.org"
+		u := &unstructured.Unstructured{Object: map[string]any{
+			"apiVersion": "medops.io/v1alpha1", "kind": "MedOpsAPI",
+			"metadata": map[string]any{"name": name, "namespace": ns},
+			"spec":     s,
+		}}
+		_, err := dyn.Resource(medopsGVR).Namespace(ns).Create(ctx, u, metav1.CreateOptions{})
+		return err
 	}
-	payload := strings.Repeat("x", o.payload)
-	type job func(ctx context.Context) error
-	var jobs []job
-	for i := 0; i < o.configMaps; i++ {
-		ns, name := nss[i%len(nss)], fmt.Sprintf("unrelated-%05d", i)
-		jobs = append(jobs, func(ctx context.Context) error {
-			cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"app": "unrelated"}}, Data: map[string]string{"payload": payload}}
-			_, err := kube.CoreV1().ConfigMaps(ns).Create(ctx, cm, metav1.CreateOptions{})
-			return err
-		})
-	}
-	for i := 0; i < o.secrets; i++ {
-		ns, name := nss[i%len(nss)], fmt.Sprintf("unrelated-%05d", i)
-		jobs = append(jobs, func(ctx context.Context) error {
-			s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"app": "unrelated"}}, StringData: map[string]string{"payload": payload}}
-			_, err := kube.CoreV1().Secrets(ns).Create(ctx, s, metav1.CreateOptions{})
-			return err
-		})
-	}
-	for i := 0; i < o.medopsAPIs; i++ {
-		ns, name := nss[i%len(nss)], fmt.Sprintf("api-%04d", i)
-		jobs = append(jobs, func(ctx context.Context) error {
-			s := deepCopy(spec)
-			s["ingress"].(map[string]any)["host"] = name + "." + ns + ".medops.example.org"
-			u := &unstructured.Unstructured{Object: map[string]any{
-				"apiVersion": "medops.io/v1alpha1", "kind": "MedOpsAPI",
-				"metadata": map[string]any{"name": name, "namespace": ns},
-				"spec":     s,
-			}}
-			_, err := dyn.Resource(medopsGVR).Namespace(ns).Create(ctx, u, metav1.CreateOptions{})
-			return err
-		})
-	}
-	fmt.Fprintf(os.Stderr, "creating %d objects ...\n", len(jobs))
+}
+
+// runJobs runs jobs from workers concurrent clients and returns the first
+// error.
+func runJobs(ctx context.Context, workers int, jobs []job) error {
 	ch := make(chan job)
 	var first error
 	var once sync.Once
 	var wg sync.WaitGroup
 	cctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	for w := 0; w < o.workers; w++ {
+	for w := 0; w < workers; w++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -415,10 +441,52 @@ func populate(ctx context.Context, o options, kube kubernetes.Interface, dyn dyn
 	}
 	close(ch)
 	wg.Wait()
-	if first != nil {
-		return nil, fmt.Errorf("creating the benchmark objects: %w", first)
+	return first
+}
+
+// populate creates the namespaces and the unrelated objects, and the
+// MedOpsAPIs unless medopsAPIs is false.
+func populate(ctx context.Context, o options, kube kubernetes.Interface, dyn dynamic.Interface, spec map[string]any, medopsAPIs bool) error {
+	nss := make([]string, o.namespaces)
+	for i := range nss {
+		nss[i] = fmt.Sprintf("bench-%02d", i)
+		if medopsAPIs {
+			continue // made with the unrelated objects
+		}
+		ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: nss[i]}}
+		if _, err := kube.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{}); err != nil {
+			return fmt.Errorf("creating namespace %s: %w", nss[i], err)
+		}
 	}
-	return nss, nil
+	var jobs []job
+	if medopsAPIs {
+		for i := 0; i < o.medopsAPIs; i++ {
+			jobs = append(jobs, createMedOpsAPI(dyn, spec, nss[i%len(nss)], fmt.Sprintf("api-%04d", i)))
+		}
+	} else {
+		payload := strings.Repeat("x", o.payload)
+		for i := 0; i < o.configMaps; i++ {
+			ns, name := nss[i%len(nss)], fmt.Sprintf("unrelated-%05d", i)
+			jobs = append(jobs, func(ctx context.Context) error {
+				cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"app": "unrelated"}}, Data: map[string]string{"payload": payload}}
+				_, err := kube.CoreV1().ConfigMaps(ns).Create(ctx, cm, metav1.CreateOptions{})
+				return err
+			})
+		}
+		for i := 0; i < o.secrets; i++ {
+			ns, name := nss[i%len(nss)], fmt.Sprintf("unrelated-%05d", i)
+			jobs = append(jobs, func(ctx context.Context) error {
+				s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"app": "unrelated"}}, StringData: map[string]string{"payload": payload}}
+				_, err := kube.CoreV1().Secrets(ns).Create(ctx, s, metav1.CreateOptions{})
+				return err
+			})
+		}
+	}
+	fmt.Fprintf(os.Stderr, "creating %d objects ...\n", len(jobs))
+	if err := runJobs(ctx, o.workers, jobs); err != nil {
+		return fmt.Errorf("creating the benchmark objects: %w", err)
+	}
+	return nil
 }
 
 func deepCopy(m map[string]any) map[string]any {
@@ -827,16 +895,38 @@ type reportData struct {
 	apiBefore, apiAfter map[string]float64
 	audit               auditCount
 	mem, memAtConverge  common.Mem
+	baseline            common.Mem   // the operator's memory with no MedOpsAPI
+	floor               *floorResult // nil when skipped
+}
+
+// floorRow compares convergence with the floor: a plain client writing the
+// same objects (see floor).
+func floorRow(d reportData) []string {
+	if d.floor == nil {
+		return []string{"convergence ÷ apiserver floor", "not measured (-floor=false)", "≤ 1.5×", ""}
+	}
+	ratio := d.converge.Seconds() / d.floor.took.Seconds()
+	return []string{
+		fmt.Sprintf("convergence ÷ apiserver floor (a plain client's %d writes took %s, %d workers)", d.floor.writes, d.floor.took.Round(10*time.Millisecond), d.o.reconcilers),
+		fmt.Sprintf("%.2f×", ratio), "≤ 1.5×", metOr(ratio <= 1.5),
+	}
+}
+
+func perObject(d reportData) string {
+	peak := max(d.mem.HWM, d.memAtConverge.HWM)
+	return fmt.Sprintf("%.1f KiB", float64(peak-d.baseline.RSS)/1024/float64(d.o.medopsAPIs))
+}
+
+func metOr(ok bool) string {
+	if ok {
+		return "met"
+	}
+	return "MISSED"
 }
 
 func report(w io.Writer, d reportData) {
 	const family = "controller_runtime_reconcile_time_seconds"
-	met := func(ok bool) string {
-		if ok {
-			return "met"
-		}
-		return "MISSED"
-	}
+	met := metOr
 	apiDelta := map[string]float64{}
 	var apiTotal float64
 	for k, v := range d.apiAfter {
@@ -859,6 +949,7 @@ func report(w io.Writer, d reportData) {
 	}
 	rows := [][]string{
 		{"time until every MedOpsAPI has all its children and a current status", d.converge.Round(10 * time.Millisecond).String(), "< 60 s", met(d.converge < 60*time.Second)},
+		floorRow(d),
 		{"  (all children alone after / first MedOpsAPI converged after)", d.children.Round(10*time.Millisecond).String() + " / " + d.firstAll.Round(10*time.Millisecond).String(), "", ""},
 		{fmt.Sprintf("operator writes in the %s after (audit log)", d.o.quiet), fmt.Sprint(d.audit.total), "0", met(d.audit.total == 0)},
 		{fmt.Sprintf("all writes in the %s after, leases excluded (apiserver_request_total)", d.o.quiet), fmt.Sprintf("%.0f", apiTotal), "0", met(apiTotal == 0)},
@@ -868,6 +959,8 @@ func report(w io.Writer, d reportData) {
 		{"reconciles at the end", reconciles(d.atEnd), "", ""},
 		{"operator peak RSS (VmHWM)", common.MiB(max(d.mem.HWM, d.memAtConverge.HWM)), "< 150 MiB", met(max(d.mem.HWM, d.memAtConverge.HWM) < 150<<20)},
 		{"  (peak RSS when converged / RSS at the end)", common.MiB(d.memAtConverge.HWM) + " / " + common.MiB(d.mem.RSS), "", ""},
+		{"operator RSS with no MedOpsAPI (caches synced)", common.MiB(d.baseline.RSS), "", ""},
+		{"operator memory per MedOpsAPI ((peak − that) ÷ MedOpsAPIs)", perObject(d), "", ""},
 	}
 	common.Table(w, []string{"figure", "value", "target", ""}, rows)
 	if d.audit.total > 0 {
@@ -877,4 +970,36 @@ func report(w io.Writer, d reportData) {
 		fmt.Fprintf(w, "apiserver writes after convergence by verb and resource: %v\n", apiDelta)
 	}
 	fmt.Fprintf(w, "load average at the end: %.2f\n", common.LoadAvg1())
+}
+
+// idleMemory runs the operator until it is ready, lets it settle and returns
+// its memory.
+func idleMemory(ctx context.Context, bin, dir, kubeconfig string, args []string) (common.Mem, error) {
+	var probe string
+	for _, a := range args {
+		if v, ok := strings.CutPrefix(a, "--health-probe-bind-address="); ok {
+			probe = "http://" + v + "/readyz"
+		}
+	}
+	op, err := common.Start("medops-operator (idle)", filepath.Join(dir, "operator-idle.log"), []string{"KUBECONFIG=" + kubeconfig}, bin, args...)
+	if err != nil {
+		return common.Mem{}, err
+	}
+	defer op.Stop(10 * time.Second)
+	deadline := time.Now().Add(time.Minute)
+	for {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, probe, nil)
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				break
+			}
+		}
+		if done, _ := op.Exited(); done || time.Now().After(deadline) {
+			return common.Mem{}, fmt.Errorf("the operator did not become ready on an empty cluster\n%s", op.Tail(20))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	time.Sleep(3 * time.Second) // caches synced and first GCs done
+	return common.ReadMem(op.Cmd.Process.Pid)
 }

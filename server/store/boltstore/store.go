@@ -112,18 +112,25 @@ func (s *Store) Path() string { return s.db.Path() }
 // Create stores a new task (see tasks.Store) and returns it once it is on
 // disk.
 func (s *Store) Create(ctx context.Context, t tasks.Task) (tasks.Task, error) {
+	t, _, err := s.CreateRaw(ctx, t)
+	return t, err
+}
+
+// CreateRaw is Create that also returns the task's JSON as stored (the
+// tasks.RawReader fast path of a create's answer).
+func (s *Store) CreateRaw(ctx context.Context, t tasks.Task) (tasks.Task, []byte, error) {
 	if err := ctx.Err(); err != nil {
-		return tasks.Task{}, err
+		return tasks.Task{}, nil, err
 	}
 	id, err := s.ids.Next()
 	if err != nil {
-		return tasks.Task{}, err
+		return tasks.Task{}, nil, err
 	}
 	now := s.now().UTC()
 	t.ID, t.CreatedAt, t.UpdatedAt, t.Version = id, now, now, 1
-	val, err := json.Marshal(&t)
+	val, err := encodeValue(&t)
 	if err != nil {
-		return tasks.Task{}, fmt.Errorf("encoding task: %w", err)
+		return tasks.Task{}, nil, err
 	}
 	if err := s.batch(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketTasks)
@@ -135,9 +142,9 @@ func (s *Store) Create(ctx context.Context, t tasks.Task) (tasks.Task, error) {
 		b.FillPercent = 0.9
 		return b.Put([]byte(id), val)
 	}); err != nil {
-		return tasks.Task{}, fmt.Errorf("creating task: %w", err)
+		return tasks.Task{}, nil, fmt.Errorf("creating task: %w", err)
 	}
-	return t, nil
+	return t, val[headerLen:], nil
 }
 
 // Get returns one task.
@@ -156,7 +163,7 @@ func (s *Store) Get(ctx context.Context, id string) (tasks.Task, error) {
 		}
 		// Unmarshal copies out of the mmap, so t stays valid after the
 		// transaction ends.
-		return json.Unmarshal(v, &t)
+		return decodeValue(v, &t)
 	})
 	if err != nil && !errors.Is(err, tasks.ErrNotFound) {
 		return tasks.Task{}, fmt.Errorf("reading task %s: %w", id, err)
@@ -199,9 +206,9 @@ func (s *Store) Update(ctx context.Context, id string, ifVersion int64, mutate f
 		next.ID, next.CreatedAt = cur.ID, cur.CreatedAt
 		next.Version = cur.Version + 1
 		next.UpdatedAt = s.now().UTC()
-		val, err := json.Marshal(&next)
+		val, err := encodeValue(&next)
 		if err != nil {
-			return fmt.Errorf("encoding task %s: %w", id, err)
+			return err
 		}
 		out = next
 		return b.Put([]byte(id), val)
@@ -249,7 +256,7 @@ func loadForWrite(b *bolt.Bucket, id string, ifVersion int64) (cur tasks.Task, o
 	if v == nil {
 		return tasks.Task{}, tasks.ErrNotFound, nil
 	}
-	if err := json.Unmarshal(v, &cur); err != nil {
+	if err := decodeValue(v, &cur); err != nil {
 		return tasks.Task{}, nil, fmt.Errorf("decoding task %s: %w", id, err)
 	}
 	if ifVersion != 0 && cur.Version != ifVersion {
@@ -296,7 +303,7 @@ func (s *Store) List(ctx context.Context, o tasks.ListOptions) (tasks.Page, erro
 				return err
 			}
 			var t tasks.Task
-			if err := json.Unmarshal(v, &t); err != nil {
+			if err := decodeValue(v, &t); err != nil {
 				return fmt.Errorf("decoding task %s: %w", k, err)
 			}
 			if !o.Matches(&t) {
@@ -315,4 +322,111 @@ func (s *Store) List(ctx context.Context, o tasks.ListOptions) (tasks.Page, erro
 		return tasks.Page{}, fmt.Errorf("listing tasks: %w", err)
 	}
 	return page, nil
+}
+
+// GetRaw appends the task's JSON (the API representation, as stored) to dst
+// and returns it with the task's version, without decoding it: the
+// tasks.RawReader fast path of a task GET.
+func (s *Store) GetRaw(ctx context.Context, id string, dst []byte) ([]byte, int64, error) {
+	if !tasks.ValidID(id) {
+		return dst, 0, tasks.ErrNotFound
+	}
+	if s.closed.Load() {
+		return dst, 0, tasks.ErrClosed
+	}
+	var version int64
+	err := s.db.View(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bucketTasks).Get([]byte(id))
+		if v == nil {
+			return tasks.ErrNotFound
+		}
+		js, ver, err := splitValue(v)
+		if err != nil {
+			return fmt.Errorf("decoding task %s: %w", id, err)
+		}
+		// Copied out of the mmap before the transaction ends.
+		dst, version = append(dst, js...), ver
+		return nil
+	})
+	if err != nil && !errors.Is(err, tasks.ErrNotFound) {
+		return dst, 0, fmt.Errorf("reading task %s: %w", id, err)
+	}
+	return dst, version, err
+}
+
+// ListRaw appends the page List would return to dst as a JSON array of the
+// stored task JSON, and returns the next cursor. Tasks are decoded only as
+// far as a filter needs; an unfiltered page is copied as it is.
+func (s *Store) ListRaw(ctx context.Context, o tasks.ListOptions, dst []byte) ([]byte, string, error) {
+	limit := o.PageSize()
+	afterID, err := o.After()
+	if err != nil {
+		return dst, "", err
+	}
+	if s.closed.Load() {
+		return dst, "", tasks.ErrClosed
+	}
+	filtered := o.Status != "" || o.Priority != "" || o.Assignee != "" || o.Label != ""
+	start := len(dst)
+	var next string
+	err = s.db.View(func(tx *bolt.Tx) error {
+		dst = append(dst[:start], '[')
+		c := tx.Bucket(bucketTasks).Cursor()
+		var k, v []byte
+		if afterID == "" {
+			k, v = c.First()
+		} else {
+			after := []byte(afterID)
+			k, v = c.Seek(after)
+			if k != nil && bytes.Equal(k, after) {
+				k, v = c.Next()
+			}
+		}
+		n := 0
+		var last []byte
+		for ; k != nil; k, v = c.Next() {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			js, _, err := splitValue(v)
+			if err != nil {
+				return fmt.Errorf("decoding task %s: %w", k, err)
+			}
+			if filtered {
+				// Only the members the filters read are decoded.
+				var f filterFields
+				if err := json.Unmarshal(js, &f); err != nil {
+					return fmt.Errorf("decoding task %s: %w", k, err)
+				}
+				if !o.Matches(&tasks.Task{Status: f.Status, Priority: f.Priority, Assignee: f.Assignee, Labels: f.Labels}) {
+					continue
+				}
+			}
+			if n == limit {
+				// One more match exists, so there is a next page.
+				next = tasks.EncodeCursor(string(last))
+				break
+			}
+			if n > 0 {
+				dst = append(dst, ',')
+			}
+			dst = append(dst, js...)
+			last = k
+			n++
+		}
+		dst = append(dst, ']')
+		return nil
+	})
+	if err != nil {
+		return dst[:start], "", fmt.Errorf("listing tasks: %w", err)
+	}
+	return dst, next, nil
+}
+
+// filterFields are the members ListOptions.Matches reads.
+type filterFields struct {
+	Status   string   `json:"status"`
+	Priority string   `json:"priority"`
+	Assignee string   `json:"assignee"`
+	Labels   []string `json:"labels"`
 }

@@ -3,7 +3,9 @@
 package storetest
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -29,6 +31,7 @@ func Run(t *testing.T, open func(t *testing.T) tasks.Store) {
 		{"PreconditionDecidedInTransaction", testConcurrentPreconditions},
 		{"CancelledContext", testCancelled},
 		{"Closed", testClosed},
+		{"RawReadsAgree", testRaw},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.test(t, open(t)) })
 	}
@@ -356,5 +359,105 @@ func testClosed(t *testing.T, s tasks.Store) {
 	}
 	if err := s.Delete(ctx, tk.ID, 0); !errors.Is(err, tasks.ErrClosed) {
 		t.Errorf("Delete: want ErrClosed, got %v", err)
+	}
+}
+
+// testRaw: a store that offers the tasks.RawReader fast path answers with
+// exactly the JSON encoding/json makes of what Get and List return, the
+// same version, the same pages and cursors, and the same errors.
+func testRaw(t *testing.T, s tasks.Store) {
+	raw, ok := s.(tasks.RawReader)
+	if !ok {
+		t.Skip("the store has no raw reads")
+	}
+	ctx := t.Context()
+	due := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
+	var ids []string
+	for i := range 7 {
+		tk := tasks.Task{Title: fmt.Sprintf("t%d <&> \"quoted\" é", i), Details: "line\nnext", Assignee: []string{"ann", "bob"}[i%2]}
+		if i%3 == 0 {
+			tk.Labels, tk.Due, tk.Status = []string{"icu"}, &due, tasks.StatusDone
+		}
+		got, err := s.Create(ctx, valid(t, tk))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, got.ID)
+	}
+	if _, err := s.Update(ctx, ids[1], 0, func(t *tasks.Task) error { t.Title = "changed"; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	marshal := func(v any) []byte {
+		b, err := json.Marshal(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	// CreateRaw answers with exactly what Get then returns.
+	due2 := due.Add(time.Hour)
+	made, js, err := raw.CreateRaw(ctx, valid(t, tasks.Task{Title: "raw <create>", Labels: []string{"a"}, Due: &due2}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored, err := s.Get(ctx, made.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if made.Version != 1 || !bytes.Equal(js, marshal(&stored)) || !bytes.Equal(js, marshal(&made)) {
+		t.Fatalf("CreateRaw returned %s (%+v), the store holds %s", js, made, marshal(&stored))
+	}
+	ids = append(ids, made.ID)
+	prefix := []byte("kept:")
+	for _, id := range ids {
+		want, err := s.Get(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, version, err := raw.GetRaw(ctx, id, append([]byte(nil), prefix...))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.HasPrefix(b, prefix) || !bytes.Equal(b[len(prefix):], marshal(&want)) || version != want.Version {
+			t.Fatalf("GetRaw(%s) = %s (version %d), want %s%s (version %d)", id, b, version, prefix, marshal(&want), want.Version)
+		}
+	}
+	for _, id := range []string{"01ARZ3NDEKTSV4RRFFQ69G5FAV", "not-an-id"} {
+		if _, _, err := raw.GetRaw(ctx, id, nil); !errors.Is(err, tasks.ErrNotFound) {
+			t.Errorf("GetRaw(%q): want ErrNotFound, got %v", id, err)
+		}
+	}
+	for _, o := range []tasks.ListOptions{
+		{}, {Limit: 3}, {Limit: 7}, {Status: tasks.StatusDone}, {Label: "icu", Limit: 1}, {Assignee: "bob", Limit: 2}, {Label: "none"},
+	} {
+		for page := 0; ; page++ {
+			want, err := s.List(ctx, o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, next, err := raw.ListRaw(ctx, o, append([]byte(nil), prefix...))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.HasPrefix(b, prefix) || !bytes.Equal(b[len(prefix):], marshal(want.Items)) || next != want.Next {
+				t.Fatalf("ListRaw(%+v) page %d = %s next %q, want %s next %q", o, page, b, next, marshal(want.Items), want.Next)
+			}
+			if next == "" {
+				break
+			}
+			o.Cursor = next
+		}
+	}
+	if _, _, err := raw.ListRaw(ctx, tasks.ListOptions{Cursor: "!!"}, nil); !errors.Is(err, tasks.ErrBadCursor) {
+		t.Fatalf("ListRaw with a bad cursor: want ErrBadCursor, got %v", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := raw.GetRaw(ctx, ids[0], nil); !errors.Is(err, tasks.ErrClosed) {
+		t.Errorf("GetRaw after Close: want ErrClosed, got %v", err)
+	}
+	if _, _, err := raw.ListRaw(ctx, tasks.ListOptions{}, nil); !errors.Is(err, tasks.ErrClosed) {
+		t.Errorf("ListRaw after Close: want ErrClosed, got %v", err)
 	}
 }
