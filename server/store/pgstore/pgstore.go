@@ -330,29 +330,63 @@ func labelsColumn(l []string) []string {
 const insertSQL = `INSERT INTO medops_tasks (id, version, status, priority, assignee, labels, body)
 VALUES ($1, $2, $3, $4, $5, $6, $7)`
 
+// The handlers serve task reads from the stored JSON when a store offers it.
+var _ tasks.RawReader = (*Store)(nil)
+
 // Create stores a new task and returns it once the commit is durable.
 func (s *Store) Create(ctx context.Context, t tasks.Task) (tasks.Task, error) {
+	t, _, err := s.CreateRaw(ctx, t)
+	return t, err
+}
+
+// CreateRaw is Create that also returns the task's JSON as stored (the
+// tasks.RawReader fast path of a create's answer).
+func (s *Store) CreateRaw(ctx context.Context, t tasks.Task) (tasks.Task, []byte, error) {
 	if err := ctx.Err(); err != nil {
-		return tasks.Task{}, err
+		return tasks.Task{}, nil, err
 	}
 	id, err := s.ids.Next()
 	if err != nil {
-		return tasks.Task{}, err
+		return tasks.Task{}, nil, err
 	}
 	now := s.now().UTC()
 	t.ID, t.CreatedAt, t.UpdatedAt, t.Version = id, now, now, 1
 	body, err := json.Marshal(&t)
 	if err != nil {
-		return tasks.Task{}, fmt.Errorf("encoding task: %w", err)
+		return tasks.Task{}, nil, fmt.Errorf("encoding task: %w", err)
 	}
 	err = s.run(ctx, "creating task", func(ctx context.Context) error {
 		_, err := s.pool.Exec(ctx, insertSQL, t.ID, t.Version, t.Status, t.Priority, t.Assignee, labelsColumn(t.Labels), body)
 		return err
 	})
 	if err != nil {
-		return tasks.Task{}, err
+		return tasks.Task{}, nil, err
 	}
-	return t, nil
+	return t, body, nil
+}
+
+// GetRaw appends the task's JSON as stored to dst (tasks.RawReader). The
+// body column is of type json, which keeps the text it was given byte for
+// byte, so it is what Get's task encodes to.
+func (s *Store) GetRaw(ctx context.Context, id string, dst []byte) ([]byte, int64, error) {
+	if !tasks.ValidID(id) {
+		return dst, 0, tasks.ErrNotFound
+	}
+	var (
+		body    []byte
+		version int64
+	)
+	err := s.run(ctx, "reading task "+id, func(ctx context.Context) error {
+		err := s.pool.QueryRow(ctx, `SELECT body, version FROM medops_tasks WHERE id = $1`, id).Scan(&body, &version)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return tasks.ErrNotFound
+		}
+		return err
+	})
+	if err != nil {
+		return dst, 0, err
+	}
+	return append(dst, body...), version, nil
 }
 
 // Get returns one task.
@@ -467,10 +501,43 @@ func (s *Store) Delete(ctx context.Context, id string, ifVersion int64) error {
 // List returns tasks in id (creation) order, filtered and paged like the
 // bbolt store's List.
 func (s *Store) List(ctx context.Context, o tasks.ListOptions) (tasks.Page, error) {
+	ids, bodies, next, err := s.listRows(ctx, o)
+	if err != nil {
+		return tasks.Page{}, err
+	}
+	page := tasks.Page{Items: make([]tasks.Task, len(bodies)), Next: next}
+	for i, b := range bodies {
+		if err := json.Unmarshal(b, &page.Items[i]); err != nil {
+			return tasks.Page{}, fmt.Errorf("decoding listed task %s: %w", ids[i], err)
+		}
+	}
+	return page, nil
+}
+
+// ListRaw appends the page List returns as a JSON array of the tasks as
+// stored (tasks.RawReader).
+func (s *Store) ListRaw(ctx context.Context, o tasks.ListOptions, dst []byte) ([]byte, string, error) {
+	_, bodies, next, err := s.listRows(ctx, o)
+	if err != nil {
+		return dst, "", err
+	}
+	dst = append(dst, '[')
+	for i, b := range bodies {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = append(dst, b...)
+	}
+	return append(dst, ']'), next, nil
+}
+
+// listRows runs the list query for o: the page's ids and stored bodies in
+// id order, and the cursor of the next page ("" on the last).
+func (s *Store) listRows(ctx context.Context, o tasks.ListOptions) (ids []string, bodies [][]byte, next string, err error) {
 	limit := o.PageSize()
 	after, err := o.After()
 	if err != nil {
-		return tasks.Page{}, err
+		return nil, nil, "", err
 	}
 	var (
 		where []string
@@ -495,7 +562,7 @@ func (s *Store) List(ctx context.Context, o tasks.ListOptions) (tasks.Page, erro
 	if o.Label != "" {
 		cond("labels @> ARRAY[$%d::text]", o.Label)
 	}
-	q := "SELECT body FROM medops_tasks"
+	q := "SELECT id, body FROM medops_tasks"
 	if len(where) > 0 {
 		q += " WHERE " + strings.Join(where, " AND ")
 	}
@@ -505,35 +572,31 @@ func (s *Store) List(ctx context.Context, o tasks.ListOptions) (tasks.Page, erro
 
 	// Only database work runs inside run: anything failing there is the
 	// database's doing, which run classifies.
-	var bodies [][]byte
 	err = s.run(ctx, "listing tasks", func(ctx context.Context) error {
-		bodies = bodies[:0]
+		ids, bodies = ids[:0], bodies[:0]
 		rows, err := s.pool.Query(ctx, q, args...)
 		if err != nil {
 			return err
 		}
 		defer rows.Close()
 		for rows.Next() {
-			var body []byte
-			if err := rows.Scan(&body); err != nil {
+			var (
+				id   string
+				body []byte
+			)
+			if err := rows.Scan(&id, &body); err != nil {
 				return err
 			}
-			bodies = append(bodies, body)
+			ids, bodies = append(ids, id), append(bodies, body)
 		}
 		return rows.Err()
 	})
 	if err != nil {
-		return tasks.Page{}, err
+		return nil, nil, "", err
 	}
-	page := tasks.Page{Items: make([]tasks.Task, len(bodies))}
-	for i, b := range bodies {
-		if err := json.Unmarshal(b, &page.Items[i]); err != nil {
-			return tasks.Page{}, fmt.Errorf("decoding a listed task: %w", err)
-		}
+	if len(bodies) > limit {
+		ids, bodies = ids[:limit], bodies[:limit]
+		next = tasks.EncodeCursor(ids[limit-1])
 	}
-	if len(page.Items) > limit {
-		page.Items = page.Items[:limit]
-		page.Next = tasks.EncodeCursor(page.Items[limit-1].ID)
-	}
-	return page, nil
+	return ids, bodies, next, nil
 }
