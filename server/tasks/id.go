@@ -1,6 +1,7 @@
 package tasks
 
 import (
+	"context"
 	"crypto/rand"
 	"fmt"
 	"strconv"
@@ -113,4 +114,20 @@ func ValidID(s string) bool {
 		}
 	}
 	return true
+}
+
+// Stamp makes t a new task for a store's Create: the next id, createdAt =
+// updatedAt = now in UTC, version 1. Every backend creates through it, so
+// a new task looks the same whichever store keeps it.
+func (g *IDGen) Stamp(ctx context.Context, t *Task, now time.Time) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	id, err := g.Next()
+	if err != nil {
+		return err
+	}
+	now = now.UTC()
+	t.ID, t.CreatedAt, t.UpdatedAt, t.Version = id, now, now, 1
+	return nil
 }

@@ -342,15 +342,9 @@ func (s *Store) Create(ctx context.Context, t tasks.Task) (tasks.Task, error) {
 // CreateRaw is Create that also returns the task's JSON as stored (the
 // tasks.RawReader fast path of a create's answer).
 func (s *Store) CreateRaw(ctx context.Context, t tasks.Task) (tasks.Task, []byte, error) {
-	if err := ctx.Err(); err != nil {
+	if err := s.ids.Stamp(ctx, &t, s.now()); err != nil {
 		return tasks.Task{}, nil, err
 	}
-	id, err := s.ids.Next()
-	if err != nil {
-		return tasks.Task{}, nil, err
-	}
-	now := s.now().UTC()
-	t.ID, t.CreatedAt, t.UpdatedAt, t.Version = id, now, now, 1
 	body, err := json.Marshal(&t)
 	if err != nil {
 		return tasks.Task{}, nil, fmt.Errorf("encoding task: %w", err)
