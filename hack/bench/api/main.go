@@ -126,6 +126,7 @@ type scenario struct {
 	scriptPath string       // the script file written for this run
 	pid        int          // the server under test, for its CPU time
 	api        *common.Proc // the medops-api under test, for its memory
+	pprof      string       // its pprof URL when profiling
 	wrkCPU     string       // taskset CPU list for wrk; "" unpinned
 	threads    int          // wrk threads
 }
@@ -288,15 +289,21 @@ func runLayout(_ context.Context, o options, b built, l layout, fill int) error 
 		return fmt.Errorf("creating %s: %w", dir, err)
 	}
 	fmt.Printf("== layout %s\nload average at the start: %.2f\n", l.describe(), common.LoadAvg1())
-	var pprofURL string
-	var extraArgs []string
-	if o.profile != "" {
+	// withPprof gives a medops-api its own pprof port when profiling: the
+	// flag for it and the URL to take profiles from.
+	withPprof := func() (url string, args []string, err error) {
+		if o.profile == "" {
+			return "", nil, nil
+		}
 		port, err := common.FreePort()
 		if err != nil {
-			return err
+			return "", nil, err
 		}
-		pprofURL = fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/", port)
-		extraArgs = []string{fmt.Sprintf("--pprof=127.0.0.1:%d", port)}
+		return fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/", port), []string{fmt.Sprintf("--pprof=127.0.0.1:%d", port)}, nil
+	}
+	pprofURL, extraArgs, err := withPprof()
+	if err != nil {
+		return err
 	}
 	// The upstream is also the bare net/http baseline.
 	upstream, upAddr, err := startUpstream(l, b.upBin, b.bodyFile, dir)
@@ -346,7 +353,7 @@ func runLayout(_ context.Context, o options, b built, l layout, fill int) error 
 	// The same medops-api on the PostgreSQL store: one replica, its
 	// database on this machine, commits fsynced like bbolt's.
 	var apiPG *common.Proc
-	var pgURL, pgIDsFile string
+	var pgURL, pgIDsFile, pgPprofURL string
 	var pgSeedTook time.Duration
 	if o.postgres {
 		pgBin, err := pgtest.BinDir()
@@ -374,7 +381,11 @@ func runLayout(_ context.Context, o options, b built, l layout, fill int) error 
 		if err != nil {
 			return err
 		}
-		if apiPG, err = startAPI(l, b.apiBin, dir, "medops-api-pg", port, upAddr, o.logLevel, dsnFile, apiEnv, nil); err != nil {
+		var pgArgs []string
+		if pgPprofURL, pgArgs, err = withPprof(); err != nil {
+			return err
+		}
+		if apiPG, err = startAPI(l, b.apiBin, dir, "medops-api-pg", port, upAddr, o.logLevel, dsnFile, apiEnv, pgArgs); err != nil {
 			return err
 		}
 		defer apiPG.Stop(30 * time.Second)
@@ -403,9 +414,9 @@ func runLayout(_ context.Context, o options, b built, l layout, fill int) error 
 	}
 	if apiPG != nil {
 		scenarios = append(scenarios,
-			scenario{name: "task-pg", what: fmt.Sprintf("medops-api on postgres: task GET by id (%d tasks)", o.tasks), url: pgURL, script: getIDsLua, args: []string{pgIDsFile}, target: "≥0.25× nginx", api: apiPG},
-			scenario{name: "list-pg", what: "medops-api on postgres: task list, limit 50", url: pgURL + "/api/v1/tasks?limit=50", api: apiPG},
-			scenario{name: "create-pg", what: "medops-api on postgres: task create (durable)", url: pgURL + "/api/v1/tasks", script: createLua, target: "≥3,000/s", api: apiPG},
+			scenario{name: "task-pg", what: fmt.Sprintf("medops-api on postgres: task GET by id (%d tasks)", o.tasks), url: pgURL, script: getIDsLua, args: []string{pgIDsFile}, target: "≥0.25× nginx", api: apiPG, pprof: pgPprofURL},
+			scenario{name: "list-pg", what: "medops-api on postgres: task list, limit 50", url: pgURL + "/api/v1/tasks?limit=50", api: apiPG, pprof: pgPprofURL},
+			scenario{name: "create-pg", what: "medops-api on postgres: task create (durable)", url: pgURL + "/api/v1/tasks", script: createLua, target: "≥3,000/s", api: apiPG, pprof: pgPprofURL},
 		)
 	}
 	selected := map[string]bool{}
@@ -424,7 +435,7 @@ func runLayout(_ context.Context, o options, b built, l layout, fill int) error 
 			scenarios[i].pid = upstream.Cmd.Process.Pid
 		default:
 			if scenarios[i].api == nil {
-				scenarios[i].api = api
+				scenarios[i].api, scenarios[i].pprof = api, pprofURL
 			}
 			scenarios[i].pid = scenarios[i].api.Cmd.Process.Pid
 		}
@@ -472,11 +483,11 @@ func runLayout(_ context.Context, o options, b built, l layout, fill int) error 
 				}
 				fmt.Fprintf(os.Stderr, "%s round %d/%d: measuring %s for %s ...\n", l.name, round, o.rounds, s.name, o.duration)
 				var prof chan error
-				if pprofURL != "" && round == 1 && s.api == api {
+				if s.pprof != "" && round == 1 {
 					prof = make(chan error, 2)
 					for _, kind := range []string{"profile", "allocs"} {
 						go func() {
-							prof <- profile(pprofURL+kind, o.duration-time.Second, filepath.Join(o.profile, l.name+"-"+s.name+"."+kind+".pprof"))
+							prof <- profile(s.pprof+kind, o.duration-time.Second, filepath.Join(o.profile, l.name+"-"+s.name+"."+kind+".pprof"))
 						}()
 					}
 				}

@@ -79,6 +79,7 @@ type Store struct {
 	now       func() time.Time
 	log       *slog.Logger
 	opTimeout time.Duration
+	reads     *reader // Get and GetRaw, batched (batch.go)
 
 	up      atomic.Bool
 	closed  atomic.Bool
@@ -110,6 +111,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		s.opTimeout = defaultOpTimeout
 	}
 	s.ids = tasks.NewIDGen(s.now)
+	s.reads = newReader(s.fetch)
 	pc, err := s.dsn.config()
 	if err != nil {
 		return nil, err
@@ -363,47 +365,66 @@ func (s *Store) CreateRaw(ctx context.Context, t tasks.Task) (tasks.Task, []byte
 // body column is of type json, which keeps the text it was given byte for
 // byte, so it is what Get's task encodes to.
 func (s *Store) GetRaw(ctx context.Context, id string, dst []byte) ([]byte, int64, error) {
-	if !tasks.ValidID(id) {
-		return dst, 0, tasks.ErrNotFound
-	}
-	var (
-		body    []byte
-		version int64
-	)
-	err := s.run(ctx, "reading task "+id, func(ctx context.Context) error {
-		err := s.pool.QueryRow(ctx, `SELECT body, version FROM medops_tasks WHERE id = $1`, id).Scan(&body, &version)
-		if errors.Is(err, pgx.ErrNoRows) {
-			return tasks.ErrNotFound
-		}
-		return err
-	})
+	row, err := s.read(ctx, id)
 	if err != nil {
 		return dst, 0, err
 	}
-	return append(dst, body...), version, nil
+	return append(dst, row.body...), row.version, nil
 }
 
 // Get returns one task.
 func (s *Store) Get(ctx context.Context, id string) (tasks.Task, error) {
-	if !tasks.ValidID(id) {
-		return tasks.Task{}, tasks.ErrNotFound
-	}
-	var body []byte
-	err := s.run(ctx, "reading task "+id, func(ctx context.Context) error {
-		err := s.pool.QueryRow(ctx, `SELECT body FROM medops_tasks WHERE id = $1`, id).Scan(&body)
-		if errors.Is(err, pgx.ErrNoRows) {
-			return tasks.ErrNotFound
-		}
-		return err
-	})
+	row, err := s.read(ctx, id)
 	if err != nil {
 		return tasks.Task{}, err
 	}
 	var t tasks.Task
-	if err := json.Unmarshal(body, &t); err != nil {
+	if err := json.Unmarshal(row.body, &t); err != nil {
 		return tasks.Task{}, fmt.Errorf("decoding task %s: %w", id, err)
 	}
 	return t, nil
+}
+
+// read reads one task's row through the batching reader.
+func (s *Store) read(ctx context.Context, id string) (readRow, error) {
+	if !tasks.ValidID(id) {
+		return readRow{}, tasks.ErrNotFound
+	}
+	if err := ctx.Err(); err != nil {
+		return readRow{}, fmt.Errorf("reading task %s: %w", id, err)
+	}
+	row, err := s.reads.get(ctx, id)
+	switch {
+	case err != nil:
+		return readRow{}, fmt.Errorf("reading task %s: %w", id, err)
+	case !row.found:
+		return readRow{}, tasks.ErrNotFound
+	}
+	return row, nil
+}
+
+// fetch runs one batch of reads: the rows of those ids that exist.
+func (s *Store) fetch(ctx context.Context, ids []string) (map[string]readRow, error) {
+	found := make(map[string]readRow, len(ids))
+	err := s.run(ctx, "querying", func(ctx context.Context) error {
+		clear(found)
+		rows, err := s.pool.Query(ctx, `SELECT id, body, version FROM medops_tasks WHERE id = ANY($1)`, ids)
+		if err != nil {
+			return err
+		}
+		var (
+			id  string
+			row readRow
+		)
+		// Scanning into a []byte allocates it afresh, so each row keeps its own body.
+		_, err = pgx.ForEachRow(rows, []any{&id, &row.body, &row.version}, func() error {
+			row.found = true
+			found[id] = row
+			return nil
+		})
+		return err
+	})
+	return found, err
 }
 
 // Update applies mutate to the current task and stores the result. When
@@ -572,18 +593,15 @@ func (s *Store) listRows(ctx context.Context, o tasks.ListOptions) (ids []string
 		if err != nil {
 			return err
 		}
-		defer rows.Close()
-		for rows.Next() {
-			var (
-				id   string
-				body []byte
-			)
-			if err := rows.Scan(&id, &body); err != nil {
-				return err
-			}
+		var (
+			id   string
+			body []byte
+		)
+		_, err = pgx.ForEachRow(rows, []any{&id, &body}, func() error {
 			ids, bodies = append(ids, id), append(bodies, body)
-		}
-		return rows.Err()
+			return nil
+		})
+		return err
 	})
 	if err != nil {
 		return nil, nil, "", err

@@ -28,6 +28,7 @@ func Run(t *testing.T, open func(t *testing.T) tasks.Store) {
 		{"MutateErrorChangesNothing", testMutateError},
 		{"ListFiltersAndPagination", testList},
 		{"ConcurrentUpdatesLoseNothing", testConcurrentUpdates},
+		{"ConcurrentReadsGetTheirOwnAnswers", testConcurrentReads},
 		{"PreconditionDecidedInTransaction", testConcurrentPreconditions},
 		{"CancelledContext", testCancelled},
 		{"Closed", testClosed},
@@ -256,6 +257,85 @@ func testConcurrentUpdates(t *testing.T, s tasks.Store) {
 	got, _ := s.Get(ctx, tk.ID)
 	if got.Version != 21 || len(got.Details) != 20 {
 		t.Fatalf("lost updates: version %d details %q", got.Version, got.Details)
+	}
+}
+
+// testConcurrentReads: many readers at once, of tasks that exist, of ids
+// that do not, and some with a cancelled context, each get exactly their
+// own answer (a store may serve concurrent reads together, as pgstore
+// does), and a read that starts after a write returns sees it.
+func testConcurrentReads(t *testing.T, s tasks.Store) {
+	ctx := t.Context()
+	const n = 40
+	made := make([]tasks.Task, n)
+	for i := range made {
+		tk, err := s.Create(ctx, valid(t, tasks.Task{Title: fmt.Sprintf("read %d", i), Assignee: fmt.Sprintf("a%d", i)}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		made[i] = tk
+	}
+	raw, _ := s.(tasks.RawReader)
+	other := tasks.NewIDGen(time.Now) // its ids are nobody's in s
+	cancelled, cancel := context.WithCancel(ctx)
+	cancel()
+	var wg sync.WaitGroup
+	for round := range 10 {
+		for i := range 3 * n {
+			wg.Go(func() {
+				switch {
+				case i%3 == 2: // an id of the right form that no task has
+					missing, err := other.Next()
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					if _, err := s.Get(ctx, missing); !errors.Is(err, tasks.ErrNotFound) {
+						t.Errorf("Get(%s) of no task: %v", missing, err)
+					}
+				case i%7 == 0:
+					// A reader who gave up may still be answered (bbolt's
+					// reads never wait), but never with somebody else's task,
+					// and the readers beside it are not failed with it.
+					got, err := s.Get(cancelled, made[i/3].ID)
+					if err == nil && got.ID != made[i/3].ID {
+						t.Errorf("Get(%s) with a cancelled context answered task %s", made[i/3].ID, got.ID)
+					}
+				case raw != nil && i%3 == 1:
+					b, v, err := raw.GetRaw(ctx, made[i/3].ID, nil)
+					want, _ := json.Marshal(made[i/3])
+					if err != nil || v != made[i/3].Version || !bytes.Equal(b, want) {
+						t.Errorf("GetRaw(%s) = %s, %d, %v; want %s", made[i/3].ID, b, v, err, want)
+					}
+				default:
+					got, err := s.Get(ctx, made[i/3].ID)
+					if err != nil || got.Title != made[i/3].Title || got.Assignee != made[i/3].Assignee {
+						t.Errorf("Get(%s) = %+v, %v; want %+v", made[i/3].ID, got, err, made[i/3])
+					}
+				}
+			})
+		}
+		wg.Wait()
+		// A write acknowledged before the next round is what it reads.
+		for i := range made {
+			if round%2 == 0 {
+				tk, err := s.Update(ctx, made[i].ID, 0, func(tk *tasks.Task) error { tk.Assignee += "x"; return nil })
+				if err != nil {
+					t.Fatal(err)
+				}
+				made[i] = tk
+			}
+		}
+		for i := range made {
+			wg.Go(func() {
+				got, err := s.Get(ctx, made[i].ID)
+				if err != nil || got.Version != made[i].Version || got.Assignee != made[i].Assignee {
+					t.Errorf("read after write: Get(%s) = version %d %q, %v; want version %d %q",
+						made[i].ID, got.Version, got.Assignee, err, made[i].Version, made[i].Assignee)
+				}
+			})
+		}
+		wg.Wait()
 	}
 }
 
