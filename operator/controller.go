@@ -51,7 +51,8 @@ type Reconciler struct {
 	// them and Reconcile applies or deletes one child of each.
 	Kinds []resource.Kind
 
-	applier *apply.Applier
+	applier      *apply.Applier
+	statusWrites statusWrites
 }
 
 // RBAC, least privilege: children need get/list/watch (cache), patch and
@@ -121,6 +122,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	if err := r.Client.Get(ctx, req.NamespacedName, &m); err != nil {
 		if apierrors.IsNotFound(err) {
 			// Children go with it through their owner references.
+			r.statusWrites.forget(req.NamespacedName)
 			return reconcile.Result{}, nil
 		}
 		return reconcile.Result{}, fmt.Errorf("read MedOpsAPI: %w", err)
@@ -236,8 +238,9 @@ func handOvers(obj client.Object) []apply.Option {
 func (r *Reconciler) finish(ctx context.Context, m *v1alpha1.MedOpsAPI, obs observed, changed *changes, rerr error) (reconcile.Result, error) {
 	changed.record(r, m)
 	if err := r.writeStatus(ctx, m, obs); err != nil {
-		if apierrors.IsConflict(err) {
-			// The MedOpsAPI changed under us; its new version is queued anyway.
+		if apierrors.IsConflict(err) || errors.Is(err, errCacheBehind) {
+			// The MedOpsAPI changed under us, or the cache has yet to see
+			// our own last write; its new version is queued anyway.
 			return reconcile.Result{RequeueAfter: conflictRequeueDelay}, rerr
 		}
 		if rerr == nil {

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -211,7 +212,7 @@ func (a *App) Handler() http.Handler {
 				r2.URL.RawPath = "/" + strings.TrimPrefix(raw, "/") // keeps escapes such as %2F
 			}
 			a.handler.ServeHTTP(w, r2)
-		case r.URL.Path == "/healthz" || r.URL.Path == "/readyz" || r.URL.Path == "/metrics":
+		case slices.Contains(rootPaths(), r.URL.Path):
 			a.handler.ServeHTTP(w, r)
 		default:
 			httpx.WriteError(w, http.StatusNotFound, "not_found", "no route for "+r.URL.Path+": the API is served under "+base, "")

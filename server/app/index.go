@@ -18,8 +18,11 @@ type index struct {
 }
 
 func (a *App) newIndex() index {
+	// The API's links carry server.basePath; the probes and metrics stay
+	// at the root (Handler).
+	base := a.cfg.Server.BasePath
 	ix := index{Name: "medops-api", Version: "devel", Modules: []string{}, Links: map[string]string{
-		"openapi": "/openapi.json",
+		"openapi": base + "/openapi.json",
 		"healthz": "/healthz",
 		"readyz":  "/readyz",
 		"metrics": "/metrics",
@@ -38,7 +41,7 @@ func (a *App) newIndex() index {
 	}
 	if a.cfg.Modules.TasksEnabled() {
 		ix.Modules = append(ix.Modules, "tasks")
-		ix.Links["tasks"] = TasksPrefix
+		ix.Links["tasks"] = base + TasksPrefix
 	}
 	if a.cfg.Modules.GatewayEnabled() {
 		ix.Modules = append(ix.Modules, "gateway")
@@ -48,7 +51,7 @@ func (a *App) newIndex() index {
 	}
 	if a.cfg.Server.Docs.IsEnabled() {
 		ix.Modules = append(ix.Modules, "docs")
-		ix.Links["docs"] = DocsPath
+		ix.Links["docs"] = base + DocsPath
 	}
 	return ix
 }

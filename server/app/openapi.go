@@ -77,8 +77,20 @@ func (a *App) openAPIDocument() ([]byte, error) {
 			},
 		},
 	}
+	if base := a.cfg.Server.BasePath; base != "" {
+		// Under a base path the API answers below it and the probes and
+		// metrics at the root (Handler). Without these entries Swagger UI's
+		// "Try it out" would call every path at the host's root.
+		doc["servers"] = []obj{{"url": base, "description": "server.basePath"}}
+		for _, p := range rootPaths() {
+			paths[p].(obj)["servers"] = []obj{{"url": "/", "description": "probes and metrics stay at the root"}}
+		}
+	}
 	return json.MarshalIndent(doc, "", "  ")
 }
+
+// rootPaths are served at the root also under a server.basePath.
+func rootPaths() []string { return []string{"/healthz", "/readyz", "/metrics"} }
 
 // addGatewayPaths documents the gateway's catch-all: GET and HEAD are
 // forwarded to the upstream named by the first path segment.
