@@ -2,7 +2,7 @@
 // the embedded tasks.Store.
 //
 // Every acknowledged write is durable: bbolt fsyncs the file on each commit
-// (NoSync stays false), and writes go through bbolt's Batch so that many
+// (NoSync stays false), and writes go through a group commit (commit.go) so that many
 // concurrent writers share one transaction and one fsync instead of paying
 // for one each.
 package boltstore
@@ -24,6 +24,12 @@ import (
 	"github.com/medops/medops/server/tasks"
 )
 
+// The group commit's defaults (Options).
+const (
+	defaultQuiet         = 100 * time.Microsecond
+	defaultMaxBatchDelay = 5 * time.Millisecond
+)
+
 // FileName is the database file inside the data directory.
 const FileName = "tasks.db"
 
@@ -31,22 +37,23 @@ var bucketTasks = []byte("tasks")
 
 // Options tune the store. The zero value is good for production.
 type Options struct {
-	// MaxBatchDelay is how long a write waits for others to share its
-	// commit. Zero means 2ms: short enough that a lone client barely
-	// notices, long enough that busy clients share fsyncs.
+	// QuietFor is how long a group of writes waits with no new write
+	// joining before it commits (commit.go). Zero means 100µs.
+	QuietFor time.Duration
+	// MaxBatchDelay is the longest a write waits for others to share its
+	// commit, however busy the store. Zero means 5ms.
 	MaxBatchDelay time.Duration
-	// MaxBatchSize caps the writes in one commit. Zero means 1000.
-	MaxBatchSize int
 	// Now is the clock; nil means time.Now. Tests set it.
 	Now func() time.Time
 }
 
 // Store is the bbolt tasks.Store. It is safe for concurrent use.
 type Store struct {
-	db     *bolt.DB
-	ids    *tasks.IDGen
-	now    func() time.Time
-	closed atomic.Bool
+	db      *bolt.DB
+	commits *committer
+	ids     *tasks.IDGen
+	now     func() time.Time
+	closed  atomic.Bool
 }
 
 // Open opens (creating if needed) dataDir/tasks.db.
@@ -70,13 +77,9 @@ func Open(dataDir string, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("opening task store %s: %w", path, err)
 	}
-	db.MaxBatchDelay = opts.MaxBatchDelay
-	if db.MaxBatchDelay == 0 {
-		db.MaxBatchDelay = 2 * time.Millisecond
-	}
-	db.MaxBatchSize = opts.MaxBatchSize
-	if db.MaxBatchSize == 0 {
-		db.MaxBatchSize = 1000
+	delay := opts.MaxBatchDelay
+	if delay == 0 {
+		delay = defaultMaxBatchDelay
 	}
 	if err := db.Update(func(tx *bolt.Tx) error {
 		_, err := tx.CreateBucketIfNotExists(bucketTasks)
@@ -89,7 +92,11 @@ func Open(dataDir string, opts Options) (*Store, error) {
 	if now == nil {
 		now = time.Now
 	}
-	return &Store{db: db, ids: tasks.NewIDGen(now), now: now}, nil
+	quiet := opts.QuietFor
+	if quiet == 0 {
+		quiet = defaultQuiet
+	}
+	return &Store{db: db, commits: newCommitter(db, quiet, delay), ids: tasks.NewIDGen(now), now: now}, nil
 }
 
 // Close closes the database; it waits for running transactions.
@@ -263,7 +270,7 @@ func (s *Store) batch(fn func(*bolt.Tx) error) error {
 	if s.closed.Load() {
 		return tasks.ErrClosed
 	}
-	return s.db.Batch(fn)
+	return s.commits.write(fn)
 }
 
 // List returns tasks in id (creation) order.

@@ -93,8 +93,8 @@ func TestCommitsAreSynced(t *testing.T) {
 	if s.db.NoSync || s.db.NoGrowSync || s.db.IsReadOnly() {
 		t.Fatalf("bbolt would acknowledge writes before they are on disk: NoSync=%v NoGrowSync=%v", s.db.NoSync, s.db.NoGrowSync)
 	}
-	if s.db.MaxBatchDelay <= 0 || s.db.MaxBatchDelay > 10*time.Millisecond {
-		t.Fatalf("MaxBatchDelay %s: writes should share fsyncs without waiting long", s.db.MaxBatchDelay)
+	if s.commits.maxDelay <= 0 || s.commits.maxDelay > 10*time.Millisecond {
+		t.Fatalf("MaxBatchDelay %s: writes should share fsyncs without waiting long", s.commits.maxDelay)
 	}
 }
 
