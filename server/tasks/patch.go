@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"net/http"
 	"reflect"
@@ -37,12 +38,16 @@ func DecodePatch(body []byte) (Patch, error) {
 	if !utf8.Valid(body) {
 		return p, httpx.Errorf(http.StatusBadRequest, "invalid_json", "", "request body is not valid UTF-8")
 	}
-	if name, dup := duplicateMember(body); dup {
-		return p, httpx.Errorf(http.StatusBadRequest, "duplicate_field", name, fmt.Sprintf("field %q appears more than once", name))
+	members, dup, ok := objectMembers(body)
+	if dup != "" {
+		return p, httpx.Errorf(http.StatusBadRequest, "duplicate_field", dup, fmt.Sprintf("field %q appears more than once", dup))
 	}
-	var members map[string]json.RawMessage
-	if err := json.Unmarshal(body, &members); err != nil {
-		return p, httpx.Errorf(http.StatusBadRequest, "invalid_json", "", "request body is not valid JSON: "+err.Error())
+	if !ok {
+		// Whatever the single pass could not take, json.Unmarshal decides,
+		// so a refusal reads as it always has.
+		if err := json.Unmarshal(body, &members); err != nil {
+			return p, httpx.Errorf(http.StatusBadRequest, "invalid_json", "", "request body is not valid JSON: "+err.Error())
+		}
 	}
 	fs := fields()
 	// Sorted, so that a body with several bad members always gets the same
@@ -70,34 +75,44 @@ func DecodePatch(body []byte) (Patch, error) {
 	return p, nil
 }
 
-// duplicateMember reports the first member name an object body repeats.
-// The task is a flat object, so only the top level is looked at; a body
-// that is not a JSON object is left to json.Unmarshal to refuse.
-func duplicateMember(body []byte) (string, bool) {
+// objectMembers reads an object body's members in one pass, reporting
+// the first member name it repeats as dup. ok is false when the body is not
+// one well-formed JSON object (or repeats a name): the task is a flat
+// object, so only the top level is looked at. Reading the members here
+// spares a second scan of the body by json.Unmarshal (7% of a create's CPU
+// in bench-api's profile).
+func objectMembers(body []byte) (members map[string]json.RawMessage, dup string, ok bool) {
 	dec := json.NewDecoder(bytes.NewReader(body))
 	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
-		return "", false
+		return nil, "", false
 	}
-	seen := map[string]bool{}
+	members = map[string]json.RawMessage{}
 	for dec.More() {
 		tok, err := dec.Token()
 		if err != nil {
-			return "", false
+			return nil, "", false
 		}
-		name, ok := tok.(string)
-		if !ok {
-			return "", false
+		name, isName := tok.(string)
+		if !isName {
+			return nil, "", false
 		}
-		if seen[name] {
-			return name, true
+		if _, seen := members[name]; seen {
+			return nil, name, false
 		}
-		seen[name] = true
-		var skip json.RawMessage
-		if err := dec.Decode(&skip); err != nil {
-			return "", false
+		var raw json.RawMessage
+		if err := dec.Decode(&raw); err != nil {
+			return nil, "", false
 		}
+		members[name] = raw
 	}
-	return "", false
+	// The closing brace, then nothing but white space.
+	if _, err := dec.Token(); err != nil {
+		return nil, "", false
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, "", false
+	}
+	return members, "", true
 }
 
 // decodeMember decodes one member into dst; null leaves dst zero. A time

@@ -1,6 +1,7 @@
 package tasks
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http/httptest"
@@ -303,5 +304,38 @@ func TestHTTPErrors(t *testing.T) {
 		if tc.status == 500 && !errors.Is(he, cause) {
 			t.Errorf("500 lost its cause: %v", he)
 		}
+	}
+}
+
+// TestObjectMembersAgreesWithUnmarshal: when the one-pass reader takes a
+// body, json.Unmarshal reads the very same members from it; what it does
+// not take is left to json.Unmarshal, so answers stay as they were.
+func TestObjectMembersAgreesWithUnmarshal(t *testing.T) {
+	for _, body := range []string{
+		`{}`, ` { } `, "{\"title\":\"a\"}\n", `{"title":"a","labels":["x","y"],"due":null}`,
+		`{"t\u0069tle":"esc"}`, `{"a":{"nested":[1,{"b":2}]},"c":true}`,
+		`{"title":"a"} {}`, `{"title":"a"}x`, `{"title":`, `[]`, `null`, `"s"`, `{"a":tru}`, `{1:2}`, ``,
+		`{"title":"a","title":"b"}`, `{"title":"a","t\u0069tle":"b"}`,
+	} {
+		members, dup, ok := objectMembers([]byte(body))
+		var want map[string]json.RawMessage
+		uerr := json.Unmarshal([]byte(body), &want)
+		switch {
+		case ok && uerr != nil:
+			t.Errorf("%q: taken, but json.Unmarshal refuses it: %v", body, uerr)
+		case ok && len(members) != len(want):
+			t.Errorf("%q: %d members, json.Unmarshal %d", body, len(members), len(want))
+		case ok:
+			for k, v := range want {
+				if string(members[k]) != string(v) {
+					t.Errorf("%q: member %s = %s, json.Unmarshal %s", body, k, members[k], v)
+				}
+			}
+		case dup != "" && !strings.Contains(body, `"`+dup+`"`) && !strings.Contains(body, `\u0069`):
+			t.Errorf("%q: duplicate %q is not in the body", body, dup)
+		}
+	}
+	if _, dup, _ := objectMembers([]byte(`{"title":"a","t\u0069tle":"b"}`)); dup != "title" {
+		t.Errorf("a name repeated through an escape: dup %q", dup)
 	}
 }
