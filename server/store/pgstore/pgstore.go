@@ -282,9 +282,12 @@ func (s *Store) run(ctx context.Context, what string, fn func(context.Context) e
 
 // domain reports the outcomes of the caller's own making.
 func domain(err error) bool {
-	var fe *tasks.FieldError
+	var (
+		fe *tasks.FieldError
+		le *tasks.FilterError
+	)
 	return errors.Is(err, tasks.ErrNotFound) || errors.Is(err, tasks.ErrConflict) ||
-		errors.Is(err, tasks.ErrBadCursor) || errors.As(err, &fe)
+		errors.Is(err, tasks.ErrBadCursor) || errors.As(err, &fe) || errors.As(err, &le)
 }
 
 // unreachable reports errors that mean the database is out of reach rather
@@ -453,6 +456,11 @@ func (s *Store) Update(ctx context.Context, id string, ifVersion int64, mutate f
 		if err := mutate(&next); err != nil {
 			return tasks.Task{}, err
 		}
+		if next.SameContent(&cur) {
+			// Nothing to write: the version read is the current one (a
+			// write after that read is ordered after this call).
+			return cur, nil
+		}
 		next.ID, next.CreatedAt = cur.ID, cur.CreatedAt
 		next.Version = cur.Version + 1
 		next.UpdatedAt = s.now().UTC()
@@ -549,6 +557,9 @@ func (s *Store) ListRaw(ctx context.Context, o tasks.ListOptions, dst []byte) ([
 // listRows runs the list query for o: the page's ids and stored bodies in
 // id order, and the cursor of the next page ("" on the last).
 func (s *Store) listRows(ctx context.Context, o tasks.ListOptions) (ids []string, bodies [][]byte, next string, err error) {
+	if err := o.Validate(); err != nil {
+		return nil, nil, "", err
+	}
 	limit := o.PageSize()
 	after, err := o.After()
 	if err != nil {
