@@ -127,6 +127,12 @@ func httpError(ctx context.Context, err error) error {
 		return &httpx.Error{Status: http.StatusServiceUnavailable, Code: "unavailable",
 			Message: "the task store cannot reach its database; retry shortly",
 			Header:  http.Header{"Retry-After": {"1"}}}
+	case errors.Is(err, ErrTimeout):
+		// This request's statement was too slow (the database answers
+		// others): not an outage, and not retried blindly, since a write
+		// may have landed.
+		return httpx.Errorf(http.StatusGatewayTimeout, "timeout", "",
+			"the task store did not answer in time; a write may or may not have been applied, so read the task before retrying it")
 	case errors.Is(err, ErrClosed):
 		return httpx.Errorf(http.StatusServiceUnavailable, "unavailable", "", "the task store is closed")
 	case ctx.Err() != nil:

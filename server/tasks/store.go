@@ -82,6 +82,11 @@ var (
 	// ErrUnavailable says the store cannot reach its database right now
 	// (the PostgreSQL store during an outage); the request may be retried.
 	ErrUnavailable = errors.New("task store is unavailable")
+	// ErrTimeout says one call outlasted the store's call timeout (a
+	// statement waiting on a row lock, say) while the database itself
+	// answers: the call failed, the store did not. A write that timed out
+	// may or may not have been applied.
+	ErrTimeout = errors.New("task store call timed out")
 )
 
 // ConflictError says the task changed since the version the caller read.

@@ -319,6 +319,7 @@ func TestHTTPErrors(t *testing.T) {
 		{ErrBadCursor, 400, "invalid", "cursor"},
 		{fmt.Errorf("updating: %w", ErrClosed), 503, "unavailable", ""},
 		{fmt.Errorf("reading: %w: dial tcp: connection refused", ErrUnavailable), 503, "unavailable", ""},
+		{fmt.Errorf("updating: %w: timeout: context deadline exceeded", ErrTimeout), 504, "timeout", ""},
 		{cause, 500, "internal", ""},
 	} {
 		var he *httpx.Error

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -21,6 +22,11 @@ import (
 type dsnSource struct {
 	path           string
 	connectTimeout time.Duration
+	// statementTimeout is the server-side statement_timeout of every
+	// connection (unless the string sets one): a statement the client gave
+	// up on (the store's call timeout) does not go on running, or waiting
+	// for a lock, in the server.
+	statementTimeout time.Duration
 
 	mu      sync.Mutex
 	secrets []string // every DSN and password read so far, longest first
@@ -48,6 +54,10 @@ func (d *dsnSource) config() (*pgxpool.Config, error) {
 	if d.connectTimeout > 0 && (cc.ConnectTimeout == 0 || cc.ConnectTimeout > d.connectTimeout) {
 		// An unreachable host must fail a request quickly (503), not hang it.
 		cc.ConnectTimeout = d.connectTimeout
+	}
+	if _, set := cc.RuntimeParams["statement_timeout"]; !set && d.statementTimeout > 0 &&
+		!strings.Contains(cc.RuntimeParams["options"], "statement_timeout") {
+		cc.RuntimeParams["statement_timeout"] = strconv.FormatInt(d.statementTimeout.Milliseconds(), 10)
 	}
 	if !strings.Contains(dsn, "pool_max_conns") {
 		// pgxpool's default (the number of CPUs, at least 4) is small for
@@ -102,6 +112,18 @@ func (d *dsnSource) redact(err error) error {
 	}
 	return &redactedError{msg: clean, err: err}
 }
+
+// dsnError is the DSN file failing when a new connection is made (it was
+// read when the store opened): missing, empty or no connection string any
+// more. It counts as the database being unreachable. Its message names the
+// file and the reason, never the content.
+type dsnError struct {
+	path string
+	err  error
+}
+
+func (e *dsnError) Error() string { return e.err.Error() }
+func (e *dsnError) Unwrap() error { return e.err }
 
 type redactedError struct {
 	msg string
