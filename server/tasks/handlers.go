@@ -132,7 +132,7 @@ func httpError(ctx context.Context, err error) error {
 		// others): not an outage, and not retried blindly, since a write
 		// may have landed.
 		return httpx.Errorf(http.StatusGatewayTimeout, "timeout", "",
-			"the task store did not answer in time; a write may or may not have been applied, so read the task before retrying it")
+			"the task store did not answer in time; a write may or may not have been applied: read the task before retrying it")
 	case errors.Is(err, ErrClosed):
 		return httpx.Errorf(http.StatusServiceUnavailable, "unavailable", "", "the task store is closed")
 	case ctx.Err() != nil:

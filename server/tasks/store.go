@@ -25,13 +25,14 @@ type Store interface {
 	// List returns one page of tasks in id order. Filters that fail
 	// ListOptions.Validate give its *FilterError.
 	//
-	// Pages are read in separate transactions, so a paging client sees
-	// every task that exists from before its first page to after its last
-	// exactly once (with the version current when its page was read);
-	// tasks created or deleted meanwhile may or may not appear. Ids are
-	// stamped before the commit, so a task may become visible after tasks
-	// with higher ids: a page already read is not a record of every task
-	// up to its cursor.
+	// Each page is read on its own (the next one starts after the cursor's
+	// id). A client paging from the first page to the last sees every
+	// task that exists, and matches the filters, all that time exactly
+	// once, as it was when its page was read; tasks created or deleted
+	// meanwhile may or may not appear. Ids are stamped before the commit,
+	// so a task may become visible after tasks with higher ids: a page
+	// already read is no record of every task up to its cursor.
+	// storetest.PageWhileWriting checks this.
 	List(ctx context.Context, o ListOptions) (Page, error)
 	// Update runs mutate on a copy of the current task and stores the
 	// result with the version bumped, updatedAt set and id and createdAt

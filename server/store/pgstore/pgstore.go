@@ -330,7 +330,7 @@ func (s *Store) run(ctx context.Context, what string, fn func(context.Context) e
 	switch {
 	case err == nil || domain(err):
 		return err
-	case ctx.Err() != nil:
+	case errors.Is(ctx.Err(), context.Canceled):
 		// The caller gave up; not the database's fault.
 		return fmt.Errorf("%s: %w", what, ctx.Err())
 	case octx.Err() != nil || statementTimedOut(err):

@@ -438,6 +438,20 @@ func call(t *testing.T, method, url, body string) (int, string) {
 // the returned function rolls it back.
 func lockRow(t *testing.T, srv *pgtest.Server, id string) (release func()) {
 	t.Helper()
+	return holdLock(t, srv, `SELECT 1 FROM medops_tasks WHERE id = $1 FOR UPDATE`, id)
+}
+
+// lockTable holds an exclusive lock on the task table, which blocks reads
+// too, until the returned function rolls it back.
+func lockTable(t *testing.T, srv *pgtest.Server) (release func()) {
+	t.Helper()
+	return holdLock(t, srv, `LOCK TABLE medops_tasks IN ACCESS EXCLUSIVE MODE`)
+}
+
+// holdLock runs sql in a transaction of its own and keeps the transaction
+// (and the locks sql took) open until release.
+func holdLock(t *testing.T, srv *pgtest.Server, sql string, args ...any) (release func()) {
+	t.Helper()
 	c, err := pgx.Connect(t.Context(), srv.DSN(pgtest.Database))
 	if err != nil {
 		t.Fatal(err)
@@ -446,7 +460,7 @@ func lockRow(t *testing.T, srv *pgtest.Server, id string) (release func()) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := tx.Exec(t.Context(), `SELECT 1 FROM medops_tasks WHERE id = $1 FOR UPDATE`, id); err != nil {
+	if _, err := tx.Exec(t.Context(), sql, args...); err != nil {
 		t.Fatal(err)
 	}
 	var once sync.Once
@@ -523,6 +537,20 @@ func TestSlowStatementFailsAlone(t *testing.T) {
 	// nothing.
 	waitLockWaiters(t, srv, 0)
 	release()
+	// Reads and creates time out the same way behind a table lock.
+	releaseTable := lockTable(t, srv)
+	for _, req := range [][3]string{
+		{http.MethodGet, "/" + other.ID, ""}, {http.MethodGet, "/", ""}, {http.MethodPost, "/", `{"title":"new"}`},
+	} {
+		if status, code := call(t, req[0], api+req[1], req[2]); status != http.StatusGatewayTimeout || code != "timeout" {
+			t.Fatalf("%s %s behind a table lock: %d %q, want 504 timeout", req[0], req[1], status, code)
+		}
+		if !s.Ready() {
+			t.Fatalf("a slow %s %s marked the store unavailable:\n%s", req[0], req[1], logs.String())
+		}
+	}
+	waitLockWaiters(t, srv, 0)
+	releaseTable()
 	got, err := s.Get(t.Context(), locked.ID)
 	if err != nil || got.Title != "locked" || got.Version != 1 {
 		t.Fatalf("after the lock went: %+v, %v; want the task untouched", got, err)
