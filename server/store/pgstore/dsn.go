@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"net/url"
 	"os"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -22,11 +21,6 @@ import (
 type dsnSource struct {
 	path           string
 	connectTimeout time.Duration
-	// statementTimeout is the server-side statement_timeout of every
-	// connection (unless the string sets one): a statement the client gave
-	// up on (the store's call timeout) does not go on running, or waiting
-	// for a lock, in the server.
-	statementTimeout time.Duration
 
 	mu      sync.Mutex
 	secrets []string // every DSN and password read so far, longest first
@@ -54,10 +48,6 @@ func (d *dsnSource) config() (*pgxpool.Config, error) {
 	if d.connectTimeout > 0 && (cc.ConnectTimeout == 0 || cc.ConnectTimeout > d.connectTimeout) {
 		// An unreachable host must fail a request quickly (503), not hang it.
 		cc.ConnectTimeout = d.connectTimeout
-	}
-	if _, set := cc.RuntimeParams["statement_timeout"]; !set && d.statementTimeout > 0 &&
-		!strings.Contains(cc.RuntimeParams["options"], "statement_timeout") {
-		cc.RuntimeParams["statement_timeout"] = strconv.FormatInt(d.statementTimeout.Milliseconds(), 10)
 	}
 	if !strings.Contains(dsn, "pool_max_conns") {
 		// pgxpool's default (the number of CPUs, at least 4) is small for

@@ -115,7 +115,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	if s.opTimeout <= 0 {
 		s.opTimeout = defaultOpTimeout
 	}
-	s.dsn = &dsnSource{path: opts.DSNFile, connectTimeout: connectTimeout, statementTimeout: s.opTimeout}
+	s.dsn = &dsnSource{path: opts.DSNFile, connectTimeout: connectTimeout}
 	s.ids = tasks.NewIDGen(s.now)
 	s.reads = newReader(s.fetch, s.opTimeout)
 	pc, err := s.dsn.config()
@@ -335,7 +335,8 @@ func (s *Store) run(ctx context.Context, what string, fn func(context.Context) e
 		return fmt.Errorf("%s: %w", what, ctx.Err())
 	case octx.Err() != nil || statementTimedOut(err):
 		// This call was too slow (a statement waiting on a row lock, or
-		// for a pooled connection): it fails alone. A slow statement says
+		// for a pooled connection): it fails alone, and pgx has sent the
+		// server a cancel request for the statement. A slow statement says
 		// nothing about the database being away, so the store stays up;
 		// should the database really have gone quiet, the ping asked for
 		// here fails and marks it down.
@@ -358,8 +359,9 @@ func domain(err error) bool {
 		errors.Is(err, tasks.ErrBadCursor) || errors.As(err, &fe) || errors.As(err, &le)
 }
 
-// statementTimedOut reports the server ending a statement for its
-// statement_timeout or lock_timeout.
+// statementTimedOut reports the server ending a statement for a
+// statement_timeout or lock_timeout (the DSN may set them) or on a cancel
+// request.
 func statementTimedOut(err error) bool {
 	var pge *pgconn.PgError
 	return errors.As(err, &pge) && (pge.Code == "57014" || pge.Code == "55P03")

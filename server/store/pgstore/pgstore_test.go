@@ -532,9 +532,9 @@ func TestSlowStatementFailsAlone(t *testing.T) {
 			}
 		}
 	}
-	// The server ended the timed-out statements (statement_timeout):
-	// nothing waits for the lock any more, and releasing it changes
-	// nothing.
+	// The timed-out statements were cancelled in the server too (pgx sends
+	// a cancel request when it gives up on a call): nothing waits for the
+	// lock any more, and releasing it changes nothing.
 	waitLockWaiters(t, srv, 0)
 	release()
 	// Reads and creates time out the same way behind a table lock.
