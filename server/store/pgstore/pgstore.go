@@ -11,6 +11,8 @@
 // When the database cannot be reached every call fails at once with
 // tasks.ErrUnavailable (the API answers 503) instead of hanging, Ready turns
 // false, and a monitor pings with growing back-off until it answers again.
+// Only connection-level failures count: a call that outlasts its timeout
+// (a statement waiting on a lock) fails alone with tasks.ErrTimeout (504).
 // The connection string is read from a file on every new connection, so a
 // rotated password is used without a restart, and it never appears in an
 // error or a log line.
