@@ -2,11 +2,9 @@ package v1alpha1_test
 
 import (
 	"fmt"
-	"strings"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
 
@@ -53,22 +51,7 @@ backup: {schedule: "@daily", ` + vol + `}`,
 		{"restore of a file that is no backup", `restore: {from: {file: ../etc/passwd, ` + vol + `}}`,
 			"restore.from.file must be latest or a backup file name such as medops-20260105T030000Z.ndjson.gz"},
 	}
-	ns := createNamespace(t, "invalid-backup")
-	for i, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			obj := newObject(t, ns, fmt.Sprintf("bad-%d", i), tc.spec)
-			err := k8s.Create(ctxT(t), obj)
-			if err == nil {
-				t.Fatalf("apiserver accepted an invalid MedOpsAPI:\n%s", tc.spec)
-			}
-			if !apierrors.IsInvalid(err) {
-				t.Fatalf("want an Invalid error, got %v", err)
-			}
-			if !strings.Contains(err.Error(), tc.want) {
-				t.Errorf("error does not say %q:\n%v", tc.want, err)
-			}
-		})
-	}
+	expectRefused(t, "invalid-backup", cases)
 }
 
 // TestValidBackupsAreAccepted covers the rules from the valid side.

@@ -1,7 +1,6 @@
 package resource_test
 
 import (
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -9,12 +8,11 @@ import (
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 
-	"github.com/medops/medops/internal/golden"
 	"github.com/medops/medops/operator/resource"
 )
 
-// backupScenarios are the MedOpsAPIs with backups or a restore whose
-// children are checked against golden files (testdata/backup-*.golden.yaml).
+// backupScenarios are the MedOpsAPIs with backups or a restore; they are
+// scenarios of TestChildrenGolden too.
 func backupScenarios() []scenario {
 	return []scenario{
 		{name: "backup-volume", sample: "medops_v1alpha1_medopsapi_backup.yaml"},
@@ -39,18 +37,6 @@ restore:
 auth: {disabled: true}
 restore:
   from: {name: old-medops, volume: {claimName: usb-disk}}`},
-	}
-}
-
-// TestBackupChildrenGolden compares every child of the backup scenarios
-// with its golden file; `-update` rewrites them.
-func TestBackupChildrenGolden(t *testing.T) {
-	for _, sc := range backupScenarios() {
-		t.Run(sc.name, func(t *testing.T) {
-			m := load(t, sc)
-			children := prepare(t, m, inputsFor(m)).Children(resource.Kinds())
-			golden.Compare(t, filepath.Join("testdata", sc.name+".golden.yaml"), render(t, children), *update)
-		})
 	}
 }
 
