@@ -22,8 +22,8 @@ import (
 )
 
 // Backup and restore status, least privilege. The backup Jobs are watched
-// (get/list/watch, cached with the children's label scope, see
-// resource.Kind.Spawned): a Job that finishes wakes the MedOpsAPI. The
+// (list/watch for the informer, cached with the children's label scope,
+// see resource.Kind.Spawned): a Job that finishes wakes the MedOpsAPI. The
 // result of a run is only in its pod (the JSON line `medops-api backup`
 // leaves as termination message, or the log's tail on failure), and so is
 // the restore's (the workload pod's init container). Pods are read with
@@ -33,8 +33,8 @@ import (
 // MedOpsAPIs (and a grant to watch every pod of the cluster) for what is
 // one list per backup; pods are never written.
 //
-// +kubebuilder:rbac:groups=batch,resources=jobs,verbs=get;list;watch
-// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list
+// +kubebuilder:rbac:groups=batch,resources=jobs,verbs=list;watch
+// +kubebuilder:rbac:groups="",resources=pods,verbs=list
 
 // Reasons of the BackupSucceeded and Restored conditions, and of the
 // Warning Events of failed, missed and refused runs.
