@@ -79,8 +79,9 @@ type Kind struct {
 //
 // To add a child kind: write its builder (a pure function of *Desired, with
 // a golden-file scenario), add one entry here where the order needs it
-// (set Optional and AddToScheme for a CRD's kind), and add one
-// +kubebuilder:rbac marker above for its resource, then run
+// (set Optional and AddToScheme for a CRD's kind, and Spawning for the
+// kinds its own controller makes from it whose status the operator reads),
+// and add one +kubebuilder:rbac marker above for its resource, then run
 // `make manifests`.
 func Kinds() []Kind {
 	always := func(*v1alpha1.MedOpsAPISpec) bool { return true }
