@@ -58,6 +58,10 @@ const labelJobControllerUID = "batch.kubernetes.io/controller-uid"
 // at: a failing init container changes no object the operator watches.
 const restoreRecheck = 15 * time.Second
 
+// pinRecheck is how soon a reconcile follows the one that learnt which
+// file a restore of latest restored, to pin the pods' restore to it.
+const pinRecheck = time.Second
+
 // maxMessage bounds a pod's message copied into a condition and an Event.
 const maxMessage = 512
 
@@ -69,6 +73,8 @@ type backupObserved struct {
 	backup *v1alpha1.BackupStatus
 	// succeeded and restored are the conditions; nil removes them.
 	succeeded, restored *metav1.Condition
+	// restore is the new status.restore.
+	restore *v1alpha1.RestoreStatus
 	// recheck asks for a reconcile after this long (0: none).
 	recheck time.Duration
 }
@@ -88,7 +94,7 @@ func mapSpawnedByInstance(_ context.Context, o client.Object) []reconcile.Reques
 // pods, and computes the BackupSucceeded and Restored conditions and
 // status.backup. It records the Warning Events of new failures.
 func (r *Reconciler) observeBackup(ctx context.Context, m *v1alpha1.MedOpsAPI) (backupObserved, error) {
-	obs := backupObserved{known: true, backup: m.Status.Backup}
+	obs := backupObserved{known: true, backup: m.Status.Backup, restore: m.Status.Restore}
 	if m.Spec.BackupEnabled() {
 		if err := r.observeBackupJobs(ctx, m, &obs); err != nil {
 			return backupObserved{}, err
@@ -98,8 +104,19 @@ func (r *Reconciler) observeBackup(ctx context.Context, m *v1alpha1.MedOpsAPI) (
 		if err := r.observeRestore(ctx, m, &obs); err != nil {
 			return backupObserved{}, err
 		}
+	} else {
+		obs.restore = nil
 	}
 	return obs, nil
+}
+
+// restoredFile is the backup file the restore of m is pinned to: the one
+// it restored, while spec.restore is set.
+func restoredFile(m *v1alpha1.MedOpsAPI) string {
+	if m.Spec.Restore == nil || m.Status.Restore == nil {
+		return ""
+	}
+	return m.Status.Restore.File
 }
 
 func (r *Reconciler) observeBackupJobs(ctx context.Context, m *v1alpha1.MedOpsAPI, obs *backupObserved) error {
@@ -370,7 +387,11 @@ func (r *Reconciler) observeRestore(ctx context.Context, m *v1alpha1.MedOpsAPI, 
 		if t == nil {
 			continue
 		}
-		cond = restoreCondition(&p, t)
+		var file string
+		cond, file = restoreCondition(&p, t)
+		if file != "" {
+			obs.restore = &v1alpha1.RestoreStatus{File: file}
+		}
 		break
 	}
 	if cond.Status == metav1.ConditionUnknown && old != nil && old.Status == metav1.ConditionTrue {
@@ -385,12 +406,18 @@ func (r *Reconciler) observeRestore(ctx context.Context, m *v1alpha1.MedOpsAPI, 
 	if cond.Status != metav1.ConditionTrue {
 		obs.recheck = minRecheck(obs.recheck, restoreRecheck)
 	}
+	if obs.restore != nil && m.Spec.Restore.From.File == v1alpha1.RestoreLatest && obs.restore.File != restoredFile(m) {
+		// The pods were built before the file was known: build them again,
+		// pinned, once this status is written (our own status writes do
+		// not wake the controller).
+		obs.recheck = minRecheck(obs.recheck, pinRecheck)
+	}
 	obs.restored = &cond
 	return nil
 }
 
-// restoreCondition reads one pod's restore outcome.
-func restoreCondition(p *corev1.Pod, t *corev1.ContainerStateTerminated) metav1.Condition {
+// restoreCondition reads one pod's restore outcome, and the file restored.
+func restoreCondition(p *corev1.Pod, t *corev1.ContainerStateTerminated) (metav1.Condition, string) {
 	if t.ExitCode != 0 {
 		msg := clip(t.Message)
 		if msg == "" {
@@ -398,9 +425,9 @@ func restoreCondition(p *corev1.Pod, t *corev1.ContainerStateTerminated) metav1.
 		}
 		if strings.Contains(msg, "not empty") {
 			return metav1.Condition{Status: metav1.ConditionFalse, Reason: ReasonRestoreRefused, Message: fmt.Sprintf(
-				"pod %s: the task store already holds tasks and no record of this backup, so the restore refused to import over them (%s); remove spec.restore to serve the tasks it holds, or start from an empty store", p.Name, msg)}
+				"pod %s: the task store already holds tasks and no record of this backup, so the restore refused to import over them (%s); remove spec.restore to serve the tasks it holds, or start from an empty store", p.Name, msg)}, ""
 		}
-		return metav1.Condition{Status: metav1.ConditionFalse, Reason: ReasonRestoreFailed, Message: fmt.Sprintf("pod %s: %s", p.Name, msg)}
+		return metav1.Condition{Status: metav1.ConditionFalse, Reason: ReasonRestoreFailed, Message: fmt.Sprintf("pod %s: %s", p.Name, msg)}, ""
 	}
 	var res restoreResult
 	if err := json.Unmarshal([]byte(lastLine(t.Message)), &res); err == nil {
@@ -410,13 +437,13 @@ func restoreCondition(p *corev1.Pod, t *corev1.ContainerStateTerminated) metav1.
 			if res.Tasks != nil {
 				msg = fmt.Sprintf("restored %d tasks from %s", *res.Tasks, res.Restored)
 			}
-			return metav1.Condition{Status: metav1.ConditionTrue, Reason: ReasonRestored, Message: msg}
+			return metav1.Condition{Status: metav1.ConditionTrue, Reason: ReasonRestored, Message: msg}, res.Restored
 		case res.Skipped != "":
 			return metav1.Condition{Status: metav1.ConditionTrue, Reason: ReasonAlreadyRestored,
-				Message: fmt.Sprintf("%s was restored before; nothing imported again", res.File)}
+				Message: fmt.Sprintf("%s was restored before; nothing imported again", res.File)}, res.File
 		}
 	}
-	return metav1.Condition{Status: metav1.ConditionTrue, Reason: ReasonRestored, Message: "the restore init container of pod " + p.Name + " succeeded"}
+	return metav1.Condition{Status: metav1.ConditionTrue, Reason: ReasonRestored, Message: "the restore init container of pod " + p.Name + " succeeded"}, ""
 }
 
 // setBackupConditions writes what observeBackup learnt into the status.
@@ -425,6 +452,7 @@ func setBackupConditions(status *v1alpha1.MedOpsAPIStatus, obs backupObserved) {
 		return
 	}
 	status.Backup = obs.backup
+	status.Restore = obs.restore
 	for typ, c := range map[string]*metav1.Condition{
 		v1alpha1.ConditionBackupSucceeded: obs.succeeded,
 		v1alpha1.ConditionRestored:        obs.restored,

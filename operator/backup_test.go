@@ -276,6 +276,21 @@ func TestRestoredCondition(t *testing.T) {
 		State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{
 			ExitCode: 0, Reason: "Completed", Message: `{"restored":"api-20260105T030012Z.ndjson.gz","tasks":1234}`, StartedAt: now, FinishedAt: now}},
 	}, corev1.PodRunning)
-	waitCondition(t, s, ns, "api", v1alpha1.ConditionRestored, backupWait,
+	got := waitCondition(t, s, ns, "api", v1alpha1.ConditionRestored, backupWait,
 		wantCondition(metav1.ConditionTrue, ReasonRestored, "restored 1234 tasks from api-20260105T030012Z.ndjson.gz"))
+	if got.Status.Restore == nil || got.Status.Restore.File != "api-20260105T030012Z.ndjson.gz" {
+		t.Fatalf("status.restore = %+v", got.Status.Restore)
+	}
+	// From now on the pods' restore looks for that file, not for latest.
+	eventually(t, wait, "restore init container pinned to the restored file", func() error {
+		var dep appsv1.Deployment
+		if err := get(t, s, ns, "api", &dep); err != nil {
+			return err
+		}
+		args := strings.Join(dep.Spec.Template.Spec.InitContainers[0].Args, " ")
+		if !strings.Contains(args, "--from api-20260105T030012Z.ndjson.gz ") {
+			return fmt.Errorf("restore args %q", args)
+		}
+		return nil
+	})
 }

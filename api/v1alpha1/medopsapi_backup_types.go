@@ -201,6 +201,17 @@ type BackupStatus struct {
 	Job string `json:"job,omitempty"`
 }
 
+// RestoreStatus is what the restore init container reported.
+type RestoreStatus struct {
+	// File is the backup the task store was restored from (or found
+	// already restored from). A restore of latest is pinned to it from
+	// then on: a restarted pod must find the record of this file, not
+	// resolve latest to a newer backup and refuse a store that is no
+	// longer empty.
+	// +optional
+	File string `json:"file,omitempty"`
+}
+
 // BackupEnabled reports whether scheduled backups are wanted.
 func (s *MedOpsAPISpec) BackupEnabled() bool { return s.Backup != nil }
 

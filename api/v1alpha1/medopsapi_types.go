@@ -613,6 +613,10 @@ type MedOpsAPIStatus struct {
 	// Backup is the last successful backup of spec.backup.
 	// +optional
 	Backup *BackupStatus `json:"backup,omitempty"`
+
+	// Restore is the backup spec.restore restored.
+	// +optional
+	Restore *RestoreStatus `json:"restore,omitempty"`
 }
 
 // MedOpsAPI runs medops-api: a REST API with a task server and a cached

@@ -261,7 +261,12 @@ func restoreInitContainers(d *Desired) []corev1.Container {
 	if s.TaskStore() == v1alpha1.TaskStorePostgres {
 		args = append(args, "--postgres-dsn-file", PostgresFile)
 	}
-	args = append(args, "--from", from.File, "--name", name)
+	file := from.File
+	if file == v1alpha1.RestoreLatest && d.Inputs.RestoredFile != "" {
+		// Pinned once restored: a later backup is not what this store holds.
+		file = d.Inputs.RestoredFile
+	}
+	args = append(args, "--from", file, "--name", name)
 	args = append(args, destinationArgs(dst)...)
 	args = append(args, "--termination-log", TerminationLog)
 

@@ -128,3 +128,30 @@ func TestRestoreInitContainerSharesTheServersStore(t *testing.T) {
 		})
 	}
 }
+
+// TestRestoreOfLatestIsPinnedOnceRestored: after a restore of latest, a
+// restarted pod must look for the record of the file it restored; latest
+// would by then name a newer backup, and the store (no longer empty, with
+// no record of that one) would be refused.
+func TestRestoreOfLatestIsPinnedOnceRestored(t *testing.T) {
+	m := fromSpec(t, `
+backup: {schedule: "@daily", volume: {claimName: backups}}
+restore: {from: {file: latest}}`)
+	from := func(in resource.Inputs) string {
+		args := resource.BuildDeployment(prepare(t, m, in)).Spec.Template.Spec.InitContainers[0].Args
+		i := slices.Index(args, "--from")
+		return args[i+1]
+	}
+	in := inputsFor(m)
+	if got := from(in); got != "latest" {
+		t.Errorf("before any restore: --from %s, want latest", got)
+	}
+	in.RestoredFile = "medops-20260105T030000Z.ndjson.gz"
+	if got := from(in); got != in.RestoredFile {
+		t.Errorf("once restored: --from %s, want %s", got, in.RestoredFile)
+	}
+	m.Spec.Restore.From.File = "medops-20260101T030000Z.ndjson.gz"
+	if got := from(in); got != m.Spec.Restore.From.File {
+		t.Errorf("a named file: --from %s, want it unchanged", got)
+	}
+}
