@@ -93,6 +93,9 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager, maxConcurrent int) error
 	// would fail the manager's start.
 	for _, k := range r.Kinds {
 		b = b.Owns(k.New())
+		for _, spawned := range k.Spawned {
+			b = b.Watches(spawned(), handler.EnqueueRequestsFromMapFunc(mapSpawnedByInstance))
+		}
 	}
 	return b.
 		// A retained PVC has no owner reference; its instance label finds
@@ -160,6 +163,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 		return r.finish(ctx, &m, obs, changed, err)
 	}
 
+	in.RestoredFile = restoredFile(&m)
 	desired, err := resource.Prepare(&m, in)
 	if err != nil {
 		if msg, ok := invalidConfig(err); ok {
@@ -212,7 +216,11 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	if !changed.empty() {
 		logger.Info("children changed", "created", changed.created, "updated", changed.updated, "deleted", changed.deleted)
 	}
-	return r.finish(ctx, &m, obs, changed, nil)
+	if obs.backup, err = r.observeBackup(ctx, &m); err != nil {
+		return r.finish(ctx, &m, obs, changed, err)
+	}
+	res, err := r.finish(ctx, &m, obs, changed, nil)
+	return obs.backup.requeue(res), err
 }
 
 // replicasHandOverManager co-owns a Deployment's spec.replicas from the

@@ -144,6 +144,9 @@ func CacheOptions(namespaces []string, kinds []resource.Kind) cache.Options {
 	}
 	for _, k := range kinds {
 		opts.ByObject[k.New()] = managed
+		for _, spawned := range k.Spawned {
+			opts.ByObject[spawned()] = managed
+		}
 	}
 	if len(namespaces) > 0 {
 		opts.DefaultNamespaces = make(map[string]cache.Config, len(namespaces))

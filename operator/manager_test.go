@@ -5,32 +5,41 @@ import (
 	"testing"
 
 	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/medops/medops/operator/resource"
 )
 
-// TestCacheScopesEveryChildKind checks that every kind of the table gets an
-// informer limited to the operator's label, so no child kind is cached
-// cluster-wide, and that there is no other one (no Secret informer: the
-// operator may not list or watch Secrets).
+// TestCacheScopesEveryChildKind checks that every kind of the table, and
+// every kind its children spawn (a CronJob's Jobs), gets an informer
+// limited to the operator's label, so none is cached cluster-wide, and
+// that there is no other one (no Secret informer: the operator may not
+// list or watch Secrets).
 func TestCacheScopesEveryChildKind(t *testing.T) {
 	kinds := resource.Kinds()
 	opts := CacheOptions(nil, kinds)
-	if len(opts.ByObject) != len(kinds) {
-		t.Errorf("%d cache entries for %d child kinds", len(opts.ByObject), len(kinds))
+	objs := []client.Object{}
+	for _, k := range kinds {
+		objs = append(objs, k.New())
+		for _, spawned := range k.Spawned {
+			objs = append(objs, spawned())
+		}
+	}
+	if len(opts.ByObject) != len(objs) {
+		t.Errorf("%d cache entries for %d child and spawned kinds", len(opts.ByObject), len(objs))
 	}
 	byType := map[reflect.Type]cache.ByObject{}
 	for obj, by := range opts.ByObject {
 		byType[reflect.TypeOf(obj)] = by
 	}
-	for _, k := range kinds {
-		by, ok := byType[reflect.TypeOf(k.New())]
+	for _, obj := range objs {
+		by, ok := byType[reflect.TypeOf(obj)]
 		if !ok {
-			t.Errorf("%s is not in the cache options", k.GVK.Kind)
+			t.Errorf("%T is not in the cache options", obj)
 			continue
 		}
 		if by.Label == nil || by.Label.String() != resource.LabelManagedBy+"="+resource.ManagedByValue {
-			t.Errorf("%s cached with label selector %v, want %s=%s", k.GVK.Kind, by.Label, resource.LabelManagedBy, resource.ManagedByValue)
+			t.Errorf("%T cached with label selector %v, want %s=%s", obj, by.Label, resource.LabelManagedBy, resource.ManagedByValue)
 		}
 	}
 }

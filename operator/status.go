@@ -60,6 +60,8 @@ type observed struct {
 	ignored []string
 	// className is the ingress class they are ignored by.
 	className string
+	// backup is what the backup Jobs and the restore init containers told.
+	backup backupObserved
 }
 
 // ignoredMessage is the IngressSettingsIgnored condition's message.
@@ -77,6 +79,7 @@ func computeStatus(m *v1alpha1.MedOpsAPI, obs observed) v1alpha1.MedOpsAPIStatus
 	status := computeWorkloadStatus(m, obs)
 	if obs.failReason == "" {
 		setExtraConditions(&status, m, obs)
+		setBackupConditions(&status, obs.backup)
 	}
 	return status
 }

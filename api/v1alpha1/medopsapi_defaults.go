@@ -117,6 +117,7 @@ func (s *MedOpsAPISpec) SetDefaults() {
 	if r := s.Auth.TokenSecretRef; r != nil && r.Key == "" {
 		r.Key = DefaultTokenKey
 	}
+	s.setBackupDefaults()
 }
 
 // TaskStore is where the tasks module keeps its tasks.

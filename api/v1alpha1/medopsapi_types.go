@@ -61,6 +61,8 @@ const (
 // +kubebuilder:validation:XValidation:rule="(has(self.storage) && has(self.storage.postgres)) || (has(oldSelf.storage) && has(oldSelf.storage.postgres)) || ((has(self.storage) && has(self.storage.storageClassName)) == (has(oldSelf.storage) && has(oldSelf.storage.storageClassName)) && (!(has(self.storage) && has(self.storage.storageClassName)) || self.storage.storageClassName == oldSelf.storage.storageClassName))",message="storage.storageClassName cannot be changed once the claim exists: create a new MedOpsAPI (or delete the claim) to move the data"
 // +kubebuilder:validation:XValidation:rule="(has(self.storage) && (has(self.storage.postgres) || (has(self.storage.ephemeral) && self.storage.ephemeral))) || (has(oldSelf.storage) && (has(oldSelf.storage.postgres) || (has(oldSelf.storage.ephemeral) && oldSelf.storage.ephemeral))) || !isQuantity(has(self.storage) && has(self.storage.size) ? string(self.storage.size) : '1Gi') || !isQuantity(has(oldSelf.storage) && has(oldSelf.storage.size) ? string(oldSelf.storage.size) : '1Gi') || quantity(has(self.storage) && has(self.storage.size) ? string(self.storage.size) : '1Gi').compareTo(quantity(has(oldSelf.storage) && has(oldSelf.storage.size) ? string(oldSelf.storage.size) : '1Gi')) >= 0",message="storage.size cannot shrink (unset is 1Gi): a PersistentVolumeClaim can only grow"
 // +kubebuilder:validation:XValidation:rule="!has(self.auth) || !has(self.auth.disabled) || !self.auth.disabled || !has(self.auth.tokenSecretRef)",message="auth.tokenSecretRef and auth.disabled: true contradict each other: remove one"
+// +kubebuilder:validation:XValidation:rule="!(has(self.backup) || has(self.restore)) || !(has(self.modules) && has(self.modules.tasks) && has(self.modules.tasks.enabled) && !self.modules.tasks.enabled)",message="backup and restore copy the tasks: they need the tasks module (remove modules.tasks.enabled: false, or remove backup and restore)"
+// +kubebuilder:validation:XValidation:rule="!has(self.restore) || has(self.restore.from.volume) || has(self.restore.from.s3) || has(self.backup)",message="restore.from needs a destination: set restore.from.volume or restore.from.s3, or spec.backup, whose destination it then reads"
 type MedOpsAPISpec struct {
 	// Image is the medops-api container image.
 	// +optional
@@ -202,6 +204,16 @@ type MedOpsAPISpec struct {
 	// token.
 	// +optional
 	Auth AuthSpec `json:"auth,omitempty"`
+
+	// Backup schedules backups of the tasks to a claim or an S3 bucket
+	// (see docs/backup.md). Unset: no backups.
+	// +optional
+	Backup *BackupSpec `json:"backup,omitempty"`
+
+	// Restore fills an empty task store from a backup before the pods
+	// serve (see docs/backup.md).
+	// +optional
+	Restore *RestoreSpec `json:"restore,omitempty"`
 }
 
 // Architecture is a value of the kubernetes.io/arch node label.
@@ -597,6 +609,14 @@ type MedOpsAPIStatus struct {
 	// ConfigHash is the hash of the rendered configuration the pods run with.
 	// +optional
 	ConfigHash string `json:"configHash,omitempty"`
+
+	// Backup is the last successful backup of spec.backup.
+	// +optional
+	Backup *BackupStatus `json:"backup,omitempty"`
+
+	// Restore is the backup spec.restore restored.
+	// +optional
+	Restore *RestoreStatus `json:"restore,omitempty"`
 }
 
 // MedOpsAPI runs medops-api: a REST API with a task server and a cached
@@ -608,6 +628,7 @@ type MedOpsAPIStatus struct {
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Replicas",type=integer,JSONPath=`.status.replicas`
 // +kubebuilder:printcolumn:name="URL",type=string,JSONPath=`.status.url`
+// +kubebuilder:printcolumn:name="Last Backup",type=date,JSONPath=`.status.backup.lastSuccessfulTime`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type MedOpsAPI struct {
 	metav1.TypeMeta   `json:",inline"`

@@ -171,7 +171,14 @@ monitoring: {serviceMonitor: {enabled: true, interval: 30 seconds}}`, "monitorin
 		{"prometheus namespace not a name", `
 monitoring: {prometheusNamespace: Monitoring}`, "spec.monitoring.prometheusNamespace in body should match"},
 	}
-	ns := createNamespace(t, "invalid")
+	expectRefused(t, "invalid", cases)
+}
+
+// expectRefused creates each case's MedOpsAPI in a new namespace and
+// expects a 422 Invalid whose message contains want.
+func expectRefused(t *testing.T, prefix string, cases []struct{ name, spec, want string }) {
+	t.Helper()
+	ns := createNamespace(t, prefix)
 	for i, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			obj := newObject(t, ns, fmt.Sprintf("bad-%d", i), tc.spec)

@@ -140,18 +140,12 @@ func podSpec(d *Desired) corev1.PodSpec {
 		TerminationGracePeriodSeconds: ptr(grace),
 		RestartPolicy:                 corev1.RestartPolicyAlways,
 		DNSPolicy:                     corev1.DNSClusterFirst,
-		SecurityContext: &corev1.PodSecurityContext{
-			RunAsNonRoot: ptr(true),
-			RunAsUser:    ptr(NonRootUID),
-			RunAsGroup:   ptr(NonRootUID),
-			// The token and the data volume must be readable (writable) by
-			// the non-root user: group ownership through fsGroup.
-			FSGroup:             ptr(NonRootUID),
-			FSGroupChangePolicy: ptr(corev1.FSGroupChangeOnRootMismatch),
-			SeccompProfile:      &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
-		},
+		// The token and the data volume must be readable (writable) by
+		// the non-root user: group ownership through fsGroup.
+		SecurityContext:           restrictedPod(),
+		InitContainers:            restoreInitContainers(d),
 		Containers:                []corev1.Container{container(m)},
-		Volumes:                   volumes(m, d.Inputs),
+		Volumes:                   append(volumes(m, d.Inputs), restoreVolumes(s)...),
 		NodeSelector:              maps.Clone(s.NodeSelector),
 		Tolerations:               s.Tolerations,
 		Affinity:                  affinity(s),
@@ -194,13 +188,7 @@ func container(m *v1alpha1.MedOpsAPI) corev1.Container {
 		Lifecycle: &corev1.Lifecycle{PreStop: &corev1.LifecycleHandler{
 			Sleep: &corev1.SleepAction{Seconds: PreStopSleepSeconds},
 		}},
-		SecurityContext: &corev1.SecurityContext{
-			RunAsNonRoot:             ptr(true),
-			ReadOnlyRootFilesystem:   ptr(true),
-			AllowPrivilegeEscalation: ptr(false),
-			Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
-			SeccompProfile:           &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
-		},
+		SecurityContext: restrictedContainer(),
 		VolumeMounts: []corev1.VolumeMount{
 			{Name: volTmp, MountPath: tmpDir},
 			{Name: volConfig, MountPath: ConfigDir, ReadOnly: true},
@@ -223,9 +211,7 @@ func container(m *v1alpha1.MedOpsAPI) corev1.Container {
 func volumes(m *v1alpha1.MedOpsAPI, in Inputs) []corev1.Volume {
 	s := &m.Spec
 	v := []corev1.Volume{
-		{Name: volTmp, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{
-			SizeLimit: ptr(apiresource.MustParse(tmpSizeLimit)),
-		}}},
+		tmpVolume(),
 		{Name: volConfig, VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
 			LocalObjectReference: corev1.LocalObjectReference{Name: ConfigMapName(m)},
 			DefaultMode:          ptr(configFileMode),
@@ -254,23 +240,36 @@ func volumes(m *v1alpha1.MedOpsAPI, in Inputs) []corev1.Volume {
 		}}})
 	}
 	if !s.Auth.Disabled {
-		name, key := in.TokenSecretName, v1alpha1.DefaultTokenKey
-		if ref := s.Auth.TokenSecretRef; ref != nil {
-			if name == "" {
-				name = ref.Name
-			}
-			key = ref.Key
-		}
-		if name == "" {
-			name = TokenSecretName(m)
-		}
-		v = append(v, corev1.Volume{Name: volToken, VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
-			SecretName:  name,
-			Items:       []corev1.KeyToPath{{Key: key, Path: tokenPath}},
-			DefaultMode: ptr(secretFileMode),
-		}}})
+		v = append(v, tokenVolume(m, in))
 	}
 	return v
+}
+
+// tmpVolume is the writable /tmp of the read-only root filesystem.
+func tmpVolume() corev1.Volume {
+	return corev1.Volume{Name: volTmp, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{
+		SizeLimit: ptr(apiresource.MustParse(tmpSizeLimit)),
+	}}}
+}
+
+// tokenVolume projects the one token key of the token Secret (the
+// workload's and the backup Job's).
+func tokenVolume(m *v1alpha1.MedOpsAPI, in Inputs) corev1.Volume {
+	name, key := in.TokenSecretName, v1alpha1.DefaultTokenKey
+	if ref := m.Spec.Auth.TokenSecretRef; ref != nil {
+		if name == "" {
+			name = ref.Name
+		}
+		key = ref.Key
+	}
+	if name == "" {
+		name = TokenSecretName(m)
+	}
+	return corev1.Volume{Name: volToken, VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
+		SecretName:  name,
+		Items:       []corev1.KeyToPath{{Key: key, Path: tokenPath}},
+		DefaultMode: ptr(secretFileMode),
+	}}}
 }
 
 // dataEmptyDirSize is the size limit of the task store's emptyDir when it

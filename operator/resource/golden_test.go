@@ -32,7 +32,7 @@ type scenario struct {
 }
 
 func scenarios() []scenario {
-	return []scenario{
+	return append([]scenario{
 		{name: "minimal", sample: "medops_v1alpha1_medopsapi_minimal.yaml"},
 		{name: "raspberry-pi", sample: "medops_v1alpha1_medopsapi_raspberrypi.yaml"},
 		{name: "gateway-ingress-tls", sample: "medops_v1alpha1_medopsapi_gateway.yaml"},
@@ -98,7 +98,7 @@ monitoring:
   serviceMonitor: {enabled: true, labels: {release: kube-prometheus-stack, app.kubernetes.io/instance: hijack}, interval: 15s}
   prometheusNamespace: monitoring
 networkPolicy: {enabled: true, ingressControllerNamespace: kube-system}`},
-	}
+	}, backupScenarios()...)
 }
 
 // load builds the MedOpsAPI of a scenario, as the reconciler would get it

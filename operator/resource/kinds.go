@@ -4,6 +4,7 @@ import (
 	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
@@ -40,6 +41,12 @@ type Kind struct {
 	// ServiceMonitor). The operator looks them up at start-up and leaves
 	// out (no watch, no cache, no apply, no delete) those the cluster lacks.
 	Optional bool
+	// Spawned are the kinds the child's own controller makes from it (a
+	// CronJob's Jobs), which carry our labels from its template: they are
+	// cached with the children's label scope and watched, each mapped to
+	// its MedOpsAPI by the instance label, so that their status reaches
+	// the MedOpsAPI's. The operator only reads them.
+	Spawned []func() client.Object
 }
 
 // RBAC of the child kinds, one marker per entry of Kinds: get/list/watch
@@ -59,6 +66,7 @@ type Kind struct {
 // +kubebuilder:rbac:groups=networking.k8s.io,resources=networkpolicies,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=gateway.networking.k8s.io,resources=httproutes,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=monitoring.coreos.com,resources=servicemonitors,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=batch,resources=cronjobs,verbs=get;list;watch;create;update;patch;delete
 
 // Kinds is the table of child kinds, in apply order: the ServiceAccount,
 // the ConfigMap and the PVC exist before the Deployment whose pods use
@@ -71,8 +79,9 @@ type Kind struct {
 //
 // To add a child kind: write its builder (a pure function of *Desired, with
 // a golden-file scenario), add one entry here where the order needs it
-// (set Optional and AddToScheme for a CRD's kind), and add one
-// +kubebuilder:rbac marker above for its resource, then run
+// (set Optional and AddToScheme for a CRD's kind, and Spawning for the
+// kinds its own controller makes from it whose status the operator reads),
+// and add one +kubebuilder:rbac marker above for its resource, then run
 // `make manifests`.
 func Kinds() []Kind {
 	always := func(*v1alpha1.MedOpsAPISpec) bool { return true }
@@ -91,6 +100,8 @@ func Kinds() []Kind {
 		kind(gatewayv1.SchemeGroupVersion.WithKind("HTTPRoute"), sameName, (*v1alpha1.MedOpsAPISpec).RouteEnabled, BuildHTTPRoute).FromCRD(gatewayv1.Install),
 		kind(monitoringv1.SchemeGroupVersion.WithKind("ServiceMonitor"), sameName,
 			(*v1alpha1.MedOpsAPISpec).ServiceMonitorEnabled, BuildServiceMonitor).FromCRD(monitoringv1.AddToScheme),
+		kind(batchv1.SchemeGroupVersion.WithKind("CronJob"), BackupCronJobName, (*v1alpha1.MedOpsAPISpec).BackupEnabled, BuildBackupCronJob).
+			Spawning(func() client.Object { return &batchv1.Job{} }),
 	}
 }
 
@@ -119,6 +130,13 @@ func kind[T any, PT interface {
 func (k Kind) FromCRD(addToScheme func(*runtime.Scheme) error) Kind {
 	k.Optional = true
 	k.AddToScheme = addToScheme
+	return k
+}
+
+// Spawning marks a kind whose controller makes objects of the kinds news
+// return from it (see Kind.Spawned).
+func (k Kind) Spawning(news ...func() client.Object) Kind {
+	k.Spawned = append(k.Spawned, news...)
 	return k
 }
 
