@@ -309,7 +309,8 @@ func (l *reconcileLog) converge(t *testing.T, key types.NamespacedName, poke fun
 			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%s: no reconcile wrote nothing within %s; the last ones: %+v", key, wait, recs)
+			t.Fatalf("%s: no reconcile wrote nothing within %s; the last ones: %+v; writes: %v", key, wait, recs,
+				l.writes.snapshot("/namespaces/"+key.Namespace+"/"))
 		}
 	}
 }
@@ -326,7 +327,7 @@ func pokeLabel(t *testing.T, c client.Client, key types.NamespacedName) func(int
 			if m.Labels == nil {
 				m.Labels = map[string]string{}
 			}
-			m.Labels["test.medops.io/poke"] = strconv.Itoa(i)
+			m.Labels["test.medops.io/poke"] = "p" + strconv.Itoa(i)
 			return c.Update(t.Context(), &m)
 		})
 	}

@@ -147,10 +147,11 @@ func (a *Applier) Apply(ctx context.Context, owner metav1.Object, obj client.Obj
 	applyOpts := []client.ApplyOption{client.FieldOwner(a.FieldManager)}
 	if exists {
 		// Take back fields another manager changed on our own object. A
-		// create is not forced: should someone make an object of this name
-		// between the read above and this apply, the fields they set
-		// conflict instead of passing to us, and the next reconcile finds
-		// their object and leaves it alone.
+		// create is not forced, which narrows the window left between the
+		// read above and this apply: should someone make an object of this
+		// name in it, the fields they set to other values conflict instead
+		// of passing to us, and the retry finds their object and leaves it
+		// alone.
 		applyOpts = append(applyOpts, client.ForceOwnership)
 	}
 	err = a.Client.Apply(ctx, client.ApplyConfigurationFromUnstructured(result), applyOpts...)
