@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
@@ -145,6 +146,7 @@ func TestForeignObjectIsNeverAdopted(t *testing.T) {
 			name := foreign.GetName()
 
 			create(t, s, newAPI(ns, "api", spec))
+			blockedSince := time.Now()
 			waitBlocked(t, s, ns, ReasonNameConflict, fmt.Sprintf("%s %q", k.GVK.Kind, name))
 
 			live := k.New()
@@ -156,9 +158,11 @@ func TestForeignObjectIsNeverAdopted(t *testing.T) {
 					k.GVK.Kind, rv, live.GetResourceVersion(), live.GetOwnerReferences(), live.GetLabels())
 			}
 
-			// No watch sees an unlabelled object go: the recheck finds it.
+			// No watch sees an unlabelled object go: the recheck finds it,
+			// at the latest as long after the deletion as the conflict had
+			// lasted (recheckAfter).
 			deleteForeign(t, s, live)
-			eventually(t, wait, "the operator's own "+k.GVK.Kind+" made", func() error {
+			eventually(t, time.Since(blockedSince)+wait, "the operator's own "+k.GVK.Kind+" made", func() error {
 				own := k.New()
 				if err := get(t, s, ns, name, own); err != nil {
 					return err
@@ -191,6 +195,7 @@ func TestForeignTokenSecret(t *testing.T) {
 		Data: map[string][]byte{"password": []byte("not-a-token")}}
 	create(t, s, theirs)
 	create(t, s, newAPI(ns, "api"))
+	blockedSince := time.Now()
 	waitBlocked(t, s, ns, ReasonNameConflict, `Secret "api-token"`)
 	var live corev1.Secret
 	if err := get(t, s, ns, "api-token", &live); err != nil {
@@ -205,7 +210,7 @@ func TestForeignTokenSecret(t *testing.T) {
 
 	deleteForeign(t, s, &live)
 	var own corev1.Secret
-	eventually(t, wait, "the operator's own token made", func() error {
+	eventually(t, time.Since(blockedSince)+wait, "the operator's own token made", func() error {
 		if err := get(t, s, ns, "api-token", &own); err != nil {
 			return err
 		}
@@ -225,9 +230,10 @@ func TestForeignTokenSecret(t *testing.T) {
 		t.Fatal(err)
 	}
 	update(t, s, ns, "api", func(m *v1alpha1.MedOpsAPI) { m.Annotations = map[string]string{"medops.io/retry": "1"} })
+	blockedSince = time.Now()
 	waitBlocked(t, s, ns, ReasonTokenSecretMissing, `generated Secret "api-token" has no key "token"`)
 	deleteForeign(t, s, &own)
-	eventually(t, wait, "a new token made", func() error {
+	eventually(t, time.Since(blockedSince)+wait, "a new token made", func() error {
 		var again corev1.Secret
 		if err := get(t, s, ns, "api-token", &again); err != nil {
 			return err
