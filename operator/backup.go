@@ -404,13 +404,13 @@ func (r *Reconciler) observeRestore(ctx context.Context, m *v1alpha1.MedOpsAPI, 
 		r.backupEvent(m, nil, cond.Reason, cond.Message)
 	}
 	if cond.Status != metav1.ConditionTrue {
-		obs.recheck = minRecheck(obs.recheck, restoreRecheck)
+		obs.recheck = soonerRecheck(obs.recheck, restoreRecheck)
 	}
 	if obs.restore != nil && m.Spec.Restore.From.File == v1alpha1.RestoreLatest && obs.restore.File != restoredFile(m) {
 		// The pods were built before the file was known: build them again,
 		// pinned, once this status is written (our own status writes do
 		// not wake the controller).
-		obs.recheck = minRecheck(obs.recheck, pinRecheck)
+		obs.recheck = soonerRecheck(obs.recheck, pinRecheck)
 	}
 	obs.restored = &cond
 	return nil
@@ -468,12 +468,13 @@ func setBackupConditions(status *v1alpha1.MedOpsAPIStatus, obs backupObserved) {
 // requeue adds the backup's recheck to a reconcile's result.
 func (o backupObserved) requeue(res reconcile.Result) reconcile.Result {
 	if o.recheck > 0 {
-		res.RequeueAfter = minRecheck(res.RequeueAfter, o.recheck)
+		res.RequeueAfter = soonerRecheck(res.RequeueAfter, o.recheck)
 	}
 	return res
 }
 
-func minRecheck(a, b time.Duration) time.Duration {
+// soonerRecheck is the sooner of two recheck delays, where 0 means none.
+func soonerRecheck(a, b time.Duration) time.Duration {
 	if a == 0 || (b > 0 && b < a) {
 		return b
 	}

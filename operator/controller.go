@@ -32,7 +32,10 @@ import (
 )
 
 // conflictRequeueDelay is how long a reconcile whose status write lost a
-// conflict waits before trying again (the new version is queued anyway).
+// conflict, or found the cache behind our own last write, waits before it
+// tries again. This requeue is what retries: the watch event that brings
+// the newer MedOpsAPI is dropped by the For() predicates when only its
+// status changed (see SetupWithManager).
 const conflictRequeueDelay = time.Second
 
 // Reconciler turns a MedOpsAPI into its children and reports their state.
@@ -53,9 +56,12 @@ type Reconciler struct {
 
 	applier      *apply.Applier
 	statusWrites statusWrites
+	// wrap, when set, wraps r for the controller (see Options.wrap).
+	wrap func(reconcile.Reconciler) reconcile.Reconciler
 }
 
-// RBAC, least privilege: children need get/list/watch (cache), patch and
+// RBAC, least privilege: children need get/list/watch (cache; get also
+// for the uncached look at a name the cache lacks, see apply), patch and
 // create (server-side apply, which creates a missing object), update (the
 // repair after a foreign edit made an apply invalid, see apply.Applier) and
 // delete (children no longer wanted); their markers stand next to the table
@@ -81,7 +87,9 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager, maxConcurrent int) error
 	b := ctrl.NewControllerManagedBy(mgr).
 		Named("medopsapi").
 		// Our own status writes change neither generation, labels nor
-		// annotations, so they do not wake the controller again.
+		// annotations, so they do not wake the controller again. Nor does
+		// anyone else's status-only write: a reconcile that lost a status
+		// write to one retries through its own requeue (finish).
 		For(&v1alpha1.MedOpsAPI{}, builder.WithPredicates(predicate.Or(
 			predicate.GenerationChangedPredicate{},
 			predicate.LabelChangedPredicate{},
@@ -97,12 +105,16 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager, maxConcurrent int) error
 			b = b.Watches(spawned(), handler.EnqueueRequestsFromMapFunc(mapSpawnedByInstance))
 		}
 	}
+	var rec reconcile.Reconciler = r
+	if r.wrap != nil {
+		rec = r.wrap(r)
+	}
 	return b.
 		// A retained PVC has no owner reference; its instance label finds
 		// the MedOpsAPI, so a deleted claim is made again.
 		Watches(&corev1.PersistentVolumeClaim{}, handler.EnqueueRequestsFromMapFunc(mapUnownedByInstance)).
 		WithOptions(opts).
-		Complete(r)
+		Complete(rec)
 }
 
 // mapUnownedByInstance maps a child without a controller (a retained PVC)
@@ -144,20 +156,11 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 		err = r.checkPostgresSecret(ctx, &m)
 	}
 	if err != nil {
-		var missing *secretError
-		if errors.As(err, &missing) {
+		var b *blockedError
+		if errors.As(err, &b) {
 			// No watch on Secrets (see the RBAC note above) tells us when it
-			// appears: look again, less often the longer it has been missing.
-			obs.degraded(missing.reason, missing.Error())
-			cond := findCondition(m.Status.Conditions, v1alpha1.ConditionDegraded)
-			if cond == nil || cond.Reason != missing.reason || cond.Message != missing.Error() {
-				r.event(&m, nil, corev1.EventTypeWarning, missing.reason, "ReadSecret", "%s", missing.Error())
-			}
-			res, err := r.finish(ctx, &m, obs, changed, nil)
-			if res.RequeueAfter == 0 && err == nil {
-				res.RequeueAfter = missingSecretRecheck(cond, missing.reason, time.Now())
-			}
-			return res, err
+			// appears or changes: look again, less often the longer it lasts.
+			return r.blocked(ctx, &m, obs, changed, b, "ReadSecret", nil)
 		}
 		obs.degraded(ReasonApplyFailed, err.Error())
 		return r.finish(ctx, &m, obs, changed, err)
@@ -193,11 +196,19 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 			aerr error
 		)
 		if c.Wanted {
-			out, now, aerr = r.applier.Apply(ctx, c.Object, handOvers(c.Object)...)
+			out, now, aerr = r.applier.Apply(ctx, &m, c.Object, handOvers(c.Object)...)
 		} else {
 			out, aerr = r.applier.Delete(ctx, &m, c.Object)
 		}
 		kind := kindOf(c.Object, r.Scheme)
+		var foreign *apply.NotOwnedError
+		if errors.As(aerr, &foreign) {
+			// Someone else's object has the child's name. The children
+			// after it in the table (those that may point at it) wait too.
+			// It is neither cached nor watched (it lacks our label): look
+			// again, less often the longer it stays.
+			return r.blocked(ctx, &m, obs, changed, notOwned(&m, foreign), "Apply", c.Object)
+		}
 		if aerr != nil {
 			logger.Error(aerr, "reconcile child", "kind", kind, "name", c.Object.GetName())
 			r.event(&m, c.Object, corev1.EventTypeWarning, ReasonApplyFailed, "Apply", "%s %s: %v", kind, c.Object.GetName(), aerr)
@@ -248,7 +259,11 @@ func (r *Reconciler) finish(ctx context.Context, m *v1alpha1.MedOpsAPI, obs obse
 	if err := r.writeStatus(ctx, m, obs); err != nil {
 		if apierrors.IsConflict(err) || errors.Is(err, errCacheBehind) {
 			// The MedOpsAPI changed under us, or the cache has yet to see
-			// our own last write; its new version is queued anyway.
+			// our own last write. A spec, label or annotation change queues
+			// it again through the watch; a status-only change (ours, or
+			// another writer's) passes no For() predicate, so this requeue
+			// is what brings the retry, from the cache that has caught up by
+			// then.
 			return reconcile.Result{RequeueAfter: conflictRequeueDelay}, rerr
 		}
 		if rerr == nil {

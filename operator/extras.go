@@ -90,7 +90,15 @@ func setExtraConditions(status *v1alpha1.MedOpsAPIStatus, m *v1alpha1.MedOpsAPI,
 		if !obs.unavailable["HTTPRoute"] || !m.Spec.RouteEnabled() {
 			reason = ReasonMonitoringUnavailable
 		}
-		set(v1alpha1.ConditionDegraded, metav1.ConditionTrue, reason, strings.Join(missing, "; "))
+		degraded := metav1.Condition{Type: v1alpha1.ConditionDegraded, Status: metav1.ConditionTrue, Reason: reason,
+			Message: strings.Join(missing, "; "), ObservedGeneration: gen}
+		// computeWorkloadStatus has just set Degraded False, which stamped
+		// a new transition time: keep the time of a Degraded that was
+		// already True, or every reconcile would rewrite the status.
+		if prev := meta.FindStatusCondition(m.Status.Conditions, v1alpha1.ConditionDegraded); prev != nil && prev.Status == metav1.ConditionTrue {
+			degraded.LastTransitionTime = prev.LastTransitionTime
+		}
+		meta.SetStatusCondition(&status.Conditions, degraded)
 	}
 }
 

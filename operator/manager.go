@@ -22,6 +22,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/medops/medops/api/v1alpha1"
 	"github.com/medops/medops/operator/resource"
@@ -62,6 +63,11 @@ type Options struct {
 	// SkipNameValidation lets more than one manager run in one process
 	// (tests and benchmarks); controller names must otherwise be unique.
 	SkipNameValidation bool
+
+	// wrap, when set, wraps the reconciler the controller runs: the tests
+	// see each reconcile through it (its writes and its result), so that
+	// they wait for convergence itself instead of for a while.
+	wrap func(reconcile.Reconciler) reconcile.Reconciler
 }
 
 // gracefulShutdownTimeout bounds how long the manager waits for running
@@ -230,6 +236,7 @@ func Setup(mgr manager.Manager, o Options, kinds []resource.Kind) error {
 		Scheme:    mgr.GetScheme(),
 		Recorder:  mgr.GetEventRecorder(FieldManager),
 		Kinds:     kinds,
+		wrap:      o.wrap,
 	}
 	if err := r.SetupWithManager(mgr, o.MaxConcurrentReconciles); err != nil {
 		return fmt.Errorf("set up MedOpsAPI controller: %w", err)

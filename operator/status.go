@@ -33,6 +33,10 @@ const (
 	// ReasonPostgresSecretMissing: storage.postgres.secretRef names a
 	// Secret or key that does not exist.
 	ReasonPostgresSecretMissing = "PostgresSecretMissing"
+	// ReasonNameConflict: an object of a child's kind and name (or the
+	// generated token Secret's) exists and is not this MedOpsAPI's; the
+	// operator leaves it alone and the message names it.
+	ReasonNameConflict = "NameConflict"
 	// ReasonProgressDeadline is also the reason the Deployment controller
 	// gives a stuck rollout; computeStatus matches it by this constant.
 	ReasonProgressDeadline = "ProgressDeadlineExceeded"
@@ -208,8 +212,10 @@ func sameButTransitionTimes(a, b v1alpha1.MedOpsAPIStatus) bool {
 }
 
 // errCacheBehind: the status must change, but the cached MedOpsAPI is older
-// than our own last write of it; the watch event of that write will bring
-// the current one.
+// than our own last write of it. The cache catches up within moments, but
+// the watch event of that write changes only the status, which the For()
+// predicates drop: finish requeues after conflictRequeueDelay, and the
+// retry reads the current copy.
 var errCacheBehind = errors.New("the cached MedOpsAPI predates our last status write")
 
 // statusWrites remembers, per MedOpsAPI, the status this operator last

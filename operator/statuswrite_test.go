@@ -79,10 +79,18 @@ func TestStatusWriteFromAStaleCopy(t *testing.T) {
 	if err := s.client.Get(t.Context(), client.ObjectKeyFromObject(&before), &cur); err != nil {
 		t.Fatal(err)
 	}
+	stale := cur.DeepCopy()
 	if err := r.writeStatus(t.Context(), &cur, applyFailed); err != nil {
 		t.Fatalf("write from the current copy: %v", err)
 	}
 	if err := get(t, s, ns, "api", &cur); err != nil || condition(&cur, v1alpha1.ConditionDegraded).Reason != ReasonApplyFailed {
 		t.Fatalf("status after the write: %+v %v", cur.Status, err)
+	}
+	// The watch event of that write is status-only, which the For()
+	// predicates drop: the reconcile that met the stale copy must requeue
+	// itself, or nothing would bring the retry.
+	res, err := r.finish(t.Context(), stale, invalid, &changes{}, nil)
+	if err != nil || res.RequeueAfter != conflictRequeueDelay {
+		t.Fatalf("finish from a stale copy: %+v, %v; want a requeue after %s", res, err, conflictRequeueDelay)
 	}
 }

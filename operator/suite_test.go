@@ -2,11 +2,13 @@ package operator
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -17,13 +19,16 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/rand"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/yaml"
 
+	"github.com/medops/medops/api/v1alpha1"
 	"github.com/medops/medops/internal/repo"
 	"github.com/medops/medops/internal/testenv"
 )
@@ -39,6 +44,8 @@ type envSuite struct {
 	client client.Client // the tests' own client: its writes are not counted
 	cache  client.Reader // the operator's informer cache, to check what it holds
 	writes *writeCounter // counts the operator's writes to the apiserver
+	// reconciles records each reconcile the operator runs, with its writes.
+	reconciles *reconcileLog
 	// opKubeconfig is a kubeconfig of the operator's user, for kubectl.
 	opKubeconfig []byte
 	cancel       context.CancelFunc
@@ -98,6 +105,7 @@ func startSuite() (*envSuite, error) {
 		return nil, err
 	}
 	s := &envSuite{env: env, cfg: cfg, writes: &writeCounter{}, done: make(chan error, 1)}
+	s.reconciles = &reconcileLog{writes: s.writes}
 	fail := func(err error) (*envSuite, error) {
 		_ = env.Stop()
 		return nil, err
@@ -140,6 +148,7 @@ func startSuite() (*envSuite, error) {
 		MaxConcurrentReconciles: 4,
 		Logger:                  logger,
 		SkipNameValidation:      true,
+		wrap:                    s.reconciles.wrap,
 	})
 	if err != nil {
 		return fail(err)
@@ -203,6 +212,125 @@ func (t *countingTransport) RoundTrip(req *http.Request) (*http.Response, error)
 		t.c.add(req.Method, req.URL.Path)
 	}
 	return t.next.RoundTrip(req)
+}
+
+// inNamespace counts the writes so far to objects of namespace ns.
+func (w *writeCounter) inNamespace(ns string) int {
+	n := 0
+	for _, v := range w.snapshot("/namespaces/" + ns + "/") {
+		n += v
+	}
+	return n
+}
+
+// reconcileLog records the reconciles an operator runs: which object, how
+// many writes the operator made to its namespace meanwhile (one MedOpsAPI
+// per namespace in these tests, and reconciles of one object never
+// overlap, so they are that reconcile's), and what it returned.
+type reconcileLog struct {
+	writes *writeCounter
+
+	mu      sync.Mutex
+	started int // reconciles started so far
+	done    []reconcileRecord
+}
+
+type reconcileRecord struct {
+	key types.NamespacedName
+	// seq numbers the reconcile by its start: 1 is the first to start.
+	seq    int
+	writes int
+	result reconcile.Result
+	err    error
+}
+
+// quiet reports whether the reconcile wrote nothing and asked for nothing
+// more: after it, only a new event can make the operator act.
+func (r reconcileRecord) quiet() bool {
+	return r.writes == 0 && r.err == nil && r.result.IsZero()
+}
+
+// wrap is Options.wrap: it records every reconcile of inner.
+func (l *reconcileLog) wrap(inner reconcile.Reconciler) reconcile.Reconciler {
+	return reconcile.Func(func(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
+		l.mu.Lock()
+		l.started++
+		seq := l.started
+		l.mu.Unlock()
+		before := l.writes.inNamespace(req.Namespace)
+		res, err := inner.Reconcile(ctx, req)
+		rec := reconcileRecord{key: req.NamespacedName, seq: seq, writes: l.writes.inNamespace(req.Namespace) - before, result: res, err: err}
+		l.mu.Lock()
+		l.done = append(l.done, rec)
+		l.mu.Unlock()
+		return res, err
+	})
+}
+
+// next pokes the controller and returns the reconciles of key that
+// started after the poke, once there is at least one.
+func (l *reconcileLog) next(t *testing.T, key types.NamespacedName, poke func(i int), i int) []reconcileRecord {
+	t.Helper()
+	l.mu.Lock()
+	mark := l.started
+	l.mu.Unlock()
+	poke(i)
+	var recs []reconcileRecord
+	eventually(t, wait, "a reconcile of "+key.String()+" after the poke", func() error {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		recs = recs[:0]
+		for _, r := range l.done {
+			if r.key == key && r.seq > mark {
+				recs = append(recs, r)
+			}
+		}
+		if len(recs) == 0 {
+			return errors.New("none yet")
+		}
+		return nil
+	})
+	return recs
+}
+
+// converge waits until the operator has converged on the MedOpsAPI key: a
+// whole reconcile of it wrote nothing and asked for no requeue. poke makes
+// the controller reconcile key without changing what it renders (a label on
+// the MedOpsAPI), since a converged operator has no reason to run on its
+// own; it pokes again while the reconciles that follow still write.
+func (l *reconcileLog) converge(t *testing.T, key types.NamespacedName, poke func(i int)) {
+	t.Helper()
+	deadline := time.Now().Add(wait)
+	for i := 0; ; i++ {
+		recs := l.next(t, key, poke, i)
+		for _, r := range recs {
+			if r.quiet() {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: no reconcile wrote nothing within %s; the last ones: %+v; writes: %v", key, wait, recs,
+				l.writes.snapshot("/namespaces/"+key.Namespace+"/"))
+		}
+	}
+}
+
+// pokeLabel returns a poke for converge that sets a label on the MedOpsAPI.
+func pokeLabel(t *testing.T, c client.Client, key types.NamespacedName) func(int) {
+	return func(i int) {
+		t.Helper()
+		eventually(t, wait, "label MedOpsAPI "+key.Name, func() error {
+			var m v1alpha1.MedOpsAPI
+			if err := c.Get(t.Context(), key, &m); err != nil {
+				return err
+			}
+			if m.Labels == nil {
+				m.Labels = map[string]string{}
+			}
+			m.Labels["test.medops.io/poke"] = "p" + strconv.Itoa(i)
+			return c.Update(t.Context(), &m)
+		})
+	}
 }
 
 // newNamespace makes a namespace of its own for one test.

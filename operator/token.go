@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -18,14 +17,8 @@ import (
 	"github.com/medops/medops/operator/resource"
 )
 
-const (
-	// tokenBytes is the length of a generated token before hex encoding.
-	tokenBytes = 32
-
-	// Bounds of the wait before a missing Secret is looked up again.
-	minSecretRecheck = 5 * time.Second
-	maxSecretRecheck = 5 * time.Minute
-)
+// tokenBytes is the length of a generated token before hex encoding.
+const tokenBytes = 32
 
 // Spec fields that reference Secrets (the start of the messages).
 const (
@@ -43,13 +36,6 @@ type secretRef struct {
 	name, key string
 }
 
-// secretError says that a Secret a MedOpsAPI references cannot be used: it
-// or its key is missing. The reconciler reports it on the Degraded
-// condition and in an Event, and looks again later (missingSecretRecheck).
-type secretError struct{ reason, msg string }
-
-func (e *secretError) Error() string { return e.msg }
-
 // referencedSecret checks that the Secret ref names holds ref.key. Every
 // Secret a MedOpsAPI references goes through here.
 //
@@ -62,12 +48,12 @@ func (r *Reconciler) referencedSecret(ctx context.Context, m *v1alpha1.MedOpsAPI
 	var secret corev1.Secret
 	if err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: m.Namespace, Name: ref.name}, &secret); err != nil {
 		if apierrors.IsNotFound(err) {
-			return &secretError{ref.reason, fmt.Sprintf("%s: Secret %q not found in namespace %s", ref.field, ref.name, m.Namespace)}
+			return &blockedError{ref.reason, fmt.Sprintf("%s: Secret %q not found in namespace %s", ref.field, ref.name, m.Namespace)}
 		}
 		return fmt.Errorf("read Secret %s: %w", ref.name, err)
 	}
 	if len(secret.Data[ref.key]) == 0 {
-		return &secretError{ref.reason, fmt.Sprintf("%s: Secret %q has no key %q", ref.field, ref.name, ref.key)}
+		return &blockedError{ref.reason, fmt.Sprintf("%s: Secret %q has no key %q", ref.field, ref.name, ref.key)}
 	}
 	return nil
 }
@@ -125,38 +111,37 @@ func (r *Reconciler) checkPostgresSecret(ctx context.Context, m *v1alpha1.MedOps
 	return r.referencedSecret(ctx, m, secretRef{field: fieldPostgresSecret, reason: ReasonPostgresSecretMissing, name: pg.Name, key: key})
 }
 
-// missingSecretRecheck is how long to wait before looking for a missing
-// Secret again: as long as it has been missing (cond is the Degraded
-// condition the status had before this reconcile, reason the current one),
-// within bounds, so a Secret made right after its MedOpsAPI is found in
-// seconds and one that never comes costs a get every few minutes.
-func missingSecretRecheck(cond *metav1.Condition, reason string, now time.Time) time.Duration {
-	d := minSecretRecheck
-	if cond != nil && cond.Reason == reason && cond.Status == metav1.ConditionTrue {
-		d = max(d, now.Sub(cond.LastTransitionTime.Time))
-	}
-	return min(d, maxSecretRecheck)
-}
-
 // ensureToken makes the generated token Secret unless it exists. It
-// reports whether it made it.
+// reports whether it made it. A Secret of that name that this MedOpsAPI
+// does not control is someone else's: it is neither used nor changed (a
+// blockedError with ReasonNameConflict), as is one of ours that lost its
+// key (ReasonTokenSecretMissing), which the pods could not mount.
 func (r *Reconciler) ensureToken(ctx context.Context, m *v1alpha1.MedOpsAPI, name string) (bool, error) {
-	meta := &metav1.PartialObjectMetadata{}
-	meta.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Secret"))
-	err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: m.Namespace, Name: name}, meta)
+	var secret corev1.Secret
+	err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: m.Namespace, Name: name}, &secret)
 	switch {
 	case err == nil:
+		if !metav1.IsControlledBy(&secret, m) {
+			return false, &blockedError{ReasonNameConflict, nameConflictMessage(m, "Secret", name, metav1.GetControllerOf(&secret),
+				"delete or rename it, or set spec.auth.tokenSecretRef to use it as the token")}
+		}
+		if len(secret.Data[v1alpha1.DefaultTokenKey]) == 0 {
+			return false, &blockedError{ReasonTokenSecretMissing, fmt.Sprintf("auth: the generated Secret %q has no key %q: delete it and the operator makes a new token",
+				name, v1alpha1.DefaultTokenKey)}
+		}
 		return false, nil
 	case !apierrors.IsNotFound(err):
-		return false, fmt.Errorf("read token Secret %s metadata: %w", name, err)
+		return false, fmt.Errorf("read token Secret %s: %w", name, err)
 	}
 	made, err := r.createToken(ctx, m)
 	return made != nil, err
 }
 
 // createToken makes the MedOpsAPI's own token Secret with a random token.
-// It uses Create, never apply: once made the token is never rewritten, and an
-// AlreadyExists (the cache lagging behind) is fine: it returns nil then.
+// It uses Create, never apply: once made the token is never rewritten, and
+// a Secret made by someone else between ensureToken's read and this create
+// fails it with AlreadyExists instead of being taken over; the retry then
+// finds that Secret and judges it.
 func (r *Reconciler) createToken(ctx context.Context, m *v1alpha1.MedOpsAPI) (*corev1.Secret, error) {
 	buf := make([]byte, tokenBytes)
 	if _, err := rand.Read(buf); err != nil {
@@ -165,9 +150,6 @@ func (r *Reconciler) createToken(ctx context.Context, m *v1alpha1.MedOpsAPI) (*c
 	token := []byte(hex.EncodeToString(buf))
 	secret := resource.BuildTokenSecret(m, token)
 	if err := r.Client.Create(ctx, secret, client.FieldOwner(FieldManager)); err != nil {
-		if apierrors.IsAlreadyExists(err) {
-			return nil, nil
-		}
 		return nil, fmt.Errorf("create token Secret %s: %w", secret.Name, err)
 	}
 	return secret, nil

@@ -94,15 +94,18 @@ func Document(obj client.Object, scheme *runtime.Scheme) (*unstructured.Unstruct
 	return u, hash, nil
 }
 
-// Apply brings one child to its desired state with server-side apply,
-// unless the live object (read from the cache) already holds every desired
-// field and carries the same applied hash: then nothing is written, which is
-// what keeps a converged operator silent.
+// Apply brings one child of owner to its desired state with server-side
+// apply, unless the live object already holds every desired field and
+// carries the same applied hash: then nothing is written, which is what
+// keeps a converged operator silent.
+//
+// An object of the child's name that is not owner's (see mine) is never
+// written: Apply returns a *NotOwnedError and leaves it as it is.
 //
 // It returns the object as it now stands in the apiserver (the apply's answer,
-// or the cached object when nothing was written), so that status is computed
+// or the live object when nothing was written), so that status is computed
 // from the Deployment just written and never from an older cached copy.
-func (a *Applier) Apply(ctx context.Context, obj client.Object, opts ...Option) (Outcome, client.Object, error) {
+func (a *Applier) Apply(ctx context.Context, owner metav1.Object, obj client.Object, opts ...Option) (Outcome, client.Object, error) {
 	var o options
 	for _, opt := range opts {
 		opt(&o)
@@ -115,12 +118,12 @@ func (a *Applier) Apply(ctx context.Context, obj client.Object, opts ...Option) 
 	if err != nil {
 		return Unchanged, nil, err
 	}
-	exists := true
-	if err := a.Client.Get(ctx, client.ObjectKeyFromObject(obj), live); err != nil {
-		if !apierrors.IsNotFound(err) {
-			return Unchanged, nil, fmt.Errorf("read %s %s: %w", desired.GetKind(), obj.GetName(), err)
-		}
-		exists = false
+	exists, err := a.read(ctx, desired, live)
+	if err != nil {
+		return Unchanged, nil, err
+	}
+	if exists && !mine(live, owner, desired) {
+		return Unchanged, nil, &NotOwnedError{Kind: desired.GetKind(), Name: desired.GetName(), Controller: metav1.GetControllerOf(live)}
 	}
 	if exists && live.GetAnnotations()[annotationAppliedHash] == hash {
 		// An uncached read leaves TypeMeta empty; the desired document has it.
@@ -141,8 +144,17 @@ func (a *Applier) Apply(ctx context.Context, obj client.Object, opts ...Option) 
 		}
 	}
 	result := desired.DeepCopy() // Apply decodes the apiserver's answer into it
-	err = a.Client.Apply(ctx, client.ApplyConfigurationFromUnstructured(result),
-		client.FieldOwner(a.FieldManager), client.ForceOwnership)
+	applyOpts := []client.ApplyOption{client.FieldOwner(a.FieldManager)}
+	if exists {
+		// Take back fields another manager changed on our own object. A
+		// create is not forced, which narrows the window left between the
+		// read above and this apply: should someone make an object of this
+		// name in it, the fields they set to other values conflict instead
+		// of passing to us, and the retry finds their object and leaves it
+		// alone.
+		applyOpts = append(applyOpts, client.ForceOwnership)
+	}
+	err = a.Client.Apply(ctx, client.ApplyConfigurationFromUnstructured(result), applyOpts...)
 	switch {
 	case err == nil:
 		// Entries other managers added to lists we set (an env var from
@@ -175,6 +187,65 @@ func (a *Applier) Apply(ctx context.Context, obj client.Object, opts ...Option) 
 		return Updated, now, nil
 	}
 	return Created, now, nil
+}
+
+// read fills live with the object of desired's name. The cache answers
+// first; it only holds objects with the operator's managed-by label, so when
+// it has none, an uncached get tells a missing object from one that exists
+// without the label (a person's, which must not be taken over) or that the
+// cache has yet to see (one just made). In a converged state every child is
+// in the cache: the uncached get costs one request per child only while a
+// child is missing, and it needs no permission beyond get.
+func (a *Applier) read(ctx context.Context, desired *unstructured.Unstructured, live client.Object) (bool, error) {
+	key := client.ObjectKeyFromObject(desired)
+	err := a.Client.Get(ctx, key, live)
+	if apierrors.IsNotFound(err) {
+		err = a.APIReader.Get(ctx, key, live)
+	}
+	switch {
+	case err == nil:
+		return true, nil
+	case apierrors.IsNotFound(err):
+		return false, nil
+	default:
+		return false, fmt.Errorf("read %s %s: %w", desired.GetKind(), desired.GetName(), err)
+	}
+}
+
+// mine reports whether live, the object found under a child's name, belongs
+// to owner, so that applying desired over it takes nothing from anyone: it
+// is owner's when owner controls it, or when nothing controls it and it
+// carries desired's managed-by and instance labels (a retained claim the
+// operator made for an earlier object of owner's name, or an object a person
+// handed over by labelling it). Anything else (a person's ConfigMap, a child
+// of another owner) is someone else's.
+func mine(live, owner, desired metav1.Object) bool {
+	if ref := metav1.GetControllerOfNoCopy(live); ref != nil {
+		return ref.UID == owner.GetUID()
+	}
+	want := desired.GetLabels()
+	for _, l := range []string{resource.LabelManagedBy, resource.LabelInstance} {
+		if want[l] == "" || live.GetLabels()[l] != want[l] {
+			return false
+		}
+	}
+	return true
+}
+
+// NotOwnedError says that an object of a child's kind and name exists and
+// is not the owner's: Apply left it untouched.
+type NotOwnedError struct {
+	Kind, Name string
+	// Controller is the live object's controller reference, nil when it has none.
+	Controller *metav1.OwnerReference
+}
+
+func (e *NotOwnedError) Error() string {
+	who := "it has no controller and lacks the labels " + resource.LabelManagedBy + "=" + resource.ManagedByValue + " and " + resource.LabelInstance
+	if c := e.Controller; c != nil {
+		who = fmt.Sprintf("it is controlled by %s %s (uid %s)", c.Kind, c.Name, c.UID)
+	}
+	return fmt.Sprintf("%s %s exists and is someone else's: %s", e.Kind, e.Name, who)
 }
 
 // Option changes one Apply.

@@ -1,6 +1,7 @@
 package apply_test
 
 import (
+	"errors"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -83,8 +84,8 @@ func TestDocumentHash(t *testing.T) {
 }
 
 // TestApplyAndDelete runs the Applier against a real apiserver with plain
-// ConfigMaps: it writes only when something differs, and deletes only what
-// the owner controls.
+// ConfigMaps: it writes only when something differs, never writes an object
+// that is not the owner's, and deletes only what the owner controls.
 func TestApplyAndDelete(t *testing.T) {
 	_, cfg := testenv.StartForTest(t)
 	scheme := newScheme(t)
@@ -96,9 +97,20 @@ func TestApplyAndDelete(t *testing.T) {
 	ctx := t.Context()
 	const ns = "default"
 
+	owner := configMap(ns, "owner", "x")
+	if err := c.Create(ctx, owner); err != nil {
+		t.Fatal(err)
+	}
+	// child is what a builder makes: controlled by owner, with its labels.
+	child := func(name, v string) *corev1.ConfigMap {
+		cm := configMap(ns, name, v)
+		cm.OwnerReferences = []metav1.OwnerReference{*metav1.NewControllerRef(owner, corev1.SchemeGroupVersion.WithKind("ConfigMap"))}
+		cm.Labels = map[string]string{resource.LabelManagedBy: resource.ManagedByValue, resource.LabelInstance: owner.Name}
+		return cm
+	}
 	step := func(what string, obj client.Object, want apply.Outcome) client.Object {
 		t.Helper()
-		got, live, err := a.Apply(ctx, obj)
+		got, live, err := a.Apply(ctx, owner, obj)
 		if err != nil {
 			t.Fatalf("%s: %v", what, err)
 		}
@@ -107,12 +119,12 @@ func TestApplyAndDelete(t *testing.T) {
 		}
 		return live
 	}
-	created := step("first apply", configMap(ns, "c", "a"), apply.Created)
-	same := step("same object again", configMap(ns, "c", "a"), apply.Unchanged)
+	created := step("first apply", child("c", "a"), apply.Created)
+	same := step("same object again", child("c", "a"), apply.Unchanged)
 	if same.GetResourceVersion() != created.GetResourceVersion() {
 		t.Errorf("an unchanged apply wrote: resourceVersion %s → %s", created.GetResourceVersion(), same.GetResourceVersion())
 	}
-	step("new data", configMap(ns, "c", "b"), apply.Updated)
+	step("new data", child("c", "b"), apply.Updated)
 
 	// Someone else changes a field the operator set: the subset check sees it.
 	var cm corev1.ConfigMap
@@ -123,33 +135,60 @@ func TestApplyAndDelete(t *testing.T) {
 	if err := c.Update(ctx, &cm, client.FieldOwner("someone")); err != nil {
 		t.Fatal(err)
 	}
-	restored := step("after a foreign edit", configMap(ns, "c", "b"), apply.Updated)
+	restored := step("after a foreign edit", child("c", "b"), apply.Updated)
 	if got := restored.(*corev1.ConfigMap).Data["k"]; got != "b" {
 		t.Errorf("data after re-apply = %q, want b", got)
 	}
 
-	// Delete leaves what the owner does not control.
-	owner := configMap(ns, "owner", "x")
-	step("owner", owner, apply.Created)
-	if err := c.Get(ctx, client.ObjectKeyFromObject(owner), owner); err != nil {
+	// Objects of the child's name that are not the owner's are left as they
+	// are: one a person made, and one another owner controls.
+	other := configMap(ns, "other", "z")
+	if err := c.Create(ctx, other); err != nil {
 		t.Fatal(err)
 	}
-	if out, err := a.Delete(ctx, owner, configMap(ns, "c", "")); err != nil || out != apply.Unchanged {
+	theirs := configMap(ns, "theirs", "mine")
+	controlled := child("controlled", "mine")
+	controlled.OwnerReferences = []metav1.OwnerReference{*metav1.NewControllerRef(other, corev1.SchemeGroupVersion.WithKind("ConfigMap"))}
+	for _, obj := range []*corev1.ConfigMap{theirs, controlled} {
+		if err := c.Create(ctx, obj); err != nil {
+			t.Fatal(err)
+		}
+		rv := obj.ResourceVersion
+		out, _, err := a.Apply(ctx, owner, child(obj.Name, "desired"))
+		var notOwned *apply.NotOwnedError
+		if !errors.As(err, &notOwned) || out != apply.Unchanged || notOwned.Kind != "ConfigMap" || notOwned.Name != obj.Name {
+			t.Fatalf("apply over %s: outcome %d, err %v; want a NotOwnedError naming ConfigMap %s", obj.Name, out, err, obj.Name)
+		}
+		if err := c.Get(ctx, client.ObjectKeyFromObject(obj), &cm); err != nil {
+			t.Fatal(err)
+		}
+		if cm.ResourceVersion != rv || cm.Data["k"] != "mine" {
+			t.Errorf("%s written although it is not the owner's: resourceVersion %s → %s, data %v", obj.Name, rv, cm.ResourceVersion, cm.Data)
+		}
+	}
+	// An object without a controller that carries the owner's labels (a
+	// retained claim) is the owner's.
+	retained := child("retained", "old")
+	retained.OwnerReferences = nil
+	if err := c.Create(ctx, retained); err != nil {
+		t.Fatal(err)
+	}
+	step("labelled object without controller", child("retained", "new"), apply.Updated)
+
+	// Delete leaves what the owner does not control.
+	if out, err := a.Delete(ctx, owner, configMap(ns, "theirs", "")); err != nil || out != apply.Unchanged {
 		t.Fatalf("delete of an object the owner does not control: outcome %d, err %v", out, err)
 	}
-	if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: "c"}, &cm); err != nil {
+	if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: "theirs"}, &cm); err != nil {
 		t.Fatalf("uncontrolled object deleted: %v", err)
 	}
-	child := configMap(ns, "child", "y")
-	child.OwnerReferences = []metav1.OwnerReference{*metav1.NewControllerRef(owner, corev1.SchemeGroupVersion.WithKind("ConfigMap"))}
-	step("controlled child", child, apply.Created)
-	if out, err := a.Delete(ctx, owner, configMap(ns, "child", "")); err != nil || out != apply.Deleted {
+	if out, err := a.Delete(ctx, owner, configMap(ns, "c", "")); err != nil || out != apply.Deleted {
 		t.Fatalf("delete of a controlled object: outcome %d, err %v", out, err)
 	}
-	if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: "child"}, &cm); !apierrors.IsNotFound(err) {
+	if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: "c"}, &cm); !apierrors.IsNotFound(err) {
 		t.Errorf("controlled object still there after Delete (err %v)", err)
 	}
-	if out, err := a.Delete(ctx, owner, configMap(ns, "child", "")); err != nil || out != apply.Unchanged {
+	if out, err := a.Delete(ctx, owner, configMap(ns, "c", "")); err != nil || out != apply.Unchanged {
 		t.Errorf("delete of a missing object: outcome %d, err %v", out, err)
 	}
 }

@@ -249,9 +249,16 @@ func TestStorageDecidesStrategyAndDataVolume(t *testing.T) {
 			appsv1.RollingUpdateDeploymentStrategyType, ""},
 	}
 	for _, tc := range cases {
-		dep := deployment(t, fromSpec(t, tc.spec), resource.Inputs{})
+		d := prepare(t, fromSpec(t, tc.spec), resource.Inputs{})
+		dep := resource.BuildDeployment(d)
 		if dep.Spec.Strategy.Type != tc.strategy {
 			t.Errorf("%s: strategy %s, want %s", tc.spec, dep.Spec.Strategy.Type, tc.strategy)
+		}
+		// A recreated pod has no peer for load balancers to move to: no
+		// drain delay. A rolling update keeps one.
+		delay := d.Config.Server.ShutdownDelay.Duration
+		if recreate := tc.strategy == appsv1.RecreateDeploymentStrategyType; recreate && delay != 0 || !recreate && delay <= 0 {
+			t.Errorf("%s: rendered server.shutdownDelay %s with strategy %s", tc.spec, delay, tc.strategy)
 		}
 		if ru := dep.Spec.Strategy.RollingUpdate; tc.strategy == appsv1.RollingUpdateDeploymentStrategyType &&
 			(ru == nil || ru.MaxUnavailable.IntValue() != 0) {
@@ -598,6 +605,15 @@ func TestRestrictedSecurityAndGracefulShutdown(t *testing.T) {
 	}
 	if c.LivenessProbe.HTTPGet.Path != "/healthz" || c.ReadinessProbe.HTTPGet.Path != "/readyz" {
 		t.Error("probes do not use /healthz and /readyz")
+	}
+	// The startup probe's success makes the kubelet probe readiness at
+	// once: it must probe often, check that the process serves (not
+	// /readyz: a pod waiting for PostgreSQL must not be killed), and give
+	// a starting pod no less time than liveness did without it.
+	window := func(p *corev1.Probe) int32 { return p.PeriodSeconds * p.FailureThreshold }
+	if sp := c.StartupProbe; sp == nil || sp.HTTPGet == nil || sp.HTTPGet.Path != "/healthz" || sp.PeriodSeconds != 1 ||
+		window(sp) < window(c.LivenessProbe) {
+		t.Errorf("startup probe %+v, want /healthz every second for at least liveness's %ds", sp, window(c.LivenessProbe))
 	}
 	w := d.Config
 	preStop := c.Lifecycle.PreStop.Sleep.Seconds

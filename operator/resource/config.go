@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
 
 	"github.com/medops/medops/api/v1alpha1"
@@ -44,6 +45,12 @@ func renderConfig(m *v1alpha1.MedOpsAPI) (*v1alpha1.WorkloadConfig, []byte, erro
 		w.Auth.Disabled = true
 	} else {
 		w.Auth.TokenFile = TokenFile
+	}
+	if recreates(&m.Spec) {
+		// The shutdown delay lets load balancers move to the other pods;
+		// a pod that is recreated has none, and its successor starts only
+		// once it is gone, so the delay would only lengthen the gap.
+		w.Server.ShutdownDelay = &metav1.Duration{}
 	}
 	w.SetDefaults()
 	if errs := w.Validate(); len(errs) > 0 {

@@ -35,6 +35,15 @@ const (
 	livenessFailureThreshold  = int32(3)
 	readinessPeriodSeconds    = int32(5)
 	readinessFailureThreshold = int32(2)
+	// The startup probe asks /healthz every second until the process
+	// answers. Its success makes the kubelet probe readiness at once, so a
+	// new pod turns Ready as soon as it serves instead of at the next
+	// readiness period (up to 5 s later: with Recreate, 5 s more of a
+	// rollout with no pod). Liveness waits for it, so its window must not
+	// be shorter than what liveness gave a starting pod before (3 failures
+	// 10 s apart): a minute, for slow or emulated arm64 nodes.
+	startupPeriodSeconds    = int32(1)
+	startupFailureThreshold = int32(60)
 
 	// tmpSizeLimit bounds the writable /tmp of the read-only root
 	// filesystem; medops-api writes next to nothing there.
@@ -88,11 +97,7 @@ func BuildDeployment(d *Desired) *appsv1.Deployment {
 	if s.Autoscaling == nil {
 		dep.Spec.Replicas = ptr(*s.Replicas)
 	}
-	if s.PersistentStorage() {
-		// A ReadWriteOnce claim and bbolt's file lock allow one pod at a
-		// time: the old pod must be gone before the new one starts (a
-		// surge pod on another node could never attach the claim, and a
-		// rolling update would wait for it forever).
+	if recreates(s) {
 		dep.Spec.Strategy = appsv1.DeploymentStrategy{Type: appsv1.RecreateDeploymentStrategyType}
 	} else {
 		// Never go below the wanted count during a rollout.
@@ -106,6 +111,14 @@ func BuildDeployment(d *Desired) *appsv1.Deployment {
 	}
 	return dep
 }
+
+// recreates reports whether the Deployment replaces its pods with the
+// Recreate strategy: a ReadWriteOnce claim and bbolt's file lock allow one
+// pod at a time, so the old pod must be gone before the new one starts (a
+// surge pod on another node could never attach the claim, and a rolling
+// update would wait for it forever). The rendered config follows it too
+// (renderConfig): such a pod has no peer to drain to.
+func recreates(s *v1alpha1.MedOpsAPISpec) bool { return s.PersistentStorage() }
 
 // podLabels are the user's pod labels with the operator's labels on top, so
 // that a user label can never take a pod out of its Deployment's selector.
@@ -181,6 +194,7 @@ func container(m *v1alpha1.MedOpsAPI) corev1.Container {
 		}},
 		Env:            s.Env,
 		Resources:      resources(s),
+		StartupProbe:   probe("/healthz", startupPeriodSeconds, startupFailureThreshold),
 		LivenessProbe:  probe("/healthz", livenessPeriodSeconds, livenessFailureThreshold),
 		ReadinessProbe: probe("/readyz", readinessPeriodSeconds, readinessFailureThreshold),
 		// A distroless image has no shell: the kubelet's sleep handler
