@@ -476,9 +476,11 @@ func digits(s string) bool {
 }
 
 // retryAfterValue formats a delay as Retry-After's whole seconds, rounded
-// up so a client never comes back early.
+// up so a client never comes back early, and at least 1: an upstream's
+// "Retry-After: 0" (or a date in the past) must not invite clients to
+// hammer a failing upstream at once.
 func retryAfterValue(d time.Duration) string {
-	return strconv.FormatInt(int64(math.Ceil(d.Seconds())), 10)
+	return strconv.FormatInt(max(int64(math.Ceil(d.Seconds())), 1), 10)
 }
 
 // splitPath finds the upstream name and the rest of the path, in escaped and
