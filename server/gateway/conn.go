@@ -95,7 +95,8 @@ func (x *exchangeCheck) trace(ctx context.Context) context.Context {
 	return httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
 		GotConn: func(info httptrace.GotConnInfo) {
 			x.mu.Lock()
-			x.conn = http1Conn(info.Conn)
+			// Again for each connection the transport tries.
+			x.conn, x.wrote = http1Conn(info.Conn), false
 			x.mu.Unlock()
 		},
 		WroteHeaders: func() {
