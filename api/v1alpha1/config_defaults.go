@@ -25,10 +25,13 @@ const (
 	DefaultMaxEntrySize    = "1Mi"
 	DefaultStaleIfError    = 10 * time.Minute
 	DefaultUpstreamTimeout = 10 * time.Second
-	DefaultMaxRetryAfter   = 5 * time.Minute
-	DefaultMaxBodySize     = "1Mi"
-	DefaultShutdownDelay   = 5 * time.Second
-	DefaultShutdownTimeout = 20 * time.Second
+	// DefaultUpstreamResponseTimeout stays below the server's 60 s write
+	// timeout, so the gateway's JSON 504 still reaches the client.
+	DefaultUpstreamResponseTimeout = 30 * time.Second
+	DefaultMaxRetryAfter           = 5 * time.Minute
+	DefaultMaxBodySize             = "1Mi"
+	DefaultShutdownDelay           = 5 * time.Second
+	DefaultShutdownTimeout         = 20 * time.Second
 
 	// MaxCacheSize bounds cache.size; bigcache's HardMaxCacheSize is in MiB.
 	MaxCacheSize = "8Gi"
@@ -119,8 +122,12 @@ func (m *ModulesSpec) SetDefaults() {
 		m.Gateway.MaxRetryAfter = &metav1.Duration{Duration: DefaultMaxRetryAfter}
 	}
 	for i := range m.Gateway.Upstreams {
-		if m.Gateway.Upstreams[i].Timeout == nil {
-			m.Gateway.Upstreams[i].Timeout = &metav1.Duration{Duration: DefaultUpstreamTimeout}
+		u := &m.Gateway.Upstreams[i]
+		if u.Timeout == nil {
+			u.Timeout = &metav1.Duration{Duration: DefaultUpstreamTimeout}
+		}
+		if u.ResponseTimeout == nil {
+			u.ResponseTimeout = &metav1.Duration{Duration: max(DefaultUpstreamResponseTimeout, u.Timeout.Duration)}
 		}
 	}
 }
@@ -224,6 +231,13 @@ func (m *ModulesSpec) Validate(path *field.Path) field.ErrorList {
 		}
 		if u.Timeout != nil && u.Timeout.Duration <= 0 {
 			errs = append(errs, field.Invalid(p.Child("timeout"), u.Timeout.Duration.String(), "must be positive"))
+		}
+		if rt := u.ResponseTimeout; rt != nil {
+			if rt.Duration <= 0 {
+				errs = append(errs, field.Invalid(p.Child("responseTimeout"), rt.Duration.String(), "must be positive"))
+			} else if u.Timeout != nil && rt.Duration < u.Timeout.Duration {
+				errs = append(errs, field.Invalid(p.Child("responseTimeout"), rt.Duration.String(), "must not be shorter than timeout ("+u.Timeout.Duration.String()+")"))
+			}
 		}
 	}
 	if d := m.Gateway.MaxRetryAfter; d != nil && d.Duration < time.Second {

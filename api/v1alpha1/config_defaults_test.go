@@ -89,6 +89,12 @@ func TestWorkloadConfigValidate(t *testing.T) {
 		{"upstream timeout zero", func(w *WorkloadConfig) {
 			w.Modules.Gateway.Upstreams = []Upstream{{Name: "e", URL: "https://a.example", Timeout: d(0)}}
 		}, "modules.gateway.upstreams[0].timeout", "must be positive"},
+		{"upstream response timeout zero", func(w *WorkloadConfig) {
+			w.Modules.Gateway.Upstreams = []Upstream{{Name: "e", URL: "https://a.example", ResponseTimeout: d(0)}}
+		}, "modules.gateway.upstreams[0].responseTimeout", "must be positive"},
+		{"upstream response timeout under the timeout", func(w *WorkloadConfig) {
+			w.Modules.Gateway.Upstreams = []Upstream{{Name: "e", URL: "https://a.example", Timeout: d(time.Minute), ResponseTimeout: d(30 * time.Second)}}
+		}, "modules.gateway.upstreams[0].responseTimeout", "must not be shorter than timeout"},
 		{"max retry after under a second", func(w *WorkloadConfig) { w.Modules.Gateway.MaxRetryAfter = d(500 * time.Millisecond) },
 			"modules.gateway.maxRetryAfter", "at least 1s"},
 		{"body size zero", func(w *WorkloadConfig) { w.Server.MaxBodySize = q("0") }, "server.maxBodySize", "must be positive"},

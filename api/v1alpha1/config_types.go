@@ -178,6 +178,7 @@ type GatewayModule struct {
 }
 
 // Upstream is one REST service behind the gateway.
+// +kubebuilder:validation:XValidation:rule="!has(self.timeout) || !has(self.responseTimeout) || duration(self.responseTimeout) >= duration(self.timeout)",message="upstream responseTimeout must not be shorter than timeout"
 type Upstream struct {
 	// Name is the path segment that selects this upstream:
 	// /api/v1/gateway/{name}/...
@@ -205,6 +206,19 @@ type Upstream struct {
 	// +kubebuilder:validation:Pattern=`^(0|([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+)$`
 	// +kubebuilder:validation:XValidation:rule="duration(self) > duration('0s')",message="upstream timeout must be positive"
 	Timeout *metav1.Duration `json:"timeout,omitempty"`
+
+	// ResponseTimeout bounds the whole exchange with the upstream: the time
+	// spent waiting for its response headers and for all of its body, added
+	// up, so an upstream that trickles its answer in pauses shorter than
+	// timeout cannot hold a request. Like timeout, it does not count the time
+	// a slow client takes to download the answer. When it runs out before
+	// anything was sent, the client gets a JSON 504. It must not be shorter
+	// than timeout. Defaults to 30s, or to timeout when that is longer.
+	// +optional
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^(0|([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+)$`
+	// +kubebuilder:validation:XValidation:rule="duration(self) > duration('0s')",message="upstream responseTimeout must be positive"
+	ResponseTimeout *metav1.Duration `json:"responseTimeout,omitempty"`
 }
 
 // CacheSpec configures the in-process bigcache response cache.

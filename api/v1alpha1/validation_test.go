@@ -142,6 +142,10 @@ cache: {ttl: 0s}`, "cache.ttl must be positive"},
 cache: {rules: [{pathPrefix: /x, ttl: -1m}]}`, "spec.cache.rules[0].ttl in body should match"},
 		{"upstream timeout zero", `
 modules: {gateway: {enabled: true, upstreams: [{name: a, url: "https://a.example", timeout: 0s}]}}`, "upstream timeout must be positive"},
+		{"upstream response timeout zero", `
+modules: {gateway: {enabled: true, upstreams: [{name: a, url: "https://a.example", responseTimeout: 0s}]}}`, "upstream responseTimeout must be positive"},
+		{"upstream response timeout shorter than timeout", `
+modules: {gateway: {enabled: true, upstreams: [{name: a, url: "https://a.example", timeout: 20s, responseTimeout: 10s}]}}`, "upstream responseTimeout must not be shorter than timeout"},
 		{"negative replicas", `
 replicas: -1`, "spec.replicas in body should be greater than or equal to 0"},
 		{"route without parentRefs", `

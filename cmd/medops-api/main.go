@@ -50,6 +50,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return 1
 	}
 	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
+	// What libraries print with the standard log package (net/http's
+	// transport: "Unsolicited response received on idle HTTP channel")
+	// becomes a JSON warning too, never a plain-text line in the JSON log.
+	slog.SetDefault(log)
+	slog.SetLogLoggerLevel(slog.LevelWarn)
 
 	a, err := app.New(app.Options{Config: cfg, Logger: log})
 	if err != nil {
@@ -122,6 +127,9 @@ func newServer(cfg *v1alpha1.WorkloadConfig, h http.Handler, log *slog.Logger) *
 	for _, u := range cfg.Modules.Gateway.Upstreams {
 		if u.Timeout != nil {
 			write = max(write, u.Timeout.Duration+10*time.Second)
+		}
+		if u.ResponseTimeout != nil { // so the gateway's 504 still gets out
+			write = max(write, u.ResponseTimeout.Duration+10*time.Second)
 		}
 	}
 	return &http.Server{

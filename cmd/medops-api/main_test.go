@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	stdlog "log"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -384,6 +385,9 @@ func TestServerLimits(t *testing.T) {
 			{Name: "a", Timeout: &metav1.Duration{Duration: 10 * time.Second}},
 			{Name: "b", Timeout: &metav1.Duration{Duration: 2 * time.Minute}},
 		}, 130 * time.Second},
+		{"slow response", []v1alpha1.Upstream{
+			{Name: "a", Timeout: &metav1.Duration{Duration: 10 * time.Second}, ResponseTimeout: &metav1.Duration{Duration: 5 * time.Minute}},
+		}, 310 * time.Second},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := &v1alpha1.WorkloadConfig{}
@@ -597,4 +601,28 @@ func call(c *http.Client, req *http.Request) (status int, closed bool, err error
 		return res.StatusCode, false, err
 	}
 	return res.StatusCode, res.Close, nil
+}
+
+// TestStandardLogLinesAreJSON: what a library prints with the standard log
+// package (net/http's transport reports an upstream's unsolicited response
+// that way) lands in the JSON log as a warning, not as a plain-text line.
+func TestStandardLogLinesAreJSON(t *testing.T) {
+	prev := slog.Default()
+	t.Cleanup(func() {
+		slog.SetDefault(prev)
+		stdlog.SetOutput(os.Stderr)
+		stdlog.SetFlags(stdlog.LstdFlags)
+	})
+	var stdout, stderr bytes.Buffer
+	// Start-up fails at the listener, after the logger is set up.
+	args := []string{"--data-dir", t.TempDir(), "--listen", "127.0.0.1:-1"}
+	if code := run(t.Context(), args, func(string) string { return "" }, &stdout, &stderr); code != 1 {
+		t.Fatalf("exit %d: %s", code, stderr.String())
+	}
+	stderr.Reset()
+	stdlog.Printf("Unsolicited response received on idle HTTP channel starting with %q", "HTTP/1.1 200 OK")
+	var line struct{ Level, Msg string }
+	if err := json.Unmarshal(stderr.Bytes(), &line); err != nil || line.Level != "WARN" || !strings.Contains(line.Msg, "Unsolicited") {
+		t.Fatalf("standard log line %q: %v %+v", stderr.String(), err, line)
+	}
 }

@@ -130,6 +130,9 @@ func (a *App) observe(next http.Handler) http.Handler {
 			id = a.ids.next()
 		}
 		w.Header().Set(httpx.HeaderRequestID, id)
+		// No answer of this origin is ever content-sniffed: an untyped or
+		// mistyped body (a relayed upstream's) must not become HTML.
+		w.Header()["X-Content-Type-Options"] = nosniffValue
 		if a.draining.Load() {
 			// Shutdown closes idle kept-alive connections, and a client may
 			// be sending on one just then: its request is lost with EOF or a
@@ -164,6 +167,12 @@ func (a *App) observe(next http.Handler) http.Handler {
 		if !rec.wroteHeader {
 			status = http.StatusOK // the handler wrote nothing: net/http sends 200
 		}
+		if aborted {
+			// The status line went out but the body was cut: the client got
+			// no answer it can use, as from a failing gateway, so the log
+			// and the metrics say 502, not the status that was sent.
+			status = http.StatusBadGateway
+		}
 		// chi's routers store the matched pattern in r.Pattern as they route
 		// (the innermost one last), so it is read here rather than rebuilt
 		// with RoutePattern, which allocates. This needs every middleware
@@ -187,7 +196,7 @@ func (a *App) observe(next http.Handler) http.Handler {
 				slog.String("remote", r.RemoteAddr),
 			}
 			if aborted {
-				attrs = append(attrs, slog.Bool("aborted", true))
+				attrs = append(attrs, slog.Bool("aborted", true), slog.Int("sent_status", rec.status))
 			}
 			a.log.LogAttrs(r.Context(), slog.LevelInfo, "request", attrs...)
 		}
@@ -243,6 +252,8 @@ func (a *App) serveRecovered(next http.Handler, rec *recorder, r *http.Request) 
 	next.ServeHTTP(rec, r)
 	return false
 }
+
+var nosniffValue = []string{"nosniff"}
 
 // MaxHeaderBytes bounds a request's line and headers; larger ones get a
 // JSON 431. The HTTP server's own limit must be higher (its 431 is plain

@@ -68,7 +68,7 @@ func (a *App) mountModules(root chi.Router) error {
 		// sub-router still sets the route path the gateway reads.
 		root.Route(GatewayPrefix, func(g chi.Router) {
 			if read != nil {
-				g = g.With(read)
+				g = g.With(gateway.StripUnforwarded, read)
 			}
 			for _, m := range gatewayMethods() {
 				g.Method(m, "/*", a.mods.gateway)

@@ -638,3 +638,25 @@ func TestWriteDuringMissIsNotStored(t *testing.T) {
 	writeDuring.Store(false)
 	expect(t, f.get(t, "/api/v1/gateway/x"), 200, "HIT", "")
 }
+
+// TestOverflowingAgeIsStale: an Age too large for int64 counts as 2^31
+// seconds (RFC 9111 §1.2.2), so the response is never stored as fresh, and
+// an overflowing max-age is a long lifetime (capped), never "stale at once".
+func TestOverflowingAgeIsStale(t *testing.T) {
+	origin := &counter{serve: func(w http.ResponseWriter, r *http.Request, n int64) {
+		switch r.URL.Path {
+		case "/age":
+			w.Header().Set("Age", "99999999999999999999999")
+			w.Header().Set("Cache-Control", "max-age=60")
+		case "/maxage":
+			w.Header().Set("Cache-Control", "max-age=99999999999999999999999")
+		}
+		fmt.Fprintf(w, "call %d", n)
+	}}
+	f := newFixture(t, v1alpha1.CacheSpec{}, origin)
+	expect(t, f.get(t, "/age"), 200, "MISS", "call 1")
+	expect(t, f.get(t, "/age"), 200, "MISS", "call 2")
+	expect(t, f.get(t, "/maxage"), 200, "MISS", "call 3")
+	f.clock.Advance(time.Hour)
+	expect(t, f.get(t, "/maxage"), 200, "HIT", "call 3")
+}

@@ -48,11 +48,35 @@ func parseCacheControl(vals []string) directives {
 }
 
 func parseAge(s string) int64 {
-	n, err := strconv.ParseInt(s, 10, 64)
-	if err != nil || n < 0 {
+	n, ok := deltaSeconds(s)
+	if !ok {
 		return 0
 	}
 	return n
+}
+
+// maxDelta is what RFC 9111 §1.2.2 asks a cache to take for a
+// delta-seconds value too large to represent: 2^31 seconds.
+const maxDelta = 1 << 31
+
+// deltaSeconds reads RFC 9111 delta-seconds: digits only. A value that
+// overflows, however long, is maxDelta, never 0: an overflowing Age must
+// make a response stale, not fresh. Values above maxDelta are capped too,
+// so later arithmetic on them cannot overflow.
+func deltaSeconds(s string) (int64, bool) {
+	if s == "" {
+		return 0, false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return 0, false
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n > maxDelta {
+		return maxDelta, true // only a range error is left: digits that overflow
+	}
+	return n, true
 }
 
 // freshness decides how long a response stays fresh, and whether it may be
@@ -93,18 +117,15 @@ func (c *Cache) freshness(h http.Header, d directives, ruleTTL time.Duration, ha
 // the Age an upstream cache reported. The entry's stored-at time is moved
 // back by it, so the Age header a hit sends and a client's max-age count
 // the whole time since the origin made the response (RFC 9111 §4.2.3).
-// Huge values are capped so the arithmetic cannot overflow; such a response
-// is never fresh anyway.
+// Huge values, including those that overflow int64, count as 2^31 seconds
+// (RFC 9111 §1.2.2), so such a response is never fresh; a value that is not
+// delta-seconds at all is ignored.
 func initialAge(h http.Header) time.Duration {
-	a := h.Get("Age")
-	if a == "" {
+	n, ok := deltaSeconds(strings.TrimSpace(h.Get("Age")))
+	if !ok {
 		return 0
 	}
-	n, err := strconv.ParseInt(a, 10, 64)
-	if err != nil || n <= 0 {
-		return 0
-	}
-	return time.Duration(min(n, 1<<31)) * time.Second
+	return time.Duration(n) * time.Second
 }
 
 // cacheableStatus lists the statuses RFC 9110 calls heuristically

@@ -25,6 +25,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -58,6 +59,8 @@ type upstream struct {
 	baseRawPath string // escaped, without a trailing slash
 	ttl         time.Duration
 	timeout     time.Duration
+	// responseTimeout bounds all the waits of one exchange together.
+	responseTimeout time.Duration
 
 	mu           sync.Mutex
 	blockedUntil time.Time
@@ -76,6 +79,7 @@ type gateway struct {
 	requests    *prometheus.CounterVec
 	duration    *prometheus.HistogramVec
 	rateLimited *prometheus.CounterVec
+	unsolicited *prometheus.CounterVec
 }
 
 // New builds the gateway handler for the configured upstreams. It serves
@@ -123,8 +127,12 @@ func New(mod v1alpha1.GatewayModule, opts Options) (http.Handler, error) {
 		Namespace: "medops", Subsystem: "gateway", Name: "rate_limited_total",
 		Help: "Requests answered 429 by the gateway itself while an upstream's rate limit was exhausted.",
 	}, []string{"upstream"})
+	g.unsolicited = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "medops", Subsystem: "gateway", Name: "unsolicited_responses_total",
+		Help: "Upstream answers that were on the connection before the request was written: dropped with their connection, the request sent again.",
+	}, []string{"upstream"})
 	if opts.Registerer != nil {
-		for _, c := range []prometheus.Collector{g.requests, g.duration, g.rateLimited} {
+		for _, c := range []prometheus.Collector{g.requests, g.duration, g.rateLimited, g.unsolicited} {
 			if err := opts.Registerer.Register(c); err != nil {
 				return nil, fmt.Errorf("registering gateway metrics: %w", err)
 			}
@@ -157,20 +165,30 @@ func newUpstream(u v1alpha1.Upstream) (*upstream, error) {
 	if u.Timeout != nil {
 		up.timeout = u.Timeout.Duration
 	}
+	up.responseTimeout = max(v1alpha1.DefaultUpstreamResponseTimeout, up.timeout)
+	if u.ResponseTimeout != nil {
+		up.responseTimeout = u.ResponseTimeout.Duration
+	}
 	return up, nil
 }
+
+// MaxResponseHeaderBytes bounds an upstream's status line and headers; a
+// larger answer is a 502. The gateway relays a handful of headers, so this
+// only keeps a hostile upstream from making it buffer megabytes per request.
+const MaxResponseHeaderBytes = 64 << 10
 
 func newClient() *http.Client {
 	return &http.Client{
 		Transport: &http.Transport{
-			Proxy:                 http.ProxyFromEnvironment,
-			DialContext:           (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-			ForceAttemptHTTP2:     true,
-			MaxIdleConns:          32,
-			MaxIdleConnsPerHost:   8,
-			IdleConnTimeout:       90 * time.Second,
-			TLSHandshakeTimeout:   5 * time.Second,
-			ExpectContinueTimeout: time.Second,
+			Proxy:                  http.ProxyFromEnvironment,
+			DialContext:            dialTracked(&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}),
+			ForceAttemptHTTP2:      true,
+			MaxIdleConns:           32,
+			MaxIdleConnsPerHost:    8,
+			IdleConnTimeout:        90 * time.Second,
+			TLSHandshakeTimeout:    5 * time.Second,
+			ExpectContinueTimeout:  time.Second,
+			MaxResponseHeaderBytes: MaxResponseHeaderBytes,
 		},
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
@@ -180,7 +198,9 @@ func newClient() *http.Client {
 // them: content negotiation (Ensembl reads the format from Content-Type as
 // well as Accept) and the cache's revalidation conditions. Credentials meant
 // for medops-api are never forwarded, nor is the client's X-Request-Id: the
-// upstream gets the id our access log carries (see forward).
+// upstream gets the id our access log carries (see forward). Nor is
+// Accept-Encoding: the gateway asks for gzip itself (net/http's transport
+// adds it and decodes the answer) and relays identity bodies only.
 var forwardHeaders = [...]string{"Accept", "Accept-Language", "Content-Type", "If-None-Match", "If-Modified-Since"}
 
 // relayHeaders are the upstream response headers passed back.
@@ -190,7 +210,35 @@ var relayHeaders = [...]string{"Content-Type", "Content-Language", "Content-Disp
 // rateHeaders are Ensembl's rate-limit headers, passed back with a 429.
 var rateHeaders = [...]string{"X-Ratelimit-Limit", "X-Ratelimit-Remaining", "X-Ratelimit-Reset", "X-Ratelimit-Period"}
 
+// Shared header values; net/http only reads response header slices.
+var (
+	nosniffValue = []string{"nosniff"}
+	// cspValue keeps relayed bodies inert on the API's origin: an upstream
+	// that reflects input in HTML it serves runs no script and loads
+	// nothing here, and no page may frame it.
+	cspValue         = []string{"default-src 'none'; frame-ancestors 'none'; sandbox"}
+	octetStreamValue = []string{"application/octet-stream"}
+	noStoreValue     = []string{"no-store"}
+)
+
+// secure sets the headers every gateway answer carries, relayed or not.
+func secure(h http.Header) {
+	h["X-Content-Type-Options"] = nosniffValue
+	h["Content-Security-Policy"] = cspValue
+}
+
+// commitSize is how much of an upstream body the gateway reads before it
+// sends anything: an answer that fails within it gets a JSON 502 or 504
+// instead of a cut body, even where no cache holds it back (a bypassed
+// request), and a small answer gets its exact Content-Length.
+const commitSize = 32 << 10
+
+// maxAttempts bounds the sends of one request when answers arrive before
+// they were asked for (see conn.go).
+const maxAttempts = 3
+
 func (g *gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	secure(w.Header())
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		w.Header().Set("Allow", "GET, HEAD")
 		httpx.WriteError(w, http.StatusMethodNotAllowed, "method_not_allowed", "the gateway only forwards GET and HEAD", "")
@@ -223,14 +271,16 @@ func (g *gateway) forward(w http.ResponseWriter, r *http.Request, up *upstream, 
 	target.RawPath = up.baseRawPath + rawRest
 	target.RawQuery = r.URL.RawQuery
 
-	// The timeout bounds waiting for the upstream: its response headers,
-	// then each gap between body reads. It does not run while the body is
-	// written to the client, so a slow client downloading a large answer
-	// is not cut off (the server's WriteTimeout bounds that).
+	// Two bounds on waiting for the upstream, neither running while the
+	// body is written to the client, so a slow client downloading a large
+	// answer is not cut off (the server's WriteTimeout bounds that): the
+	// timeout for each wait (the headers, then each body read) and the
+	// response timeout for all of them added up, so an upstream that
+	// trickles its body cannot hold a request for longer.
 	ctx, cancel := context.WithCancelCause(r.Context())
 	defer cancel(nil)
-	idle := time.AfterFunc(up.timeout, func() { cancel(errUpstreamTimeout) })
-	defer idle.Stop()
+	wt := newWaitTimer(cancel, up.timeout, up.responseTimeout)
+	defer wt.stop()
 	req, err := http.NewRequestWithContext(ctx, r.Method, target.String(), nil)
 	if err != nil {
 		httpx.WriteError(w, http.StatusBadRequest, "invalid", "cannot build the upstream request: "+err.Error(), "path")
@@ -249,19 +299,27 @@ func (g *gateway) forward(w http.ResponseWriter, r *http.Request, up *upstream, 
 	}
 
 	start := time.Now()
-	resp, err := g.client.Do(req)
-	idle.Stop()
+	wt.begin()
+	resp, err := g.send(req, up)
+	wt.end()
 	g.duration.WithLabelValues(up.name).Observe(time.Since(start).Seconds())
 	if err != nil {
 		if r.Context().Err() != nil {
 			return // the client went away; nobody to answer
 		}
-		if timedOut(ctx, err) {
-			g.fail(w, up, http.StatusGatewayTimeout, "gateway_timeout", fmt.Sprintf("upstream %q did not answer within %s", up.name, up.timeout))
-			return
+		switch {
+		case timedOut(ctx, err):
+			g.fail(w, up, http.StatusGatewayTimeout, "gateway_timeout", g.timeoutMessage(ctx, up, "did not answer"))
+		case errors.Is(err, errUnsolicited):
+			g.fail(w, up, http.StatusBadGateway, "bad_gateway", fmt.Sprintf("upstream %q keeps sending responses nobody asked for", up.name))
+		case strings.Contains(err.Error(), "response headers exceeded"):
+			// net/http has no error value for this; its message is stable.
+			g.fail(w, up, http.StatusBadGateway, "bad_gateway",
+				fmt.Sprintf("upstream %q sent response headers larger than %d bytes", up.name, MaxResponseHeaderBytes))
+		default:
+			g.log.Warn("upstream call failed", slog.String("upstream", up.name), slog.Any("error", err))
+			g.fail(w, up, http.StatusBadGateway, "bad_gateway", fmt.Sprintf("upstream %q could not be reached", up.name))
 		}
-		g.log.Warn("upstream call failed", slog.String("upstream", up.name), slog.Any("error", err))
-		g.fail(w, up, http.StatusBadGateway, "bad_gateway", fmt.Sprintf("upstream %q could not be reached", up.name))
 		return
 	}
 	defer resp.Body.Close()
@@ -287,79 +345,246 @@ func (g *gateway) forward(w http.ResponseWriter, r *http.Request, up *upstream, 
 		g.fail(w, up, status, code, fmt.Sprintf("upstream %q answered %d", up.name, resp.StatusCode))
 		return
 	}
+	hasBody := r.Method != http.MethodHead && bodyAllowed(resp.StatusCode)
+	if enc := foreignEncoding(resp.Header); enc != "" && resp.StatusCode != http.StatusNotModified {
+		// Never relay or store encoded bytes: the client would get them
+		// under a wrong or missing Content-Encoding.
+		g.fail(w, up, http.StatusBadGateway, "bad_gateway",
+			fmt.Sprintf("upstream %q sent Content-Encoding %q; the gateway only accepts identity and gzip", up.name, enc))
+		return
+	}
+
+	// Read the start of the body before anything is sent, so a failure
+	// there is still a clean JSON error.
+	body := &idleReader{r: resp.Body, wt: wt}
+	var head []byte
+	complete := !hasBody
+	if hasBody {
+		head, complete, err = readHead(body, commitSize)
+		if err != nil {
+			if r.Context().Err() != nil {
+				return
+			}
+			g.log.Warn("upstream body cut off", slog.String("upstream", up.name), slog.Any("error", err),
+				slog.String("request_id", httpx.RequestID(r.Context())))
+			g.bodyError(w, ctx, up)
+			return
+		}
+	}
 
 	h := w.Header()
 	copyHeaders(h, resp.Header, relayHeaders[:])
-	if up.ttl > 0 && !saysFreshness(resp.Header) {
+	if len(resp.Header["Set-Cookie"]) > 0 {
+		// The cookie is not relayed (the gateway forwards none, and it
+		// would be set on the API's origin), but the body may be made for
+		// that session: nobody else may be given it, so nothing stores it.
+		h["Cache-Control"] = noStoreValue
+		delete(h, "Expires")
+	} else if up.ttl > 0 && !saysFreshness(resp.Header) {
 		// The cache in front reads this; so do clients and other caches.
 		h.Add("Cache-Control", "max-age="+strconv.FormatInt(int64(up.ttl/time.Second), 10))
+	}
+	if len(h["Content-Type"]) == 0 && bodyAllowed(resp.StatusCode) {
+		// Never let net/http sniff an untyped body into text/html.
+		h["Content-Type"] = octetStreamValue
 	}
 	// The upstream's own Vary stays: it may vary on what the cache cannot
 	// key (*, Cookie), and then the cache must not store the answer. The
 	// gateway adds the negotiation headers it forwards.
 	h["Vary"] = append(append([]string(nil), resp.Header["Vary"]...), "Accept, Accept-Language, Content-Type")
-	if r.Method == http.MethodHead {
+	switch {
+	case r.Method == http.MethodHead:
 		copyHeaders(h, resp.Header, []string{"Content-Length"})
-	} else if resp.ContentLength >= 0 && resp.StatusCode != http.StatusNoContent && resp.StatusCode != http.StatusNotModified {
+	case complete && hasBody:
+		h.Set("Content-Length", strconv.Itoa(len(head)))
+	case hasBody && resp.ContentLength >= 0 && !resp.Uncompressed:
 		h.Set("Content-Length", strconv.FormatInt(resp.ContentLength, 10))
 	}
 	w.WriteHeader(resp.StatusCode)
-	if r.Method == http.MethodHead || resp.StatusCode == http.StatusNotModified {
+	if !hasBody {
 		g.requests.WithLabelValues(up.name, strconv.Itoa(resp.StatusCode)).Inc()
 		return
 	}
-	if _, err := io.Copy(w, &idleReader{r: resp.Body, idle: idle, timeout: up.timeout}); err != nil {
-		g.bodyFailed(w, r, up, timedOut(ctx, err), err)
-		return
+	if _, err := w.Write(head); err == nil && !complete {
+		_, err = io.Copy(w, body)
+		if err != nil {
+			g.bodyFailed(w, r, ctx, up, err)
+			return
+		}
 	}
 	g.requests.WithLabelValues(up.name, strconv.Itoa(resp.StatusCode)).Inc()
 }
 
+// send makes the upstream call. An HTTP/1 answer that was on the
+// connection before the request was written belongs to no one (conn.go):
+// it is dropped with its connection and the request sent again, a GET or
+// HEAD being safe to repeat.
+func (g *gateway) send(req *http.Request, up *upstream) (*http.Response, error) {
+	for range maxAttempts {
+		x := &exchangeCheck{}
+		resp, err := g.client.Do(req.WithContext(x.trace(req.Context())))
+		if err != nil {
+			return nil, err
+		}
+		if !x.unsolicited() {
+			return resp, nil
+		}
+		_ = resp.Body.Close()
+		g.unsolicited.WithLabelValues(up.name).Inc()
+		g.log.Warn("upstream sent a response before the request; connection closed, request sent again",
+			slog.String("upstream", up.name), slog.String("request_id", req.Header.Get(httpx.HeaderRequestID)))
+	}
+	return nil, errUnsolicited
+}
+
+var errUnsolicited = errors.New("unsolicited responses")
+
+// foreignEncoding returns the upstream's Content-Encoding unless it is
+// identity. net/http's transport asked for gzip and has already decoded
+// (and removed) it; anything left is an encoding the gateway did not ask
+// for and cannot pass on.
+func foreignEncoding(h http.Header) string {
+	for _, v := range h["Content-Encoding"] {
+		for c := range strings.SplitSeq(v, ",") {
+			if c = strings.TrimSpace(c); c != "" && !strings.EqualFold(c, "identity") {
+				return strings.Join(h["Content-Encoding"], ", ")
+			}
+		}
+	}
+	return ""
+}
+
+// readHead reads up to limit bytes of body. complete reports that the body
+// ended within them.
+func readHead(body io.Reader, limit int) (head []byte, complete bool, err error) {
+	buf := make([]byte, 0, 4<<10)
+	for len(buf) < limit {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := body.Read(buf[len(buf):min(cap(buf), limit)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			return buf, true, nil
+		}
+		if err != nil {
+			return nil, false, err
+		}
+	}
+	return buf, false, nil
+}
+
+// bodyAllowed reports whether a status carries a body.
+func bodyAllowed(status int) bool {
+	return status >= 200 && status != http.StatusNoContent && status != http.StatusNotModified
+}
+
+// bodyError answers a body that failed before anything was sent.
+func (g *gateway) bodyError(w http.ResponseWriter, ctx context.Context, up *upstream) {
+	if timedOut(ctx, nil) {
+		g.fail(w, up, http.StatusGatewayTimeout, "gateway_timeout", g.timeoutMessage(ctx, up, "stalled in the middle of its answer"))
+		return
+	}
+	g.fail(w, up, http.StatusBadGateway, "bad_gateway", fmt.Sprintf("upstream %q cut its answer off", up.name))
+}
+
 // bodyFailed handles an upstream that stalled or cut its answer off after
-// the status line. Behind the cache nothing has reached the client yet, so
-// the recorded start is taken back and the client gets a JSON 502 or 504,
-// which the cache may replace with a stale entry and hands to every
-// coalesced waiter. Without the cache the status is out, and aborting the
-// response is the only honest signal left (the client sees a cut body, never
-// a complete-looking one).
-func (g *gateway) bodyFailed(w http.ResponseWriter, r *http.Request, up *upstream, timeout bool, err error) {
+// the gateway began to answer. Behind the cache nothing has reached the
+// client yet, so the recorded start is taken back and the client gets a
+// JSON 502 or 504, which the cache may replace with a stale entry and hands
+// to every coalesced waiter. Without the cache the status is out, and
+// aborting the response is the only honest signal left (the client sees a
+// cut body, never a complete-looking one).
+func (g *gateway) bodyFailed(w http.ResponseWriter, r *http.Request, ctx context.Context, up *upstream, err error) {
+	if r.Context().Err() != nil {
+		return // the client went away; nobody to answer
+	}
 	g.log.Warn("upstream body cut off", slog.String("upstream", up.name), slog.Any("error", err),
 		slog.String("request_id", httpx.RequestID(r.Context())))
 	if httpx.Retract(w) {
-		if timeout {
-			g.fail(w, up, http.StatusGatewayTimeout, "gateway_timeout", fmt.Sprintf("upstream %q stalled in the middle of its answer", up.name))
-		} else {
-			g.fail(w, up, http.StatusBadGateway, "bad_gateway", fmt.Sprintf("upstream %q cut its answer off", up.name))
-		}
+		secure(w.Header())
+		g.bodyError(w, ctx, up)
 		return
 	}
 	g.requests.WithLabelValues(up.name, "aborted").Inc()
 	panic(http.ErrAbortHandler)
 }
 
-// errUpstreamTimeout cancels an upstream call that waited too long.
-var errUpstreamTimeout = errors.New("upstream timeout")
+// Causes of a cancelled upstream call.
+var (
+	errUpstreamTimeout = errors.New("upstream timeout")
+	errResponseTimeout = errors.New("upstream response timeout")
+)
 
 // timedOut reports whether an upstream call failed because it waited too
-// long: on our idle timer or on a network timeout.
+// long: on our timers or on a network timeout.
 func timedOut(ctx context.Context, err error) bool {
 	var ne net.Error
-	return errors.Is(context.Cause(ctx), errUpstreamTimeout) || errors.Is(err, context.DeadlineExceeded) ||
-		(errors.As(err, &ne) && ne.Timeout())
+	cause := context.Cause(ctx)
+	return errors.Is(cause, errUpstreamTimeout) || errors.Is(cause, errResponseTimeout) ||
+		errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout())
 }
 
-// idleReader runs the idle timer only while it waits for the upstream's
+func (g *gateway) timeoutMessage(ctx context.Context, up *upstream, what string) string {
+	if errors.Is(context.Cause(ctx), errResponseTimeout) {
+		return fmt.Sprintf("upstream %q %s: the whole exchange took longer than %s", up.name, what, up.responseTimeout)
+	}
+	return fmt.Sprintf("upstream %q %s within %s", up.name, what, up.timeout)
+}
+
+// waitTimer runs only while the gateway waits for the upstream. Each wait
+// is bounded by idle, and all of them together by total.
+type waitTimer struct {
+	idle, total time.Duration
+	spent       time.Duration
+	started     time.Time
+	timer       *time.Timer
+	// final: the armed wait ends at the total bound, so its expiry is a
+	// response timeout rather than an idle one.
+	final atomic.Bool
+}
+
+func newWaitTimer(cancel context.CancelCauseFunc, idle, total time.Duration) *waitTimer {
+	wt := &waitTimer{idle: idle, total: max(total, idle)}
+	wt.timer = time.AfterFunc(time.Hour, func() {
+		if wt.final.Load() {
+			cancel(errResponseTimeout)
+		} else {
+			cancel(errUpstreamTimeout)
+		}
+	})
+	wt.timer.Stop()
+	return wt
+}
+
+func (wt *waitTimer) begin() {
+	d, final := wt.idle, false
+	if left := wt.total - wt.spent; left <= d {
+		d, final = max(left, 0), true
+	}
+	wt.final.Store(final)
+	wt.started = time.Now()
+	wt.timer.Reset(d)
+}
+
+func (wt *waitTimer) end() {
+	wt.timer.Stop()
+	wt.spent += time.Since(wt.started)
+}
+
+func (wt *waitTimer) stop() { wt.timer.Stop() }
+
+// idleReader runs the wait timer only while it waits for the upstream's
 // body, never while the caller writes what it read to the client.
 type idleReader struct {
-	r       io.Reader
-	idle    *time.Timer
-	timeout time.Duration
+	r  io.Reader
+	wt *waitTimer
 }
 
 func (ir *idleReader) Read(p []byte) (int, error) {
-	ir.idle.Reset(ir.timeout)
+	ir.wt.begin()
 	n, err := ir.r.Read(p)
-	ir.idle.Stop()
+	ir.wt.end()
 	return n, err
 }
 
@@ -476,9 +701,11 @@ func digits(s string) bool {
 }
 
 // retryAfterValue formats a delay as Retry-After's whole seconds, rounded
-// up so a client never comes back early.
+// up so a client never comes back early, and at least 1: an upstream's
+// "Retry-After: 0" (or a date in the past) must not invite clients to
+// hammer a failing upstream at once.
 func retryAfterValue(d time.Duration) string {
-	return strconv.FormatInt(int64(math.Ceil(d.Seconds())), 10)
+	return strconv.FormatInt(max(int64(math.Ceil(d.Seconds())), 1), 10)
 }
 
 // splitPath finds the upstream name and the rest of the path, in escaped and
@@ -546,4 +773,18 @@ func routePath(r *http.Request) string {
 		return rest
 	}
 	return p
+}
+
+// StripUnforwarded removes the request headers the gateway never forwards
+// and that a cache in front would take for per-client credentials (Cookie,
+// Authorization), so whether an answer is cached and coalesced depends
+// only on what reaches the upstream. Left in place, any cookie would send
+// each request to the upstream on its own: one client could spend an
+// upstream's rate limit for everyone. Mount it in front of the cache.
+func StripUnforwarded(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		delete(r.Header, "Cookie")
+		delete(r.Header, "Authorization")
+		next.ServeHTTP(w, r)
+	})
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -67,7 +68,7 @@ func mount(t testing.TB, mod v1alpha1.GatewayModule, c *cache.Cache) (*httptest.
 	}
 	r := chi.NewRouter()
 	if c != nil {
-		r.Use(c.Middleware)
+		r.Use(StripUnforwarded, c.Middleware) // as server/app mounts it
 	}
 	r.Mount(MountPath, h)
 	srv := httptest.NewServer(r)
@@ -324,13 +325,52 @@ func newCache(t testing.TB, now func() time.Time) *cache.Cache {
 	return c
 }
 
+// newCacheWithMetrics is newCache with its metrics on a registry of their
+// own, so a test can wait for coalesced waiters.
+func newCacheWithMetrics(t testing.TB, now ...func() time.Time) (*cache.Cache, *prometheus.Registry) {
+	t.Helper()
+	spec := v1alpha1.CacheSpec{TTL: dur(time.Minute), StaleIfError: dur(10 * time.Minute)}
+	spec.SetDefaults()
+	reg := prometheus.NewRegistry()
+	opts := cache.Options{Registerer: reg}
+	if len(now) > 0 {
+		opts.Now = now[0]
+	}
+	c, err := cache.New(spec, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c, reg
+}
+
+// waitCoalesced waits until n requests have joined another's upstream
+// call (medops_cache_coalesced_total): the event itself, not a guess at
+// how long joining takes.
+func waitCoalesced(t testing.TB, reg *prometheus.Registry, n float64) {
+	t.Helper()
+	for {
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			if mf.GetName() == "medops_cache_coalesced_total" && mf.GetMetric()[0].GetCounter().GetValue() >= n {
+				return
+			}
+		}
+		runtime.Gosched()
+	}
+}
+
 func TestConcurrentIdenticalRequestsCallUpstreamOnce(t *testing.T) {
 	release := make(chan struct{})
 	o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
 		<-release
 		fmt.Fprint(w, `{"id":"ENSG00000157764"}`)
 	})
-	srv, _ := mount(t, module(v1alpha1.Upstream{Name: "ensembl", URL: o.srv.URL}), newCache(t, nil))
+	c, reg := newCacheWithMetrics(t)
+	srv, _ := mount(t, module(v1alpha1.Upstream{Name: "ensembl", URL: o.srv.URL}), c)
 	const clients = 100
 	var wg sync.WaitGroup
 	var ok atomic.Int64
@@ -342,11 +382,8 @@ func TestConcurrentIdenticalRequestsCallUpstreamOnce(t *testing.T) {
 			}
 		})
 	}
-	// Let the requests pile up on the one upstream call, then release it.
-	for o.calls.Load() == 0 {
-		time.Sleep(5 * time.Millisecond)
-	}
-	time.Sleep(200 * time.Millisecond)
+	// Release the one upstream call once every other request waits on it.
+	waitCoalesced(t, reg, clients-1)
 	close(release)
 	wg.Wait()
 	if n := o.calls.Load(); n != 1 {
@@ -532,7 +569,8 @@ func TestUpstreamFailsMidBody(t *testing.T) {
 	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 	var mu sync.Mutex
 	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
-	srv, _ := mount(t, module(v1alpha1.Upstream{Name: "e", URL: o.srv.URL, TTL: dur(30 * time.Second), Timeout: dur(300 * time.Millisecond)}), newCache(t, clock))
+	c, reg := newCacheWithMetrics(t, clock)
+	srv, _ := mount(t, module(v1alpha1.Upstream{Name: "e", URL: o.srv.URL, TTL: dur(30 * time.Second), Timeout: dur(300 * time.Millisecond)}), c)
 
 	for _, tc := range []struct {
 		mode   string
@@ -559,10 +597,7 @@ func TestUpstreamFailsMidBody(t *testing.T) {
 			}
 		})
 	}
-	for o.calls.Load() == calls {
-		time.Sleep(5 * time.Millisecond)
-	}
-	time.Sleep(100 * time.Millisecond) // let the other nine join the flight
+	waitCoalesced(t, reg, 9) // the other nine joined the flight
 	close(release)
 	wg.Wait()
 	if n := o.calls.Load() - calls; n != 1 || got502.Load() != 10 {
@@ -698,6 +733,9 @@ func TestRetryAfterIsParsedAndClamped(t *testing.T) {
 		{"-5", "", "1"},
 		{"soon", "", "1"},
 		{"1e9", "", "1"},
+		{"0", "1", "1"},
+		{"0.2", "1", "1"},
+		{"Wed, 21 Oct 2015 07:28:00 GMT", "1", "1"},
 		{"0x10", "", "1"},
 		{"7", "7", "7"},
 		{"1.5", "2", "2"},
