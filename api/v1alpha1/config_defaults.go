@@ -48,6 +48,13 @@ const (
 	ContainerDataDir = "/var/lib/medops"
 )
 
+// EnvMemoryLimit is the environment variable that tells medops-api its
+// container's memory limit in bytes; the operator's Deployment fills it
+// from the downward API (resourceFieldRef limits.memory), and medops-api
+// sets the Go runtime's soft memory limit from it, with headroom, unless
+// GOMEMLIMIT is set.
+const EnvMemoryLimit = "MEDOPS_MEMORY_LIMIT"
+
 // LogLevels are the accepted values of logLevel.
 var LogLevels = []string{"debug", "info", "warn", "error"}
 

@@ -6,13 +6,9 @@ import (
 	"runtime/debug"
 
 	"k8s.io/apimachinery/pkg/api/resource"
-)
 
-// EnvMemoryLimit holds the container's memory limit in bytes. The
-// operator's Deployment sets it from the downward API (resourceFieldRef
-// limits.memory); without a limit the kubelet puts the node's allocatable
-// memory there, which leaves the Go runtime's soft limit harmlessly high.
-const EnvMemoryLimit = "MEDOPS_MEMORY_LIMIT"
+	"github.com/medops/medops/api/v1alpha1"
+)
 
 // Headroom between the container's memory limit and the Go runtime's soft
 // limit: what the cgroup charges besides Go's own memory (socket buffers
@@ -29,7 +25,9 @@ func goMemoryLimit(limit int64) int64 {
 }
 
 // setMemoryLimit sets the Go runtime's soft memory limit from the
-// container's, so that the garbage collector works harder as the heap
+// container's (v1alpha1.EnvMemoryLimit; without a limit the kubelet puts the
+// node's allocatable memory there, which leaves the soft limit harmlessly
+// high), so that the garbage collector works harder as the heap
 // nears the limit instead of letting the kernel kill the process: the
 // cache alone can be most of the heap, and the default GOGC lets the heap
 // grow to twice what is live. A GOMEMLIMIT set by hand wins.
@@ -38,13 +36,13 @@ func setMemoryLimit(getenv func(string) string, log *slog.Logger) error {
 		log.Info("memory limit from GOMEMLIMIT", "GOMEMLIMIT", v)
 		return nil
 	}
-	v := getenv(EnvMemoryLimit)
+	v := getenv(v1alpha1.EnvMemoryLimit)
 	if v == "" {
 		return nil
 	}
 	q, err := resource.ParseQuantity(v)
 	if err != nil || q.Sign() <= 0 {
-		return fmt.Errorf("%s=%q: must be a positive number of bytes", EnvMemoryLimit, v)
+		return fmt.Errorf("%s=%q: must be a positive number of bytes", v1alpha1.EnvMemoryLimit, v)
 	}
 	limit := q.Value()
 	soft := goMemoryLimit(limit)
