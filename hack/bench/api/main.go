@@ -59,6 +59,9 @@ type options struct {
 	layouts     string
 	fillCreates int
 	smoke       bool
+	cacheSizes  string
+	cacheLimit  string
+	cacheEntry  int
 }
 
 func main() {
@@ -78,10 +81,14 @@ func main() {
 	flag.BoolVar(&o.postgres, "postgres", true, "also measure a second medops-api (one replica) on the PostgreSQL store, on a local PostgreSQL 15 started for the run")
 	flag.StringVar(&o.layouts, "layouts", "pinned,shared", "layouts to measure, each with fresh servers and its own table: pinned (wrk on CPU 0, the server under test alone on CPU 1, one nginx worker, GOMAXPROCS=1; the headline) and shared (everything floats over all cores)")
 	flag.IntVar(&o.fillCreates, "fill-creates", 1_000_000, "after the create rounds of the first layout, keep creating until this many tasks were created in all, then report medops-api's memory (0 skips)")
+	flag.StringVar(&o.cacheSizes, "cache-sizes", "16Mi,64Mi,128Mi", "cache sizes of the cache memory measurement: for each, a fresh medops-api's cache is filled with large gateway entries and its memory reported (empty skips; -only=cachemem runs only this)")
+	flag.StringVar(&o.cacheLimit, "cache-limit", "256Mi", "container memory limit each cache size is measured with too, passed as the operator does (MEDOPS_MEMORY_LIMIT; empty: only without)")
+	flag.IntVar(&o.cacheEntry, "cache-entry", 512<<10, "size in bytes of each gateway entry of the cache memory measurement")
 	flag.BoolVar(&o.smoke, "smoke", false, "check that the driver still works, not how fast anything is: one 1s round, no warm-up, 200 tasks, 2,000 creates; fails on any error")
 	flag.Parse()
 	if o.smoke {
 		o.rounds, o.duration, o.warmup, o.tasks, o.fillCreates = 1, time.Second, 0, 200, 2000
+		o.cacheSizes, o.cacheEntry = "4Mi", 128<<10
 	}
 	if o.rounds < 1 {
 		o.rounds = 1
@@ -264,6 +271,9 @@ func run(o options) error {
 		return fmt.Errorf("writing the body file: %w", err)
 	}
 	for i, l := range lays {
+		if o.only == "cachemem" {
+			break
+		}
 		// Only the first (headline) layout loads the store with the
 		// million creates: the memory figure needs it once.
 		fill := o.fillCreates
@@ -273,6 +283,9 @@ func run(o options) error {
 		if err := runLayout(ctx, o, b, l, fill); err != nil {
 			return fmt.Errorf("%s layout: %w", l.name, err)
 		}
+	}
+	if err := measureCacheMemory(o, b); err != nil {
+		return fmt.Errorf("cache memory: %w", err)
 	}
 	fmt.Printf("medops-api binary: %s (CGO_ENABLED=0 go build -trimpath, as make build)\n", common.MiB(b.binSize))
 	if o.profile != "" {

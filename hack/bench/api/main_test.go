@@ -49,3 +49,27 @@ func TestMedianAndSpread(t *testing.T) {
 		}
 	}
 }
+
+func TestCacheMemRuns(t *testing.T) {
+	runs, err := cacheMemRuns("16Mi, 64Mi", "256Mi")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []cacheMemRun{{"16Mi", ""}, {"16Mi", "256Mi"}, {"64Mi", ""}, {"64Mi", "256Mi"}}
+	if len(runs) != len(want) {
+		t.Fatalf("runs %v, want %v", runs, want)
+	}
+	for i := range want {
+		if runs[i] != want[i] {
+			t.Fatalf("runs %v, want %v", runs, want)
+		}
+	}
+	if runs, err := cacheMemRuns("", "256Mi"); err != nil || len(runs) != 0 {
+		t.Fatalf("empty sizes: %v %v", runs, err)
+	}
+	for _, bad := range [][2]string{{"lots", ""}, {"16Mi", "much"}} {
+		if _, err := cacheMemRuns(bad[0], bad[1]); err == nil {
+			t.Errorf("cacheMemRuns(%q, %q) accepted", bad[0], bad[1])
+		}
+	}
+}
