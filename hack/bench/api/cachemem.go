@@ -25,9 +25,20 @@ type cacheMemRun struct {
 	size, limit string
 }
 
-// cacheMemRuns parses -cache-sizes and -cache-limit: each size without a
-// limit (what medops-api did before it set GOMEMLIMIT), then with it.
-func cacheMemRuns(sizes, limit string) ([]cacheMemRun, error) {
+// cacheMemRuns parses -cache-sizes and -cache-limits: each size without a
+// limit (what medops-api did before it set GOMEMLIMIT), then with each
+// limit.
+func cacheMemRuns(sizes, limits string) ([]cacheMemRun, error) {
+	var lims []string
+	for _, l := range strings.Split(limits, ",") {
+		if l = strings.TrimSpace(l); l == "" {
+			continue
+		}
+		if _, err := resource.ParseQuantity(l); err != nil {
+			return nil, fmt.Errorf("-cache-limits: %q: %w", l, err)
+		}
+		lims = append(lims, l)
+	}
 	var runs []cacheMemRun
 	for _, s := range strings.Split(sizes, ",") {
 		if s = strings.TrimSpace(s); s == "" {
@@ -37,13 +48,8 @@ func cacheMemRuns(sizes, limit string) ([]cacheMemRun, error) {
 			return nil, fmt.Errorf("-cache-sizes: %q: %w", s, err)
 		}
 		runs = append(runs, cacheMemRun{size: s})
-		if limit != "" {
-			runs = append(runs, cacheMemRun{size: s, limit: limit})
-		}
-	}
-	if limit != "" {
-		if _, err := resource.ParseQuantity(limit); err != nil {
-			return nil, fmt.Errorf("-cache-limit: %q: %w", limit, err)
+		for _, l := range lims {
+			runs = append(runs, cacheMemRun{size: s, limit: l})
 		}
 	}
 	return runs, nil
@@ -57,7 +63,7 @@ func cacheMemRuns(sizes, limit string) ([]cacheMemRun, error) {
 // buffers of requests in flight and the garbage the collector has not yet
 // reclaimed, which is what GOMEMLIMIT bounds.
 func measureCacheMemory(o options, b built) error {
-	runs, err := cacheMemRuns(o.cacheSizes, o.cacheLimit)
+	runs, err := cacheMemRuns(o.cacheSizes, o.cacheLimits)
 	if err != nil || len(runs) == 0 {
 		return err
 	}

@@ -60,7 +60,7 @@ type options struct {
 	fillCreates int
 	smoke       bool
 	cacheSizes  string
-	cacheLimit  string
+	cacheLimits string
 	cacheEntry  int
 }
 
@@ -82,7 +82,7 @@ func main() {
 	flag.StringVar(&o.layouts, "layouts", "pinned,shared", "layouts to measure, each with fresh servers and its own table: pinned (wrk on CPU 0, the server under test alone on CPU 1, one nginx worker, GOMAXPROCS=1; the headline) and shared (everything floats over all cores)")
 	flag.IntVar(&o.fillCreates, "fill-creates", 1_000_000, "after the create rounds of the first layout, keep creating until this many tasks were created in all, then report medops-api's memory (0 skips)")
 	flag.StringVar(&o.cacheSizes, "cache-sizes", "16Mi,64Mi,128Mi", "cache sizes of the cache memory measurement: for each, a fresh medops-api's cache is filled with large gateway entries and its memory reported (empty skips; -only=cachemem runs only this)")
-	flag.StringVar(&o.cacheLimit, "cache-limit", "256Mi", "container memory limit each cache size is measured with too, passed as the operator does (MEDOPS_MEMORY_LIMIT; empty: only without)")
+	flag.StringVar(&o.cacheLimits, "cache-limits", "256Mi", "comma-separated container memory limits each cache size is also measured with, passed as the operator does (MEDOPS_MEMORY_LIMIT; empty: only without)")
 	flag.IntVar(&o.cacheEntry, "cache-entry", 512<<10, "size in bytes of each gateway entry of the cache memory measurement")
 	flag.BoolVar(&o.smoke, "smoke", false, "check that the driver still works, not how fast anything is: one 1s round, no warm-up, 200 tasks, 2,000 creates; fails on any error")
 	flag.Parse()

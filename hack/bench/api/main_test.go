@@ -51,11 +51,11 @@ func TestMedianAndSpread(t *testing.T) {
 }
 
 func TestCacheMemRuns(t *testing.T) {
-	runs, err := cacheMemRuns("16Mi, 64Mi", "256Mi")
+	runs, err := cacheMemRuns("16Mi, 64Mi", "128Mi,256Mi")
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []cacheMemRun{{"16Mi", ""}, {"16Mi", "256Mi"}, {"64Mi", ""}, {"64Mi", "256Mi"}}
+	want := []cacheMemRun{{"16Mi", ""}, {"16Mi", "128Mi"}, {"16Mi", "256Mi"}, {"64Mi", ""}, {"64Mi", "128Mi"}, {"64Mi", "256Mi"}}
 	if len(runs) != len(want) {
 		t.Fatalf("runs %v, want %v", runs, want)
 	}
