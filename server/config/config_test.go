@@ -12,6 +12,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/medops/medops/api/v1alpha1"
+	"github.com/medops/medops/internal/repo"
 )
 
 func TestParse(t *testing.T) {
@@ -263,5 +264,53 @@ func TestAccessAndShutdownDelayFollowListen(t *testing.T) {
 	c, err := FromFlags(Flags{ConfigPath: p})
 	if err != nil || c.Server.ShutdownDelay.Duration != 2*time.Second {
 		t.Fatalf("configured delay on loopback: %v %v", c, err)
+	}
+}
+
+// TestOperatorRenderedConfigsStart: every config the operator renders (its
+// golden files, one per kind of MedOpsAPI, including spec.auth.disabled)
+// listens beyond loopback and passes the access check, because the operator
+// always mounts a token file or sets auth.disabled: no operator-run pod is
+// refused.
+func TestOperatorRenderedConfigsStart(t *testing.T) {
+	goldens, err := filepath.Glob(filepath.Join(repo.Root(), "operator", "resource", "testdata", "*.golden.yaml"))
+	if err != nil || len(goldens) == 0 {
+		t.Fatalf("no operator golden files: %v", err)
+	}
+	for _, g := range goldens {
+		t.Run(filepath.Base(g), func(t *testing.T) {
+			b, err := os.ReadFile(g)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var found int
+			for _, doc := range strings.Split(string(b), "\n---\n") {
+				var obj struct {
+					Kind string            `json:"kind"`
+					Data map[string]string `json:"data"`
+				}
+				if err := yaml.Unmarshal([]byte(doc), &obj); err != nil {
+					t.Fatal(err)
+				}
+				data, ok := obj.Data["config.yaml"]
+				if obj.Kind != "ConfigMap" || !ok {
+					continue
+				}
+				found++
+				c, err := Parse([]byte(data))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if v1alpha1.ListensOnLoopback(c.Listen) {
+					t.Fatalf("the operator's config listens on loopback (%s): the check would not apply", c.Listen)
+				}
+				if err := CheckAccess(c); err != nil {
+					t.Fatalf("an operator-run pod would be refused: %v", err)
+				}
+			}
+			if found != 1 {
+				t.Fatalf("%d rendered configs, want 1", found)
+			}
+		})
 	}
 }
