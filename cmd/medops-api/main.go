@@ -115,7 +115,7 @@ func run(sigs <-chan os.Signal, args []string, getenv func(string) string, stdou
 	// Graceful shutdown: readiness off and every answer closes its
 	// connection (App.SetDraining), wait for load balancers and clients to
 	// move away, stop accepting without resetting a connection the kernel
-	// has already accepted (closeListener), let in-flight requests finish,
+	// has already accepted (quiesce), let in-flight requests finish,
 	// then close the store once nothing can write to it.
 	a.SetDraining()
 	delay := cfg.Server.ShutdownDelay.Duration
