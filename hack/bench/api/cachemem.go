@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -194,47 +193,20 @@ func goMemLimit(base string) (int64, error) {
 func fillCache(ctx context.Context, base string, n, bodyLen int) error {
 	const workers = 8
 	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: workers}}
-	next := make(chan int)
-	errc := make(chan error, workers)
-	var wg sync.WaitGroup
-	for range workers {
-		wg.Go(func() {
-			for i := range next {
-				req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("%s/api/v1/gateway/big/entry/%d", base, i), nil)
-				if err != nil {
-					errc <- err
-					return
-				}
-				res, err := client.Do(req)
-				if err != nil {
-					errc <- fmt.Errorf("entry %d: %w", i, err)
-					return
-				}
-				got, err := io.Copy(io.Discard, res.Body)
-				res.Body.Close()
-				if err != nil || res.StatusCode != http.StatusOK || got != int64(bodyLen) {
-					errc <- fmt.Errorf("entry %d: %s, %d of %d bytes, %v", i, res.Status, got, bodyLen, err)
-					return
-				}
-			}
-		})
-	}
-	var err error
-feed:
-	for i := range n {
-		select {
-		case next <- i:
-		case err = <-errc:
-			break feed
+	return parallel(n, workers, func(i int) error {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("%s/api/v1/gateway/big/entry/%d", base, i), nil)
+		if err != nil {
+			return err
 		}
-	}
-	close(next)
-	wg.Wait()
-	if err == nil {
-		select {
-		case err = <-errc:
-		default:
+		res, err := client.Do(req)
+		if err != nil {
+			return fmt.Errorf("entry %d: %w", i, err)
 		}
-	}
-	return err
+		got, err := io.Copy(io.Discard, res.Body)
+		res.Body.Close()
+		if err != nil || res.StatusCode != http.StatusOK || got != int64(bodyLen) {
+			return fmt.Errorf("entry %d: %s, %d of %d bytes, %v", i, res.Status, got, bodyLen, err)
+		}
+		return nil
+	})
 }

@@ -823,37 +823,45 @@ func seed(base string, n, workers int) ([]string, error) {
 		Transport: &http.Transport{MaxIdleConnsPerHost: workers},
 	}
 	ids := make([]string, n)
+	err := parallel(n, workers, func(i int) error {
+		body := fmt.Sprintf(`{"title":"seed task %d","details":"seeded by make bench-api","priority":"%s","assignee":"user%d","labels":["seed","batch%d"]}`,
+			i, []string{"low", "normal", "high", "urgent"}[i%4], i%20, i%10)
+		resp, err := client.Post(base+"/api/v1/tasks", "application/json", strings.NewReader(body))
+		if err != nil {
+			return fmt.Errorf("seeding task %d: %w", i, err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusCreated && resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("seeding task %d: %s: %s", i, resp.Status, b)
+		}
+		var t struct {
+			ID string `json:"id"`
+		}
+		if err := json.Unmarshal(b, &t); err != nil || t.ID == "" {
+			return fmt.Errorf("seeding task %d: no id in %q", i, b)
+		}
+		ids[i] = t.ID
+		return nil
+	})
+	return ids, err
+}
+
+// parallel calls do(i) for every i below n from workers goroutines and
+// returns the first error, after which no new i is handed out.
+func parallel(n, workers int, do func(i int) error) error {
 	next := make(chan int)
 	errc := make(chan error, workers)
 	var wg sync.WaitGroup
-	for w := 0; w < workers; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+	for range workers {
+		wg.Go(func() {
 			for i := range next {
-				body := fmt.Sprintf(`{"title":"seed task %d","details":"seeded by make bench-api","priority":"%s","assignee":"user%d","labels":["seed","batch%d"]}`,
-					i, []string{"low", "normal", "high", "urgent"}[i%4], i%20, i%10)
-				resp, err := client.Post(base+"/api/v1/tasks", "application/json", strings.NewReader(body))
-				if err != nil {
-					errc <- fmt.Errorf("seeding task %d: %w", i, err)
+				if err := do(i); err != nil {
+					errc <- err
 					return
 				}
-				b, _ := io.ReadAll(resp.Body)
-				resp.Body.Close()
-				if resp.StatusCode != http.StatusCreated && resp.StatusCode != http.StatusOK {
-					errc <- fmt.Errorf("seeding task %d: %s: %s", i, resp.Status, b)
-					return
-				}
-				var t struct {
-					ID string `json:"id"`
-				}
-				if err := json.Unmarshal(b, &t); err != nil || t.ID == "" {
-					errc <- fmt.Errorf("seeding task %d: no id in %q", i, b)
-					return
-				}
-				ids[i] = t.ID
 			}
-		}()
+		})
 	}
 	var err error
 feed:
@@ -872,7 +880,7 @@ feed:
 		default:
 		}
 	}
-	return ids, err
+	return err
 }
 
 // checkCache makes sure each scenario measures what its name says: the

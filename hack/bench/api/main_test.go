@@ -2,6 +2,9 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
+	"sync"
+	"sync/atomic"
 	"testing"
 )
 
@@ -71,5 +74,37 @@ func TestCacheMemRuns(t *testing.T) {
 		if _, err := cacheMemRuns(bad[0], bad[1]); err == nil {
 			t.Errorf("cacheMemRuns(%q, %q) accepted", bad[0], bad[1])
 		}
+	}
+}
+
+func TestParallel(t *testing.T) {
+	var mu sync.Mutex
+	seen := map[int]int{}
+	if err := parallel(100, 8, func(i int) error {
+		mu.Lock()
+		seen[i]++
+		mu.Unlock()
+		return nil
+	}); err != nil || len(seen) != 100 {
+		t.Fatalf("err %v, %d indexes", err, len(seen))
+	}
+	for i, n := range seen {
+		if n != 1 {
+			t.Fatalf("index %d done %d times", i, n)
+		}
+	}
+	boom := errors.New("boom")
+	var calls atomic.Int64
+	if err := parallel(1000, 4, func(i int) error {
+		calls.Add(1)
+		if i == 10 {
+			return boom
+		}
+		return nil
+	}); !errors.Is(err, boom) {
+		t.Fatalf("err %v, want boom", err)
+	}
+	if calls.Load() == 1000 {
+		t.Fatal("work went on after the error")
 	}
 }
