@@ -2,6 +2,7 @@ package v1alpha1
 
 import (
 	"fmt"
+	"net"
 	"net/url"
 	"strings"
 	"time"
@@ -30,8 +31,12 @@ const (
 	DefaultUpstreamResponseTimeout = 30 * time.Second
 	DefaultMaxRetryAfter           = 5 * time.Minute
 	DefaultMaxBodySize             = "1Mi"
-	DefaultShutdownDelay           = 5 * time.Second
-	DefaultShutdownTimeout         = 20 * time.Second
+	// DefaultShutdownDelay is the drain delay of a server that listens
+	// beyond loopback, where a load balancer or a Service may still send it
+	// requests for a few seconds. On a loopback listener (a person at a
+	// terminal) there is nobody to drain, and the default is none.
+	DefaultShutdownDelay   = 5 * time.Second
+	DefaultShutdownTimeout = 20 * time.Second
 
 	// MaxCacheSize bounds cache.size; bigcache's HardMaxCacheSize is in MiB.
 	MaxCacheSize = "8Gi"
@@ -45,6 +50,13 @@ const (
 	ContainerListen  = ":8080"
 	ContainerDataDir = "/var/lib/medops"
 )
+
+// EnvMemoryLimit is the environment variable that tells medops-api its
+// container's memory limit in bytes; the operator's Deployment fills it
+// from the downward API (resourceFieldRef limits.memory), and medops-api
+// sets the Go runtime's soft memory limit from it, with headroom, unless
+// GOMEMLIMIT is set.
+const EnvMemoryLimit = "MEDOPS_MEMORY_LIMIT"
 
 // LogLevels are the accepted values of logLevel.
 var LogLevels = []string{"debug", "info", "warn", "error"}
@@ -132,8 +144,26 @@ func (m *ModulesSpec) SetDefaults() {
 	}
 }
 
+// ListensOnLoopback reports whether the listen address host:port binds
+// loopback only (127.0.0.0/8, ::1 or localhost), so that only processes of
+// this machine can connect. An empty host (all interfaces), any other name
+// and an address that does not parse are not loopback: the answer decides
+// whether an API without a token may start.
+func ListensOnLoopback(listen string) bool {
+	host, _, err := net.SplitHostPort(listen)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
 // SetDefaults fills every unset field, so that the file the operator renders
-// spells out every value the workload will use.
+// spells out every value the workload will use. Set Listen first: the
+// shutdown delay's default depends on it.
 func (w *WorkloadConfig) SetDefaults() {
 	if w.Listen == "" {
 		w.Listen = DefaultListen
@@ -150,7 +180,11 @@ func (w *WorkloadConfig) SetDefaults() {
 		w.Server.MaxBodySize = ptr(resource.MustParse(DefaultMaxBodySize))
 	}
 	if w.Server.ShutdownDelay == nil {
-		w.Server.ShutdownDelay = &metav1.Duration{Duration: DefaultShutdownDelay}
+		d := DefaultShutdownDelay
+		if ListensOnLoopback(w.Listen) {
+			d = 0
+		}
+		w.Server.ShutdownDelay = &metav1.Duration{Duration: d}
 	}
 	if w.Server.ShutdownTimeout == nil {
 		w.Server.ShutdownTimeout = &metav1.Duration{Duration: DefaultShutdownTimeout}

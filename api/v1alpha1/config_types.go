@@ -71,10 +71,15 @@ type WorkloadAuth struct {
 	// medops-api reads it again within a second of a change (the kubelet
 	// swaps a mounted Secret in place), so rotating the token needs no
 	// restart; an unreadable or empty update keeps the last good token.
+	// Without it (and without disabled), medops-api only starts on a
+	// loopback listen address, and warns that the API is open there.
 	// +optional
 	TokenFile string `json:"tokenFile,omitempty"`
 
-	// Disabled opens every endpoint without a token. Only for local use.
+	// Disabled opens every endpoint, reads and writes, without a token, on
+	// any listen address: the one explicit opt-in to anonymous access
+	// (medops-api's --auth-disabled). Without a tokenFile and without it,
+	// medops-api refuses to listen beyond loopback.
 	// +optional
 	Disabled bool `json:"disabled,omitempty"`
 }
@@ -95,6 +100,9 @@ type ServerSettings struct {
 
 	// ShutdownDelay is how long /readyz reports not-ready before the server
 	// stops accepting connections, so load balancers can take the pod out.
+	// Defaults to 5s, or to none when listen is a loopback address (nobody
+	// routes to it). A second SIGTERM or SIGINT cuts it short and stops at
+	// once.
 	// +optional
 	ShutdownDelay *metav1.Duration `json:"shutdownDelay,omitempty"`
 

@@ -23,14 +23,17 @@ import (
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
-	os.Exit(run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr))
+	// Two slots: the first signal starts the graceful shutdown, a second
+	// one (a person pressing Ctrl-C again) stops at once.
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	os.Exit(run(sigs, os.Args[1:], os.Getenv, os.Stdout, os.Stderr))
 }
 
-// run is main without the process: it returns the exit code, and returns
-// (after a graceful shutdown) once ctx is cancelled.
-func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+// run is main without the process: it returns the exit code. The first
+// value from sigs starts a graceful shutdown, after which run returns; a
+// second one stops at once.
+func run(sigs <-chan os.Signal, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
 	flags, err := config.ParseFlags("medops-api", args, getenv, stderr)
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -55,19 +58,38 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	// becomes a JSON warning too, never a plain-text line in the JSON log.
 	slog.SetDefault(log)
 	slog.SetLogLoggerLevel(slog.LevelWarn)
+	if err := setMemoryLimit(getenv, log); err != nil {
+		log.Error("start-up failed", "err", err)
+		return 1
+	}
+	if why := config.OpenAccess(cfg); why != "" {
+		log.Warn("the API needs no token", "reason", why)
+	}
 
 	a, err := app.New(app.Options{Config: cfg, Logger: log})
 	if err != nil {
 		log.Error("start-up failed", "err", err)
 		return 1
 	}
+	// A second signal leaves without closing the store: a request still
+	// running may hold it, and every acknowledged write is already on disk.
+	closeApp := true
 	defer func() {
+		if !closeApp {
+			return
+		}
 		if err := a.Close(); err != nil {
 			log.Error("closing", "err", err)
 		}
 	}()
 
-	ln, err := net.Listen("tcp", cfg.Listen)
+	// Plain TCP, not the Multipath TCP Go prefers where the kernel has it:
+	// an MPTCP listener refuses socket filters, which quiesce needs to
+	// shut down without resetting connections; a REST API behind a
+	// Service gains nothing from several paths.
+	var lc net.ListenConfig
+	lc.SetMultipathTCP(false)
+	ln, err := lc.Listen(context.Background(), "tcp", cfg.Listen)
 	if err != nil {
 		log.Error("listen failed", "listen", cfg.Listen, "err", err)
 		return 1
@@ -86,23 +108,55 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	case err := <-serveErr:
 		log.Error("server failed", "err", err)
 		return 1
-	case <-ctx.Done():
+	case sig := <-sigs:
+		log.Info("signal received: shutting down; a second one stops at once", "signal", sig.String())
+	}
+	stopNow := func(sig os.Signal) int {
+		closeApp = false
+		log.Warn("second signal: stopping at once, without waiting for requests in flight", "signal", sig.String())
+		return 128 + signalNumber(sig)
 	}
 
 	// Graceful shutdown: readiness off and every answer closes its
 	// connection (App.SetDraining), wait for load balancers and clients to
-	// move away, stop accepting and let in-flight requests finish, then
-	// close the store once nothing can write to it.
+	// move away, stop accepting without resetting a connection the kernel
+	// has already accepted (quiesce), let in-flight requests finish,
+	// then close the store once nothing can write to it.
 	a.SetDraining()
 	delay := cfg.Server.ShutdownDelay.Duration
 	log.Info("shutting down", "delay", delay.String(), "timeout", cfg.Server.ShutdownTimeout.Duration.String())
-	time.Sleep(delay)
+	if delay > 0 {
+		t := time.NewTimer(delay)
+		select {
+		case <-t.C:
+		case sig := <-sigs:
+			t.Stop()
+			return stopNow(sig)
+		}
+	}
+	quiet := make(chan error, 1)
+	go func() { quiet <- quiesce(ln, quiesceTimeout) }()
+	select {
+	case err := <-quiet:
+		if err != nil {
+			log.Warn("could not stop new connections before closing the listener; connections waiting to be accepted will be reset", "err", err)
+		}
+	case sig := <-sigs:
+		return stopNow(sig)
+	}
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.Server.ShutdownTimeout.Duration)
 	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
-		log.Error("in-flight requests did not finish in time", "err", err)
-		_ = srv.Close()
-		return 1
+	shut := make(chan error, 1)
+	go func() { shut <- srv.Shutdown(sctx) }()
+	select {
+	case err := <-shut:
+		if err != nil {
+			log.Error("in-flight requests did not finish in time", "err", err)
+			_ = srv.Close()
+			return 1
+		}
+	case sig := <-sigs:
+		return stopNow(sig)
 	}
 	if err := <-serveErr; err != nil && !errors.Is(err, http.ErrServerClosed) {
 		log.Error("server failed", "err", err)
@@ -115,6 +169,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return 1
 	}
 	log.Info("stopped")
+	return 0
+}
+
+// signalNumber is the number of a signal, for the conventional exit code
+// 128+n; 0 for a signal that has none.
+func signalNumber(sig os.Signal) int {
+	if s, ok := sig.(syscall.Signal); ok {
+		return int(s)
+	}
 	return 0
 }
 

@@ -46,21 +46,39 @@ type proc struct {
 	cmd    *exec.Cmd
 	base   string
 	stderr *syncbuf.Buffer
+	logged chan struct{} // a token after each write to stderr
 	done   chan struct{}
 	err    error
+}
+
+// notifyWriter sends a token on c after each write, without blocking.
+type notifyWriter chan struct{}
+
+func (c notifyWriter) Write(b []byte) (int, error) {
+	select {
+	case c <- struct{}{}:
+	default:
+	}
+	return len(b), nil
 }
 
 // start runs medops-api on a free loopback port and waits for its
 // "listening" line.
 func start(t *testing.T, args ...string) *proc {
 	t.Helper()
+	return startEnv(t, nil, args...)
+}
+
+// startEnv is start with extra environment variables (KEY=value).
+func startEnv(t *testing.T, env []string, args ...string) *proc {
+	t.Helper()
 	cmd := exec.Command(os.Args[0], append([]string{"--listen", "127.0.0.1:0"}, args...)...)
-	cmd.Env = append(os.Environ(), runMainEnv+"=1")
+	cmd.Env = append(append(os.Environ(), runMainEnv+"=1"), env...)
 	// A test binary that dies without its cleanups (a broken stdout pipe)
 	// takes its servers along instead of leaving them running.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	p := &proc{cmd: cmd, stderr: &syncbuf.Buffer{}, done: make(chan struct{})}
-	cmd.Stderr = p.stderr
+	p := &proc{cmd: cmd, stderr: &syncbuf.Buffer{}, logged: make(chan struct{}, 1), done: make(chan struct{})}
+	cmd.Stderr = io.MultiWriter(p.stderr, notifyWriter(p.logged))
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -97,6 +115,23 @@ func start(t *testing.T, args ...string) *proc {
 		t.Fatalf("medops-api did not start:\n%s", p.stderr)
 	}
 	return p
+}
+
+// waitLog waits until medops-api's log holds s.
+func (p *proc) waitLog(t *testing.T, s string) {
+	t.Helper()
+	timeout := time.After(30 * time.Second)
+	for !strings.Contains(p.stderr.String(), s) {
+		select {
+		case <-p.logged:
+		case <-p.done:
+			if !strings.Contains(p.stderr.String(), s) {
+				t.Fatalf("medops-api exited without logging %q:\n%s", s, p.stderr)
+			}
+		case <-timeout:
+			t.Fatalf("medops-api did not log %q:\n%s", s, p.stderr)
+		}
+	}
 }
 
 func (p *proc) wait(t *testing.T) int {
@@ -361,7 +396,7 @@ func TestInvalidConfigStopsStartUp(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var stdout, stderr bytes.Buffer
-			code := run(t.Context(), tc.args, func(k string) string { return tc.env[k] }, &stdout, &stderr)
+			code := run(nil, tc.args, func(k string) string { return tc.env[k] }, &stdout, &stderr)
 			if code != tc.code || !strings.Contains(stderr.String(), tc.want) {
 				t.Fatalf("exit %d, stderr %q; want %d and %q", code, stderr.String(), tc.code, tc.want)
 			}
@@ -616,7 +651,7 @@ func TestStandardLogLinesAreJSON(t *testing.T) {
 	var stdout, stderr bytes.Buffer
 	// Start-up fails at the listener, after the logger is set up.
 	args := []string{"--data-dir", t.TempDir(), "--listen", "127.0.0.1:-1"}
-	if code := run(t.Context(), args, func(string) string { return "" }, &stdout, &stderr); code != 1 {
+	if code := run(nil, args, func(string) string { return "" }, &stdout, &stderr); code != 1 {
 		t.Fatalf("exit %d: %s", code, stderr.String())
 	}
 	stderr.Reset()

@@ -396,9 +396,13 @@ func TestParsePlatforms(t *testing.T) {
 // engine would, with nothing but the image's own configuration: its layer
 // as the root filesystem, its entrypoint without arguments, its env, user
 // and working directory, in a network namespace of its own (as a container
-// has), under qemu-aarch64-static (Debian's qemu-user-static). It then
-// probes /healthz on the address the image's defaults choose and creates a
-// task, which needs the data directory to be writable by the image's user.
+// has), under qemu-aarch64-static (Debian's qemu-user-static). Those
+// defaults listen on all interfaces without a token, so it must refuse to
+// start and name the settings to choose from. Given a token file (its env
+// MEDOPS_TOKEN_FILE), it then probes /healthz on the address the image's
+// defaults choose and creates a task with the token (and is refused one
+// without), which needs the data directory to be writable by the image's
+// user.
 // It needs the emulator and root (chroot, a network namespace), so it runs
 // with MEDOPS_QEMU=1 (`make test-images-qemu`).
 func TestQEMUHealthz(t *testing.T) {
@@ -431,10 +435,38 @@ func TestQEMUHealthz(t *testing.T) {
 		t.Fatalf("image user %q: %v", cf.Config.User, err)
 	}
 
+	// With nothing but its own defaults the image listens on all
+	// interfaces without a token: it must refuse, and say how to choose.
+	refused := exec.Command("/qemu-aarch64-static", append(slices.Clone(cf.Config.Entrypoint), cf.Config.Cmd...)...)
+	refused.Env, refused.Dir = cf.Config.Env, cf.Config.WorkingDir
+	refused.SysProcAttr = &syscall.SysProcAttr{
+		Chroot:     rootfs,
+		Credential: &syscall.Credential{Uid: uid, Gid: gid},
+		Cloneflags: syscall.CLONE_NEWNET,
+	}
+	out, err := refused.CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+		t.Fatalf("the image's defaults (no token on :8080): exit %v, want 1\n%s", err, out)
+	}
+	for _, want := range []string{"no bearer token is configured", "auth.tokenFile (--token-file, env MEDOPS_TOKEN_FILE)", "auth.disabled: true (--auth-disabled, env MEDOPS_AUTH_DISABLED=true)"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("the refusal does not say %q:\n%s", want, out)
+		}
+	}
+
+	// With a token file, as a user mounts one (a Secret, a volume).
+	const token = "qemu-token"
+	if err := os.WriteFile(filepath.Join(rootfs, "token"), []byte(token+"\n"), 0o400); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(filepath.Join(rootfs, "token"), int(uid), int(gid)); err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "/qemu-aarch64-static", append(slices.Clone(cf.Config.Entrypoint), cf.Config.Cmd...)...)
-	cmd.Env = cf.Config.Env
+	cmd.Env = append(slices.Clone(cf.Config.Env), "MEDOPS_TOKEN_FILE=/token")
 	cmd.Dir = cf.Config.WorkingDir
 	cmd.SysProcAttr = &syscall.SysProcAttr{
 		Chroot:     rootfs,
@@ -496,13 +528,20 @@ func TestQEMUHealthz(t *testing.T) {
 		t.Fatalf("GET /healthz = %d, want 200\n%s", health.StatusCode, stderr.String())
 	}
 	// The task store opened in the image's data directory; a create writes
-	// to it (no token file is configured, so auth is off).
+	// to it, with the token, and is refused without.
 	body := `{"title":"qemu"}`
-	create := inNetNS(t, cmd.Process.Pid, target, fmt.Sprintf("POST /api/v1/tasks HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", len(body), body))
+	post := func(auth string) *http.Response {
+		return inNetNS(t, cmd.Process.Pid, target, fmt.Sprintf("POST /api/v1/tasks HTTP/1.1\r\nHost: x\r\n%sContent-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", auth, len(body), body))
+	}
+	if anon := post(""); anon.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("POST /api/v1/tasks without the token = %d, want 401", anon.StatusCode)
+	}
+	create := post("Authorization: Bearer " + token + "\r\n")
 	if create.StatusCode != http.StatusCreated {
 		t.Fatalf("POST /api/v1/tasks = %d, want 201: the data directory is not writable\n%s", create.StatusCode, stderr.String())
 	}
-	t.Logf("arm64 medops-api image under qemu, own defaults: listening on %s, /healthz %d, create %d", addr, health.StatusCode, create.StatusCode)
+	t.Logf("arm64 medops-api image under qemu: own defaults refused (no token on %s); with MEDOPS_TOKEN_FILE listening on %s, /healthz %d, create %d",
+		"the image's :8080", addr, health.StatusCode, create.StatusCode)
 }
 
 // unpackRootFS writes an image layer into a folder with its owners and

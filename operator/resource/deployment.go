@@ -192,7 +192,7 @@ func container(m *v1alpha1.MedOpsAPI) corev1.Container {
 		Ports: []corev1.ContainerPort{{
 			Name: HTTPPortName, ContainerPort: ContainerPort, Protocol: corev1.ProtocolTCP,
 		}},
-		Env:            s.Env,
+		Env:            append([]corev1.EnvVar{memoryLimitEnv()}, s.Env...),
 		Resources:      resources(s),
 		StartupProbe:   probe("/healthz", startupPeriodSeconds, startupFailureThreshold),
 		LivenessProbe:  probe("/healthz", livenessPeriodSeconds, livenessFailureThreshold),
@@ -220,6 +220,18 @@ func container(m *v1alpha1.MedOpsAPI) corev1.Container {
 		c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{Name: volToken, MountPath: TokenDir, ReadOnly: true})
 	}
 	return c
+}
+
+// memoryLimitEnv tells medops-api its container's memory limit, from which
+// it sets the Go runtime's soft limit with headroom. It comes first, so that
+// the user's env can override it (the last of two equal names wins).
+func memoryLimitEnv() corev1.EnvVar {
+	return corev1.EnvVar{Name: v1alpha1.EnvMemoryLimit, ValueFrom: &corev1.EnvVarSource{
+		// Divisor 1 (bytes) spelled out, as the apiserver defaults it, so
+		// the applied object matches what is read back.
+		ResourceFieldRef: &corev1.ResourceFieldSelector{ContainerName: ContainerName, Resource: "limits.memory",
+			Divisor: apiresource.MustParse("1")},
+	}}
 }
 
 func volumes(m *v1alpha1.MedOpsAPI, in Inputs) []corev1.Volume {

@@ -12,6 +12,7 @@ import (
 	"os"
 	"reflect"
 	"sort"
+	"strconv"
 	"strings"
 
 	"sigs.k8s.io/yaml"
@@ -27,11 +28,30 @@ const (
 	// EnvPostgresDSNFile names the file with the PostgreSQL connection
 	// string; setting it selects the PostgreSQL task store.
 	EnvPostgresDSNFile = "MEDOPS_POSTGRES_DSN_FILE"
+	// EnvTokenFile names the file with the bearer token (auth.tokenFile).
+	EnvTokenFile = "MEDOPS_TOKEN_FILE"
+	// EnvAuthDisabled, when true, serves without a token on purpose
+	// (auth.disabled).
+	EnvAuthDisabled = "MEDOPS_AUTH_DISABLED"
+)
+
+// Names of the settings that decide who may use the API, as the access
+// error spells them out.
+const (
+	flagTokenFile    = "token-file"
+	flagAuthDisabled = "auth-disabled"
 )
 
 // Load reads, defaults and validates the file at path. An empty path gives
 // the all-defaults configuration. Every error names the file and the field.
 func Load(path string) (*v1alpha1.WorkloadConfig, error) {
+	return load(path, nil)
+}
+
+// load reads the file at path, applies override (the flags) before the
+// defaults, since some defaults depend on overridden fields (the shutdown
+// delay on listen), then defaults and validates.
+func load(path string, override func(*v1alpha1.WorkloadConfig)) (*v1alpha1.WorkloadConfig, error) {
 	var data []byte
 	if path != "" {
 		var err error
@@ -40,7 +60,7 @@ func Load(path string) (*v1alpha1.WorkloadConfig, error) {
 			return nil, fmt.Errorf("config %s: %w", path, err)
 		}
 	}
-	cfg, err := Parse(data)
+	cfg, err := parse(data, override)
 	if err != nil {
 		if path == "" {
 			return nil, fmt.Errorf("config: %w", err)
@@ -54,11 +74,18 @@ func Load(path string) (*v1alpha1.WorkloadConfig, error) {
 // duplicate keys are errors, with the field's full path. It then applies
 // defaults and validates.
 func Parse(data []byte) (*v1alpha1.WorkloadConfig, error) {
+	return parse(data, nil)
+}
+
+func parse(data []byte, override func(*v1alpha1.WorkloadConfig)) (*v1alpha1.WorkloadConfig, error) {
 	cfg := &v1alpha1.WorkloadConfig{}
 	if len(strings.TrimSpace(string(data))) > 0 {
 		if err := decodeStrict(data, cfg); err != nil {
 			return nil, err
 		}
+	}
+	if override != nil {
+		override(cfg)
 	}
 	cfg.SetDefaults()
 	if err := validate(cfg); err != nil {
@@ -222,6 +249,8 @@ type Flags struct {
 	Listen          string
 	DataDir         string
 	PostgresDSNFile string
+	TokenFile       string
+	AuthDisabled    bool
 }
 
 // ParseFlags reads args (without the program name). Each flag falls back to
@@ -236,6 +265,19 @@ func ParseFlags(name string, args []string, getenv func(string) string, output i
 	fs.StringVar(&f.DataDir, "data-dir", getenv(EnvDataDir), "data directory, overrides the file (env "+EnvDataDir+")")
 	fs.StringVar(&f.PostgresDSNFile, "postgres-dsn-file", getenv(EnvPostgresDSNFile),
 		"file holding a PostgreSQL connection string: keep tasks in PostgreSQL instead of bbolt in the data directory, overrides the file's postgres.dsnFile (env "+EnvPostgresDSNFile+")")
+	fs.StringVar(&f.TokenFile, flagTokenFile, getenv(EnvTokenFile),
+		"file holding the bearer token that writes and task reads must present, overrides the file's auth.tokenFile (env "+EnvTokenFile+")")
+	authDisabled := false
+	if v := getenv(EnvAuthDisabled); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			fmt.Fprintf(output, "%s: %s=%q: must be true or false\n", name, EnvAuthDisabled, v)
+			return Flags{}, fmt.Errorf("%s: %w", EnvAuthDisabled, err)
+		}
+		authDisabled = b
+	}
+	fs.BoolVar(&f.AuthDisabled, flagAuthDisabled, authDisabled,
+		"serve every endpoint without a token, on any listen address: the file's auth.disabled (env "+EnvAuthDisabled+"=true)")
 	if err := fs.Parse(args); err != nil {
 		return Flags{}, err
 	}
@@ -245,20 +287,58 @@ func ParseFlags(name string, args []string, getenv func(string) string, output i
 	return f, nil
 }
 
-// FromFlags loads the file the flags name and applies the overrides.
+// FromFlags loads the file the flags name and applies the overrides, then
+// checks that the API is not left open beyond loopback (CheckAccess).
 func FromFlags(f Flags) (*v1alpha1.WorkloadConfig, error) {
-	cfg, err := Load(f.ConfigPath)
+	cfg, err := load(f.ConfigPath, func(cfg *v1alpha1.WorkloadConfig) {
+		if f.Listen != "" {
+			cfg.Listen = f.Listen
+		}
+		if f.DataDir != "" {
+			cfg.DataDir = f.DataDir
+		}
+		if f.PostgresDSNFile != "" {
+			cfg.Postgres = &v1alpha1.WorkloadPostgres{DSNFile: f.PostgresDSNFile}
+		}
+		if f.TokenFile != "" {
+			cfg.Auth.TokenFile = f.TokenFile
+		}
+		if f.AuthDisabled {
+			cfg.Auth.Disabled = true
+		}
+	})
 	if err != nil {
 		return nil, err
 	}
-	if f.Listen != "" {
-		cfg.Listen = f.Listen
-	}
-	if f.DataDir != "" {
-		cfg.DataDir = f.DataDir
-	}
-	if f.PostgresDSNFile != "" {
-		cfg.Postgres = &v1alpha1.WorkloadPostgres{DSNFile: f.PostgresDSNFile}
+	if err := CheckAccess(cfg); err != nil {
+		return nil, err
 	}
 	return cfg, nil
+}
+
+// CheckAccess refuses an API without a bearer token on an address other
+// machines can reach, unless auth.disabled says so on purpose: an image
+// listening on :8080 must never be open to anyone by omission. On loopback
+// only local processes can connect, which suits a person trying it out
+// (OpenAccess then says what to warn about).
+func CheckAccess(cfg *v1alpha1.WorkloadConfig) error {
+	if cfg.Auth.Disabled || cfg.Auth.TokenFile != "" || v1alpha1.ListensOnLoopback(cfg.Listen) {
+		return nil
+	}
+	return fmt.Errorf("listen %q is not a loopback address and no bearer token is configured, so anyone who can reach it could read, change and delete every task: "+
+		"set auth.tokenFile (--%s, env %s) to require a token, or auth.disabled: true (--%s, env %s=true) to serve without one on purpose",
+		cfg.Listen, flagTokenFile, EnvTokenFile, flagAuthDisabled, EnvAuthDisabled)
+}
+
+// OpenAccess says why the API serves without a token, for a warning at
+// start-up; "" when a token is required.
+func OpenAccess(cfg *v1alpha1.WorkloadConfig) string {
+	switch {
+	case cfg.Auth.Disabled:
+		return "auth.disabled is set: every endpoint, reads and writes, is open to anyone who can reach " + cfg.Listen
+	case cfg.Auth.TokenFile == "":
+		return fmt.Sprintf("no auth.tokenFile (--%s): every endpoint, reads and writes, is open to every local process on %s; "+
+			"set a token file before listening on another address", flagTokenFile, cfg.Listen)
+	}
+	return ""
 }

@@ -12,6 +12,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/medops/medops/api/v1alpha1"
+	"github.com/medops/medops/internal/repo"
 )
 
 func TestParse(t *testing.T) {
@@ -198,4 +199,118 @@ func FuzzLoad(f *testing.F) {
 			t.Fatalf("round trip changed the config:\n%s\n---\n%s", out, out2)
 		}
 	})
+}
+
+// TestAccessAndShutdownDelayFollowListen: where medops-api listens decides
+// whether it may run without a token, and its default drain delay. Flags
+// are applied before the defaults, so --listen counts as the file's listen.
+func TestAccessAndShutdownDelayFollowListen(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "c.yaml")
+	if err := os.WriteFile(p, []byte("listen: 127.0.0.1:1111\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name    string
+		args    []string
+		env     map[string]string
+		refused bool
+		delay   time.Duration
+		warning string // "" for none
+	}{
+		{name: "defaults: loopback", delay: 0, warning: "no auth.tokenFile"},
+		{name: "file's loopback", args: []string{"--config", p}, delay: 0, warning: "no auth.tokenFile"},
+		{name: "ipv6 loopback", args: []string{"--listen", "[::1]:80"}, delay: 0, warning: "no auth.tokenFile"},
+		{name: "localhost", args: []string{"--listen", "localhost:80"}, delay: 0, warning: "no auth.tokenFile"},
+		{name: "flag beats the file's loopback", args: []string{"--config", p, "--listen", ":80"}, refused: true},
+		{name: "all interfaces", args: []string{"--listen", "0.0.0.0:80"}, refused: true},
+		{name: "a host name", args: []string{"--listen", "api.example:80"}, refused: true},
+		{name: "image env", env: map[string]string{EnvListen: ":8080"}, refused: true},
+		{name: "token file flag", args: []string{"--listen", ":80", "--token-file", "/t"}, delay: 5 * time.Second},
+		{name: "token file env", args: []string{"--listen", ":80"}, env: map[string]string{EnvTokenFile: "/t"}, delay: 5 * time.Second},
+		{name: "opt-in flag", args: []string{"--listen", ":80", "--auth-disabled"}, delay: 5 * time.Second, warning: "auth.disabled is set"},
+		{name: "opt-in env", args: []string{"--listen", ":80"}, env: map[string]string{EnvAuthDisabled: "true"}, delay: 5 * time.Second, warning: "auth.disabled is set"},
+		{name: "opt-in env false", args: []string{"--listen", ":80"}, env: map[string]string{EnvAuthDisabled: "0"}, refused: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f, err := ParseFlags("medops-api", tc.args, func(k string) string { return tc.env[k] }, io.Discard)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c, err := FromFlags(f)
+			if tc.refused {
+				if err == nil || !strings.Contains(err.Error(), "set auth.tokenFile (--token-file, env MEDOPS_TOKEN_FILE) to require a token, or auth.disabled: true (--auth-disabled, env MEDOPS_AUTH_DISABLED=true)") {
+					t.Fatalf("want the access error, got %v", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := c.Server.ShutdownDelay.Duration; got != tc.delay {
+				t.Errorf("shutdownDelay %s, want %s", got, tc.delay)
+			}
+			if w := OpenAccess(c); (tc.warning == "") != (w == "") || !strings.Contains(w, tc.warning) {
+				t.Errorf("warning %q, want one with %q", w, tc.warning)
+			}
+		})
+	}
+	if _, err := ParseFlags("medops-api", nil, func(k string) string { return map[string]string{EnvAuthDisabled: "yes please"}[k] }, io.Discard); err == nil {
+		t.Error("a malformed MEDOPS_AUTH_DISABLED was accepted")
+	}
+	// A delay set in the file is kept on loopback.
+	if err := os.WriteFile(p, []byte("listen: 127.0.0.1:1111\nserver:\n  shutdownDelay: 2s\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := FromFlags(Flags{ConfigPath: p})
+	if err != nil || c.Server.ShutdownDelay.Duration != 2*time.Second {
+		t.Fatalf("configured delay on loopback: %v %v", c, err)
+	}
+}
+
+// TestOperatorRenderedConfigsStart: every config the operator renders (its
+// golden files, one per kind of MedOpsAPI, including spec.auth.disabled)
+// listens beyond loopback and passes the access check, because the operator
+// always mounts a token file or sets auth.disabled: no operator-run pod is
+// refused.
+func TestOperatorRenderedConfigsStart(t *testing.T) {
+	goldens, err := filepath.Glob(filepath.Join(repo.Root(), "operator", "resource", "testdata", "*.golden.yaml"))
+	if err != nil || len(goldens) == 0 {
+		t.Fatalf("no operator golden files: %v", err)
+	}
+	for _, g := range goldens {
+		t.Run(filepath.Base(g), func(t *testing.T) {
+			b, err := os.ReadFile(g)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var found int
+			for _, doc := range strings.Split(string(b), "\n---\n") {
+				var obj struct {
+					Kind string            `json:"kind"`
+					Data map[string]string `json:"data"`
+				}
+				if err := yaml.Unmarshal([]byte(doc), &obj); err != nil {
+					t.Fatal(err)
+				}
+				data, ok := obj.Data["config.yaml"]
+				if obj.Kind != "ConfigMap" || !ok {
+					continue
+				}
+				found++
+				c, err := Parse([]byte(data))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if v1alpha1.ListensOnLoopback(c.Listen) {
+					t.Fatalf("the operator's config listens on loopback (%s): the check would not apply", c.Listen)
+				}
+				if err := CheckAccess(c); err != nil {
+					t.Fatalf("an operator-run pod would be refused: %v", err)
+				}
+			}
+			if found != 1 {
+				t.Fatalf("%d rendered configs, want 1", found)
+			}
+		})
+	}
 }

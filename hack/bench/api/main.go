@@ -59,6 +59,9 @@ type options struct {
 	layouts     string
 	fillCreates int
 	smoke       bool
+	cacheSizes  string
+	cacheLimits string
+	cacheEntry  int
 }
 
 func main() {
@@ -78,10 +81,14 @@ func main() {
 	flag.BoolVar(&o.postgres, "postgres", true, "also measure a second medops-api (one replica) on the PostgreSQL store, on a local PostgreSQL 15 started for the run")
 	flag.StringVar(&o.layouts, "layouts", "pinned,shared", "layouts to measure, each with fresh servers and its own table: pinned (wrk on CPU 0, the server under test alone on CPU 1, one nginx worker, GOMAXPROCS=1; the headline) and shared (everything floats over all cores)")
 	flag.IntVar(&o.fillCreates, "fill-creates", 1_000_000, "after the create rounds of the first layout, keep creating until this many tasks were created in all, then report medops-api's memory (0 skips)")
+	flag.StringVar(&o.cacheSizes, "cache-sizes", "16Mi,64Mi,128Mi", "cache sizes of the cache memory measurement: for each, a fresh medops-api's cache is filled with large gateway entries and its memory reported (empty skips; -only=cachemem runs only this)")
+	flag.StringVar(&o.cacheLimits, "cache-limits", "256Mi", "comma-separated container memory limits each cache size is also measured with, passed as the operator does (MEDOPS_MEMORY_LIMIT; empty: only without)")
+	flag.IntVar(&o.cacheEntry, "cache-entry", 512<<10, "size in bytes of each gateway entry of the cache memory measurement")
 	flag.BoolVar(&o.smoke, "smoke", false, "check that the driver still works, not how fast anything is: one 1s round, no warm-up, 200 tasks, 2,000 creates; fails on any error")
 	flag.Parse()
 	if o.smoke {
 		o.rounds, o.duration, o.warmup, o.tasks, o.fillCreates = 1, time.Second, 0, 200, 2000
+		o.cacheSizes, o.cacheEntry = "4Mi", 128<<10
 	}
 	if o.rounds < 1 {
 		o.rounds = 1
@@ -264,6 +271,9 @@ func run(o options) error {
 		return fmt.Errorf("writing the body file: %w", err)
 	}
 	for i, l := range lays {
+		if o.only == "cachemem" {
+			break
+		}
 		// Only the first (headline) layout loads the store with the
 		// million creates: the memory figure needs it once.
 		fill := o.fillCreates
@@ -273,6 +283,9 @@ func run(o options) error {
 		if err := runLayout(ctx, o, b, l, fill); err != nil {
 			return fmt.Errorf("%s layout: %w", l.name, err)
 		}
+	}
+	if err := measureCacheMemory(o, b); err != nil {
+		return fmt.Errorf("cache memory: %w", err)
 	}
 	fmt.Printf("medops-api binary: %s (CGO_ENABLED=0 go build -trimpath, as make build)\n", common.MiB(b.binSize))
 	if o.profile != "" {
@@ -810,37 +823,45 @@ func seed(base string, n, workers int) ([]string, error) {
 		Transport: &http.Transport{MaxIdleConnsPerHost: workers},
 	}
 	ids := make([]string, n)
+	err := parallel(n, workers, func(i int) error {
+		body := fmt.Sprintf(`{"title":"seed task %d","details":"seeded by make bench-api","priority":"%s","assignee":"user%d","labels":["seed","batch%d"]}`,
+			i, []string{"low", "normal", "high", "urgent"}[i%4], i%20, i%10)
+		resp, err := client.Post(base+"/api/v1/tasks", "application/json", strings.NewReader(body))
+		if err != nil {
+			return fmt.Errorf("seeding task %d: %w", i, err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusCreated && resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("seeding task %d: %s: %s", i, resp.Status, b)
+		}
+		var t struct {
+			ID string `json:"id"`
+		}
+		if err := json.Unmarshal(b, &t); err != nil || t.ID == "" {
+			return fmt.Errorf("seeding task %d: no id in %q", i, b)
+		}
+		ids[i] = t.ID
+		return nil
+	})
+	return ids, err
+}
+
+// parallel calls do(i) for every i below n from workers goroutines and
+// returns the first error, after which no new i is handed out.
+func parallel(n, workers int, do func(i int) error) error {
 	next := make(chan int)
 	errc := make(chan error, workers)
 	var wg sync.WaitGroup
-	for w := 0; w < workers; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+	for range workers {
+		wg.Go(func() {
 			for i := range next {
-				body := fmt.Sprintf(`{"title":"seed task %d","details":"seeded by make bench-api","priority":"%s","assignee":"user%d","labels":["seed","batch%d"]}`,
-					i, []string{"low", "normal", "high", "urgent"}[i%4], i%20, i%10)
-				resp, err := client.Post(base+"/api/v1/tasks", "application/json", strings.NewReader(body))
-				if err != nil {
-					errc <- fmt.Errorf("seeding task %d: %w", i, err)
+				if err := do(i); err != nil {
+					errc <- err
 					return
 				}
-				b, _ := io.ReadAll(resp.Body)
-				resp.Body.Close()
-				if resp.StatusCode != http.StatusCreated && resp.StatusCode != http.StatusOK {
-					errc <- fmt.Errorf("seeding task %d: %s: %s", i, resp.Status, b)
-					return
-				}
-				var t struct {
-					ID string `json:"id"`
-				}
-				if err := json.Unmarshal(b, &t); err != nil || t.ID == "" {
-					errc <- fmt.Errorf("seeding task %d: no id in %q", i, b)
-					return
-				}
-				ids[i] = t.ID
 			}
-		}()
+		})
 	}
 	var err error
 feed:
@@ -859,7 +880,7 @@ feed:
 		default:
 		}
 	}
-	return ids, err
+	return err
 }
 
 // checkCache makes sure each scenario measures what its name says: the

@@ -2,6 +2,9 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
+	"sync"
+	"sync/atomic"
 	"testing"
 )
 
@@ -47,5 +50,61 @@ func TestMedianAndSpread(t *testing.T) {
 		if got := spread(tc.in); got != tc.spreadText {
 			t.Errorf("spread(%v) = %q, want %q", tc.in, got, tc.spreadText)
 		}
+	}
+}
+
+func TestCacheMemRuns(t *testing.T) {
+	runs, err := cacheMemRuns("16Mi, 64Mi", "128Mi,256Mi")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []cacheMemRun{{"16Mi", ""}, {"16Mi", "128Mi"}, {"16Mi", "256Mi"}, {"64Mi", ""}, {"64Mi", "128Mi"}, {"64Mi", "256Mi"}}
+	if len(runs) != len(want) {
+		t.Fatalf("runs %v, want %v", runs, want)
+	}
+	for i := range want {
+		if runs[i] != want[i] {
+			t.Fatalf("runs %v, want %v", runs, want)
+		}
+	}
+	if runs, err := cacheMemRuns("", "256Mi"); err != nil || len(runs) != 0 {
+		t.Fatalf("empty sizes: %v %v", runs, err)
+	}
+	for _, bad := range [][2]string{{"lots", ""}, {"16Mi", "much"}} {
+		if _, err := cacheMemRuns(bad[0], bad[1]); err == nil {
+			t.Errorf("cacheMemRuns(%q, %q) accepted", bad[0], bad[1])
+		}
+	}
+}
+
+func TestParallel(t *testing.T) {
+	var mu sync.Mutex
+	seen := map[int]int{}
+	if err := parallel(100, 8, func(i int) error {
+		mu.Lock()
+		seen[i]++
+		mu.Unlock()
+		return nil
+	}); err != nil || len(seen) != 100 {
+		t.Fatalf("err %v, %d indexes", err, len(seen))
+	}
+	for i, n := range seen {
+		if n != 1 {
+			t.Fatalf("index %d done %d times", i, n)
+		}
+	}
+	boom := errors.New("boom")
+	var calls atomic.Int64
+	if err := parallel(1000, 4, func(i int) error {
+		calls.Add(1)
+		if i == 10 {
+			return boom
+		}
+		return nil
+	}); !errors.Is(err, boom) {
+		t.Fatalf("err %v, want boom", err)
+	}
+	if calls.Load() == 1000 {
+		t.Fatal("work went on after the error")
 	}
 }
