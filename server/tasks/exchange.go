@@ -139,7 +139,11 @@ var ErrNotEmpty = errors.New("task store is not empty")
 type ExchangeError struct {
 	Line    int // 1-based; 0 for the stream as a whole
 	Message string
+	// Err is the read error behind Message, if one is.
+	Err error
 }
+
+func (e *ExchangeError) Unwrap() error { return e.Err }
 
 func (e *ExchangeError) Error() string {
 	if e.Line == 0 {
@@ -268,6 +272,9 @@ func NewImportReader(r io.Reader) (*ImportReader, error) {
 // Header is the stream's header line.
 func (ir *ImportReader) Header() ExchangeHeader { return ir.header }
 
+// Count is the number of tasks read so far.
+func (ir *ImportReader) Count() int64 { return ir.count }
+
 // next returns the next line without its newline, or io.EOF.
 func (ir *ImportReader) next() ([]byte, error) {
 	line, err := ir.r.ReadSlice('\n')
@@ -287,7 +294,8 @@ func (ir *ImportReader) next() ([]byte, error) {
 		return nil, io.EOF
 	}
 	if err != nil && err != io.EOF {
-		return nil, fmt.Errorf("reading the import: %w", err)
+		// A body cut short, a corrupt gzip stream, a client that stalled.
+		return nil, &ExchangeError{Message: "reading the stream: " + err.Error(), Err: err}
 	}
 	ir.line++
 	if err == io.EOF {
