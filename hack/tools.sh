@@ -3,7 +3,7 @@
 # Each binary lands under a folder or name that carries its version, so a
 # version bump in hack/tools builds afresh and an unchanged one is reused.
 #
-#   hack/tools.sh controller-gen | envtest | kubectl | control-plane | node | helm | kwok | traefik | servicemonitor-crd
+#   hack/tools.sh controller-gen | envtest | kubectl | control-plane | node | helm | kwok | traefik | servicemonitor-crd | seaweedfs
 #
 # It prints the path of what it built (for envtest: the KUBEBUILDER_ASSETS dir;
 # for servicemonitor-crd: a folder holding only the ServiceMonitor CRD).
@@ -22,6 +22,7 @@ HELM_VERSION=$(modver "$tools/helm" helm.sh/helm/v3)
 KWOK_VERSION=$(modver "$tools/kwok" sigs.k8s.io/kwok 2>/dev/null || true)
 TRAEFIK_VERSION=$(modver "$tools/traefik" github.com/traefik/traefik/v3 2>/dev/null || true)
 PROM_VERSION=$(modver "$tools/promcrd" github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring)
+SEAWEEDFS_VERSION=$(modver "$tools/seaweedfs" github.com/seaweedfs/seaweedfs 2>/dev/null || true)
 K8S_DIR="$bin/k8s/$K8S_VERSION"
 
 log() { printf '[tools] %s\n' "$*" >&2; }
@@ -164,5 +165,10 @@ case "${1:-}" in
       rm -rf "$tmp"
     fi
     echo "$out" ;;
-  *) echo "usage: $0 controller-gen|envtest|kubectl|control-plane|node|helm|kwok|traefik|servicemonitor-crd" >&2; exit 2 ;;
+  seaweedfs)
+    # weed with its S3 gateway: the real S3 server of the backup tests
+    # (internal/s3test). A large build: over an hour on 2 busy cores.
+    build "$tools/seaweedfs" "$bin/seaweedfs-$SEAWEEDFS_VERSION" "-s -w" github.com/seaweedfs/seaweedfs/weed
+    echo "$bin/seaweedfs-$SEAWEEDFS_VERSION/weed" ;;
+  *) echo "usage: $0 controller-gen|envtest|kubectl|control-plane|node|helm|kwok|traefik|servicemonitor-crd|seaweedfs" >&2; exit 2 ;;
 esac

@@ -23,11 +23,12 @@ import (
 )
 
 func main() {
-	// Two slots: the first signal starts the graceful shutdown, a second
-	// one (a person pressing Ctrl-C again) stops at once.
+	// Two slots: the first signal starts the graceful shutdown (or cancels
+	// a sub-command), a second one (a person pressing Ctrl-C again) stops
+	// the server at once.
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
-	os.Exit(run(sigs, os.Args[1:], os.Getenv, os.Stdout, os.Stderr))
+	os.Exit(dispatch(sigs, os.Args[1:], os.Getenv, os.Stdin, os.Stdout, os.Stderr))
 }
 
 // run is main without the process: it returns the exit code. The first

@@ -153,7 +153,7 @@ func (a *App) buildRouter(token *tokenFile) error {
 	// hands chi a routing context together with its own values, so the
 	// request is copied once per request instead of twice.
 	a.handler = a.observe(r)
-	r.Use(limitHeader, limitBody(a.cfg.Server.MaxBodySize.Value()))
+	r.Use(limitHeader, exceptImport(limitBody(a.cfg.Server.MaxBodySize.Value())))
 	if token != nil {
 		r.Use(requireToken(token, a.anonymousRead))
 	}

@@ -60,6 +60,9 @@ func (a *App) mountModules(root chi.Router) error {
 			return err
 		}
 		root.Mount(TasksPrefix, h)
+		if err := a.mountTaskExchange(root); err != nil {
+			return err
+		}
 	}
 	if a.mods.gateway != nil {
 		// Routed per method rather than mounted: the gateway forwards only

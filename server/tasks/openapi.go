@@ -2,6 +2,7 @@ package tasks
 
 import (
 	"fmt"
+	"maps"
 	"reflect"
 	"time"
 
@@ -103,6 +104,7 @@ func OpenAPI(base string, decorate func(op obj, write bool) obj) (paths, schemas
 			}, true),
 		},
 	}
+	maps.Copy(paths, exchangePaths(base, decorate))
 	schemas, err = taskSchemas()
 	return paths, schemas, err
 }
