@@ -73,7 +73,7 @@ func (s *suite) sampleChecks(t *testing.T) {
 	s.check(t, "kubectl get medopsapi: printer columns, and the gateway row shows Ready, replicas and URL", func(t *testing.T) {
 		out := s.kt(t, "-n", ns, "get", "medopsapi")
 		lines := strings.Split(strings.TrimSpace(out), "\n")
-		eq(t, "header", "NAME READY REPLICAS URL AGE", strings.Join(strings.Fields(lines[0]), " "))
+		eq(t, "header", "NAME READY REPLICAS URL LAST BACKUP AGE", strings.Join(strings.Fields(lines[0]), " "))
 		for _, l := range lines[1:] {
 			if f := strings.Fields(l); f[0] == "medops-gateway" {
 				eq(t, "gateway row", "True 2 https://medops.example.org/", strings.Join(f[1:4], " "))
