@@ -37,25 +37,39 @@ func (s *suite) operatorImage(t *testing.T) string {
 }
 
 // buildImages builds the images as `make images` does (internal/ociimage),
-// for linux/amd64 only: the real node's architecture. They are tagged with
+// for the real nodes' architectures: medops-api and the pause image (the
+// nodes' sandbox) for linux/amd64 and linux/arm64, one multi-arch archive
+// each, as a registry would serve them; the operator for linux/amd64 only
+// (the suite installs it with an amd64 nodeSelector). They are tagged with
 // the references the chart and the MedOpsAPI default use, so nothing is
-// overridden at install time. The pause image is the node's sandbox.
+// overridden at install time.
 func (s *suite) buildImages(t *testing.T) []string {
-	progs := append(ociimage.DefaultPrograms(s.operatorImage(t), v1alpha1.DefaultImage), ociimage.PauseProgram(cluster.PauseImage))
+	progs := ociimage.DefaultPrograms(s.operatorImage(t), v1alpha1.DefaultImage)
 	ca := "/etc/ssl/certs/ca-certificates.crt"
 	if _, err := os.Stat(ca); err != nil {
 		ca = ""
 	}
-	t0 := time.Now()
-	paths, err := ociimage.Build(s.ctx, ociimage.Options{
-		ModuleDir: s.root, OutDir: filepath.Join(s.work, "images"), Programs: progs,
-		Platforms: []ociimage.Platform{{OS: "linux", Arch: "amd64"}},
-		Version:   "e2e", Revision: "e2e", Created: time.Unix(0, 0).UTC(), CABundle: ca, Log: s.log,
-	})
-	if err != nil {
-		t.Fatalf("building the images: %v", err)
+	amd64 := ociimage.Platform{OS: "linux", Arch: "amd64"}
+	arm64 := ociimage.Platform{OS: "linux", Arch: "arm64"}
+	var paths []string
+	for _, b := range []struct {
+		progs     []ociimage.Program
+		platforms []ociimage.Platform
+	}{
+		{progs[:1], []ociimage.Platform{amd64}}, // the operator
+		{[]ociimage.Program{progs[1], ociimage.PauseProgram(cluster.PauseImage)}, []ociimage.Platform{amd64, arm64}},
+	} {
+		t0 := time.Now()
+		p, err := ociimage.Build(s.ctx, ociimage.Options{
+			ModuleDir: s.root, OutDir: filepath.Join(s.work, "images"), Programs: b.progs, Platforms: b.platforms,
+			Version: "e2e", Revision: "e2e", Created: time.Unix(0, 0).UTC(), CABundle: ca, Log: s.log,
+		})
+		if err != nil {
+			t.Fatalf("building the images: %v", err)
+		}
+		s.log.Info("images built", "took", time.Since(t0).Round(time.Second), "archives", p)
+		paths = append(paths, p...)
 	}
-	s.log.Info("images built", "took", time.Since(t0).Round(time.Second), "archives", paths)
 	return paths
 }
 
@@ -204,9 +218,9 @@ spec:
 }
 
 // startPostgres runs a real PostgreSQL 15 (internal/pgtest: initdb, the
-// postmaster as nobody) on the node's address, where the pods reach it, as
-// a CloudNativePG cluster's Service would be reached. It takes password
-// logins from the pods' range and the node; the HA sample's Secret carries
+// postmaster as nobody) on the amd64 node's address, where the pods of both
+// nodes reach it, as a CloudNativePG cluster's Service would be reached. It
+// takes password logins from the pods' ranges and the node; the HA sample's Secret carries
 // its URI.
 func (s *suite) startPostgres() error {
 	bin, err := pgtest.BinDir()
@@ -215,11 +229,14 @@ func (s *suite) startPostgres() error {
 	}
 	// The pods, and the suite itself (its connections to the node's
 	// address come from that address).
-	pg, err := pgtest.LaunchOn(bin, cluster.NodeIP, cluster.PodCIDR, cluster.NodeIP+"/32")
+	pg, err := pgtest.LaunchOn(bin, cluster.NodeIP, cluster.ClusterCIDR, cluster.NodeIP+"/32")
 	if err != nil {
 		return fmt.Errorf("starting PostgreSQL on %s: %w", cluster.NodeIP, err)
 	}
 	s.pg = pg
+	if err := s.c.TrackProcess("postgres", pg.PID()); err != nil {
+		return err
+	}
 	s.log.Info("PostgreSQL runs", "addr", fmt.Sprintf("%s:%d", cluster.NodeIP, pg.Port))
 	prev := s.stopBackground
 	s.stopBackground = func() {
