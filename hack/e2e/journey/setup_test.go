@@ -198,6 +198,10 @@ spec:
 		fmt.Sprintf("--entryPoints.traefik.address=127.0.0.1:%d", ports[1]),
 		"--ping=true", "--ping.entryPoint=traefik",
 		"--providers.kubernetesingress=true",
+		// As k3s ships it (Traefik's chart sets it since v31): an Ingress whose
+		// Service has no ready endpoint, during a Recreate rollout, gets 503,
+		// not the 404 that says "no such route" (issue 20 item 19a).
+		"--providers.kubernetesingress.allowEmptyServices=true",
 		// Written into each Ingress's status, as k3s's servicelb would.
 		"--providers.kubernetesingress.ingressendpoint.ip=127.0.0.1",
 		"--log.level=INFO", "--accesslog=true",
