@@ -42,10 +42,14 @@ const (
 	piStorage = 28 << 30   // a 32 GB card less the OS
 )
 
-// Arm64Node says what runs pi-1, from hack/tools.sh node-arm64.
+// Arm64Node says what runs pi-1, from hack/tools.sh node-arm64, and what it
+// imports.
 type Arm64Node struct {
 	Kubelet    string // kubelet for linux/arm64
 	Containerd string // containerd for linux/arm64, built with hack/tools/containerd's patch
+	// Images are the archives with a linux/arm64 variant (the pause image
+	// among them), imported for that platform.
+	Images []string
 }
 
 func (c *Cluster) piDir(rel ...string) string {
@@ -87,7 +91,7 @@ func (c *Cluster) startPi(ctx context.Context) error {
 	}, ctrd); err != nil {
 		return err
 	}
-	if err := c.importImages(ctx, c.PiContainerdSocket(), "linux/arm64"); err != nil {
+	if err := c.importImages(ctx, c.PiContainerdSocket(), "linux/arm64", a.Images); err != nil {
 		return err
 	}
 	kcfg, err := c.write(PiName+"/kubelet/config.yaml", c.piKubeletConfig(), 0o644)
@@ -108,10 +112,10 @@ func (c *Cluster) startPi(ctx context.Context) error {
 	return waitFor(ctx, 120*time.Second, "pi-1's kubelet /healthz", httpOK(fmt.Sprintf("http://127.0.0.1:%d/healthz", c.ports.piKubeletHealthz), nil), kubelet, ctrd)
 }
 
-// importImages imports the image archives into a containerd, unpacked for
+// importImages imports image archives into a containerd, unpacked for
 // platform (empty: every platform, unpacked for containerd's own).
-func (c *Cluster) importImages(ctx context.Context, socket, platform string) error {
-	for _, img := range c.opts.Images {
+func (c *Cluster) importImages(ctx context.Context, socket, platform string, images []string) error {
+	for _, img := range images {
 		args := []string{"--address", socket, "-n", "k8s.io", "images", "import"}
 		if platform != "" {
 			args = append(args, "--platform", platform)

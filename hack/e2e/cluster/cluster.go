@@ -34,8 +34,8 @@ import (
 type Options struct {
 	Work   string // the work folder: configs, logs, state
 	K8sDir string // kube-apiserver, etcd, kubelet, ... from hack/tools.sh
-	// Images are OCI archives imported into every node's containerd (the
-	// pause image among them); multi-arch ones serve both nodes.
+	// Images are OCI archives imported into the amd64 node's containerd (the
+	// pause image among them).
 	Images   []string
 	NodeName string     // default medops-e2e-amd64
 	Arm64    *Arm64Node // pi-1; nil runs the amd64 node alone
@@ -327,7 +327,7 @@ func (c *Cluster) startContainerd(ctx context.Context) error {
 	}, ctrd); err != nil {
 		return err
 	}
-	return c.importImages(ctx, c.ContainerdSocket, "")
+	return c.importImages(ctx, c.ContainerdSocket, "", c.opts.Images)
 }
 
 func (c *Cluster) startNode(ctx context.Context) error {

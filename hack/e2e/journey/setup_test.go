@@ -43,21 +43,20 @@ func (s *suite) operatorImage(t *testing.T) string {
 // (the suite installs it with an amd64 nodeSelector). They are tagged with
 // the references the chart and the MedOpsAPI default use, so nothing is
 // overridden at install time.
-func (s *suite) buildImages(t *testing.T) []string {
+func (s *suite) buildImages(t *testing.T) (all, arm64 []string) {
 	progs := ociimage.DefaultPrograms(s.operatorImage(t), v1alpha1.DefaultImage)
 	ca := "/etc/ssl/certs/ca-certificates.crt"
 	if _, err := os.Stat(ca); err != nil {
 		ca = ""
 	}
-	amd64 := ociimage.Platform{OS: "linux", Arch: "amd64"}
-	arm64 := ociimage.Platform{OS: "linux", Arch: "arm64"}
-	var paths []string
+	linuxAMD64 := ociimage.Platform{OS: "linux", Arch: "amd64"}
+	linuxARM64 := ociimage.Platform{OS: "linux", Arch: "arm64"}
 	for _, b := range []struct {
 		progs     []ociimage.Program
 		platforms []ociimage.Platform
 	}{
-		{progs[:1], []ociimage.Platform{amd64}}, // the operator
-		{[]ociimage.Program{progs[1], ociimage.PauseProgram(cluster.PauseImage)}, []ociimage.Platform{amd64, arm64}},
+		{progs[:1], []ociimage.Platform{linuxAMD64}}, // the operator
+		{[]ociimage.Program{progs[1], ociimage.PauseProgram(cluster.PauseImage)}, []ociimage.Platform{linuxAMD64, linuxARM64}},
 	} {
 		t0 := time.Now()
 		p, err := ociimage.Build(s.ctx, ociimage.Options{
@@ -68,9 +67,12 @@ func (s *suite) buildImages(t *testing.T) []string {
 			t.Fatalf("building the images: %v", err)
 		}
 		s.log.Info("images built", "took", time.Since(t0).Round(time.Second), "archives", p)
-		paths = append(paths, p...)
+		all = append(all, p...)
+		if len(b.platforms) > 1 {
+			arm64 = append(arm64, p...)
+		}
 	}
-	return paths
+	return all, arm64
 }
 
 // startLocalPath plays k3s's local-path provisioner: for a claim of class

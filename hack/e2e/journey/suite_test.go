@@ -171,7 +171,8 @@ func (s *suite) setup(t *testing.T) {
 	}
 	s.log.Info("work folder", "path", s.work)
 	s.tools = s.buildTools(t)
-	images := s.buildImages(t)
+	images, arm64Images := s.buildImages(t)
+	s.tools.arm64.Images = arm64Images
 
 	c, err := cluster.Start(s.ctx, cluster.Options{
 		Work: s.work, K8sDir: s.tools.k8sDir, Images: images, Arm64: &s.tools.arm64, Log: s.log,
