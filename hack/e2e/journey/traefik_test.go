@@ -52,7 +52,7 @@ kind: ClusterRole
 metadata: {name: traefik-kube-system}
 rules:
 - apiGroups: [""]
-  resources: [services, secrets, nodes, namespaces]
+  resources: [services, secrets, configmaps, nodes, namespaces]
   verbs: [get, list, watch]
 - apiGroups: [discovery.k8s.io]
   resources: [endpointslices]
@@ -67,7 +67,7 @@ rules:
   resources: [backendtlspolicies, gatewayclasses, gateways, grpcroutes, httproutes, referencegrants, tcproutes, tlsroutes]
   verbs: [get, list, watch]
 - apiGroups: [gateway.networking.k8s.io]
-  resources: [backendtlspolicies/status, gatewayclasses/status, gateways/status, grpcroutes/status, httproutes/status, tcproutes/status, tlsroutes/status]
+  resources: [backendtlspolicies/status, gatewayclasses/status, gateways/status, grpcroutes/status, httproutes/status, referencegrants/status, tcproutes/status, tlsroutes/status]
   verbs: [update]
 ---
 apiVersion: rbac.authorization.k8s.io/v1
