@@ -103,6 +103,7 @@ func httpError(ctx context.Context, err error) error {
 	var (
 		he *httpx.Error
 		fe *FieldError
+		le *FilterError
 		ce *ConflictError
 	)
 	switch {
@@ -110,9 +111,11 @@ func httpError(ctx context.Context, err error) error {
 		return he
 	case errors.As(err, &fe):
 		return httpx.Errorf(http.StatusUnprocessableEntity, "invalid", fe.Field, fe.Message)
+	case errors.As(err, &le):
+		return httpx.Errorf(http.StatusBadRequest, "invalid", le.Param, le.Message)
 	case errors.As(err, &ce):
 		return &httpx.Error{Status: http.StatusPreconditionFailed, Code: "precondition_failed", Field: "If-Match",
-			Message: fmt.Sprintf("the task is at version %d; If-Match asked for %d", ce.Current, ce.Expected),
+			Message: fmt.Sprintf("the task is at version %d (ETag %s), which If-Match does not name", ce.Current, etag(ce.Current)),
 			Header:  http.Header{"Etag": {etag(ce.Current)}}}
 	case errors.Is(err, ErrNotFound):
 		return httpx.Errorf(http.StatusNotFound, "not_found", "id", "no task with this id")
@@ -124,6 +127,12 @@ func httpError(ctx context.Context, err error) error {
 		return &httpx.Error{Status: http.StatusServiceUnavailable, Code: "unavailable",
 			Message: "the task store cannot reach its database; retry shortly",
 			Header:  http.Header{"Retry-After": {"1"}}}
+	case errors.Is(err, ErrTimeout):
+		// This request's statement was too slow (the database answers
+		// others): not an outage, and not retried blindly, since a write
+		// may have landed.
+		return httpx.Errorf(http.StatusGatewayTimeout, "timeout", "",
+			"the task store did not answer in time; a write may or may not have been applied: read the task before retrying it")
 	case errors.Is(err, ErrClosed):
 		return httpx.Errorf(http.StatusServiceUnavailable, "unavailable", "", "the task store is closed")
 	case ctx.Err() != nil:
@@ -216,7 +225,7 @@ func (h *handler) get(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (h *handler) patch(w http.ResponseWriter, r *http.Request) error {
-	ifVersion, err := h.ifMatch(r)
+	pre, err := h.ifMatch(r)
 	if err != nil {
 		return err
 	}
@@ -224,10 +233,14 @@ func (h *handler) patch(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	updated, err := h.st.Update(r.Context(), chi.URLParam(r, "id"), ifVersion, func(t *Task) error {
-		p.Apply(t)
-		t.Normalize()
-		return t.Validate()
+	var updated Task
+	err = conditionally(pre, func(ifVersion int64) (err error) {
+		updated, err = h.st.Update(r.Context(), chi.URLParam(r, "id"), ifVersion, func(t *Task) error {
+			p.Apply(t)
+			t.Normalize()
+			return t.Validate()
+		})
+		return err
 	})
 	if err != nil {
 		return err
@@ -238,11 +251,13 @@ func (h *handler) patch(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (h *handler) delete(w http.ResponseWriter, r *http.Request) error {
-	ifVersion, err := h.ifMatch(r)
+	pre, err := h.ifMatch(r)
 	if err != nil {
 		return err
 	}
-	if err := h.st.Delete(r.Context(), chi.URLParam(r, "id"), ifVersion); err != nil {
+	if err := conditionally(pre, func(ifVersion int64) error {
+		return h.st.Delete(r.Context(), chi.URLParam(r, "id"), ifVersion)
+	}); err != nil {
 		return err
 	}
 	h.onWrite()
@@ -340,51 +355,4 @@ func writeRawJSON(w http.ResponseWriter, status int, body []byte) {
 func (h *handler) writeTask(w http.ResponseWriter, status int, t *Task) {
 	w.Header().Set("ETag", etag(t.Version))
 	_ = httpx.WriteJSON(w, status, t)
-}
-
-func etag(version int64) string { return `"` + strconv.FormatInt(version, 10) + `"` }
-
-// ifMatch reads If-Match: absent means unconditional (0) unless the
-// module requires it (428), "*" means any existing version (also 0: the
-// store reports a missing task anyway), one strong ETag is the expected
-// version.
-func (h *handler) ifMatch(r *http.Request) (int64, error) {
-	v := strings.TrimSpace(r.Header.Get("If-Match"))
-	if v == "" && h.requireIfMatch {
-		return 0, httpx.Errorf(http.StatusPreconditionRequired, "precondition_required", "If-Match",
-			"this server requires If-Match with the task's ETag on "+r.Method+", so that no change is lost")
-	}
-	if v == "" || v == "*" {
-		return 0, nil
-	}
-	if strings.Contains(v, ",") {
-		return 0, httpx.Errorf(http.StatusBadRequest, "invalid", "If-Match", "If-Match must hold one ETag")
-	}
-	if strings.HasPrefix(v, "W/") {
-		// A weak ETag never matches under the strong comparison If-Match
-		// uses; -1 is a version no task has, so the store answers 412.
-		return -1, nil
-	}
-	n, err := strconv.ParseInt(strings.Trim(v, `"`), 10, 64)
-	if errors.Is(err, strconv.ErrRange) && len(v) > 2 && v[0] == '"' && v[len(v)-1] == '"' && v[1] != '-' && v[1] != '+' {
-		// A well-formed ETag no task can have: the precondition fails.
-		return -1, nil
-	}
-	if err != nil || len(v) < 3 || v[0] != '"' || v[len(v)-1] != '"' || n < 1 {
-		return 0, httpx.Errorf(http.StatusBadRequest, "invalid", "If-Match", `If-Match must be an ETag such as "3"`)
-	}
-	return n, nil
-}
-
-// noneMatchHits reports whether If-None-Match names the current version,
-// using the weak comparison RFC 9110 prescribes for it.
-func noneMatchHits(header string, version int64) bool {
-	want := etag(version)
-	for _, part := range strings.Split(header, ",") {
-		p := strings.TrimSpace(part)
-		if p == "*" || strings.TrimPrefix(p, "W/") == want {
-			return true
-		}
-	}
-	return false
 }

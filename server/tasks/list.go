@@ -2,11 +2,11 @@ package tasks
 
 import (
 	"fmt"
+	"maps"
 	"net/http"
 	"net/url"
 	"slices"
 	"strconv"
-	"strings"
 
 	"github.com/medops/medops/server/httpx"
 )
@@ -22,32 +22,22 @@ type listParam struct {
 
 func listParams() []listParam {
 	str := map[string]any{"type": "string"}
-	invalid := func(field, msg string) error { return httpx.Errorf(http.StatusBadRequest, "invalid", field, msg) }
 	enum := func(name string, values []string, dst func(*ListOptions) *string) listParam {
 		return listParam{name: name, doc: "Only tasks with this " + name,
 			schema: map[string]any{"type": "string", "enum": values},
-			set: func(o *ListOptions, v string) error {
-				if !slices.Contains(values, v) {
-					return invalid(name, name+" must be one of "+strings.Join(values, ", "))
-				}
-				*dst(o) = v
-				return nil
-			}}
+			set:    func(o *ListOptions, v string) error { *dst(o) = v; return nil }}
 	}
+	// The filters' values are checked by ListOptions.Validate, which the
+	// stores run too, so that every store refuses the same values.
 	return []listParam{
 		enum("status", Statuses, func(o *ListOptions) *string { return &o.Status }),
 		enum("priority", Priorities, func(o *ListOptions) *string { return &o.Priority }),
-		{name: "assignee", doc: "Only tasks of this assignee", schema: str,
-			set: func(o *ListOptions, v string) error { o.Assignee = v; return nil }},
+		{name: "assignee", doc: "Only tasks of this assignee",
+			schema: map[string]any{"type": "string", "maxLength": MaxAssigneeLen},
+			set:    func(o *ListOptions, v string) error { o.Assignee = v; return nil }},
 		{name: "label", doc: "Only tasks with this label",
 			schema: map[string]any{"type": "string", "pattern": LabelPattern, "maxLength": MaxLabelLen},
-			set: func(o *ListOptions, v string) error {
-				if !ValidLabel(v) {
-					return invalid("label", "label must be a short lower-case slug")
-				}
-				o.Label = v
-				return nil
-			}},
+			set:    func(o *ListOptions, v string) error { o.Label = v; return nil }},
 		{name: "cursor", doc: "The next value of the previous page", schema: str,
 			set: func(o *ListOptions, v string) error { o.Cursor = v; return nil }},
 		{name: "limit", doc: fmt.Sprintf("Page size, capped at %d", MaxLimit),
@@ -55,7 +45,8 @@ func listParams() []listParam {
 			set: func(o *ListOptions, v string) error {
 				n, err := strconv.Atoi(v)
 				if err != nil || n < 1 {
-					return invalid("limit", fmt.Sprintf("limit must be a whole number from 1 (values above %d are capped)", MaxLimit))
+					return httpx.Errorf(http.StatusBadRequest, "invalid", "limit",
+						fmt.Sprintf("limit must be a whole number from 1 (values above %d are capped)", MaxLimit))
 				}
 				o.Limit = n
 				return nil
@@ -82,9 +73,15 @@ func newListQuery() *listQuery {
 // parse reads the query of GET /. Empty values are no filter.
 func (lq *listQuery) parse(q url.Values) (ListOptions, error) {
 	var o ListOptions
-	for k := range q {
+	for _, k := range slices.Sorted(maps.Keys(q)) {
 		if !lq.known[k] {
 			return o, httpx.Errorf(http.StatusBadRequest, "unknown_parameter", k, fmt.Sprintf("unknown query parameter %q", k))
+		}
+		if len(q[k]) > 1 {
+			// Taking one of them would answer a question the client did
+			// not ask, as a repeated JSON member would.
+			return o, httpx.Errorf(http.StatusBadRequest, "duplicate_parameter", k,
+				fmt.Sprintf("query parameter %q appears more than once; it takes one value", k))
 		}
 	}
 	// In table order, so that a query with several bad values always gets
@@ -96,5 +93,5 @@ func (lq *listQuery) parse(q url.Values) (ListOptions, error) {
 			}
 		}
 	}
-	return o, nil
+	return o, o.Validate()
 }

@@ -19,7 +19,7 @@ type obj = map[string]any
 func OpenAPI(base string, decorate func(op obj, write bool) obj) (paths, schemas obj, err error) {
 	idParam := obj{"name": "id", "in": "path", "required": true, "schema": obj{"type": "string", "pattern": IDPattern()}}
 	etagHeader := obj{"ETag": obj{"description": "The task version as a strong ETag, e.g. \"3\"", "schema": obj{"type": "string"}}}
-	ifMatch := obj{"name": "If-Match", "in": "header", "schema": obj{"type": "string"}, "description": "ETag the task must still have; 412 otherwise. Required (428 without it) when modules.tasks.requireIfMatch is on"}
+	ifMatch := obj{"name": "If-Match", "in": "header", "schema": obj{"type": "string"}, "description": "ETags the task must still have one of (a list, or *), compared strongly as RFC 9110 says: \"3\" names version 3, \"03\" or W/\"3\" name nothing; 412 when none matches. Required (428 without it) when modules.tasks.requireIfMatch is on"}
 	var query []obj
 	for _, p := range listParams() {
 		query = append(query, obj{"name": p.name, "in": "query", "schema": p.schema, "description": p.doc})

@@ -38,6 +38,12 @@ func DecodePatch(body []byte) (Patch, error) {
 	if !utf8.Valid(body) {
 		return p, httpx.Errorf(http.StatusBadRequest, "invalid_json", "", "request body is not valid UTF-8")
 	}
+	// The same goes for an escaped surrogate without its other half, which
+	// stands for no character at all.
+	if esc := loneSurrogate(body); esc != "" {
+		return p, httpx.Errorf(http.StatusBadRequest, "invalid_json", "",
+			fmt.Sprintf("request body holds %s, half of a surrogate pair: not a Unicode character", esc))
+	}
 	members, dup, ok := objectMembers(body)
 	if dup != "" {
 		return p, httpx.Errorf(http.StatusBadRequest, "duplicate_field", dup, fmt.Sprintf("field %q appears more than once", dup))
@@ -73,6 +79,57 @@ func DecodePatch(body []byte) (Patch, error) {
 		}
 	}
 	return p, nil
+}
+
+// loneSurrogate returns the first \uXXXX escape of body that is a UTF-16
+// surrogate not paired with its other half, or "". Backslashes appear only
+// inside JSON strings, so the body is scanned as it is; an escape that is
+// not well formed is left for the JSON decoder to refuse.
+func loneSurrogate(body []byte) string {
+	for i := bytes.IndexByte(body, '\\'); i >= 0 && i+1 < len(body); {
+		if body[i+1] != 'u' {
+			i += 2 // \\, \" and the like: the next byte is not an escape's start
+		} else if r, ok := hex4(body, i+2); !ok {
+			i += 2
+		} else if r >= 0xd800 && r < 0xdc00 {
+			if lo, ok := hex4(body, i+8); ok && body[i+6] == '\\' && body[i+7] == 'u' && lo >= 0xdc00 && lo < 0xe000 {
+				i += 12
+			} else {
+				return string(body[i : i+6])
+			}
+		} else if r >= 0xdc00 && r < 0xe000 {
+			return string(body[i : i+6])
+		} else {
+			i += 6
+		}
+		j := bytes.IndexByte(body[min(i, len(body)):], '\\')
+		if j < 0 {
+			break
+		}
+		i += j
+	}
+	return ""
+}
+
+// hex4 reads the four hexadecimal digits at body[i:].
+func hex4(body []byte, i int) (rune, bool) {
+	if i < 0 || i+4 > len(body) {
+		return 0, false
+	}
+	var r rune
+	for _, c := range body[i : i+4] {
+		switch {
+		case c >= '0' && c <= '9':
+			r = r<<4 | rune(c-'0')
+		case c >= 'a' && c <= 'f':
+			r = r<<4 | rune(c-'a'+10)
+		case c >= 'A' && c <= 'F':
+			r = r<<4 | rune(c-'A'+10)
+		default:
+			return 0, false
+		}
+	}
+	return r, true
 }
 
 // objectMembers reads an object body's members in one pass, reporting

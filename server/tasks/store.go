@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
+	"unicode/utf8"
 )
 
 // Store keeps tasks. It is persistence only: callers hand it tasks that are
@@ -20,7 +22,17 @@ type Store interface {
 	// Get returns one task, or ErrNotFound (also for an id that is not
 	// ValidID).
 	Get(ctx context.Context, id string) (Task, error)
-	// List returns one page of tasks in id (creation) order.
+	// List returns one page of tasks in id order. Filters that fail
+	// ListOptions.Validate give its *FilterError.
+	//
+	// Each page is read on its own (the next one starts after the cursor's
+	// id). A client paging from the first page to the last sees every
+	// task that exists, and matches the filters, all that time exactly
+	// once, as it was when its page was read; tasks created or deleted
+	// meanwhile may or may not appear. Ids are stamped before the commit,
+	// so a task may become visible after tasks with higher ids: a page
+	// already read is no record of every task up to its cursor.
+	// storetest.PageWhileWriting checks this.
 	List(ctx context.Context, o ListOptions) (Page, error)
 	// Update runs mutate on a copy of the current task and stores the
 	// result with the version bumped, updatedAt set and id and createdAt
@@ -28,7 +40,10 @@ type Store interface {
 	// one transaction: a task at another version gives a *ConflictError
 	// and mutate does not run. An error from mutate is returned as it is
 	// and nothing changes. mutate may run more than once, each time on a
-	// freshly read task, so it must depend on its argument only.
+	// freshly read task, so it must depend on its argument only. When
+	// mutate leaves the task's content as it was (Task.SameContent), nothing
+	// is written: the current task comes back with its version and
+	// updatedAt, so a no-op change does not make other clients' ETags stale.
 	Update(ctx context.Context, id string, ifVersion int64, mutate func(*Task) error) (Task, error)
 	// Delete removes a task, with the same version precondition as Update.
 	Delete(ctx context.Context, id string, ifVersion int64) error
@@ -68,6 +83,11 @@ var (
 	// ErrUnavailable says the store cannot reach its database right now
 	// (the PostgreSQL store during an outage); the request may be retried.
 	ErrUnavailable = errors.New("task store is unavailable")
+	// ErrTimeout says one call outlasted the store's call timeout (a
+	// statement waiting on a row lock, say) while the database itself
+	// answers: the call failed, the store did not. A write that timed out
+	// may or may not have been applied.
+	ErrTimeout = errors.New("task store call timed out")
 )
 
 // ConflictError says the task changed since the version the caller read.
@@ -122,6 +142,44 @@ func (o *ListOptions) After() (string, error) {
 		return "", nil
 	}
 	return DecodeCursor(o.Cursor)
+}
+
+// FilterError says a list filter has a value no task can have: one
+// outside its enum, a label that is not a slug, or an assignee that is not
+// a valid assignee (invalid UTF-8, control characters, too long).
+type FilterError struct {
+	Param   string // the query parameter
+	Message string
+}
+
+func (e *FilterError) Error() string { return e.Param + ": " + e.Message }
+
+// Validate checks the filters, in the order of the query parameters, and
+// returns a *FilterError naming the first bad one. Every store runs it
+// before listing, so a value is refused the same way whichever store
+// keeps the tasks (bbolt would compare any bytes, PostgreSQL refuses
+// those that are not UTF-8 text).
+func (o *ListOptions) Validate() error {
+	for _, f := range []struct {
+		param, v string
+		valid    []string
+	}{{"status", o.Status, Statuses}, {"priority", o.Priority, Priorities}} {
+		if f.v != "" && !slices.Contains(f.valid, f.v) {
+			return &FilterError{f.param, f.param + " must be one of " + strings.Join(f.valid, ", ")}
+		}
+	}
+	if o.Assignee != "" {
+		if !utf8.ValidString(o.Assignee) {
+			return &FilterError{"assignee", "assignee must be valid UTF-8"}
+		}
+		if fe := rules()["assignee"].checkString("assignee", o.Assignee); fe != nil {
+			return &FilterError{"assignee", "assignee " + fe.Message}
+		}
+	}
+	if o.Label != "" && !ValidLabel(o.Label) {
+		return &FilterError{"label", "label must be a short lower-case slug"}
+	}
+	return nil
 }
 
 // Matches reports whether t passes the filters.

@@ -139,6 +139,37 @@ func deriveFields() []field {
 	return out
 }
 
+// SameContent reports whether t and o have equal client-writable fields
+// (the server-set ones, id, times and version, are not compared). A store's
+// Update uses it to leave a task whose change changed nothing as it is.
+func (t *Task) SameContent(o *Task) bool {
+	a, b := reflect.ValueOf(t).Elem(), reflect.ValueOf(o).Elem()
+	for _, f := range fields() {
+		if f.server {
+			continue
+		}
+		x, y := a.Field(f.index), b.Field(f.index)
+		switch f.typ.Kind() {
+		case reflect.String:
+			if x.String() != y.String() {
+				return false
+			}
+		case reflect.Slice: // the labels; nil and empty are the same list
+			if !slices.Equal(x.Interface().([]string), y.Interface().([]string)) {
+				return false
+			}
+		case reflect.Pointer: // due
+			dx, dy := x.Interface().(*time.Time), y.Interface().(*time.Time)
+			if (dx == nil) != (dy == nil) || dx != nil && !dx.Equal(*dy) {
+				return false
+			}
+		default:
+			panic("tasks: SameContent does not know how to compare field " + f.name)
+		}
+	}
+	return true
+}
+
 // FieldError is a validation failure of one task field.
 type FieldError struct {
 	Field   string

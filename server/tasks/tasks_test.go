@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"reflect"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -242,24 +243,52 @@ func TestIDsStrictlyIncreaseWithinOneMillisecond(t *testing.T) {
 	}
 }
 
+// TestConditionalHeaders: If-Match is a list of entity-tags compared
+// strongly and as opaque strings: only the exact ETag of a version names
+// it; other well-formed tags name nothing (the write then fails with 412),
+// and only what is not an entity-tag list is a 400.
 func TestConditionalHeaders(t *testing.T) {
 	for _, tc := range []struct {
-		ifMatch string
-		want    int64
-		wantErr bool
+		ifMatch  []string // header lines; nil: no header
+		any      bool
+		versions []int64
+		wantErr  bool
 	}{
-		{"", 0, false}, {"*", 0, false}, {`"3"`, 3, false}, {`W/"3"`, -1, false},
-		{"3", 0, true}, {`"x"`, 0, true}, {`"1", "2"`, 0, true}, {`"0"`, 0, true},
-		// Too large to be a version: a well-formed ETag that matches nothing.
-		{`"99999999999999999999"`, -1, false}, {`"-99999999999999999999"`, 0, true},
+		{nil, true, nil, false},
+		{[]string{"*"}, true, nil, false},
+		{[]string{` * `}, true, nil, false},
+		{[]string{`"3"`}, false, []int64{3}, false},
+		{[]string{`W/"3"`}, false, nil, false},
+		{[]string{`"+3"`}, false, nil, false},
+		{[]string{`"03"`}, false, nil, false},
+		{[]string{`"+0003"`}, false, nil, false},
+		{[]string{`"3.0"`}, false, nil, false},
+		{[]string{`"0"`}, false, nil, false},
+		{[]string{`"-3"`}, false, nil, false},
+		{[]string{`"x"`}, false, nil, false},
+		{[]string{`""`}, false, nil, false},
+		{[]string{`"99999999999999999999"`}, false, nil, false},
+		{[]string{`"1", "2"`}, false, []int64{1, 2}, false},
+		{[]string{`"1",W/"2" ,, "a,b" ,"3"`}, false, []int64{1, 3}, false},
+		{[]string{`"1"`, `"2"`}, false, []int64{1, 2}, false},
+		{[]string{`"2", "2"`}, false, []int64{2}, false},
+		{[]string{"3"}, false, nil, true},
+		{[]string{`"3`}, false, nil, true},
+		{[]string{`"3" x`}, false, nil, true},
+		{[]string{`"3";`}, false, nil, true},
+		{[]string{`w/"3"`}, false, nil, true},
+		{[]string{`"a b"`}, false, nil, true},
+		{[]string{`*, "3"`}, false, nil, true},
+		{[]string{""}, false, nil, true},
+		{[]string{" , "}, false, nil, true},
 	} {
 		r := httptest.NewRequest("PATCH", "/x", nil)
-		if tc.ifMatch != "" {
-			r.Header.Set("If-Match", tc.ifMatch)
+		for _, v := range tc.ifMatch {
+			r.Header.Add("If-Match", v)
 		}
 		got, err := (&handler{}).ifMatch(r)
-		if got != tc.want || (err != nil) != tc.wantErr {
-			t.Errorf("If-Match %q: got %d, %v", tc.ifMatch, got, err)
+		if (err != nil) != tc.wantErr || err == nil && (got.any != tc.any || !slices.Equal(got.versions, tc.versions)) {
+			t.Errorf("If-Match %q: got %+v, %v", tc.ifMatch, got, err)
 		}
 	}
 	for _, tc := range []struct {
@@ -267,6 +296,7 @@ func TestConditionalHeaders(t *testing.T) {
 		hit    bool
 	}{
 		{`"2"`, true}, {`W/"2"`, true}, {`"1", "2"`, true}, {`*`, true}, {`"1"`, false}, {`"22"`, false},
+		{`"02"`, false}, {`"+2"`, false}, {`"a,b", "2"`, true},
 	} {
 		if got := noneMatchHits(tc.header, 2); got != tc.hit {
 			t.Errorf("If-None-Match %q at version 2: %v", tc.header, got)
@@ -289,6 +319,7 @@ func TestHTTPErrors(t *testing.T) {
 		{ErrBadCursor, 400, "invalid", "cursor"},
 		{fmt.Errorf("updating: %w", ErrClosed), 503, "unavailable", ""},
 		{fmt.Errorf("reading: %w: dial tcp: connection refused", ErrUnavailable), 503, "unavailable", ""},
+		{fmt.Errorf("updating: %w: timeout: context deadline exceeded", ErrTimeout), 504, "timeout", ""},
 		{cause, 500, "internal", ""},
 	} {
 		var he *httpx.Error

@@ -99,7 +99,10 @@ func TestBusyWritersShareCommits(t *testing.T) {
 // TestFailingWriteFailsAlone: in one group, a write that returns an error
 // and one that panics get their own errors; the others commit.
 func TestFailingWriteFailsAlone(t *testing.T) {
-	db, c := openCommitter(t, 200*time.Millisecond, time.Second)
+	// The group never commits by itself (an hour either way): the test
+	// lets it commit once all five writes have joined it, however slowly
+	// their goroutines start.
+	db, c := openCommitter(t, time.Hour, time.Hour)
 	boom := errors.New("boom")
 	writes := []func(*bolt.Tx) error{
 		put("a"),
@@ -113,9 +116,10 @@ func TestFailingWriteFailsAlone(t *testing.T) {
 	for i, w := range writes {
 		wg.Go(func() { errs[i] = c.write(w) })
 	}
+	commitWhenJoined(t, c, len(writes))
 	wg.Wait()
 	if c.commits != 1 {
-		t.Fatalf("%d groups, want the five writes in one (quiet is 200ms)", c.commits)
+		t.Fatalf("%d groups, want the five writes in one", c.commits)
 	}
 	if !errors.Is(errs[1], boom) || errs[3] == nil || !strings.Contains(errs[3].Error(), "panicked") {
 		t.Fatalf("errors of the failing writes: %v, %v", errs[1], errs[3])
@@ -130,6 +134,30 @@ func TestFailingWriteFailsAlone(t *testing.T) {
 	}
 	if stored(t, db, "bad") {
 		t.Error("the failed write's own change was kept")
+	}
+}
+
+// commitWhenJoined waits until the open group holds n writes, then makes
+// it commit now (as its timer would once its writers paused).
+func commitWhenJoined(t *testing.T, c *committer, n int) {
+	t.Helper()
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(time.Millisecond) {
+		c.mu.Lock()
+		g := c.open
+		joined := 0
+		if g != nil {
+			joined = len(g.fns)
+		}
+		if joined == n {
+			c.quiet, c.maxDelay = 0, 0
+			c.mu.Unlock()
+			c.tick(g)
+			return
+		}
+		c.mu.Unlock()
+		if joined > n || time.Now().After(deadline) {
+			t.Fatalf("the open group holds %d writes, want %d", joined, n)
+		}
 	}
 }
 

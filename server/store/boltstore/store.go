@@ -204,6 +204,10 @@ func (s *Store) Update(ctx context.Context, id string, ifVersion int64, mutate f
 			result = err
 			return nil
 		}
+		if next.SameContent(&cur) {
+			out = cur // nothing to write: version and updatedAt stay
+			return nil
+		}
 		next.ID, next.CreatedAt = cur.ID, cur.CreatedAt
 		next.Version = cur.Version + 1
 		next.UpdatedAt = s.now().UTC()
@@ -275,6 +279,9 @@ func (s *Store) batch(fn func(*bolt.Tx) error) error {
 
 // List returns tasks in id (creation) order.
 func (s *Store) List(ctx context.Context, o tasks.ListOptions) (tasks.Page, error) {
+	if err := o.Validate(); err != nil {
+		return tasks.Page{}, err
+	}
 	limit := o.PageSize()
 	afterID, err := o.After()
 	if err != nil {
@@ -359,6 +366,9 @@ func (s *Store) GetRaw(ctx context.Context, id string, dst []byte) ([]byte, int6
 // stored task JSON, and returns the next cursor. Tasks are decoded only as
 // far as a filter needs; an unfiltered page is copied as it is.
 func (s *Store) ListRaw(ctx context.Context, o tasks.ListOptions, dst []byte) ([]byte, string, error) {
+	if err := o.Validate(); err != nil {
+		return dst, "", err
+	}
 	limit := o.PageSize()
 	afterID, err := o.After()
 	if err != nil {

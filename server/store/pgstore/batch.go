@@ -2,8 +2,11 @@ package pgstore
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"time"
+
+	"github.com/medops/medops/server/tasks"
 )
 
 // Reads by id are batched: concurrent GETs share one
@@ -64,6 +67,9 @@ type readBatch struct {
 type reader struct {
 	fetch func(ctx context.Context, ids []string) (map[string]readRow, error)
 	slots chan struct{}
+	// timeout bounds a batch's wait for a query slot and its query
+	// together, as the store's call timeout bounds its other calls.
+	timeout time.Duration
 
 	mu   sync.Mutex
 	open *readBatch // accepting readers; nil when none is
@@ -74,15 +80,15 @@ type reader struct {
 	lingered int // lingers so far, for the tests
 }
 
-func newReader(fetch func(ctx context.Context, ids []string) (map[string]readRow, error)) *reader {
-	return &reader{fetch: fetch, slots: make(chan struct{}, maxReadQueries)}
+func newReader(fetch func(ctx context.Context, ids []string) (map[string]readRow, error), timeout time.Duration) *reader {
+	return &reader{fetch: fetch, slots: make(chan struct{}, maxReadQueries), timeout: timeout}
 }
 
 // get reads one id. The reader that opens a batch starts its query, which
 // waits for a slot (others join meanwhile), closes the batch and runs for
 // everyone in it. The query runs under ctx without its cancellation, so a
-// reader whose client goes away does not fail the others; the store's call
-// timeout still bounds it.
+// reader whose client goes away does not fail the others; the reader's
+// timeout bounds it instead (and the store's call timeout its query).
 func (r *reader) get(ctx context.Context, id string) (readRow, error) {
 	r.mu.Lock()
 	b := r.open
@@ -113,7 +119,31 @@ func (r *reader) get(ctx context.Context, id string) (readRow, error) {
 }
 
 func (r *reader) run(ctx context.Context, b *readBatch) {
-	r.slots <- struct{}{}
+	select {
+	case r.slots <- struct{}{}:
+	default:
+		// Every slot is busy: wait within the timeout, which then bounds
+		// the query too. (Only here: the context and its timer cost 5
+		// allocations, which a free slot spares; the query itself is
+		// bounded by the store's call timeout.)
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, r.timeout)
+		defer cancel()
+		select {
+		case r.slots <- struct{}{}:
+		case <-ctx.Done():
+			// The slots stayed busy for the whole timeout: this batch
+			// fails alone, as a slow query would.
+			r.mu.Lock()
+			if r.open == b {
+				r.open = nil
+			}
+			r.mu.Unlock()
+			b.err = fmt.Errorf("waiting for one of %d read queries to finish: %w: %w", maxReadQueries, tasks.ErrTimeout, ctx.Err())
+			close(b.done)
+			return
+		}
+	}
 	defer func() { <-r.slots }()
 	r.mu.Lock()
 	wait := r.open == b && (r.linger || r.unproved >= probeEvery)
@@ -132,7 +162,7 @@ func (r *reader) run(ctx context.Context, b *readBatch) {
 	r.learn(wait, len(ids))
 	r.mu.Unlock()
 
-	found, err := r.fetch(ctx, ids)
+	found, err := r.safeFetch(ctx, ids)
 	if err == nil {
 		b.rows = make([]readRow, len(ids))
 		for i, id := range ids {
@@ -141,6 +171,19 @@ func (r *reader) run(ctx context.Context, b *readBatch) {
 	}
 	b.err = err
 	close(b.done)
+}
+
+// safeFetch is fetch with its panic turned into an error: this goroutine
+// is nobody's request, so a panic here would end the process; the readers
+// waiting for the batch get it as their error instead, and the reader goes
+// on serving.
+func (r *reader) safeFetch(ctx context.Context, ids []string) (found map[string]readRow, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			found, err = nil, fmt.Errorf("reading %d tasks: panic in the batched read: %v", len(ids), p)
+		}
+	}()
+	return r.fetch(ctx, ids)
 }
 
 // learn updates whether to linger from a batch of n reads, which lingered

@@ -5,9 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/medops/medops/server/tasks"
 )
 
 // recorder is a fetch that answers from a table and records each batch;
@@ -69,7 +73,7 @@ func TestReadsQueuedBehindBusySlotsShareOneQuery(t *testing.T) {
 	for i := range 30 {
 		f.rows[fmt.Sprint("id", i)] = readRow{body: []byte(fmt.Sprint("body", i)), version: int64(i), found: true}
 	}
-	r := newReader(f.fetch)
+	r := newReader(f.fetch, time.Minute)
 	for range maxReadQueries {
 		r.slots <- struct{}{} // every slot busy with somebody else's query
 	}
@@ -105,7 +109,7 @@ func TestReadsQueuedBehindBusySlotsShareOneQuery(t *testing.T) {
 func TestReadNeverJoinsAQueryAlreadyRunning(t *testing.T) {
 	f := &recorder{rows: map[string]readRow{"a": {found: true}, "b": {found: true}},
 		gate: make(chan struct{}), started: make(chan struct{}, 2)}
-	r := newReader(f.fetch)
+	r := newReader(f.fetch, time.Minute)
 	var wg sync.WaitGroup
 	wg.Go(func() { _, _ = r.get(t.Context(), "a") })
 	<-f.started // a's query runs and is held
@@ -128,7 +132,7 @@ func TestReaderWhoLeavesDoesNotFailTheBatch(t *testing.T) {
 		<-gate
 		cancelled = ctx.Err() != nil
 		return map[string]readRow{"b": {found: true, version: 7}}, nil
-	})
+	}, time.Minute)
 	for range maxReadQueries {
 		r.slots <- struct{}{}
 	}
@@ -158,7 +162,7 @@ func TestReaderWhoLeavesDoesNotFailTheBatch(t *testing.T) {
 // opens another.
 func TestFullBatchCloses(t *testing.T) {
 	f := &recorder{}
-	r := newReader(f.fetch)
+	r := newReader(f.fetch, time.Minute)
 	for range maxReadQueries {
 		r.slots <- struct{}{}
 	}
@@ -186,7 +190,7 @@ func TestFullBatchCloses(t *testing.T) {
 // on, lingers that catch nobody turn it off, and a reader that does not
 // linger tries once every probeEvery batches.
 func TestLingerLearnsFromItsCatch(t *testing.T) {
-	r := newReader(nil)
+	r := newReader(nil, time.Minute)
 	steps := []struct {
 		lingered   bool
 		n          int
@@ -207,7 +211,7 @@ func TestLingerLearnsFromItsCatch(t *testing.T) {
 			t.Fatalf("step %d (lingered %v, %d reads): linger %v, want %v", i, st.lingered, st.n, r.linger, st.wantLinger)
 		}
 	}
-	r = newReader(nil)
+	r = newReader(nil, time.Minute)
 	for range probeEvery - 1 {
 		r.learn(false, 1)
 	}
@@ -220,7 +224,7 @@ func TestLingerLearnsFromItsCatch(t *testing.T) {
 // pays the linger on about one read in probeEvery.
 func TestLoneClientRarelyLingers(t *testing.T) {
 	f := &recorder{rows: map[string]readRow{"a": {found: true}}}
-	r := newReader(f.fetch)
+	r := newReader(f.fetch, time.Minute)
 	r.linger = true // as left by earlier load
 	const reads = 10 * probeEvery
 	for range reads {
@@ -238,7 +242,7 @@ func TestLoneClientRarelyLingers(t *testing.T) {
 // up sharing queries, because the reader learns to linger.
 func TestConcurrentReadersShareQueries(t *testing.T) {
 	f := &recorder{rows: map[string]readRow{}}
-	r := newReader(f.fetch)
+	r := newReader(f.fetch, time.Minute)
 	var wg sync.WaitGroup
 	for g := range 64 {
 		wg.Go(func() {
@@ -254,5 +258,71 @@ func TestConcurrentReadersShareQueries(t *testing.T) {
 	calls := f.calls()
 	if per := float64(64*100) / float64(len(calls)); per < 4 {
 		t.Fatalf("%d reads took %d queries (%.1f per query); want at least 4 per query", 64*100, len(calls), per)
+	}
+}
+
+// TestPanicInBatchedReadReachesItsReaders: a panic while a batch is read
+// (in the goroutine no request owns) comes back to each reader of that
+// batch as an error, the process goes on, and the next read is served.
+func TestPanicInBatchedReadReachesItsReaders(t *testing.T) {
+	var calls atomic.Int64
+	r := newReader(func(_ context.Context, ids []string) (map[string]readRow, error) {
+		if calls.Add(1) == 1 {
+			panic("scanning went wrong")
+		}
+		return map[string]readRow{ids[0]: {found: true, version: 3}}, nil
+	}, time.Minute)
+	for range maxReadQueries {
+		r.slots <- struct{}{} // hold the batch open until all its readers are in
+	}
+	const n = 5
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() { _, errs[i] = r.get(t.Context(), fmt.Sprint("id", i)) })
+	}
+	waitOpen(t, r, n)
+	for range maxReadQueries {
+		<-r.slots
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err == nil || !strings.Contains(err.Error(), "panic") || !strings.Contains(err.Error(), "scanning went wrong") {
+			t.Errorf("reader %d of the batch that panicked got %v, want the panic as its error", i, err)
+		}
+	}
+	if row, err := r.get(t.Context(), "after"); err != nil || !row.found || row.version != 3 {
+		t.Fatalf("the read after the panic: %+v, %v", row, err)
+	}
+}
+
+// TestWaitForAQuerySlotIsBounded: when every query slot stays busy, a read
+// fails with tasks.ErrTimeout after the reader's timeout instead of
+// waiting for ever (a request without a deadline of its own would hang),
+// and the readers that came after it are not stuck behind it.
+func TestWaitForAQuerySlotIsBounded(t *testing.T) {
+	f := &recorder{rows: map[string]readRow{"a": {found: true}}}
+	r := newReader(f.fetch, 50*time.Millisecond)
+	for range maxReadQueries {
+		r.slots <- struct{}{} // somebody else's queries, never finishing
+	}
+	done := make(chan error, 1)
+	go func() { _, err := r.get(context.Background(), "a"); done <- err }()
+	select {
+	case err := <-done:
+		if !errors.Is(err, tasks.ErrTimeout) {
+			t.Fatalf("got %v, want tasks.ErrTimeout", err)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("a read waited a minute for a query slot; the reader's timeout is 50ms")
+	}
+	for range maxReadQueries {
+		<-r.slots
+	}
+	if row, err := r.get(t.Context(), "a"); err != nil || !row.found {
+		t.Fatalf("a read once the slots are free: %+v, %v", row, err)
+	}
+	if calls := f.calls(); len(calls) != 1 {
+		t.Fatalf("queries %v: the timed-out batch must not run its query", calls)
 	}
 }

@@ -103,6 +103,18 @@ func (d *dsnSource) redact(err error) error {
 	return &redactedError{msg: clean, err: err}
 }
 
+// dsnError is the DSN file failing when a new connection is made (it was
+// read when the store opened): missing, empty or no connection string any
+// more. It counts as the database being unreachable. Its message names the
+// file and the reason, never the content.
+type dsnError struct {
+	path string
+	err  error
+}
+
+func (e *dsnError) Error() string { return e.err.Error() }
+func (e *dsnError) Unwrap() error { return e.err }
+
 type redactedError struct {
 	msg string
 	err error

@@ -11,6 +11,8 @@
 // When the database cannot be reached every call fails at once with
 // tasks.ErrUnavailable (the API answers 503) instead of hanging, Ready turns
 // false, and a monitor pings with growing back-off until it answers again.
+// Only connection-level failures count: a call that outlasts its timeout
+// (a statement waiting on a lock) fails alone with tasks.ErrTimeout (504).
 // The connection string is read from a file on every new connection, so a
 // rotated password is used without a restart, and it never appears in an
 // error or a log line.
@@ -81,6 +83,12 @@ type Store struct {
 	opTimeout time.Duration
 	reads     *reader // Get and GetRaw, batched (batch.go)
 
+	// monConn is the monitor's own connection (only the monitor goroutine
+	// uses it), so that a pool whose connections are all busy with slow
+	// statements is not taken for a database that is away.
+	monConn *pgx.Conn
+	pings   atomic.Int64 // pings done, for the tests
+
 	up      atomic.Bool
 	closed  atomic.Bool
 	wake    chan struct{}
@@ -94,7 +102,6 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		return nil, errors.New("opening the postgres task store: no DSN file")
 	}
 	s := &Store{
-		dsn:       &dsnSource{path: opts.DSNFile, connectTimeout: connectTimeout},
 		now:       opts.Now,
 		log:       opts.Logger,
 		opTimeout: opts.OpTimeout,
@@ -110,8 +117,9 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	if s.opTimeout <= 0 {
 		s.opTimeout = defaultOpTimeout
 	}
+	s.dsn = &dsnSource{path: opts.DSNFile, connectTimeout: connectTimeout}
 	s.ids = tasks.NewIDGen(s.now)
-	s.reads = newReader(s.fetch)
+	s.reads = newReader(s.fetch, s.opTimeout)
 	pc, err := s.dsn.config()
 	if err != nil {
 		return nil, err
@@ -121,7 +129,9 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		// old password stops working and the new one is already there.
 		fresh, err := s.dsn.config()
 		if err != nil {
-			return err
+			// Without a usable connection string there is no new
+			// connection: the store is unavailable until the file is fixed.
+			return &dsnError{path: s.dsn.path, err: err}
 		}
 		*cc = *fresh.ConnConfig
 		return nil
@@ -179,8 +189,12 @@ func (s *Store) migrateWhenReachable(ctx context.Context, within time.Duration) 
 // password or user, a missing database, missing privileges. Start-up stops
 // on them at once with the server's reason.
 func misconfigured(err error) bool {
-	var pge *pgconn.PgError
-	return errors.As(err, &pge) && (strings.HasPrefix(pge.Code, "28") || pge.Code == "3D000" || pge.Code == "42501")
+	var (
+		pge *pgconn.PgError
+		de  *dsnError
+	)
+	return errors.As(err, &de) ||
+		errors.As(err, &pge) && (strings.HasPrefix(pge.Code, "28") || pge.Code == "3D000" || pge.Code == "42501")
 }
 
 // Close stops the monitor and closes every connection.
@@ -202,6 +216,7 @@ func (s *Store) Ready() bool { return !s.closed.Load() && s.up.Load() }
 // it is down. Only a ping brings the store back up.
 func (s *Store) monitor(ctx context.Context) {
 	defer close(s.monDone)
+	defer s.closeMonConn()
 	backoff := minBackoff
 	timer := time.NewTimer(healthEvery)
 	defer timer.Stop()
@@ -213,8 +228,9 @@ func (s *Store) monitor(ctx context.Context) {
 		case <-timer.C:
 		}
 		pctx, cancel := context.WithTimeout(ctx, pingTimeout)
-		err := s.pool.Ping(pctx)
+		err := s.ping(pctx)
 		cancel()
+		s.pings.Add(1)
 		if ctx.Err() != nil {
 			return
 		}
@@ -232,6 +248,47 @@ func (s *Store) monitor(ctx context.Context) {
 	}
 }
 
+// ping checks the database on the monitor's own connection. While the
+// store is down every ping opens a new one, the way the pool would (the
+// DSN file read again, the server's authentication), so the store comes
+// back only when new connections work, not merely an old one.
+func (s *Store) ping(ctx context.Context) error {
+	if !s.up.Load() {
+		s.closeMonConn()
+	}
+	if s.monConn == nil {
+		pc, err := s.dsn.config()
+		if err != nil {
+			return &dsnError{path: s.dsn.path, err: err}
+		}
+		if s.monConn, err = pgx.ConnectConfig(ctx, pc.ConnConfig); err != nil {
+			return err
+		}
+	}
+	err := s.monConn.Ping(ctx)
+	if err != nil {
+		s.closeMonConn()
+	}
+	return err
+}
+
+func (s *Store) closeMonConn() {
+	if s.monConn != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_ = s.monConn.Close(ctx)
+		cancel()
+		s.monConn = nil
+	}
+}
+
+// checkSoon asks the monitor for a ping now, without waiting for it.
+func (s *Store) checkSoon() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
 // markDown turns the store unavailable. On the transition it logs once and
 // drops every pooled connection: after a database restart they are all
 // dead, and handing them out one by one would fail one request each.
@@ -239,17 +296,22 @@ func (s *Store) markDown(err error) {
 	if !s.up.Swap(false) {
 		return
 	}
-	s.log.Warn("PostgreSQL is unreachable; task requests answer 503 until it is back", "err", s.dsn.redact(err).Error())
-	s.pool.Reset()
-	select {
-	case s.wake <- struct{}{}:
-	default:
+	var de *dsnError
+	if errors.As(err, &de) {
+		// The error names the file and the reason, never the content.
+		s.log.Warn("the postgres DSN file cannot be used for new connections; task requests answer 503 until it is fixed",
+			"file", de.path, "err", s.dsn.redact(err).Error())
+	} else {
+		s.log.Warn("PostgreSQL is unreachable; task requests answer 503 until it is back", "err", s.dsn.redact(err).Error())
 	}
+	s.pool.Reset()
+	s.checkSoon()
 }
 
 // run calls fn with the call's timeout and turns what went wrong into the
-// store's errors: domain outcomes pass through, an unreachable database
-// becomes tasks.ErrUnavailable, anything else is wrapped with what.
+// store's errors: domain outcomes pass through, a call that outlasted its
+// timeout becomes tasks.ErrTimeout, an unreachable database
+// tasks.ErrUnavailable, anything else is wrapped with what.
 func (s *Store) run(ctx context.Context, what string, fn func(context.Context) error) error {
 	if s.closed.Load() {
 		return tasks.ErrClosed
@@ -270,9 +332,18 @@ func (s *Store) run(ctx context.Context, what string, fn func(context.Context) e
 	switch {
 	case err == nil || domain(err):
 		return err
-	case ctx.Err() != nil:
+	case errors.Is(ctx.Err(), context.Canceled):
 		// The caller gave up; not the database's fault.
 		return fmt.Errorf("%s: %w", what, ctx.Err())
+	case octx.Err() != nil || statementTimedOut(err):
+		// This call was too slow (a statement waiting on a row lock, or
+		// for a pooled connection): it fails alone, and pgx has sent the
+		// server a cancel request for the statement. A slow statement says
+		// nothing about the database being away, so the store stays up;
+		// should the database really have gone quiet, the ping asked for
+		// here fails and marks it down.
+		s.checkSoon()
+		return fmt.Errorf("%s: %w: %w", what, tasks.ErrTimeout, s.dsn.redact(err))
 	case unreachable(err):
 		s.markDown(err)
 		return fmt.Errorf("%s: %w: %w", what, tasks.ErrUnavailable, s.dsn.redact(err))
@@ -282,20 +353,37 @@ func (s *Store) run(ctx context.Context, what string, fn func(context.Context) e
 
 // domain reports the outcomes of the caller's own making.
 func domain(err error) bool {
-	var fe *tasks.FieldError
+	var (
+		fe *tasks.FieldError
+		le *tasks.FilterError
+	)
 	return errors.Is(err, tasks.ErrNotFound) || errors.Is(err, tasks.ErrConflict) ||
-		errors.Is(err, tasks.ErrBadCursor) || errors.As(err, &fe)
+		errors.Is(err, tasks.ErrBadCursor) || errors.As(err, &fe) || errors.As(err, &le)
+}
+
+// statementTimedOut reports the server ending a statement for a
+// statement_timeout or lock_timeout (the DSN may set them) or on a cancel
+// request.
+func statementTimedOut(err error) bool {
+	var pge *pgconn.PgError
+	return errors.As(err, &pge) && (pge.Code == "57014" || pge.Code == "55P03")
 }
 
 // unreachable reports errors that mean the database is out of reach rather
-// than that it refused a statement: failed dials, broken or timed-out
-// connections, and the server's own connection-level errors. Everything
-// else (a refused statement, a bug) stays a plain error, a 500.
+// than that it refused a statement: failed dials, broken connections, the
+// server's own connection-level errors, and a DSN file that cannot make a
+// connection. A timeout is not one of them (run tells it apart first): a
+// statement can be slow with the database at hand. Everything else (a
+// refused statement, a bug) stays a plain error, a 500.
 func unreachable(err error) bool {
-	var ce *pgconn.ConnectError
-	if errors.As(err, &ce) {
-		// Whatever the reason (even a rejected password mid-rotation), no
-		// connection means no store until the monitor gets one.
+	var (
+		ce *pgconn.ConnectError
+		de *dsnError
+	)
+	if errors.As(err, &ce) || errors.As(err, &de) {
+		// Whatever the reason (even a rejected password mid-rotation, or a
+		// DSN file that went missing), no connection means no store until
+		// the monitor gets one.
 		return true
 	}
 	var pge *pgconn.PgError
@@ -313,8 +401,7 @@ func unreachable(err error) bool {
 		return false
 	}
 	var ne net.Error
-	return errors.As(err, &ne) || pgconn.Timeout(err) ||
-		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, pgconn.ErrConnClosed) ||
+	return errors.As(err, &ne) && !ne.Timeout() || errors.Is(err, pgconn.ErrConnClosed) ||
 		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
 		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNREFUSED)
 }
@@ -453,6 +540,11 @@ func (s *Store) Update(ctx context.Context, id string, ifVersion int64, mutate f
 		if err := mutate(&next); err != nil {
 			return tasks.Task{}, err
 		}
+		if next.SameContent(&cur) {
+			// Nothing to write: the version read is the current one (a
+			// write after that read is ordered after this call).
+			return cur, nil
+		}
 		next.ID, next.CreatedAt = cur.ID, cur.CreatedAt
 		next.Version = cur.Version + 1
 		next.UpdatedAt = s.now().UTC()
@@ -549,6 +641,9 @@ func (s *Store) ListRaw(ctx context.Context, o tasks.ListOptions, dst []byte) ([
 // listRows runs the list query for o: the page's ids and stored bodies in
 // id order, and the cursor of the next page ("" on the last).
 func (s *Store) listRows(ctx context.Context, o tasks.ListOptions) (ids []string, bodies [][]byte, next string, err error) {
+	if err := o.Validate(); err != nil {
+		return nil, nil, "", err
+	}
 	limit := o.PageSize()
 	after, err := o.After()
 	if err != nil {
