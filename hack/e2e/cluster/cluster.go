@@ -560,10 +560,12 @@ func freePorts(n int) ([]int, error) {
 // node runs it.
 func (c *Cluster) ContainerPID(ctx context.Context, containerID string) (int, error) {
 	id := strings.TrimPrefix(containerID, "containerd://")
+	var errs []error
 	for _, sock := range c.sockets() {
 		out, err := exec.CommandContext(ctx, "ctr", "--address", sock, "-n", "k8s.io", "tasks", "ls").Output()
 		if err != nil {
-			return 0, fmt.Errorf("ctr tasks ls: %w", err)
+			errs = append(errs, fmt.Errorf("ctr --address %s tasks ls: %w", sock, err))
+			continue
 		}
 		for _, line := range strings.Split(string(out), "\n") {
 			f := strings.Fields(line)
@@ -575,7 +577,7 @@ func (c *Cluster) ContainerPID(ctx context.Context, containerID string) (int, er
 			}
 		}
 	}
-	return 0, fmt.Errorf("no running task for container %s", id)
+	return 0, errors.Join(append(errs, fmt.Errorf("no running task for container %s", id))...)
 }
 
 // FreePorts is freePorts for the suite.
