@@ -94,10 +94,11 @@ run-api: ## Run medops-api on 127.0.0.1:8080 with its embedded store and cache.
 E2E_FLAGS ?=
 
 .PHONY: e2e
-e2e: ## Run the user journey (needs root): a real amd64 node runs our images as pods behind Traefik, kwok Raspberry Pis, helm, kubectl, nginx.
+e2e: ## Run the user journey (needs root): a real amd64 node and a real arm64 node (qemu) run our images as pods behind Traefik, helm, kubectl, nginx. Undoes a killed run's leftovers first.
 	@tmp=$$(mktemp -d "$${TMPDIR:-/tmp}/medops-e2e-bin.XXXXXX"); \
 	trap 'rm -rf "$$tmp"' EXIT; \
 	go test -c -tags e2e -o "$$tmp/journey.test" ./hack/e2e/journey; \
+	"$$tmp/journey.test" -test.run '^TestJourney$$' -e2e.cleanup $(E2E_FLAGS) || exit $$?; \
 	rc=0; "$$tmp/journey.test" -test.run '^TestJourney$$' -test.v -test.timeout 0 $(E2E_FLAGS) 2>&1 | tee -i "$$tmp/e2e.log" || rc=$$?; \
 	grep -E '^e2e: [0-9]+ passed, [0-9]+ failed$$' "$$tmp/e2e.log" | tail -1; \
 	exit $$rc

@@ -3,10 +3,11 @@
 # Each binary lands under a folder or name that carries its version, so a
 # version bump in hack/tools builds afresh and an unchanged one is reused.
 #
-#   hack/tools.sh controller-gen | envtest | kubectl | control-plane | node | helm | kwok | traefik | servicemonitor-crd | seaweedfs
+#   hack/tools.sh controller-gen | envtest | kubectl | control-plane | node | node-arm64 | helm | kwok | traefik | servicemonitor-crd | seaweedfs
 #
 # It prints the path of what it built (for envtest: the KUBEBUILDER_ASSETS dir;
-# for servicemonitor-crd: a folder holding only the ServiceMonitor CRD).
+# for servicemonitor-crd: a folder holding only the ServiceMonitor CRD; for
+# node-arm64: the arm64 kubelet's path, then the arm64 containerd's).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -23,6 +24,9 @@ KWOK_VERSION=$(modver "$tools/kwok" sigs.k8s.io/kwok 2>/dev/null || true)
 TRAEFIK_VERSION=$(modver "$tools/traefik" github.com/traefik/traefik/v3 2>/dev/null || true)
 PROM_VERSION=$(modver "$tools/promcrd" github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring)
 SEAWEEDFS_VERSION=$(modver "$tools/seaweedfs" github.com/seaweedfs/seaweedfs 2>/dev/null || true)
+# Debian 12's containerd, the one the amd64 node runs; hack/tools/containerd's
+# patch is made against this version.
+CONTAINERD_VERSION=v1.6.20
 K8S_DIR="$bin/k8s/$K8S_VERSION"
 
 log() { printf '[tools] %s\n' "$*" >&2; }
@@ -105,6 +109,27 @@ build_traefik() {
   mv "$out/traefik.tmp" "$out/traefik"
 }
 
+# build_containerd_arm64 OUT_DIR: containerd for linux/arm64, static, from a
+# patched copy of its module (see hack/tools/containerd/README.md): qemu-user
+# hides seccomp from it, and without seccomp the restricted pods of pi-1 could
+# not start.
+build_containerd_arm64() {
+  local out=$1 tmp src
+  log "building containerd $CONTAINERD_VERSION for linux/arm64 (first time only; ~4 min on 2 cores)"
+  mkdir -p "$out"
+  tmp=$(mktemp -d "${TMPDIR:-/tmp}/medops-containerd.XXXX")
+  trap 'chmod -R u+w "$tmp" 2>/dev/null; rm -rf "$tmp"' RETURN
+  src=$(cd "$tmp" && GOFLAGS=-mod=mod go mod download -json "github.com/containerd/containerd@$CONTAINERD_VERSION" | awk -F'"' '$2=="Dir" {print $4}')
+  [ -d "$src" ] || { log "containerd $CONTAINERD_VERSION is not in the module cache"; return 1; }
+  cp -r "$src" "$tmp/containerd" && chmod -R u+w "$tmp/containerd"
+  patch -s -d "$tmp/containerd" -p1 <"$tools/containerd/seccomp-qemu.patch"
+  (cd "$tmp/containerd" && GOOS=linux GOARCH=arm64 CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath \
+    -tags "no_btrfs no_devmapper no_zfs no_aufs" \
+    -ldflags "-s -w -X github.com/containerd/containerd/version.Version=${CONTAINERD_VERSION#v}+medops-qemu" \
+    -o "$out/containerd.tmp" ./cmd/containerd)
+  mv "$out/containerd.tmp" "$out/containerd"
+}
+
 case "${1:-}" in
   controller-gen)
     build "$tools" "$bin/controller-gen-$CG_VERSION" "-s -w -X sigs.k8s.io/controller-tools/pkg/version.version=$CG_VERSION" \
@@ -132,6 +157,20 @@ case "${1:-}" in
     # The real node of the end-to-end suite: kubelet and kube-proxy, same version as the control plane.
     build "$tools/kube" "$K8S_DIR" "$(kube_ldflags)" k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-proxy
     echo "$K8S_DIR" ;;
+  node-arm64)
+    # pi-1, the e2e's arm64 node run under qemu-user: its kubelet (which then
+    # reports kubernetes.io/arch=arm64 itself) and its containerd (whose CRI
+    # picks the arm64 variant of each image). Prints the two paths, one a line.
+    GOOS=linux GOARCH=arm64 build "$tools/kube" "$K8S_DIR/linux_arm64" "$(kube_ldflags)" k8s.io/kubernetes/cmd/kubelet
+    # The patch is part of the version: a changed patch builds afresh.
+    sum=$(sha256sum "$tools/containerd/seccomp-qemu.patch" | cut -c1-12)
+    out="$bin/containerd-$CONTAINERD_VERSION-qemu-$sum/linux_arm64"
+    [ -x "$out/containerd" ] || lock
+    if [ ! -x "$out/containerd" ]; then
+      build_containerd_arm64 "$out"
+    fi
+    echo "$K8S_DIR/linux_arm64/kubelet"
+    echo "$out/containerd" ;;
   traefik)
     [ -n "$TRAEFIK_VERSION" ] || { log "hack/tools/traefik/go.mod is missing"; exit 1; }
     out="$bin/traefik-$TRAEFIK_VERSION"
@@ -170,5 +209,5 @@ case "${1:-}" in
     # (internal/s3test). A large build: over an hour on 2 busy cores.
     build "$tools/seaweedfs" "$bin/seaweedfs-$SEAWEEDFS_VERSION" "-s -w" github.com/seaweedfs/seaweedfs/weed
     echo "$bin/seaweedfs-$SEAWEEDFS_VERSION/weed" ;;
-  *) echo "usage: $0 controller-gen|envtest|kubectl|control-plane|node|helm|kwok|traefik|servicemonitor-crd|seaweedfs" >&2; exit 2 ;;
+  *) echo "usage: $0 controller-gen|envtest|kubectl|control-plane|node|node-arm64|helm|kwok|traefik|servicemonitor-crd|seaweedfs" >&2; exit 2 ;;
 esac

@@ -1,12 +1,14 @@
 // Package cluster runs the end-to-end suite's k3s-shaped cluster on this
 // machine: etcd, kube-apiserver, kube-controller-manager and kube-scheduler
 // from the pinned sources; one real amd64 node (containerd, the kubelet,
-// kube-proxy, the CNI bridge) that runs the project's images as pods; and
-// kwok for two arm64 Raspberry Pi nodes that only take part in scheduling.
+// kube-proxy, the CNI bridge) and one real arm64 node, pi-1 (an arm64
+// kubelet and containerd under qemu-user, arm64.go), that run the project's
+// images as pods.
 //
-// It needs root: the real node changes the machine (an address on lo, a
-// bridge, iptables rules, sysctls, mounts). Stop undoes every one of them
-// and stops every process by its PID, whatever state the run ended in.
+// It needs root: the nodes change the machine (addresses on lo, bridges,
+// iptables rules, sysctls, mounts, a binfmt_misc entry). Stop undoes every
+// one of them and stops every process by its PID, whatever state the run
+// ended in; a run that was killed is undone by Cleanup (state.go).
 package cluster
 
 import (
@@ -30,12 +32,13 @@ import (
 
 // Options say where the binaries are and what to load onto the node.
 type Options struct {
-	Work     string // the work folder: configs, logs, state
-	K8sDir   string // kube-apiserver, etcd, kubelet, ... from hack/tools.sh
-	KwokBin  string
-	KwokDir  string   // the sigs.k8s.io/kwok module folder (its default Stages)
-	Images   []string // OCI archives imported into the node's containerd (the pause image among them)
-	NodeName string   // default medops-e2e-amd64
+	Work   string // the work folder: configs, logs, state
+	K8sDir string // kube-apiserver, etcd, kubelet, ... from hack/tools.sh
+	// Images are OCI archives imported into the amd64 node's containerd (the
+	// pause image among them).
+	Images   []string
+	NodeName string     // default medops-e2e-amd64
+	Arm64    *Arm64Node // pi-1; nil runs the amd64 node alone
 	Log      *slog.Logger
 }
 
@@ -56,7 +59,11 @@ type Cluster struct {
 	ports struct {
 		etcd, etcdPeer, apiserver, kcm, scheduler           int
 		kubelet, kubeletHealthz, proxyHealthz, proxyMetrics int
+		piKubelet, piKubeletHealthz                         int
 	}
+	// What pi-1's kubelet reserves so that a Pi's memory and storage are allocatable.
+	piReservedMemory, piReservedStorage int64
+
 	byName   map[string]*common.Proc
 	stopOnce sync.Once
 	stopErr  error
@@ -89,13 +96,21 @@ func Start(ctx context.Context, o Options) (_ *Cluster, err error) {
 	if err := os.MkdirAll(c.procs.logDir, 0o755); err != nil {
 		return nil, err
 	}
-	ports, err := freePorts(9)
+	if c.host.state, err = newStateFile(o.Work); err != nil {
+		return nil, err
+	}
+	c.procs.host = c.host
+	ports, err := freePorts(11)
 	if err != nil {
 		return nil, err
 	}
 	p := &c.ports
 	p.etcd, p.etcdPeer, p.apiserver, p.kcm, p.scheduler = ports[0], ports[1], ports[2], ports[3], ports[4]
 	p.kubelet, p.kubeletHealthz, p.proxyHealthz, p.proxyMetrics = ports[5], ports[6], ports[7], ports[8]
+	p.piKubelet, p.piKubeletHealthz = ports[9], ports[10]
+	if c.piReservedMemory, c.piReservedStorage, err = c.piReserved(); err != nil {
+		return nil, err
+	}
 	c.APIServer = fmt.Sprintf("https://%s:%d", NodeIP, p.apiserver)
 
 	steps := []struct {
@@ -107,9 +122,17 @@ func Start(ctx context.Context, o Options) (_ *Cluster, err error) {
 		{"control plane", c.startControlPlane},
 		{"containerd", c.startContainerd},
 		{"real node", c.startNode},
-		{"kwok nodes", c.startKwok},
-		{"nodes Ready", c.waitNodes},
 	}
+	if o.Arm64 != nil {
+		steps = append(steps, struct {
+			name string
+			fn   func(context.Context) error
+		}{"arm64 node " + PiName, c.startPi})
+	}
+	steps = append(steps, struct {
+		name string
+		fn   func(context.Context) error
+	}{"nodes Ready", c.waitNodes})
 	for _, s := range steps {
 		t0 := time.Now()
 		if err := s.fn(ctx); err != nil {
@@ -123,30 +146,42 @@ func Start(ctx context.Context, o Options) (_ *Cluster, err error) {
 func (c *Cluster) prepareHost(context.Context) error {
 	h := c.host
 	// Recorded first, restored last: whatever the components change.
-	h.keepSysctls()
-	if err := h.keepIPTables(); err != nil {
+	if err := h.keepSysctls(); err != nil {
+		return err
+	}
+	if err := h.keepIPTables(c.Work); err != nil {
 		return err
 	}
 	if err := h.keepLinks(); err != nil {
 		return err
 	}
-	h.keepDirs("/run/containerd", "/var/lib/kubelet", "/var/lib/cni", "/run/netns")
-	h.keepNetns()
-	// Runs after the shims and containers are gone: their rootfs overlays and
-	// the kubelet's volume mounts live in the work folder. The bulky state goes;
-	// the logs stay for reading.
-	h.onUndo("mounts and state in the work folder", func() error {
-		err := unmountUnder(c.Work)
-		for _, d := range []string{"containerd", "kubelet", "etcd-data", "cni"} {
-			err = errors.Join(err, os.RemoveAll(filepath.Join(c.Work, d)))
-		}
+	if err := h.keepDirs("/run/containerd", "/var/lib/kubelet", "/var/lib/cni", "/run/netns"); err != nil {
 		return err
-	})
-	h.onUndo("kubepods cgroups", func() error { return removeCgroups(c.log, "kubepods") })
+	}
+	if err := h.keepNetns(); err != nil {
+		return err
+	}
+	// Runs after the shims and containers are gone: their rootfs overlays and
+	// the kubelets' volume mounts live in the work folder. The bulky state
+	// goes; the logs stay for reading.
+	if err := h.record(change{Kind: kindWorkState, What: "mounts and state in the work folder", Path: c.Work,
+		Names: []string{"containerd", "kubelet", "etcd-data", "cni", PiName}}); err != nil {
+		return err
+	}
+	if err := h.record(change{Kind: kindCgroups, What: "kubepods cgroups", Arg: "kubepods"}); err != nil {
+		return err
+	}
+	bridges := []string{Bridge}
 	if err := h.addLoAddress(NodeIP); err != nil {
 		return err
 	}
-	return h.isolate(Bridge, PodCIDR, ServiceCIDR)
+	if c.opts.Arm64 != nil {
+		bridges = append(bridges, PiBridge)
+		if err := h.addLoAddress(PiIP); err != nil {
+			return err
+		}
+	}
+	return h.isolate(bridges, []string{ClusterCIDR, ServiceCIDR})
 }
 
 func (c *Cluster) makePKI(context.Context) error {
@@ -172,8 +207,15 @@ func (c *Cluster) makePKI(context.Context) error {
 		{"kubelet", "system:node:" + c.NodeName, []string{"system:nodes"}},
 		{"kube-proxy", "system:kube-proxy", nil},
 		{"apiserver-kubelet-client", "kube-apiserver-kubelet-client", []string{"system:masters"}},
-		// kwok plays the Pis' kubelets; as in kwokctl it gets a cluster-admin identity.
-		{"kwok", "kwok", []string{"system:masters"}},
+	}
+	if c.opts.Arm64 != nil {
+		if err := pk.issue("kubelet-serving-"+PiName, "system:node:"+PiName, []string{"system:nodes"}, PiIP, PiName); err != nil {
+			return err
+		}
+		clients = append(clients, struct {
+			name, cn string
+			groups   []string
+		}{"kubelet-" + PiName, "system:node:" + PiName, []string{"system:nodes"}})
 	}
 	for _, cl := range clients {
 		if err := pk.issue(cl.name, cl.cn, cl.groups); err != nil {
@@ -272,31 +314,30 @@ func (c *Cluster) startContainerd(ctx context.Context) error {
 	if _, err := c.write("cni/net.d/10-medops-e2e.conflist", c.cniConfig(), 0o644); err != nil {
 		return err
 	}
+	// Stopping containerd leaves its shims (and their containers) running.
+	if err := c.host.record(change{Kind: kindShims, What: "containerd shims", Path: c.ContainerdSocket}); err != nil {
+		return err
+	}
 	ctrd, err := c.start("containerd", nil, "containerd", "--config", cfg)
 	if err != nil {
 		return err
 	}
-	// Stopping containerd leaves its shims (and their containers) running.
-	c.host.onUndo("containerd shims", func() error { killShims(c.log, c.ContainerdSocket); return nil })
 	if err := waitFor(ctx, 30*time.Second, "containerd's socket", func(context.Context) error {
 		return exec.Command("ctr", "--address", c.ContainerdSocket, "version").Run()
 	}, ctrd); err != nil {
 		return err
 	}
-	for _, img := range c.opts.Images {
-		out, err := exec.CommandContext(ctx, "ctr", "--address", c.ContainerdSocket, "-n", "k8s.io",
-			"images", "import", "--all-platforms", img).CombinedOutput()
-		if err != nil {
-			return fmt.Errorf("ctr images import %s: %w: %s", img, err, out)
-		}
-		c.log.Info("imported", "archive", filepath.Base(img), "ctr", strings.TrimSpace(string(out)))
-	}
-	return nil
+	return c.importImages(ctx, c.ContainerdSocket, "", c.opts.Images)
 }
 
 func (c *Cluster) startNode(ctx context.Context) error {
 	kcfg, err := c.write("kubelet/config.yaml", c.kubeletConfig(), 0o644)
 	if err != nil {
+		return err
+	}
+	// The kubelet bind-mounts its root folder onto itself and mounts every
+	// pod volume below it.
+	if err := c.host.record(change{Kind: kindUnmount, What: "kubelet mounts", Path: filepath.Join(c.Work, "kubelet")}); err != nil {
 		return err
 	}
 	kubelet, err := c.start("kubelet", nil, filepath.Join(c.K8sDir, "kubelet"),
@@ -307,67 +348,36 @@ func (c *Cluster) startNode(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	// The kubelet bind-mounts its root folder onto itself and mounts every
-	// pod volume below it.
-	c.host.onUndo("kubelet mounts", func() error { return unmountUnder(filepath.Join(c.Work, "kubelet")) })
 	pcfg, err := c.write("kube-proxy/config.yaml", c.kubeProxyConfig(), 0o644)
 	if err != nil {
+		return err
+	}
+	if err := c.host.record(change{Kind: kindKubeProxy, What: "kube-proxy rules (kube-proxy --cleanup)", Path: filepath.Join(c.K8sDir, "kube-proxy")}); err != nil {
 		return err
 	}
 	proxy, err := c.start("kube-proxy", nil, filepath.Join(c.K8sDir, "kube-proxy"), "--config", pcfg)
 	if err != nil {
 		return err
 	}
-	c.host.onUndo("kube-proxy rules (kube-proxy --cleanup)", func() error {
-		out, err := exec.Command(filepath.Join(c.K8sDir, "kube-proxy"), "--cleanup").CombinedOutput()
-		if err != nil {
-			return fmt.Errorf("kube-proxy --cleanup: %w: %s", err, out)
-		}
-		return nil
-	})
 	if err := waitFor(ctx, 60*time.Second, "kubelet /healthz", httpOK(fmt.Sprintf("http://127.0.0.1:%d/healthz", c.ports.kubeletHealthz), nil), kubelet); err != nil {
 		return err
 	}
 	return waitFor(ctx, 60*time.Second, "kube-proxy /healthz", httpOK(fmt.Sprintf("http://127.0.0.1:%d/healthz", c.ports.proxyHealthz), nil), proxy)
 }
 
-func (c *Cluster) startKwok(ctx context.Context) error {
-	var stages strings.Builder
-	for _, f := range []string{"node/fast/node-initialize.yaml", "node/heartbeat-with-lease/node-heartbeat-with-lease.yaml",
-		"pod/fast/pod-ready.yaml", "pod/fast/pod-complete.yaml", "pod/fast/pod-delete.yaml"} {
-		b, err := os.ReadFile(filepath.Join(c.opts.KwokDir, "kustomize", "stage", f))
-		if err != nil {
-			return fmt.Errorf("kwok stage: %w", err)
-		}
-		stages.WriteString("---\n")
-		stages.Write(b)
-	}
-	cfg, err := c.write("kwok.yaml", stages.String(), 0o644)
-	if err != nil {
-		return err
-	}
-	// Only the nodes annotated as fake: the real node is the kubelet's.
-	if _, err := c.start("kwok", nil, c.opts.KwokBin, "--kubeconfig", filepath.Join(c.Work, "kwok.kubeconfig"), "--config", cfg,
-		"--manage-all-nodes=false", "--manage-nodes-with-annotation-selector", "kwok.x-k8s.io/node=fake",
-		"--node-lease-duration-seconds", "40", "--cidr", "10.244.0.0/16"); err != nil {
-		return err
-	}
-	nodes, err := c.write("pi-nodes.yaml", piNodes(), 0o644)
-	if err != nil {
-		return err
-	}
-	_, err = c.Kubectl(ctx, "apply", "-f", nodes)
-	return err
-}
-
 func (c *Cluster) waitNodes(ctx context.Context) error {
-	watch := []*common.Proc{c.byName["kubelet"], c.byName["kwok"], c.byName["kube-controller-manager"]}
-	if err := waitFor(ctx, 120*time.Second, "3 nodes Ready", func(ctx context.Context) error {
+	watch := []*common.Proc{c.byName["kubelet"], c.byName["kube-controller-manager"]}
+	want := 1
+	if c.opts.Arm64 != nil {
+		watch = append(watch, c.byName["kubelet-"+PiName], c.byName["containerd-"+PiName])
+		want = 2
+	}
+	if err := waitFor(ctx, 180*time.Second, fmt.Sprint(want, " nodes Ready"), func(ctx context.Context) error {
 		out, err := c.Kubectl(ctx, "get", "nodes", "-o", `jsonpath={range .items[*]}{.metadata.name}={.status.conditions[?(@.type=="Ready")].status}{" "}{end}`)
 		if err != nil {
 			return err
 		}
-		if strings.Count(out, "=True") != 3 {
+		if strings.Count(out, "=True") != want {
 			return fmt.Errorf("nodes: %s", out)
 		}
 		return nil
@@ -413,16 +423,20 @@ func (c *Cluster) StartProcess(name string, env []string, bin string, args ...st
 	return err
 }
 
-// Stop drains the real node, stops every process and undoes every change to
+// TrackProcess records a process the suite started itself (PostgreSQL), so
+// that Cleanup stops it after a killed run.
+func (c *Cluster) TrackProcess(name string, pid int) error { return c.host.trackProcess(name, pid) }
+
+// Stop drains the real nodes, stops every process and undoes every change to
 // the machine. It is safe to call more than once.
 func (c *Cluster) Stop() error {
 	c.stopOnce.Do(func() {
 		var errs []error
-		if c.Alive("kubelet") && c.Alive("kube-apiserver") {
-			// Pods stopped by the kubelet are torn down properly (CNI DEL, volume
+		if c.Alive("kube-apiserver") && (c.Alive("kubelet") || c.Alive("kubelet-"+PiName)) {
+			// Pods stopped by a kubelet are torn down properly (CNI DEL, volume
 			// unmounts); whatever is left after is killed below.
 			if err := c.drain(); err != nil {
-				c.log.Warn("draining the real node", "err", err)
+				c.log.Warn("draining the real nodes", "err", err)
 			}
 		}
 		c.procs.stopAll()
@@ -432,23 +446,22 @@ func (c *Cluster) Stop() error {
 	return c.stopErr
 }
 
-// drain deletes every pod on the real node and waits for the kubelet to
-// have stopped them, then removes the stopped sandboxes.
+// drain deletes every pod and waits for the kubelets to have stopped them,
+// then removes the stopped sandboxes.
 func (c *Cluster) drain() error {
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
-	sel := "spec.nodeName=" + c.NodeName
 	// Controllers would replace them: stop those first.
 	for _, p := range []string{"kube-controller-manager", "kube-scheduler"} {
 		if pr := c.byName[p]; pr != nil {
 			pr.Stop(10 * time.Second)
 		}
 	}
-	if _, err := c.Kubectl(ctx, "delete", "pods", "-A", "--field-selector", sel, "--grace-period=1", "--wait=false"); err != nil {
+	if _, err := c.Kubectl(ctx, "delete", "pods", "-A", "--all", "--grace-period=1", "--wait=false"); err != nil {
 		return err
 	}
-	err := waitFor(ctx, 80*time.Second, "the real node's pods to stop", func(ctx context.Context) error {
-		out, err := c.Kubectl(ctx, "get", "pods", "-A", "--field-selector", sel, "-o", "name")
+	err := waitFor(ctx, 110*time.Second, "the nodes' pods to stop", func(ctx context.Context) error {
+		out, err := c.Kubectl(ctx, "get", "pods", "-A", "-o", "name")
 		if err != nil {
 			return err
 		}
@@ -458,16 +471,26 @@ func (c *Cluster) drain() error {
 		return nil
 	})
 	// The stopped sandboxes (pause containers, network namespaces) are removed
-	// by the kubelet's GC much later; ask containerd directly.
-	c.removeSandboxes()
+	// by the kubelets' GC much later; ask containerd directly.
+	for _, sock := range c.sockets() {
+		removeSandboxes(sock)
+	}
 	return err
 }
 
-// removeSandboxes stops and deletes every task and container in containerd's
-// k8s.io namespace (pause containers included).
-func (c *Cluster) removeSandboxes() {
+// sockets are the nodes' containerd sockets.
+func (c *Cluster) sockets() []string {
+	if c.opts.Arm64 == nil {
+		return []string{c.ContainerdSocket}
+	}
+	return []string{c.ContainerdSocket, c.PiContainerdSocket()}
+}
+
+// removeSandboxes stops and deletes every task and container in a
+// containerd's k8s.io namespace (pause containers included).
+func removeSandboxes(socket string) {
 	ctr := func(args ...string) string {
-		out, _ := exec.Command("ctr", append([]string{"--address", c.ContainerdSocket, "-n", "k8s.io"}, args...)...).Output()
+		out, _ := exec.Command("ctr", append([]string{"--address", socket, "-n", "k8s.io"}, args...)...).Output()
 		return string(out)
 	}
 	for _, id := range strings.Fields(ctr("tasks", "ls", "-q")) {
@@ -533,23 +556,28 @@ func freePorts(n int) ([]int, error) {
 }
 
 // ContainerPID is the host PID of a container's main process, from the
-// containerd task of a pod's containerID ("containerd://<id>").
+// containerd task of a pod's containerID ("containerd://<id>"), on whichever
+// node runs it.
 func (c *Cluster) ContainerPID(ctx context.Context, containerID string) (int, error) {
 	id := strings.TrimPrefix(containerID, "containerd://")
-	out, err := exec.CommandContext(ctx, "ctr", "--address", c.ContainerdSocket, "-n", "k8s.io", "tasks", "ls").Output()
-	if err != nil {
-		return 0, fmt.Errorf("ctr tasks ls: %w", err)
-	}
-	for _, line := range strings.Split(string(out), "\n") {
-		f := strings.Fields(line)
-		if len(f) >= 3 && f[0] == id {
-			var pid int
-			if _, err := fmt.Sscan(f[1], &pid); err == nil && pid > 0 {
-				return pid, nil
+	var errs []error
+	for _, sock := range c.sockets() {
+		out, err := exec.CommandContext(ctx, "ctr", "--address", sock, "-n", "k8s.io", "tasks", "ls").Output()
+		if err != nil {
+			errs = append(errs, fmt.Errorf("ctr --address %s tasks ls: %w", sock, err))
+			continue
+		}
+		for _, line := range strings.Split(string(out), "\n") {
+			f := strings.Fields(line)
+			if len(f) >= 3 && f[0] == id {
+				var pid int
+				if _, err := fmt.Sscan(f[1], &pid); err == nil && pid > 0 {
+					return pid, nil
+				}
 			}
 		}
 	}
-	return 0, fmt.Errorf("no running task for container %s", id)
+	return 0, errors.Join(append(errs, fmt.Errorf("no running task for container %s", id))...)
 }
 
 // FreePorts is freePorts for the suite.

@@ -4,14 +4,16 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 )
 
-// The real node's addresses. Pods and Services get ranges that exist only on
+// The real nodes' addresses. Pods and Services get ranges that exist only on
 // this machine; DROP rules keep them off every other link.
 const (
-	NodeIP       = "10.250.0.1"    // a /32 on lo: the node's InternalIP, where the apiserver and kubelet listen
-	PodCIDR      = "10.251.0.0/24" // the CNI bridge's range
+	NodeIP = "10.250.0.1" // a /32 on lo: the node's InternalIP, where the apiserver and kubelet listen
+	// ClusterCIDR holds every node's pod range, one /24 each, as k3s's
+	// 10.42.0.0/16 does; the host routes between the nodes' bridges.
+	ClusterCIDR  = "10.251.0.0/16"
+	PodCIDR      = "10.251.0.0/24" // the amd64 node's CNI bridge's range
 	podGateway   = "10.251.0.1"    // the bridge's own address
 	ServiceCIDR  = "10.252.0.0/24" // ClusterIPs, made real by kube-proxy
 	apiServiceIP = "10.252.0.1"    // the `kubernetes` Service
@@ -158,7 +160,7 @@ clientConnection:
   kubeconfig: ${WORK}/kube-proxy.kubeconfig
 mode: iptables
 hostnameOverride: ${NODE}
-clusterCIDR: ${PODCIDR}
+clusterCIDR: ${CLUSTERCIDR}
 bindAddress: ${NODEIP}
 healthzBindAddress: 127.0.0.1:${PROXY_HEALTHZ}
 metricsBindAddress: 127.0.0.1:${PROXY_METRICS}
@@ -169,12 +171,136 @@ conntrack:
 `, c.vars())
 }
 
+// piContainerdConfig is the amd64 node's containerd config with pi-1's
+// folders, socket and CNI, and runc's state apart.
+func (c *Cluster) piContainerdConfig() string {
+	return expand(`version = 2
+root = "${PI}/containerd/root"
+state = "${PI}/containerd/state"
+
+[grpc]
+  address = "${PISOCK}"
+
+[plugins]
+  [plugins."io.containerd.grpc.v1.cri"]
+    sandbox_image = "${PAUSE}"
+    disable_tcp_service = true
+    stream_server_address = "127.0.0.1"
+    stream_server_port = "0"
+    enable_selinux = false
+    disable_apparmor = true
+    tolerate_missing_hugetlb_controller = true
+    disable_hugetlb_controller = true
+    restrict_oom_score_adj = true
+    [plugins."io.containerd.grpc.v1.cri".cni]
+      # Debian's amd64 plugins: the emulated containerd runs them natively.
+      bin_dir = "/usr/lib/cni"
+      conf_dir = "${PI}/cni/net.d"
+    [plugins."io.containerd.grpc.v1.cri".containerd]
+      default_runtime_name = "runc"
+      snapshotter = "overlayfs"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+        runtime_type = "io.containerd.runc.v2"
+        [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+          SystemdCgroup = false
+          Root = "${PI}/runc"
+`, c.vars())
+}
+
+func (c *Cluster) piCNIConfig() string {
+	return expand(`{
+  "cniVersion": "1.0.0",
+  "name": "medops-pi",
+  "plugins": [
+    {
+      "type": "bridge",
+      "bridge": "${PIBRIDGE}",
+      "isGateway": true,
+      "ipMasq": false,
+      "hairpinMode": true,
+      "ipam": {
+        "type": "host-local",
+        "ranges": [[{"subnet": "${PIPODCIDR}", "gateway": "${PIPODGW}"}]],
+        "routes": [{"dst": "0.0.0.0/0"}],
+        "dataDir": "${PI}/cni/ipam"
+      }
+    },
+    {"type": "portmap", "capabilities": {"portMappings": true}}
+  ]
+}
+`, c.vars())
+}
+
+// piKubeletConfig is the amd64 node's kubelet config with pi-1's address,
+// ports, certificates and folders, its own cgroup root, and reservations
+// that leave a Raspberry Pi's memory and storage allocatable.
+func (c *Cluster) piKubeletConfig() string {
+	return expand(`apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+cgroupDriver: cgroupfs
+failCgroupV1: false
+failSwapOn: false
+cgroupRoot: /${PICGROUP}
+containerRuntimeEndpoint: unix://${PISOCK}
+# A kubelet removes the log folders of pods it does not know: not the other node's.
+podLogsDir: ${PI}/pod-logs
+volumePluginDir: ${PI}/kubelet/volume-plugins
+resolvConf: ""
+address: ${PIIP}
+port: ${PI_KUBELET_PORT}
+readOnlyPort: 0
+healthzBindAddress: 127.0.0.1
+healthzPort: ${PI_KUBELET_HEALTHZ}
+tlsCertFile: ${PKI}/kubelet-serving-${PINAME}.crt
+tlsPrivateKeyFile: ${PKI}/kubelet-serving-${PINAME}.key
+authentication:
+  anonymous: {enabled: false}
+  webhook: {enabled: false}
+  x509: {clientCAFile: ${PKI}/ca.crt}
+authorization:
+  mode: AlwaysAllow
+serializeImagePulls: false
+imageGCHighThresholdPercent: 100
+imageGCLowThresholdPercent: 99
+# A Raspberry Pi 4B: allocatable = capacity - systemReserved - evictionHard.
+systemReserved:
+  memory: "${PI_RESERVED_MEMORY}"
+  ephemeral-storage: "${PI_RESERVED_STORAGE}"
+evictionHard:
+  memory.available: "100Mi"
+  nodefs.available: "1Gi"
+  imagefs.available: "1Gi"
+  nodefs.inodesFree: "1%"
+makeIPTablesUtilChains: false
+protectKernelDefaults: false
+registerWithTaints: []
+`, c.vars())
+}
+
+// piReserved is what pi-1's kubelet reserves so that a Pi's memory and
+// storage are left allocatable, less its eviction thresholds (100Mi, 1Gi).
+func (c *Cluster) piReserved() (memory, storage int64, err error) {
+	mem, err := memTotal()
+	if err != nil {
+		return 0, 0, err
+	}
+	disk, err := diskSize(c.Work)
+	if err != nil {
+		return 0, 0, err
+	}
+	return max(0, mem-piMemory-100<<20), max(0, disk-piStorage-1<<30), nil
+}
+
 func (c *Cluster) vars() map[string]string {
 	return map[string]string{
 		"WORK": c.Work, "SOCK": c.ContainerdSocket, "PAUSE": PauseImage, "BRIDGE": Bridge,
 		"PODCIDR": PodCIDR, "PODGW": podGateway, "NODEIP": NodeIP, "NODE": c.NodeName, "PKI": c.pki.dir,
 		"KUBELET_PORT": fmt.Sprint(c.ports.kubelet), "KUBELET_HEALTHZ": fmt.Sprint(c.ports.kubeletHealthz),
 		"PROXY_HEALTHZ": fmt.Sprint(c.ports.proxyHealthz), "PROXY_METRICS": fmt.Sprint(c.ports.proxyMetrics),
+		"CLUSTERCIDR": ClusterCIDR, "PI": c.piDir(), "PISOCK": c.PiContainerdSocket(), "PINAME": PiName, "PIIP": PiIP, "PIBRIDGE": PiBridge,
+		"PIPODCIDR": PiPodCIDR, "PIPODGW": piPodGateway, "PICGROUP": piCgroupRoot,
+		"PI_KUBELET_PORT": fmt.Sprint(c.ports.piKubelet), "PI_KUBELET_HEALTHZ": fmt.Sprint(c.ports.piKubeletHealthz),
+		"PI_RESERVED_MEMORY": fmt.Sprint(c.piReservedMemory), "PI_RESERVED_STORAGE": fmt.Sprint(c.piReservedStorage),
 	}
 }
 
@@ -186,43 +312,4 @@ func expand(s string, vars map[string]string) string {
 		}
 		return v
 	})
-}
-
-// piNodes are the two arm64 Raspberry Pi 4Bs kwok simulates beside the real
-// amd64 node, labelled as a k3s cluster's would be.
-func piNodes() string {
-	var b strings.Builder
-	for i, ip := range []string{"10.0.1.11", "10.0.1.12"} {
-		fmt.Fprintf(&b, `---
-apiVersion: v1
-kind: Node
-metadata:
-  name: pi-zone-a-%d
-  annotations:
-    kwok.x-k8s.io/node: fake
-    node.alpha.kubernetes.io/ttl: "0"
-  labels:
-    kubernetes.io/arch: arm64
-    kubernetes.io/os: linux
-    kubernetes.io/hostname: pi-zone-a-%d
-    node.kubernetes.io/instance-type: raspberrypi-4b
-    topology.kubernetes.io/region: home-lab
-    topology.kubernetes.io/zone: zone-a
-    type: kwok
-spec: {}
-status:
-  # A 32 GB SD card: the workloads request ephemeral storage, which a node
-  # without it in its capacity can never fit.
-  allocatable: {cpu: "4", memory: 8Gi, ephemeral-storage: 28Gi, pods: "110"}
-  capacity: {cpu: "4", memory: 8Gi, ephemeral-storage: 29Gi, pods: "110"}
-  addresses:
-  - {type: InternalIP, address: %s}
-  - {type: Hostname, address: pi-zone-a-%d}
-  nodeInfo:
-    architecture: arm64
-    operatingSystem: linux
-    osImage: Debian GNU/Linux 12 (bookworm)
-`, i+1, i+1, ip, i+1)
-	}
-	return b.String()
 }

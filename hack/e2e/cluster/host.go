@@ -16,14 +16,19 @@ import (
 	"time"
 )
 
-// host records every change the real node makes to this machine and undoes
-// them, newest first. Some changes are ours (an address on lo, DROP rules);
-// others are made by containerd, the kubelet, kube-proxy and the CNI plugins
-// (iptables chains, sysctls, a bridge, mounts, folders outside the work
-// folder). For those, the state before the start is recorded, and the undo
-// puts it back.
+// host records every change the cluster makes to this machine and undoes
+// them, newest first. Some changes are ours (an address on lo, DROP rules, a
+// binfmt_misc entry); others are made by containerd, the kubelet, kube-proxy
+// and the CNI plugins (iptables chains, sysctls, a bridge, mounts, folders
+// outside the work folder). For those, the state before the start is
+// recorded, and the undo puts it back.
+//
+// Each change is written to the work folder's state file before it is made,
+// so a run that was killed (kill -9, a lost terminal) can still be undone by
+// Cleanup from another process: see state.go.
 type host struct {
 	log   *slog.Logger
+	state *stateFile
 	undos []undo
 }
 
@@ -32,9 +37,17 @@ type undo struct {
 	fn   func() error
 }
 
-func (h *host) onUndo(what string, fn func() error) { h.undos = append(h.undos, undo{what, fn}) }
+// record writes ch to the state file and registers its undo.
+func (h *host) record(ch change) error {
+	if err := h.state.add(ch); err != nil {
+		return err
+	}
+	h.undos = append(h.undos, undo{ch.What, func() error { return ch.undo(h.log) }})
+	return nil
+}
 
-// undoAll runs every undo, newest first, and returns what failed.
+// undoAll runs every undo, newest first, and returns what failed. The state
+// file goes when everything was undone.
 func (h *host) undoAll() error {
 	var errs []error
 	for i := len(h.undos) - 1; i >= 0; i-- {
@@ -45,6 +58,9 @@ func (h *host) undoAll() error {
 		}
 	}
 	h.undos = nil
+	if len(errs) == 0 {
+		errs = append(errs, h.state.remove())
+	}
 	return errors.Join(errs...)
 }
 
@@ -77,34 +93,37 @@ var nodeSysctls = []string{
 	"kernel/keys/root_maxbytes",
 }
 
-// keepSysctls records the sysctls and writes back the ones that changed.
-func (h *host) keepSysctls() {
+// keepSysctls records the sysctls; the undo writes back the ones that changed.
+func (h *host) keepSysctls() error {
 	saved := map[string]string{}
 	for _, k := range nodeSysctls {
 		if b, err := os.ReadFile("/proc/sys/" + k); err == nil {
 			saved[k] = strings.TrimSpace(string(b))
 		}
 	}
-	h.onUndo("sysctls", func() error {
-		var errs []error
-		for k, v := range saved {
-			b, err := os.ReadFile("/proc/sys/" + k)
-			if err != nil || strings.TrimSpace(string(b)) == v {
-				continue
-			}
-			h.log.Info("restoring sysctl", "key", k, "value", v)
-			if err := os.WriteFile("/proc/sys/"+k, []byte(v+"\n"), 0o644); err != nil {
-				errs = append(errs, err)
-			}
-		}
-		return errors.Join(errs...)
-	})
+	return h.record(change{Kind: kindSysctls, What: "sysctls", Values: saved})
 }
 
-// keepIPTables saves the IPv4 and IPv6 rules and restores them exactly:
-// kube-proxy's and the kubelet's chains, the CNI plugins' NAT chains and our
-// DROP rules all go at once, whatever state a failed run left them in.
-func (h *host) keepIPTables() error {
+func restoreSysctls(log *slog.Logger, saved map[string]string) error {
+	var errs []error
+	for k, v := range saved {
+		b, err := os.ReadFile("/proc/sys/" + k)
+		if err != nil || strings.TrimSpace(string(b)) == v {
+			continue
+		}
+		log.Info("restoring sysctl", "key", k, "value", v)
+		if err := os.WriteFile("/proc/sys/"+k, []byte(v+"\n"), 0o644); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// keepIPTables saves the IPv4 and IPv6 rules (into the work folder) and
+// restores them exactly: kube-proxy's and the kubelet's chains, the CNI
+// plugins' NAT chains and our DROP rules all go at once, whatever state a
+// failed run left them in.
+func (h *host) keepIPTables(dir string) error {
 	for _, fam := range []string{"iptables", "ip6tables"} {
 		saved, err := exec.Command(fam + "-save").Output()
 		if err != nil {
@@ -117,73 +136,114 @@ func (h *host) keepIPTables() error {
 				saved = append(saved, []byte("*"+table+"\nCOMMIT\n")...)
 			}
 		}
-		h.onUndo(fam+" rules", func() error {
-			cmd := exec.Command(fam + "-restore")
-			cmd.Stdin = bytes.NewReader(saved)
-			if out, err := cmd.CombinedOutput(); err != nil {
-				return fmt.Errorf("%s-restore: %w: %s", fam, err, out)
-			}
-			return nil
-		})
+		file := filepath.Join(dir, fam+".rules")
+		if err := os.WriteFile(file, saved, 0o600); err != nil {
+			return fmt.Errorf("saving the %s rules: %w", fam, err)
+		}
+		if err := h.record(change{Kind: kindIPTables, What: fam + " rules", Arg: fam, Path: file}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func restoreIPTables(family, file string) error {
+	saved, err := os.ReadFile(file)
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(family + "-restore")
+	cmd.Stdin = bytes.NewReader(saved)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("%s-restore: %w: %s", family, err, out)
 	}
 	return nil
 }
 
 // isolate keeps pod and Service traffic on this machine: nothing from or to
-// those ranges leaves through a link other than the pods' bridge and lo. The
-// rules sit in mangle's POSTROUTING, where the output link is final: a
+// those ranges leaves through a link other than the nodes' bridges and lo.
+// The rules sit in mangle's POSTROUTING, where the output link is final: a
 // packet the host sends to a ClusterIP is routed to eth0 first and only
-// rerouted to the bridge once kube-proxy's DNAT has made it a pod's.
-func (h *host) isolate(bridge string, ranges ...string) error {
+// rerouted to a bridge once kube-proxy's DNAT has made it a pod's. Traffic
+// between the bridges (pod to pod across nodes) is routed by the host and
+// stays. They go with the iptables restore recorded before.
+func (h *host) isolate(bridges, ranges []string) error {
 	const chain = "MEDOPS-E2E-ISOLATE"
 	ipt := func(args ...string) error { return run("iptables", append([]string{"-t", "mangle"}, args...)...) }
 	if err := ipt("-N", chain); err != nil {
 		return err
 	}
+	for _, b := range bridges {
+		if err := ipt("-A", chain, "-o", b, "-j", "RETURN"); err != nil {
+			return err
+		}
+	}
 	for _, r := range ranges {
 		for _, dir := range []string{"-s", "-d"} {
-			if err := ipt("-A", chain, dir, r, "!", "-o", bridge, "-j", "DROP"); err != nil {
+			if err := ipt("-A", chain, dir, r, "-j", "DROP"); err != nil {
 				return err
 			}
 		}
 	}
-	// Removed by the iptables restore recorded before.
 	return ipt("-I", "POSTROUTING", "1", "!", "-o", "lo", "-j", chain)
 }
 
-// addLoAddress puts the node's IP on lo: this kernel cannot make dummy
-// links, and the node needs a non-loopback address pods can reach.
+// addLoAddress puts a node's IP on lo: this kernel cannot make dummy links,
+// and a node needs a non-loopback address pods can reach.
 func (h *host) addLoAddress(ip string) error {
-	if err := run("ip", "addr", "add", ip+"/32", "dev", "lo"); err != nil {
+	if err := h.record(change{Kind: kindLoAddress, What: "address " + ip + " on lo", Arg: ip}); err != nil {
 		return err
 	}
-	h.onUndo("address "+ip+" on lo", func() error { return run("ip", "addr", "del", ip+"/32", "dev", "lo") })
-	return nil
+	return run("ip", "addr", "add", ip+"/32", "dev", "lo")
 }
 
-// keepLinks deletes links (the CNI bridge, leftover veths) made after now.
+func hasLoAddress(ip string) bool {
+	b, err := exec.Command("ip", "-o", "addr", "show", "dev", "lo").Output()
+	return err == nil && bytes.Contains(b, []byte(" "+ip+"/32"))
+}
+
+// keepLinks records the links there are; the undo deletes the bridges and
+// veths made after (the CNI bridges, the host ends of leftover pods' veths).
 func (h *host) keepLinks() error {
 	before, err := links()
 	if err != nil {
 		return err
 	}
-	h.onUndo("network links", func() error {
-		now, err := links()
-		if err != nil {
-			return err
+	return h.record(change{Kind: kindLinks, What: "network links", Names: before})
+}
+
+func deleteNewLinks(log *slog.Logger, before []string) error {
+	now, err := links()
+	if err != nil {
+		return err
+	}
+	var errs []error
+	// The veths first: a bridge goes only once nothing is attached.
+	sort.SliceStable(now, func(i, j int) bool { return linkKind(now[i]) == "veth" && linkKind(now[j]) != "veth" })
+	for _, l := range now {
+		if contains(before, l) {
+			continue
 		}
-		var errs []error
-		for _, l := range now {
-			if !contains(before, l) {
-				h.log.Info("deleting link", "name", l)
-				if err := run("ip", "link", "del", l); err != nil && linkExists(l) {
-					errs = append(errs, err)
-				}
-			}
+		if k := linkKind(l); k != "veth" && k != "bridge" {
+			continue
 		}
-		return errors.Join(errs...)
-	})
-	return nil
+		log.Info("deleting link", "name", l)
+		if err := run("ip", "link", "del", l); err != nil && linkExists(l) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// linkKind is "bridge", "veth" or "" for any other link.
+func linkKind(name string) string {
+	if _, err := os.Stat("/sys/class/net/" + name + "/bridge"); err == nil {
+		return "bridge"
+	}
+	if b, err := exec.Command("ip", "-d", "-o", "link", "show", "dev", name).Output(); err == nil && bytes.Contains(b, []byte(" veth ")) {
+		return "veth"
+	}
+	return ""
 }
 
 func links() ([]string, error) {
@@ -213,46 +273,50 @@ func contains(list []string, s string) bool {
 // anything below them: containerd 1.6 keeps its shims' sockets and the
 // pods' shm under /run/containerd, CNI its results under /var/lib/cni, the
 // pods' network namespaces are bind mounts under /run/netns.
-func (h *host) keepDirs(dirs ...string) {
+func (h *host) keepDirs(dirs ...string) error {
 	var fresh []string
 	for _, d := range dirs {
 		if _, err := os.Stat(d); errors.Is(err, os.ErrNotExist) {
 			fresh = append(fresh, d)
 		}
 	}
-	h.onUndo("folders "+strings.Join(fresh, " "), func() error {
-		var errs []error
-		for _, d := range fresh {
-			if err := unmountUnder(d); err != nil {
-				errs = append(errs, err)
-			}
-			if err := os.RemoveAll(d); err != nil {
-				errs = append(errs, err)
-			}
-		}
-		return errors.Join(errs...)
-	})
+	return h.record(change{Kind: kindDirs, What: "folders " + strings.Join(fresh, " "), Names: fresh})
 }
 
-// keepNetns removes the network namespaces (bind mounts in /run/netns) made
-// after now: CNI makes one per pod sandbox.
-func (h *host) keepNetns() {
-	before, _ := filepath.Glob("/run/netns/*")
-	h.onUndo("network namespaces", func() error {
-		now, _ := filepath.Glob("/run/netns/*")
-		var errs []error
-		for _, n := range now {
-			if contains(before, n) {
-				continue
-			}
-			h.log.Info("removing network namespace", "path", n)
-			_ = syscall.Unmount(n, syscall.MNT_DETACH)
-			if err := os.Remove(n); err != nil && !errors.Is(err, os.ErrNotExist) {
-				errs = append(errs, err)
-			}
+func removeDirs(fresh []string) error {
+	var errs []error
+	for _, d := range fresh {
+		if err := unmountUnder(d); err != nil {
+			errs = append(errs, err)
 		}
-		return errors.Join(errs...)
-	})
+		if err := os.RemoveAll(d); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// keepNetns records the network namespaces (bind mounts in /run/netns);
+// the undo removes those made after: CNI makes one per pod sandbox.
+func (h *host) keepNetns() error {
+	before, _ := filepath.Glob("/run/netns/*")
+	return h.record(change{Kind: kindNetns, What: "network namespaces", Names: before})
+}
+
+func removeNewNetns(log *slog.Logger, before []string) error {
+	now, _ := filepath.Glob("/run/netns/*")
+	var errs []error
+	for _, n := range now {
+		if contains(before, n) {
+			continue
+		}
+		log.Info("removing network namespace", "path", n)
+		_ = syscall.Unmount(n, syscall.MNT_DETACH)
+		if err := os.Remove(n); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // unmountUnder unmounts every mount point at or below dir, deepest first.
@@ -393,7 +457,8 @@ func removeCgroups(log *slog.Logger, name string) error {
 
 // Leftovers lists what a stopped cluster left on the machine: processes
 // whose command line names the work folder, mounts under it or under the
-// folders the node's components use, the CNI bridge, the node's address.
+// folders the nodes' components use, the CNI bridges, the nodes' addresses,
+// the binfmt_misc entry, pi-1's cgroups, the state file.
 func Leftovers(work string) []string {
 	var out []string
 	ents, _ := os.ReadDir("/proc")
@@ -412,11 +477,24 @@ func Leftovers(work string) []string {
 			out = append(out, "mount "+m)
 		}
 	}
-	if linkExists(Bridge) {
-		out = append(out, "bridge "+Bridge)
+	for _, b := range []string{Bridge, PiBridge} {
+		if linkExists(b) {
+			out = append(out, "bridge "+b)
+		}
 	}
-	if b, err := exec.Command("ip", "-o", "addr", "show", "dev", "lo").Output(); err == nil && bytes.Contains(b, []byte(NodeIP+"/")) {
-		out = append(out, "address "+NodeIP+" on lo")
+	for _, ip := range []string{NodeIP, PiIP} {
+		if hasLoAddress(ip) {
+			out = append(out, "address "+ip+" on lo")
+		}
+	}
+	if _, err := os.Stat(filepath.Join(binfmtDir, binfmtName)); err == nil {
+		out = append(out, "binfmt_misc entry "+binfmtName)
+	}
+	if roots, _ := filepath.Glob("/sys/fs/cgroup/*/" + piCgroupRoot); len(roots) > 0 {
+		out = append(out, "cgroups "+strings.Join(roots, " "))
+	}
+	if _, err := os.Stat(filepath.Join(work, StateFile)); err == nil {
+		out = append(out, "state file "+filepath.Join(work, StateFile))
 	}
 	return out
 }

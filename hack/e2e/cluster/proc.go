@@ -18,6 +18,7 @@ import (
 type procs struct {
 	logDir string
 	log    *slog.Logger
+	host   *host // records each process in the state file
 	mu     sync.Mutex
 	list   []*common.Proc
 }
@@ -31,6 +32,11 @@ func (ps *procs) start(name string, env []string, bin string, args ...string) (*
 	ps.mu.Lock()
 	ps.list = append(ps.list, p)
 	ps.mu.Unlock()
+	if ps.host != nil {
+		if err := ps.host.trackProcess(name, p.Cmd.Process.Pid); err != nil {
+			return p, err
+		}
+	}
 	ps.log.Info("started", "name", name, "pid", p.Cmd.Process.Pid, "log", p.Log)
 	return p, nil
 }

@@ -14,6 +14,9 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+
+	"github.com/medops/medops/hack/e2e/cluster"
 )
 
 const (
@@ -22,23 +25,39 @@ const (
 )
 
 func (s *suite) clusterChecks(t *testing.T) {
-	s.check(t, "two Raspberry Pi (arm64) nodes from kwok and one real amd64 node", func(t *testing.T) {
-		pis := s.kt(t, "get", "nodes", "-l", "kubernetes.io/arch=arm64,node.kubernetes.io/instance-type=raspberrypi-4b,type=kwok", "-o", "name")
-		amd := s.kt(t, "get", "nodes", "-l", "kubernetes.io/arch=amd64", "-o", "name")
-		eq(t, "Pi nodes, amd64 nodes", "2 [node/"+s.c.NodeName+"]", fmt.Sprint(len(strings.Fields(pis)), " ", strings.Fields(amd)))
+	s.check(t, "one real amd64 node and one real arm64 Raspberry Pi node, pi-1", func(t *testing.T) {
+		got := s.kt(t, "get", "nodes", "-o", `go-template={{range .items}}{{.metadata.name}}/{{index .metadata.labels "kubernetes.io/arch"}}/{{index .metadata.labels "node.kubernetes.io/instance-type"}} {{end}}`)
+		eq(t, "nodes", s.c.NodeName+"/amd64/n100-minipc "+cluster.PiName+"/arm64/raspberrypi-4b ", got)
 	})
-	s.check(t, "the Pis are in zone-a, the amd64 node in zone-b", func(t *testing.T) {
+	s.check(t, "pi-1 is in zone-a, the amd64 node in zone-b", func(t *testing.T) {
 		got := s.kt(t, "get", "nodes", "-o", `go-template={{range .items}}{{index .metadata.labels "kubernetes.io/arch"}}/{{index .metadata.labels "topology.kubernetes.io/zone"}} {{end}}`)
-		eq(t, "arch/zone of each node", "amd64/zone-b arm64/zone-a arm64/zone-a ", got)
+		eq(t, "arch/zone of each node", "amd64/zone-b arm64/zone-a ", got)
 	})
-	s.check(t, "every node is Ready (a kubelet, kwok's heartbeats)", func(t *testing.T) {
+	s.check(t, "every node is Ready (two kubelets)", func(t *testing.T) {
 		s.kt(t, "wait", "--for=condition=Ready", "node", "--all", "--timeout=30s")
 	})
-	s.check(t, "the amd64 node is a real kubelet on containerd", func(t *testing.T) {
-		got := s.jp(t, "", "node/"+s.c.NodeName, "{.status.nodeInfo.kubeletVersion} {.status.nodeInfo.containerRuntimeVersion} {.status.nodeInfo.architecture}")
-		if !strings.HasPrefix(got, "v1.37.") || !strings.Contains(got, "containerd://1.") || !strings.HasSuffix(got, "amd64") {
-			t.Errorf("node info = %q, want kubelet v1.37.x on containerd, amd64", got)
+	s.check(t, "each node is a real kubelet on containerd, of its own architecture (the kubelet reports it)", func(t *testing.T) {
+		for node, arch := range map[string]string{s.c.NodeName: "amd64", cluster.PiName: "arm64"} {
+			got := s.jp(t, "", "node/"+node, "{.status.nodeInfo.kubeletVersion} {.status.nodeInfo.containerRuntimeVersion} {.status.nodeInfo.architecture}")
+			if !strings.HasPrefix(got, "v1.37.") || !strings.Contains(got, "containerd://1.") || !strings.HasSuffix(got, " "+arch) {
+				t.Errorf("%s: node info = %q, want kubelet v1.37.x on containerd, %s", node, got, arch)
+			}
 		}
+	})
+	s.check(t, "pi-1 advertises a Raspberry Pi 4B's allocatable memory and storage (7.5Gi, 28Gi), not this machine's", func(t *testing.T) {
+		got := strings.Fields(s.jp(t, "", "node/"+cluster.PiName, "{.status.allocatable.memory} {.status.allocatable.ephemeral-storage}"))
+		for i, want := range []string{"7680Mi", "28Gi"} {
+			// The kubelet writes storage in bytes: compare quantities, not strings.
+			if i >= len(got) {
+				t.Errorf("allocatable memory, ephemeral-storage = %v, want 7680Mi 28Gi", got)
+				break
+			}
+			if q := resource.MustParse(got[i]); q.Cmp(resource.MustParse(want)) != 0 {
+				t.Errorf("allocatable memory, ephemeral-storage = %v, want 7680Mi 28Gi", got)
+				break
+			}
+		}
+		t.Logf("pi-1 capacity %s, allocatable %s", s.jp(t, "", "node/"+cluster.PiName, "{.status.capacity}"), s.jp(t, "", "node/"+cluster.PiName, "{.status.allocatable}"))
 	})
 }
 

@@ -61,19 +61,19 @@ type realPod struct {
 	pid int
 }
 
-// realPods waits until every pod of name is Ready and runs on the real node,
-// and finds each container's PID through containerd.
+// realPods waits until every pod of name is Ready on a node, and finds each
+// container's PID through that node's containerd.
 func (s *suite) realPods(t *testing.T, name string) []realPod {
 	t.Helper()
 	var out []realPod
-	s.waitFor(t, name+"'s pods Ready on the real node", s.wait(), func() error {
+	s.waitFor(t, name+"'s pods Ready", s.wait(), func() error {
 		out = nil
 		pods := s.pods(t, name)
 		if len(pods) == 0 {
 			return fmt.Errorf("no pods")
 		}
 		for _, p := range pods {
-			if p.Spec.NodeName != s.c.NodeName || !ready(p) || len(p.Status.ContainerStatuses) == 0 {
+			if p.Spec.NodeName == "" || !ready(p) || len(p.Status.ContainerStatuses) == 0 {
 				return fmt.Errorf("pod %s on %q not Ready yet", p.Name, p.Spec.NodeName)
 			}
 			pid, err := s.c.ContainerPID(s.ctx, p.Status.ContainerStatuses[0].ContainerID)
@@ -365,13 +365,16 @@ func (s *suite) traefikChecks(t *testing.T, dataDir string) {
 			return nil
 		})
 	}
-	s.check(t, "persistent storage: the task survives kubectl rollout restart", func(t *testing.T) {
+	s.check(t, "persistent storage: the task survives kubectl rollout restart, under load (the default: one replica, Recreate); failed requests counted", func(t *testing.T) {
 		old := s.realPods(t, realName)[0].pod.Name
-		s.kt(t, "-n", ns, "rollout", "restart", "deploy/"+realName)
-		s.kt(t, "-n", ns, "rollout", "status", "deploy/"+realName, "--timeout="+timeoutFlag.String())
-		if p := s.realPods(t, realName); p[0].pod.Name == old {
-			t.Fatalf("pod %s was not replaced", old)
-		}
+		res := s.rolloutUnderLoad(t, hc, base, token, func() {
+			s.kt(t, "-n", ns, "rollout", "restart", "deploy/"+realName)
+			s.kt(t, "-n", ns, "rollout", "status", "deploy/"+realName, "--timeout="+timeoutFlag.String())
+			if p := s.realPods(t, realName); p[0].pod.Name == old {
+				t.Fatalf("pod %s was not replaced", old)
+			}
+		})
+		s.reportRollout(t, "medops-real on amd64 (1 replica, Recreate)", res)
 		readBack(t)
 	})
 	s.check(t, "persistent storage: the task survives deleting the pod", func(t *testing.T) {

@@ -37,26 +37,42 @@ func (s *suite) operatorImage(t *testing.T) string {
 }
 
 // buildImages builds the images as `make images` does (internal/ociimage),
-// for linux/amd64 only: the real node's architecture. They are tagged with
+// for the real nodes' architectures: medops-api and the pause image (the
+// nodes' sandbox) for linux/amd64 and linux/arm64, one multi-arch archive
+// each, as a registry would serve them; the operator for linux/amd64 only
+// (the suite installs it with an amd64 nodeSelector). They are tagged with
 // the references the chart and the MedOpsAPI default use, so nothing is
-// overridden at install time. The pause image is the node's sandbox.
-func (s *suite) buildImages(t *testing.T) []string {
-	progs := append(ociimage.DefaultPrograms(s.operatorImage(t), v1alpha1.DefaultImage), ociimage.PauseProgram(cluster.PauseImage))
+// overridden at install time.
+func (s *suite) buildImages(t *testing.T) (all, arm64 []string) {
+	progs := ociimage.DefaultPrograms(s.operatorImage(t), v1alpha1.DefaultImage)
 	ca := "/etc/ssl/certs/ca-certificates.crt"
 	if _, err := os.Stat(ca); err != nil {
 		ca = ""
 	}
-	t0 := time.Now()
-	paths, err := ociimage.Build(s.ctx, ociimage.Options{
-		ModuleDir: s.root, OutDir: filepath.Join(s.work, "images"), Programs: progs,
-		Platforms: []ociimage.Platform{{OS: "linux", Arch: "amd64"}},
-		Version:   "e2e", Revision: "e2e", Created: time.Unix(0, 0).UTC(), CABundle: ca, Log: s.log,
-	})
-	if err != nil {
-		t.Fatalf("building the images: %v", err)
+	linuxAMD64 := ociimage.Platform{OS: "linux", Arch: "amd64"}
+	linuxARM64 := ociimage.Platform{OS: "linux", Arch: "arm64"}
+	for _, b := range []struct {
+		progs     []ociimage.Program
+		platforms []ociimage.Platform
+	}{
+		{progs[:1], []ociimage.Platform{linuxAMD64}}, // the operator
+		{[]ociimage.Program{progs[1], ociimage.PauseProgram(cluster.PauseImage)}, []ociimage.Platform{linuxAMD64, linuxARM64}},
+	} {
+		t0 := time.Now()
+		p, err := ociimage.Build(s.ctx, ociimage.Options{
+			ModuleDir: s.root, OutDir: filepath.Join(s.work, "images"), Programs: b.progs, Platforms: b.platforms,
+			Version: "e2e", Revision: "e2e", Created: time.Unix(0, 0).UTC(), CABundle: ca, Log: s.log,
+		})
+		if err != nil {
+			t.Fatalf("building the images: %v", err)
+		}
+		s.log.Info("images built", "took", time.Since(t0).Round(time.Second), "archives", p)
+		all = append(all, p...)
+		if len(b.platforms) > 1 {
+			arm64 = append(arm64, p...)
+		}
 	}
-	s.log.Info("images built", "took", time.Since(t0).Round(time.Second), "archives", paths)
-	return paths
+	return all, arm64
 }
 
 // startLocalPath plays k3s's local-path provisioner: for a claim of class
@@ -184,6 +200,10 @@ spec:
 		fmt.Sprintf("--entryPoints.traefik.address=127.0.0.1:%d", ports[1]),
 		"--ping=true", "--ping.entryPoint=traefik",
 		"--providers.kubernetesingress=true",
+		// As k3s ships it (Traefik's chart sets it since v31): an Ingress whose
+		// Service has no ready endpoint, during a Recreate rollout, gets 503,
+		// not the 404 that says "no such route" (issue 20 item 19a).
+		"--providers.kubernetesingress.allowEmptyServices=true",
 		// Written into each Ingress's status, as k3s's servicelb would.
 		"--providers.kubernetesingress.ingressendpoint.ip=127.0.0.1",
 		"--log.level=INFO", "--accesslog=true",
@@ -204,9 +224,9 @@ spec:
 }
 
 // startPostgres runs a real PostgreSQL 15 (internal/pgtest: initdb, the
-// postmaster as nobody) on the node's address, where the pods reach it, as
-// a CloudNativePG cluster's Service would be reached. It takes password
-// logins from the pods' range and the node; the HA sample's Secret carries
+// postmaster as nobody) on the amd64 node's address, where the pods of both
+// nodes reach it, as a CloudNativePG cluster's Service would be reached. It
+// takes password logins from the pods' ranges and the node; the HA sample's Secret carries
 // its URI.
 func (s *suite) startPostgres() error {
 	bin, err := pgtest.BinDir()
@@ -215,11 +235,14 @@ func (s *suite) startPostgres() error {
 	}
 	// The pods, and the suite itself (its connections to the node's
 	// address come from that address).
-	pg, err := pgtest.LaunchOn(bin, cluster.NodeIP, cluster.PodCIDR, cluster.NodeIP+"/32")
+	pg, err := pgtest.LaunchOn(bin, cluster.NodeIP, cluster.ClusterCIDR, cluster.NodeIP+"/32")
 	if err != nil {
 		return fmt.Errorf("starting PostgreSQL on %s: %w", cluster.NodeIP, err)
 	}
 	s.pg = pg
+	if err := s.c.TrackProcess("postgres", pg.PID()); err != nil {
+		return err
+	}
 	s.log.Info("PostgreSQL runs", "addr", fmt.Sprintf("%s:%d", cluster.NodeIP, pg.Port))
 	prev := s.stopBackground
 	s.stopBackground = func() {

@@ -37,7 +37,11 @@ var (
 	timeoutFlag = flag.Duration("e2e.wait", 3*time.Minute, "how long one wait (a rollout, Ready) may take")
 	deadline    = flag.Duration("e2e.deadline", 50*time.Minute, "the whole run's deadline; cleanup still runs after it")
 	holdFlag    = flag.Bool("e2e.hold", false, "only start the cluster (with the operator's images imported and Traefik) and keep it until Ctrl-C (hack/e2e/cluster.sh)")
+	cleanupFlag = flag.Bool("e2e.cleanup", false, "only undo what killed runs left on this machine, from the state files of their work folders (hack/e2e/cluster.sh --cleanup; make e2e runs it first)")
 )
+
+// workPrefix names the work folders the suite makes under $TMPDIR.
+const workPrefix = "medops-e2e-"
 
 // suite holds what every check needs: the cluster, the tools and the
 // counters of the closing summary.
@@ -61,7 +65,8 @@ type suite struct {
 }
 
 type tools struct {
-	k8sDir, kwok, kwokDir, helm, traefik, nginx string
+	k8sDir, helm, traefik, nginx string
+	arm64                        cluster.Arm64Node
 }
 
 // check runs one named check as a subtest and counts it.
@@ -81,6 +86,16 @@ func (s *suite) check(t *testing.T, name string, fn func(t *testing.T)) bool {
 // user would meet them, and stops everything.
 func TestJourney(t *testing.T) {
 	s := &suite{log: slog.New(slog.NewTextHandler(os.Stderr, nil))}
+	if *cleanupFlag {
+		var extra []string
+		if *workFlag != "" {
+			extra = append(extra, *workFlag)
+		}
+		if err := cluster.CleanupStale(os.TempDir(), workPrefix, extra, s.log); err != nil {
+			t.Fatalf("cleanup: %v", err)
+		}
+		return
+	}
 	// Ctrl-C or SIGTERM ends the waits; the cleanups below still run (a
 	// signal would otherwise kill the test binary before them).
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -121,6 +136,7 @@ func TestJourney(t *testing.T) {
 		{"cluster", s.clusterChecks},
 		{"operator", s.operatorChecks},
 		{"samples", s.sampleChecks},
+		{"Raspberry Pi on pi-1 (arm64)", s.piChecks},
 		{"real pods", s.realPodChecks},
 		{"nginx", s.nginxChecks},
 		{"ingress path", s.ingressPathChecks},
@@ -148,18 +164,18 @@ func (s *suite) setup(t *testing.T) {
 	s.root = root
 	s.work = *workFlag
 	if s.work == "" {
-		s.work, err = os.MkdirTemp("", "medops-e2e-")
+		s.work, err = os.MkdirTemp("", workPrefix)
 		if err != nil {
 			t.Fatal(err)
 		}
 	}
 	s.log.Info("work folder", "path", s.work)
 	s.tools = s.buildTools(t)
-	images := s.buildImages(t)
+	images, arm64Images := s.buildImages(t)
+	s.tools.arm64.Images = arm64Images
 
 	c, err := cluster.Start(s.ctx, cluster.Options{
-		Work: s.work, K8sDir: s.tools.k8sDir, KwokBin: s.tools.kwok, KwokDir: s.tools.kwokDir,
-		Images: images, Log: s.log,
+		Work: s.work, K8sDir: s.tools.k8sDir, Images: images, Arm64: &s.tools.arm64, Log: s.log,
 	})
 	if err != nil {
 		t.Fatalf("the cluster did not start: %v", err)
@@ -216,24 +232,21 @@ func (s *suite) buildTools(t *testing.T) tools {
 	var tl tools
 	tl.k8sDir = s.tool(t, "control-plane")
 	s.tool(t, "node")
-	tl.kwok = s.tool(t, "kwok")
 	tl.helm = s.tool(t, "helm")
 	tl.traefik = s.tool(t, "traefik")
-	cmd := exec.CommandContext(s.ctx, "go", "list", "-m", "-f", "{{.Dir}}", "sigs.k8s.io/kwok")
-	cmd.Dir = filepath.Join(s.root, "hack", "tools", "kwok")
-	cmd.Env = append(os.Environ(), "GOFLAGS=-mod=mod")
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("locating the sigs.k8s.io/kwok module (its default Stages): %v", err)
+	arm := strings.Fields(s.tool(t, "node-arm64"))
+	if len(arm) != 2 {
+		t.Fatalf("hack/tools.sh node-arm64 printed %q, want the kubelet's and containerd's paths", arm)
 	}
-	tl.kwokDir = strings.TrimSpace(string(out))
+	tl.arm64 = cluster.Arm64Node{Kubelet: arm[0], Containerd: arm[1]}
+	var err error
 	if tl.nginx, err = exec.LookPath("nginx"); err != nil {
 		tl.nginx = "/usr/sbin/nginx"
 	}
-	for _, need := range []string{"containerd", "runc", "ctr", "iptables", tl.nginx, "/usr/lib/cni/bridge"} {
+	for _, need := range []string{"containerd", "containerd-shim-runc-v2", "runc", "ctr", "iptables", tl.nginx, "/usr/lib/cni/bridge", "/usr/bin/qemu-aarch64-static"} {
 		if _, err := exec.LookPath(need); err != nil {
 			if _, err := os.Stat(need); err != nil {
-				t.Fatalf("%s is missing: apt-get install containerd runc containernetworking-plugins iptables nginx-light", need)
+				t.Fatalf("%s is missing: apt-get install containerd runc containernetworking-plugins iptables nginx-light qemu-user-static", need)
 			}
 		}
 	}
