@@ -141,6 +141,7 @@ func TestJourney(t *testing.T) {
 		{"nginx", s.nginxChecks},
 		{"ingress path", s.ingressPathChecks},
 		{"HA on PostgreSQL", s.haChecks},
+		{"backup and restore drill", s.backupChecks},
 		{"lifecycle", s.lifecycleChecks},
 		{"operator at the end", s.operatorEndChecks},
 	}
