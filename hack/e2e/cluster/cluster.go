@@ -65,6 +65,7 @@ type Cluster struct {
 	piReservedMemory, piReservedStorage int64
 
 	byName   map[string]*common.Proc
+	dns      *dnsServer
 	stopOnce sync.Once
 	stopErr  error
 }
@@ -120,6 +121,7 @@ func Start(ctx context.Context, o Options) (_ *Cluster, err error) {
 		{"prepare the machine", c.prepareHost},
 		{"certificates", c.makePKI},
 		{"control plane", c.startControlPlane},
+		{"cluster DNS", c.startDNS},
 		{"containerd", c.startContainerd},
 		{"real node", c.startNode},
 	}
@@ -440,6 +442,9 @@ func (c *Cluster) Stop() error {
 			}
 		}
 		c.procs.stopAll()
+		if c.dns != nil {
+			errs = append(errs, c.dns.Close())
+		}
 		errs = append(errs, c.host.undoAll())
 		c.stopErr = errors.Join(errs...)
 	})

@@ -122,8 +122,11 @@ cgroupDriver: cgroupfs
 failCgroupV1: false
 failSwapOn: false
 containerRuntimeEndpoint: unix://${SOCK}
-# No cluster DNS: nothing here resolves names, the pods get an empty resolv.conf.
+# Pods resolve Services through the cluster DNS (dns.go) on the node address,
+# as through a k3s cluster's CoreDNS; the host's resolvers are not theirs.
 resolvConf: ""
+clusterDNS: [${NODEIP}]
+clusterDomain: ${CLUSTERDOMAIN}
 address: ${NODEIP}
 port: ${KUBELET_PORT}
 readOnlyPort: 0
@@ -246,6 +249,8 @@ containerRuntimeEndpoint: unix://${PISOCK}
 podLogsDir: ${PI}/pod-logs
 volumePluginDir: ${PI}/kubelet/volume-plugins
 resolvConf: ""
+clusterDNS: [${NODEIP}]
+clusterDomain: ${CLUSTERDOMAIN}
 address: ${PIIP}
 port: ${PI_KUBELET_PORT}
 readOnlyPort: 0
@@ -297,7 +302,7 @@ func (c *Cluster) vars() map[string]string {
 		"PODCIDR": PodCIDR, "PODGW": podGateway, "NODEIP": NodeIP, "NODE": c.NodeName, "PKI": c.pki.dir,
 		"KUBELET_PORT": fmt.Sprint(c.ports.kubelet), "KUBELET_HEALTHZ": fmt.Sprint(c.ports.kubeletHealthz),
 		"PROXY_HEALTHZ": fmt.Sprint(c.ports.proxyHealthz), "PROXY_METRICS": fmt.Sprint(c.ports.proxyMetrics),
-		"CLUSTERCIDR": ClusterCIDR, "PI": c.piDir(), "PISOCK": c.PiContainerdSocket(), "PINAME": PiName, "PIIP": PiIP, "PIBRIDGE": PiBridge,
+		"CLUSTERCIDR": ClusterCIDR, "CLUSTERDOMAIN": ClusterDomain, "PI": c.piDir(), "PISOCK": c.PiContainerdSocket(), "PINAME": PiName, "PIIP": PiIP, "PIBRIDGE": PiBridge,
 		"PIPODCIDR": PiPodCIDR, "PIPODGW": piPodGateway, "PICGROUP": piCgroupRoot,
 		"PI_KUBELET_PORT": fmt.Sprint(c.ports.piKubelet), "PI_KUBELET_HEALTHZ": fmt.Sprint(c.ports.piKubeletHealthz),
 		"PI_RESERVED_MEMORY": fmt.Sprint(c.piReservedMemory), "PI_RESERVED_STORAGE": fmt.Sprint(c.piReservedStorage),

@@ -171,6 +171,53 @@ func (s *suite) piChecks(t *testing.T) {
 		eq(t, "upstream calls for 2 requests", 1, s.upstream.Hits()-before)
 		readBack(t)
 	})
+	s.check(t, "medops-pi: its 16Mi cache filled three times over through the gateway on pi-1 (384 KiB answers): never restarted or OOM-killed, RSS and the cgroup's peak under the 128Mi limit", func(t *testing.T) {
+		p := s.realPods(t, piName)[0]
+		lim := p.pod.Spec.Containers[0].Resources.Limits.Memory()
+		const answer = 384 << 10
+		n := 3 * (16 << 20) / answer
+		before := s.upstream.Hits()
+		keys := make(chan int)
+		failed := make(chan string, n)
+		var wg sync.WaitGroup
+		for range 4 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := range keys {
+					resp, err := hc.Get(fmt.Sprintf("%s/api/v1/gateway/genes/fill/%d?pad=%d", base, i, answer))
+					if err != nil {
+						failed <- err.Error()
+						continue
+					}
+					_, _ = io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					if resp.StatusCode != 200 || resp.Header.Get("X-Cache") == "HIT" {
+						failed <- fmt.Sprintf("fill/%d: %s, X-Cache %q", i, resp.Status, resp.Header.Get("X-Cache"))
+					}
+				}
+			}()
+		}
+		for i := range n {
+			keys <- i
+		}
+		close(keys)
+		wg.Wait()
+		close(failed)
+		for f := range failed {
+			t.Error(f)
+		}
+		eq(t, "upstream calls (every fill a miss)", int64(n), s.upstream.Hits()-before)
+		if r := s.do(t, hc, "GET", fmt.Sprintf("%s/api/v1/gateway/genes/fill/%d?pad=%d", base, n-1, answer), "", nil); r.hdr.Get("X-Cache") != "HIT" {
+			t.Errorf("the last answer again: X-Cache %q, want HIT (the cache holds entries)", r.hdr.Get("X-Cache"))
+		}
+		rss, usage, peak := rssOf(t, p.pid), cgroupMemory(t, p.pid), cgroupMemoryFile(t, p.pid, "memory.max_usage_in_bytes")
+		s.measure(t, "medops-pi on pi-1, cache filled 3x (%d answers of 384 KiB): RSS %.1f MiB, cgroup usage %.1f MiB, cgroup peak %.1f MiB, limit %s", n, mib(rss), mib(usage), mib(peak), lim)
+		if lim.IsZero() || rss >= lim.Value() || peak >= lim.Value() {
+			t.Errorf("RSS %.1f MiB, cgroup peak %.1f MiB, limit %s", mib(rss), mib(peak), lim)
+		}
+		eq(t, "restarts, last termination", "0 ", s.jp(t, ns, "pod/"+p.pod.Name, "{.status.containerStatuses[0].restartCount} {.status.containerStatuses[0].lastState.terminated.reason}"))
+	})
 	s.check(t, "medops-pi: kubectl rollout restart under load (Recreate: one replica on its claim) keeps every task; failed requests counted", func(t *testing.T) {
 		old := s.realPods(t, piName)[0].pod.Name
 		res := s.rolloutUnderLoad(t, hc, base, token, func() {
@@ -236,6 +283,12 @@ func rssOf(t *testing.T, pid int) int64 {
 // cgroupMemory is the memory use of a process's v1 memory cgroup (the
 // container's), which the limit applies to.
 func cgroupMemory(t *testing.T, pid int) int64 {
+	return cgroupMemoryFile(t, pid, "memory.usage_in_bytes")
+}
+
+// cgroupMemoryFile reads one counter of the process's memory cgroup (v1,
+// as this machine has).
+func cgroupMemoryFile(t *testing.T, pid int, name string) int64 {
 	t.Helper()
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
 	if err != nil {
@@ -243,7 +296,7 @@ func cgroupMemory(t *testing.T, pid int) int64 {
 	}
 	for _, l := range strings.Split(string(b), "\n") {
 		if f := strings.SplitN(l, ":", 3); len(f) == 3 && slices.Contains(strings.Split(f[1], ","), "memory") {
-			u, err := os.ReadFile(filepath.Join("/sys/fs/cgroup/memory", f[2], "memory.usage_in_bytes"))
+			u, err := os.ReadFile(filepath.Join("/sys/fs/cgroup/memory", f[2], name))
 			if err != nil {
 				t.Fatal(err)
 			}

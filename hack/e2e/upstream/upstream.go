@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 )
@@ -31,9 +33,15 @@ func (u *Server) Handler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		n := u.hits.Add(1)
 		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(map[string]any{
+		body := map[string]any{
 			"upstream": "e2e", "method": r.Method, "path": r.URL.Path, "query": r.URL.RawQuery, "call": n,
-		})
+		}
+		// pad=N makes the answer about N bytes larger (at most 1 MiB), so a
+		// check can fill a cache with few requests.
+		if pad, err := strconv.Atoi(r.URL.Query().Get("pad")); err == nil && pad > 0 && pad <= 1<<20 {
+			body["pad"] = strings.Repeat("x", pad)
+		}
+		_ = json.NewEncoder(w).Encode(body)
 	})
 }
 

@@ -31,3 +31,35 @@ func TestCountsCalls(t *testing.T) {
 		t.Errorf("Hits() = %d, want 2", got)
 	}
 }
+
+func TestPadGrowsTheAnswer(t *testing.T) {
+	u, err := Start("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { u.Close() })
+	for _, tc := range []struct {
+		query   string
+		wantPad int
+	}{
+		{"", 0},
+		{"?pad=1000", 1000},
+		{"?pad=-1", 0},
+		{"?pad=2000000", 0}, // over 1 MiB: ignored
+	} {
+		resp, err := http.Get("http://" + u.Addr() + "/fill/1" + tc.query)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var m map[string]any
+		err = json.NewDecoder(resp.Body).Decode(&m)
+		resp.Body.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		pad, _ := m["pad"].(string)
+		if len(pad) != tc.wantPad {
+			t.Errorf("%q: pad of %d bytes, want %d", tc.query, len(pad), tc.wantPad)
+		}
+	}
+}
