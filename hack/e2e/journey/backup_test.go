@@ -135,9 +135,16 @@ spec:
 		eq(t, "tasks after the restore", fmt.Sprint(before), fmt.Sprint(after))
 	})
 	s.check(t, backupName+": a restarted pod does not import twice (the store holds the restore record)", func(t *testing.T) {
-		s.kt(t, "-n", ns, "delete", "pod", s.onePod(t, backupName).Name)
-		s.kt(t, "-n", ns, "rollout", "status", "deploy/"+backupName, "--timeout="+timeoutFlag.String())
-		s.waitReadyNow(t, backupName)
+		old := s.onePod(t, backupName).Name
+		s.kt(t, "-n", ns, "delete", "pod", old)
+		s.waitFor(t, "a new Ready pod", *timeoutFlag, func() error {
+			for _, p := range s.pods(t, backupName) {
+				if p.Name != old && ready(p) {
+					return nil
+				}
+			}
+			return errNotYet
+		})
 		token := s.secretValue(t, backupName+"-token", "token")
 		eq(t, "tasks after the restart", fmt.Sprint(before), fmt.Sprint(s.drillTasks(t, s.onePod(t, backupName), token)))
 		eq(t, "Restored condition", "True", s.jp(t, ns, "medopsapi/"+backupName, `{.status.conditions[?(@.type=="Restored")].status}`))
