@@ -57,6 +57,11 @@ type Program struct {
 	Description string
 	Env         []string // extra image env, KEY=value: the program's defaults inside a container
 	DataDirs    []string // directories the layer carries owned by the nonroot user, e.g. /var/lib/medops
+	// Binaries, when set, are prebuilt static binaries by platform
+	// ("linux/amd64"), packed as they are instead of compiling Package
+	// (which then only names the program in the image history): a pinned
+	// tool such as the e2e's Traefik.
+	Binaries map[string]string
 }
 
 // DefaultPrograms are the operator (at /manager, as its Deployment expects)
@@ -180,17 +185,32 @@ func Build(ctx context.Context, o Options) ([]string, error) {
 
 	// One `go build` per platform compiles all programs at once, sharing
 	// the dependency compilation between them.
+	compile := o
+	compile.Programs = nil
+	for _, prog := range o.Programs {
+		if prog.Binaries == nil {
+			compile.Programs = append(compile.Programs, prog)
+		}
+	}
 	binaries := map[string]map[string]string{} // program name → platform → binary path
 	for _, p := range o.Platforms {
 		dir := filepath.Join(binDir, strings.ReplaceAll(p.String(), "/", "-"))
-		if err := goBuild(ctx, o, p, dir); err != nil {
-			return nil, err
+		if len(compile.Programs) > 0 {
+			if err := goBuild(ctx, compile, p, dir); err != nil {
+				return nil, err
+			}
 		}
 		for _, prog := range o.Programs {
 			if binaries[prog.Name] == nil {
 				binaries[prog.Name] = map[string]string{}
 			}
-			binaries[prog.Name][p.String()] = filepath.Join(dir, filepath.Base(prog.Package))
+			bin := filepath.Join(dir, filepath.Base(prog.Package))
+			if prog.Binaries != nil {
+				if bin = prog.Binaries[p.String()]; bin == "" {
+					return nil, fmt.Errorf("build images: %s has no prebuilt binary for %s", prog.Name, p)
+				}
+			}
+			binaries[prog.Name][p.String()] = bin
 		}
 	}
 

@@ -104,7 +104,7 @@ func (s *suite) piChecks(t *testing.T) {
 		}
 	})
 
-	hc := client(piHost, fmt.Sprintf("127.0.0.1:%d", s.traefikPort))
+	hc := client(piHost, s.traefikAddr)
 	base := "http://" + piHost
 	token := s.secretValue(t, piName+"-token", "token")
 	var id string

@@ -102,13 +102,13 @@ spec:
   gatewayClassName: traefik
   listeners:
   - {name: web, protocol: HTTP, port: %d, allowedRoutes: {namespaces: {from: Same}}}
-`, s.traefikPort)); err != nil {
+`, traefikWebPort)); err != nil {
 			t.Fatal(err)
 		}
 		s.waitFor(t, "the Gateway's status", s.wait(), func() error {
 			got, err := s.k("-n", ns, "get", "gateway", "e2e", "-o", `jsonpath={.status.conditions[?(@.type=="Accepted")].status}`)
 			if err != nil || got != "True" {
-				return fmt.Errorf("Accepted %q %v (see %s)", got, err, s.c.LogFile("traefik"))
+				return fmt.Errorf("Accepted %q %v (see %s)", got, err, s.traefikLogs())
 			}
 			return nil
 		})
@@ -134,7 +134,7 @@ spec:
 			got, err := s.k("-n", ns, "get", "httproute", realName, "-o",
 				`jsonpath={.status.parents[0].controllerName} {.status.parents[0].conditions[?(@.type=="Accepted")].status} {.status.parents[0].conditions[?(@.type=="ResolvedRefs")].status}`)
 			if err != nil || got != "traefik.io/gateway-controller True True" {
-				return fmt.Errorf("status %q %v (see %s)", got, err, s.c.LogFile("traefik"))
+				return fmt.Errorf("status %q %v (see %s)", got, err, s.traefikLogs())
 			}
 			return nil
 		})
@@ -146,7 +146,7 @@ spec:
 			t.Errorf("RouteAccepted %q, want reason Accepted naming %s", got, want)
 		}
 	})
-	gw := client(host, fmt.Sprintf("127.0.0.1:%d", s.traefikPort))
+	gw := client(host, s.traefikAddr)
 	token := s.secretValue(t, realName+"-token", "token")
 	var id string
 	s.check(t, "Gateway API: a task created through the operator's HTTPRoute is read back through the Ingress", func(t *testing.T) {
@@ -158,7 +158,7 @@ spec:
 			id = r.field("id")
 			return nil
 		})
-		ing := client(realHost, fmt.Sprintf("127.0.0.1:%d", s.traefikPort))
+		ing := client(realHost, s.traefikAddr)
 		r := s.do(t, ing, "GET", "http://"+realHost+"/api/v1/tasks/"+id, token, nil)
 		eq(t, "read back", "200 via HTTPRoute", fmt.Sprint(r.code, " ", r.field("title")))
 	})
@@ -179,7 +179,7 @@ spec:
 			t.Fatal("no task was created through the route")
 		}
 		s.waitFor(t, "the Ingress's host to leave Traefik", s.wait(), func() error {
-			ing := client(realHost, fmt.Sprintf("127.0.0.1:%d", s.traefikPort))
+			ing := client(realHost, s.traefikAddr)
 			if r := s.do(t, ing, "GET", "http://"+realHost+"/healthz", "", nil); r.code != 404 {
 				return fmt.Errorf("the old Ingress host still answers %v", r)
 			}

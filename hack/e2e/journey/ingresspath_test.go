@@ -38,7 +38,7 @@ spec:
 		return
 	}
 	s.waitReady(t, pathName)
-	hc := client(pathHost, fmt.Sprintf("127.0.0.1:%d", s.traefikPort))
+	hc := client(pathHost, s.traefikAddr)
 	url := s.jp(t, ns, "medopsapi/"+pathName, "{.status.url}")
 	api := strings.TrimSuffix(url, "/") + "/api/v1/tasks"
 	token := s.secretValue(t, pathName+"-token", "token")

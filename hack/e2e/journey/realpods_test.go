@@ -18,6 +18,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/medops/medops/api/v1alpha1"
+	"github.com/medops/medops/hack/e2e/cluster"
 )
 
 // The MedOpsAPI whose pods the real node runs: amd64 only, a persistent
@@ -250,13 +251,13 @@ func (s *suite) applyNS(manifest string) error {
 // traefikChecks send a user's traffic through Traefik, which serves the
 // Ingress the operator wrote and routes to the real pods.
 func (s *suite) traefikChecks(t *testing.T, dataDir string) {
-	hc := client(realHost, fmt.Sprintf("127.0.0.1:%d", s.traefikPort))
+	hc := client(realHost, s.traefikAddr)
 	base := ""
-	s.check(t, "Traefik: writes the Ingress's status, and status.url is the Ingress address", func(t *testing.T) {
+	s.check(t, "Traefik: writes its Service's load-balancer address (the node's) into the Ingress's status, and status.url is the Ingress address", func(t *testing.T) {
 		s.waitFor(t, "the Ingress status", s.wait(), func() error {
 			ip, err := s.k("-n", ns, "get", "ingress", realName, "-o", "jsonpath={.status.loadBalancer.ingress[0].ip}")
-			if err != nil || ip != "127.0.0.1" {
-				return fmt.Errorf("status ip %q %v (see %s)", ip, err, s.c.LogFile("traefik"))
+			if err != nil || ip != cluster.NodeIP {
+				return fmt.Errorf("status ip %q %v (see %s)", ip, err, s.traefikLogs())
 			}
 			return nil
 		})
@@ -274,7 +275,7 @@ func (s *suite) traefikChecks(t *testing.T, dataDir string) {
 			}
 			return nil
 		})
-		other := client("other.example", fmt.Sprintf("127.0.0.1:%d", s.traefikPort))
+		other := client("other.example", s.traefikAddr)
 		eq(t, "unknown host", 404, s.do(t, other, "GET", "http://other.example/healthz", "", nil).code)
 	})
 	s.check(t, "Traefik: POST /api/v1/tasks without the token is refused (401)", func(t *testing.T) {

@@ -15,7 +15,6 @@ import (
 
 	"github.com/medops/medops/api/v1alpha1"
 	"github.com/medops/medops/hack/e2e/cluster"
-	"github.com/medops/medops/hack/e2e/upstream"
 	"github.com/medops/medops/internal/ociimage"
 	"github.com/medops/medops/internal/pgtest"
 )
@@ -40,7 +39,8 @@ func (s *suite) operatorImage(t *testing.T) string {
 // for the real nodes' architectures: medops-api and the pause image (the
 // nodes' sandbox) for linux/amd64 and linux/arm64, one multi-arch archive
 // each, as a registry would serve them; the operator for linux/amd64 only
-// (the suite installs it with an amd64 nodeSelector). They are tagged with
+// (the suite installs it with an amd64 nodeSelector), and Traefik's image
+// from its pinned binary. They are tagged with
 // the references the chart and the MedOpsAPI default use, so nothing is
 // overridden at install time.
 func (s *suite) buildImages(t *testing.T) (all, arm64 []string) {
@@ -57,6 +57,7 @@ func (s *suite) buildImages(t *testing.T) (all, arm64 []string) {
 	}{
 		{progs[:1], []ociimage.Platform{linuxAMD64}}, // the operator
 		{[]ociimage.Program{progs[1], ociimage.PauseProgram(cluster.PauseImage)}, []ociimage.Platform{linuxAMD64, linuxARM64}},
+		{[]ociimage.Program{s.traefikProgram()}, []ociimage.Platform{linuxAMD64}},
 	} {
 		t0 := time.Now()
 		p, err := ociimage.Build(s.ctx, ociimage.Options{
@@ -160,67 +161,6 @@ spec:
 func (s *suite) apply(manifest string) error {
 	_, err := s.c.KubectlStdin(s.ctx, manifest, "apply", "-f", "-")
 	return err
-}
-
-// startTraefik runs Traefik, the ingress controller k3s bundles, as a host
-// process with a kubeconfig, listening on loopback. It serves the Ingresses
-// of class traefik (an IngressClass as k3s's chart makes it) and writes
-// their status; it routes to the pods' IPs from the Service's EndpointSlices.
-// Its Gateway API provider serves HTTPRoutes (the CRDs are installed first).
-func (s *suite) startTraefik(t *testing.T) error {
-	if err := s.apply(`apiVersion: networking.k8s.io/v1
-kind: IngressClass
-metadata:
-  name: traefik
-spec:
-  controller: traefik.io/ingress-controller
-`); err != nil {
-		return fmt.Errorf("IngressClass traefik: %w", err)
-	}
-	up, err := upstream.Start(cluster.NodeIP + ":0") // pods reach the node's address
-	if err != nil {
-		return err
-	}
-	s.upstream = up
-	prev := s.stopBackground
-	s.stopBackground = func() {
-		up.Close()
-		if prev != nil {
-			prev()
-		}
-	}
-	ports, err := cluster.FreePorts(2)
-	if err != nil {
-		return err
-	}
-	s.traefikPort = ports[0]
-	args := []string{
-		"--global.checknewversion=false", "--global.sendanonymoususage=false",
-		fmt.Sprintf("--entryPoints.web.address=127.0.0.1:%d", ports[0]),
-		fmt.Sprintf("--entryPoints.traefik.address=127.0.0.1:%d", ports[1]),
-		"--ping=true", "--ping.entryPoint=traefik",
-		"--providers.kubernetesingress=true",
-		// As k3s ships it (Traefik's chart sets it since v31): an Ingress whose
-		// Service has no ready endpoint, during a Recreate rollout, gets 503,
-		// not the 404 that says "no such route" (issue 20 item 19a).
-		"--providers.kubernetesingress.allowEmptyServices=true",
-		// Written into each Ingress's status, as k3s's servicelb would.
-		"--providers.kubernetesingress.ingressendpoint.ip=127.0.0.1",
-		"--log.level=INFO", "--accesslog=true",
-	}
-	if err := s.installGatewayAPI(); err != nil {
-		return err
-	}
-	args = append(args, "--providers.kubernetesgateway=true")
-	if err := s.c.StartProcess("traefik", []string{"KUBECONFIG=" + s.c.Kubeconfig}, s.tools.traefik, args...); err != nil {
-		return err
-	}
-	return s.poll(60*time.Second, func() error {
-		if !s.c.Alive("traefik") {
-			return fmt.Errorf("traefik exited (see %s)", s.c.LogFile("traefik"))
-		}
-		return httpGetOK(fmt.Sprintf("http://127.0.0.1:%d/ping", ports[1]))
-	})
 }
 
 // startPostgres runs a real PostgreSQL 15 (internal/pgtest: initdb, the

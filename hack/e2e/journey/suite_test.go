@@ -58,7 +58,7 @@ type suite struct {
 	// stopBackground ends the goroutines the suite runs beside the cluster
 	// (the storage stand-in, the upstream).
 	stopBackground func()
-	traefikPort    int
+	traefikAddr    string // Traefik's Service, through kube-proxy: the node's IP, port 80
 	upstream       *upstream.Server
 	// pg is the PostgreSQL the HA sample's pods share, on the node's address.
 	pg *pgtest.Server
@@ -125,7 +125,7 @@ func TestJourney(t *testing.T) {
 	}
 	if *holdFlag {
 		fmt.Printf("\nThe cluster runs until Ctrl-C. In another shell:\n  export KUBECONFIG=%s\n  %s/kubectl get nodes -L kubernetes.io/arch,topology.kubernetes.io/zone\n"+
-			"Traefik serves Ingresses of class traefik on 127.0.0.1:%d.\n", s.c.Kubeconfig, s.tools.k8sDir, s.traefikPort)
+			"Traefik (kube-system) serves Ingresses of class traefik on %s.\n", s.c.Kubeconfig, s.tools.k8sDir, s.traefikAddr)
 		<-ctx.Done()
 		return
 	}
@@ -266,6 +266,7 @@ func (s *suite) teardown(t *testing.T) {
 	if s.c == nil {
 		return
 	}
+	s.saveTraefikLog()
 	if err := s.c.Stop(); err != nil {
 		s.failed.Add(1)
 		s.failing = append(s.failing, "teardown: "+err.Error())
