@@ -58,10 +58,6 @@ const labelJobControllerUID = "batch.kubernetes.io/controller-uid"
 // at: a failing init container changes no object the operator watches.
 const restoreRecheck = 15 * time.Second
 
-// pinRecheck is how soon a reconcile follows the one that learnt which
-// file a restore of latest restored, to pin the pods' restore to it.
-const pinRecheck = time.Second
-
 // maxMessage bounds a pod's message copied into a condition and an Event.
 const maxMessage = 512
 
@@ -108,15 +104,6 @@ func (r *Reconciler) observeBackup(ctx context.Context, m *v1alpha1.MedOpsAPI) (
 		obs.restore = nil
 	}
 	return obs, nil
-}
-
-// restoredFile is the backup file the restore of m is pinned to: the one
-// it restored, while spec.restore is set.
-func restoredFile(m *v1alpha1.MedOpsAPI) string {
-	if m.Spec.Restore == nil || m.Status.Restore == nil {
-		return ""
-	}
-	return m.Status.Restore.File
 }
 
 func (r *Reconciler) observeBackupJobs(ctx context.Context, m *v1alpha1.MedOpsAPI, obs *backupObserved) error {
@@ -405,12 +392,6 @@ func (r *Reconciler) observeRestore(ctx context.Context, m *v1alpha1.MedOpsAPI, 
 	}
 	if cond.Status != metav1.ConditionTrue {
 		obs.recheck = soonerRecheck(obs.recheck, restoreRecheck)
-	}
-	if obs.restore != nil && m.Spec.Restore.From.File == v1alpha1.RestoreLatest && obs.restore.File != restoredFile(m) {
-		// The pods were built before the file was known: build them again,
-		// pinned, once this status is written (our own status writes do
-		// not wake the controller).
-		obs.recheck = soonerRecheck(obs.recheck, pinRecheck)
 	}
 	obs.restored = &cond
 	return nil

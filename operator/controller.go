@@ -166,7 +166,6 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 		return r.finish(ctx, &m, obs, changed, err)
 	}
 
-	in.RestoredFile = restoredFile(&m)
 	desired, err := resource.Prepare(&m, in)
 	if err != nil {
 		if msg, ok := invalidConfig(err); ok {

@@ -261,12 +261,10 @@ func restoreInitContainers(d *Desired) []corev1.Container {
 	if s.TaskStore() == v1alpha1.TaskStorePostgres {
 		args = append(args, "--postgres-dsn-file", PostgresFile)
 	}
-	file := from.File
-	if file == v1alpha1.RestoreLatest && d.Inputs.RestoredFile != "" {
-		// Pinned once restored: a later backup is not what this store holds.
-		file = d.Inputs.RestoredFile
-	}
-	args = append(args, "--from", file, "--name", name)
+	// latest stays latest once restored: the store's restore record makes
+	// every later run skip, whatever latest names by then, so the pod
+	// template (and the pod) need not change when the restore is done.
+	args = append(args, "--from", from.File, "--name", name)
 	args = append(args, destinationArgs(dst)...)
 	args = append(args, "--termination-log", TerminationLog)
 

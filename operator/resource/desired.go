@@ -49,9 +49,6 @@ const (
 // Inputs carries what builders need beyond the MedOpsAPI.
 type Inputs struct {
 	TokenSecretName string // the Secret holding the bearer token ("" when auth.disabled)
-	// RestoredFile is the backup a restore of latest restored
-	// (status.restore.file): the restore init container is pinned to it.
-	RestoredFile string
 }
 
 // Desired is what every builder reads, computed once per reconcile by
