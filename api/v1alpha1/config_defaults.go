@@ -44,8 +44,8 @@ const (
 	// EnvRegion names the environment variable that tells medops-api the
 	// region it runs in (the operator fills it from the pod label
 	// topology.kubernetes.io/region); the gateway prefers mirrors there.
-	EnvRegion = "MEDOPS_REGION"
-	DefaultMaxBodySize             = "1Mi"
+	EnvRegion          = "MEDOPS_REGION"
+	DefaultMaxBodySize = "1Mi"
 	// DefaultShutdownDelay is the drain delay of a server that listens
 	// beyond loopback, where a load balancer or a Service may still send it
 	// requests for a few seconds. On a loopback listener (a person at a
