@@ -41,7 +41,6 @@ const (
 	MaxRateLimitMaxWait = time.Minute
 	// MaxMirrors bounds an upstream's mirrors.
 	MaxMirrors = 8
-	// EnvRegion names the environment variable that tells medops-api the
 	// region it runs in (the operator fills it from the pod label
 	// topology.kubernetes.io/region); the gateway prefers mirrors there.
 	EnvRegion          = "MEDOPS_REGION"
@@ -72,6 +71,8 @@ const (
 // sets the Go runtime's soft memory limit from it, with headroom, unless
 // GOMEMLIMIT is set.
 const EnvMemoryLimit = "MEDOPS_MEMORY_LIMIT"
+
+// EnvRegion names the environment variable that tells medops-api the
 
 // LogLevels are the accepted values of logLevel.
 var LogLevels = []string{"debug", "info", "warn", "error"}
