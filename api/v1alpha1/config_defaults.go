@@ -40,10 +40,7 @@ const (
 	// MaxRateLimitMaxWait bounds rateLimit.maxWait.
 	MaxRateLimitMaxWait = time.Minute
 	// MaxMirrors bounds an upstream's mirrors.
-	MaxMirrors = 8
-	// region it runs in (the operator fills it from the pod label
-	// topology.kubernetes.io/region); the gateway prefers mirrors there.
-	EnvRegion          = "MEDOPS_REGION"
+	MaxMirrors         = 8
 	DefaultMaxBodySize = "1Mi"
 	// DefaultShutdownDelay is the drain delay of a server that listens
 	// beyond loopback, where a load balancer or a Service may still send it
@@ -73,6 +70,9 @@ const (
 const EnvMemoryLimit = "MEDOPS_MEMORY_LIMIT"
 
 // EnvRegion names the environment variable that tells medops-api the
+// region it runs in (the operator fills it from the pod label
+// topology.kubernetes.io/region); the gateway prefers mirrors there.
+const EnvRegion = "MEDOPS_REGION"
 
 // LogLevels are the accepted values of logLevel.
 var LogLevels = []string{"debug", "info", "warn", "error"}
