@@ -197,7 +197,7 @@ func newUpstream(u v1alpha1.Upstream, limiter func(string, v1alpha1.RateLimit) r
 		name:    u.Name,
 		timeout: v1alpha1.DefaultUpstreamTimeout,
 	}
-	e, err := newEndpoint(u.URL, "")
+	e, err := newEndpoint(u.URL, u.Region)
 	if err != nil {
 		return nil, err
 	}
