@@ -351,7 +351,8 @@ func (g *gateway) forward(w http.ResponseWriter, r *http.Request, up *upstream, 
 	attempted := false
 	defer func() {
 		if probe != nil && !attempted {
-			up.report(probe, skipped, g.now(), g.log)
+			now := g.now()
+			up.report(probe, skipped, now, now, g.log)
 		}
 	}()
 	var spent time.Duration // waiting on the upstream, over the attempts
@@ -383,9 +384,10 @@ func (g *gateway) forward(w http.ResponseWriter, r *http.Request, up *upstream, 
 		if order[i] == probe {
 			attempted = true
 		}
+		sent := g.now()
 		f, o, took := g.attempt(w, r, up, order[i], rawRest, decRest, spent)
 		spent += took
-		up.report(order[i], o, g.now(), g.log)
+		up.report(order[i], o, sent, g.now(), g.log)
 		if f == nil {
 			return
 		}
@@ -662,7 +664,8 @@ func (g *gateway) bodyFailed(w http.ResponseWriter, r *http.Request, ctx context
 	}
 	g.log.Warn("upstream body cut off", slog.String("upstream", up.name), slog.String("mirror", ep.url), slog.Any("error", err),
 		slog.String("request_id", httpx.RequestID(r.Context())))
-	up.report(ep, failed, g.now(), g.log)
+	now := g.now()
+	up.report(ep, failed, now, now, g.log)
 	if httpx.Retract(w) {
 		secure(w.Header())
 		f := g.bodyFailure(ctx, up)

@@ -53,6 +53,7 @@ func TestBackoff(t *testing.T) {
 		at     time.Duration
 		o      outcome
 		probe  bool          // the call was the probe pick handed out
+		early  bool          // the call was sent before the first step
 		wantUp time.Duration // ejected until t0+wantUp; 0: healthy
 	}
 	tests := []struct {
@@ -68,6 +69,11 @@ func TestBackoff(t *testing.T) {
 			{at: 0, o: failed, wantUp: time.Second},
 			{at: time.Second, o: failed, probe: true, wantUp: 3 * time.Second},
 			{at: 3 * time.Second, o: failed, probe: true, wantUp: 7 * time.Second},
+		}},
+		{"a success of a call sent before the ejection does not recover it", []step{
+			{at: 0, o: failed, wantUp: time.Second},
+			{at: 10 * time.Millisecond, o: succeeded, early: true, wantUp: time.Second},
+			{at: 20 * time.Millisecond, o: succeeded, wantUp: 0}, // sent later: the last resort answered
 		}},
 		{"a success recovers at once", []step{
 			{at: 0, o: failed, wantUp: time.Second},
@@ -97,7 +103,11 @@ func TestBackoff(t *testing.T) {
 						t.Fatalf("step %d: no probe handed out at +%s", i, s.at)
 					}
 				}
-				up.report(e, s.o, now, slog.New(slog.DiscardHandler))
+				sent := now
+				if s.early {
+					sent = t0.Add(-time.Millisecond)
+				}
+				up.report(e, s.o, sent, now, slog.New(slog.DiscardHandler))
 				var want time.Time
 				if s.wantUp > 0 {
 					want = t0.Add(s.wantUp)
@@ -116,7 +126,7 @@ func TestBackoff(t *testing.T) {
 	now := t0
 	for range 20 {
 		up.pick(now, "")
-		up.report(e, failed, now, slog.New(slog.DiscardHandler))
+		up.report(e, failed, now, now, slog.New(slog.DiscardHandler))
 		now = e.ejectedUntil
 	}
 	if e.backoff != maxEjection {
