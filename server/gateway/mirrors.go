@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"cmp"
 	"fmt"
 	"log/slog"
 	"net/url"
@@ -120,6 +121,15 @@ func (m *mirrorMetrics) bind(up string, e *endpoint) {
 func (u *upstream) pick(now time.Time, region string) (order []*endpoint, probe *endpoint) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
+	if len(u.endpoints) == 1 {
+		// The common case, without the allocations: there is no choice,
+		// only whether this call is a probe. The slice is never written.
+		e := u.endpoints[0]
+		if !e.ejectedUntil.IsZero() && !now.Before(e.ejectedUntil) && !e.probing {
+			e.probing, probe = true, e
+		}
+		return u.endpoints, probe
+	}
 	order = make([]*endpoint, 0, len(u.endpoints))
 	var healthy, ejected []*endpoint
 	for _, e := range u.endpoints {
@@ -140,7 +150,7 @@ func (u *upstream) pick(now time.Time, region string) (order []*endpoint, probe 
 			}
 			return 1
 		}
-		return int(a.ewma - b.ewma)
+		return cmp.Compare(a.ewma, b.ewma)
 	})
 	slices.SortStableFunc(ejected, func(a, b *endpoint) int { return a.ejectedUntil.Compare(b.ejectedUntil) })
 	if probe != nil {

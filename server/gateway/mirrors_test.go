@@ -409,3 +409,39 @@ func series(t *testing.T, reg *prometheus.Registry, names ...string) int {
 	}
 	return n
 }
+
+// TestRetryWithinResponseTimeout: an endpoint that does not answer within
+// timeout is retried on the next one while the request's responseTimeout
+// has time left; when the first wait used it all up, there is no retry and
+// the client gets the 504.
+func TestRetryWithinResponseTimeout(t *testing.T) {
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	hang := func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}
+	for _, tc := range []struct {
+		name            string
+		responseTimeout time.Duration
+		wantStatus      int
+		wantB           int64
+	}{
+		{"time left: retried", 10 * time.Second, 200, 1},
+		{"no time left: 504", 200 * time.Millisecond, 504, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a := newStub(t, "a", hang)
+			b := newStub(t, "b", nil)
+			mod := module(v1alpha1.Upstream{Name: "e", URL: a.srv.URL, Region: "r", Timeout: dur(200 * time.Millisecond),
+				ResponseTimeout: dur(tc.responseTimeout), Mirrors: []v1alpha1.Mirror{{URL: b.srv.URL}}})
+			srv, _, _ := mountWith(t, mod, nil, Options{Region: "r"})
+			r := get(t, srv.URL+"/api/v1/gateway/e/x")
+			if r.status != tc.wantStatus || b.calls.Load() != tc.wantB || a.calls.Load() != 1 {
+				t.Fatalf("%d %s; calls a=%d b=%d, want %d and b=%d", r.status, r.body, a.calls.Load(), b.calls.Load(), tc.wantStatus, tc.wantB)
+			}
+		})
+	}
+}
