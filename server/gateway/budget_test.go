@@ -240,3 +240,46 @@ func TestNoCallBeforeRetryAfter(t *testing.T) {
 		}
 	}
 }
+
+// TestNoRetryAfterA429: a 429 that arrives while another request's first
+// call is failing stops that request's retry: it answers its failure
+// rather than call the upstream (here, its other mirror) before the
+// Retry-After.
+func TestNoRetryAfterA429(t *testing.T) {
+	arrived := make(chan struct{})
+	release := make(chan struct{})
+	a := newStub(t, "a", func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/limit" {
+			w.Header().Set("Retry-After", "30")
+			http.Error(w, "slow down", http.StatusTooManyRequests)
+			return
+		}
+		close(arrived)
+		<-release
+		http.Error(w, "down", http.StatusServiceUnavailable)
+	})
+	b := newStub(t, "b", nil)
+	mod := module(v1alpha1.Upstream{Name: "e", URL: a.srv.URL, Region: "r", Mirrors: []v1alpha1.Mirror{{URL: b.srv.URL}}})
+	srv, _, _ := mountWith(t, mod, nil, Options{Region: "r"})
+	first := make(chan reply)
+	go func() {
+		resp, err := http.Get(srv.URL + "/api/v1/gateway/e/slow")
+		if err != nil {
+			first <- reply{status: -1, body: err.Error()}
+			return
+		}
+		resp.Body.Close()
+		first <- reply{status: resp.StatusCode}
+	}()
+	<-arrived
+	if r := get(t, srv.URL+"/api/v1/gateway/e/limit"); r.status != 429 {
+		t.Fatalf("limit: %d %s", r.status, r.body)
+	}
+	close(release)
+	if r := <-first; r.status != 502 {
+		t.Fatalf("the failing request: %d %s, want its own 502", r.status, r.body)
+	}
+	if b.calls.Load() != 0 {
+		t.Fatalf("the retry went to the other mirror %d times inside the Retry-After", b.calls.Load())
+	}
+}

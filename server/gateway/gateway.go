@@ -374,7 +374,10 @@ func (g *gateway) forward(w http.ResponseWriter, r *http.Request, up *upstream, 
 				g.overBudgetAnswer(w, up, err)
 				return
 			}
-			// A 429 may have come while this call waited for its slot.
+		}
+		// A 429 may have come while this call waited for its slot, or
+		// during the first attempt (ServeHTTP checked before either).
+		if up.budget || last != nil {
 			if last == nil && g.blocked(w, r, up) {
 				return
 			} else if last != nil && up.limiter.BlockedFor(r.Context(), g.now()) > 0 {
