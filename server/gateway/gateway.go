@@ -10,6 +10,12 @@
 // an upstream fails (which lets the cache serve stale-if-error), and answers
 // 429 with Retry-After while an upstream's rate limit is exhausted (which
 // lets the cache serve what it has instead of calling the upstream).
+//
+// An upstream's url and mirrors are its endpoints (mirrors.go): each request
+// goes to the best healthy one, and a failure that sent nothing is retried
+// once on the next. With rateLimit every call takes a slot of the
+// upstream's budget (package ratelimit); a call over budget gets the same
+// 429 with Retry-After.
 package gateway
 
 import (
@@ -53,7 +59,7 @@ type Options struct {
 	// ratelimit.NewLocal, a budget per replica. It is called for every
 	// upstream: one without rateLimit gets rl.RequestsPerSecond 0, and
 	// then only Block and BlockedFor are used (the 429 and X-RateLimit
-	// learning), never Take.
+	// learning), never Take; with rateLimit, rl.Burst is never nil.
 	Limiter func(upstream string, rl v1alpha1.RateLimit) ratelimit.Limiter
 }
 
@@ -129,7 +135,7 @@ func New(mod v1alpha1.GatewayModule, opts Options) (http.Handler, error) {
 	limiter := opts.Limiter
 	if limiter == nil {
 		limiter = func(_ string, rl v1alpha1.RateLimit) ratelimit.Limiter {
-			burst := v1alpha1.DefaultRateLimitBurst
+			burst := int32(1)
 			if rl.Burst != nil {
 				burst = *rl.Burst
 			}
@@ -212,6 +218,10 @@ func newUpstream(u v1alpha1.Upstream, limiter func(string, v1alpha1.RateLimit) r
 	var rl v1alpha1.RateLimit
 	if u.RateLimit != nil {
 		rl = *u.RateLimit
+		if rl.Burst == nil { // a module built in code, not defaulted
+			b := v1alpha1.DefaultRateLimitBurst
+			rl.Burst = &b
+		}
 		up.budget, up.rps = true, rl.RequestsPerSecond
 		up.maxWait = v1alpha1.DefaultRateLimitMaxWait
 		if rl.MaxWait != nil {
