@@ -6,8 +6,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -61,31 +59,14 @@ func TestMirrorFailoverUnderLoad(t *testing.T) {
 	eu1 := newMirrorStub(t, "eu1")
 	eu2 := newMirrorStub(t, "eu2")
 
-	cfg := &v1alpha1.WorkloadConfig{DataDir: t.TempDir()}
-	tok := filepath.Join(t.TempDir(), "token")
-	if err := os.WriteFile(tok, []byte(testToken+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cfg.Auth.TokenFile = tok
-	on := true
-	cfg.Modules.Gateway.Enabled = &on
-	cfg.Modules.Gateway.Upstreams = []v1alpha1.Upstream{{Name: "ensembl", URL: us.srv.URL + "/rest", Region: "us-east",
-		Mirrors: []v1alpha1.Mirror{{URL: eu1.srv.URL + "/rest", Region: "eu-west"}, {URL: eu2.srv.URL + "/rest", Region: "eu-west"}}}}
-	cfg.SetDefaults()
-	if errs := cfg.Validate(); len(errs) > 0 {
-		t.Fatal(errs.ToAggregate())
-	}
-	a, err := New(Options{Config: cfg, Region: "eu-west"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(a.Handler())
-	t.Cleanup(func() {
-		srv.Close()
-		if err := a.Close(); err != nil {
-			t.Error(err)
-		}
-	})
+	e := newTestEnvOptions(t, nil, func(cfg *v1alpha1.WorkloadConfig) {
+		on := true
+		cfg.Modules.Gateway.Enabled = &on
+		cfg.Modules.Gateway.Upstreams = []v1alpha1.Upstream{{Name: "ensembl", URL: us.srv.URL + "/rest", Region: "us-east",
+			Mirrors: []v1alpha1.Mirror{{URL: eu1.srv.URL + "/rest", Region: "eu-west"}, {URL: eu2.srv.URL + "/rest", Region: "eu-west"}}}}
+		cfg.Modules.SetDefaults()
+	}, func(o *Options) { o.Region = "eu-west" })
+	a, srv := e.app, e.srv
 
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
