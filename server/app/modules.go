@@ -21,7 +21,7 @@ type modules struct {
 	gateway http.Handler // nil when the gateway module is off
 }
 
-func newModules(cfg *v1alpha1.WorkloadConfig, reg prometheus.Registerer, log *slog.Logger) (*modules, error) {
+func newModules(cfg *v1alpha1.WorkloadConfig, reg prometheus.Registerer, log *slog.Logger, region string) (*modules, error) {
 	m := &modules{}
 	c, err := cache.New(cfg.Cache, cache.Options{Registerer: reg, Logger: log})
 	if err != nil {
@@ -29,7 +29,7 @@ func newModules(cfg *v1alpha1.WorkloadConfig, reg prometheus.Registerer, log *sl
 	}
 	m.cache = c
 	if cfg.Modules.GatewayEnabled() {
-		gw, err := gateway.New(cfg.Modules.Gateway, gateway.Options{Registerer: reg, Logger: log})
+		gw, err := gateway.New(cfg.Modules.Gateway, gateway.Options{Registerer: reg, Logger: log, Region: region})
 		if err != nil {
 			return nil, errors.Join(fmt.Errorf("gateway: %w", err), m.close())
 		}
