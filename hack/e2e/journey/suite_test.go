@@ -142,6 +142,7 @@ func TestJourney(t *testing.T) {
 		{"ingress path", s.ingressPathChecks},
 		{"HA on PostgreSQL", s.haChecks},
 		{"backup and restore drill", s.backupChecks},
+		{"gateway at scale (issue 21)", s.sharedGatewayChecks},
 		{"lifecycle", s.lifecycleChecks},
 		{"operator at the end", s.operatorEndChecks},
 	}

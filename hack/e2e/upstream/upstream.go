@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -20,6 +21,9 @@ type Server struct {
 	hits atomic.Int64
 	srv  *http.Server
 	addr string
+
+	mu    sync.Mutex
+	calls []time.Time // when each call arrived, for per-second counts
 }
 
 // Hits is the number of calls served.
@@ -31,6 +35,9 @@ func (u *Server) Addr() string { return u.addr }
 // Handler echoes method, path and query with a call counter.
 func (u *Server) Handler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		u.mu.Lock()
+		u.calls = append(u.calls, time.Now())
+		u.mu.Unlock()
 		n := u.hits.Add(1)
 		w.Header().Set("Content-Type", "application/json")
 		body := map[string]any{
@@ -43,6 +50,27 @@ func (u *Server) Handler() http.Handler {
 		}
 		_ = json.NewEncoder(w).Encode(body)
 	})
+}
+
+// MaxPerSecond is the largest number of calls that arrived within any one
+// second (a sliding window), counted from since on.
+func (u *Server) MaxPerSecond(since time.Time) int {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	best, lo := 0, 0
+	var in []time.Time
+	for _, c := range u.calls {
+		if !c.Before(since) {
+			in = append(in, c)
+		}
+	}
+	for hi := range in {
+		for in[hi].Sub(in[lo]) >= time.Second {
+			lo++
+		}
+		best = max(best, hi-lo+1)
+	}
+	return best
 }
 
 // Start listens on addr (host:0 picks a port) and serves until Close.

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"testing"
+	"time"
 )
 
 func TestCountsCalls(t *testing.T) {
@@ -60,6 +61,34 @@ func TestPadGrowsTheAnswer(t *testing.T) {
 		pad, _ := m["pad"].(string)
 		if len(pad) != tc.wantPad {
 			t.Errorf("%q: pad of %d bytes, want %d", tc.query, len(pad), tc.wantPad)
+		}
+	}
+}
+
+func TestMaxPerSecondIsASlidingWindow(t *testing.T) {
+	t0 := time.Date(2026, 12, 6, 0, 0, 0, 0, time.UTC)
+	at := func(ms ...int) []time.Time {
+		var out []time.Time
+		for _, m := range ms {
+			out = append(out, t0.Add(time.Duration(m)*time.Millisecond))
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		name  string
+		calls []time.Time
+		since time.Time
+		want  int
+	}{
+		{"none", nil, t0, 0},
+		{"one", at(5), t0, 1},
+		{"across a second boundary", at(900, 950, 1000, 1050, 1899), t0, 5},
+		{"a second apart", at(0, 1000, 2000), t0, 1},
+		{"before since ignored", at(0, 10, 20, 1500), t0.Add(time.Second), 1},
+	} {
+		u := &Server{calls: tc.calls}
+		if got := u.MaxPerSecond(tc.since); got != tc.want {
+			t.Errorf("%s: %d, want %d", tc.name, got, tc.want)
 		}
 	}
 }
