@@ -344,7 +344,6 @@ type SharedCache struct {
 	// +kubebuilder:validation:Pattern=`^(0|([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+)$`
 	// +kubebuilder:validation:XValidation:rule="duration(self) > duration('0s') && duration(self) <= duration('5s')",message="cache.shared.timeout must be positive and at most 5s"
 	Timeout *metav1.Duration `json:"timeout,omitempty"`
-
 }
 
 // MemcachedTier lists memcached servers.
