@@ -10,6 +10,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 )
 
@@ -31,7 +32,17 @@ const (
 	// timeout, so the gateway's JSON 504 still reaches the client.
 	DefaultUpstreamResponseTimeout = 30 * time.Second
 	DefaultMaxRetryAfter           = 5 * time.Minute
-	DefaultMaxBodySize             = "1Mi"
+	// DefaultRateLimitBurst spaces calls evenly: the politest default for
+	// an upstream that bans clients over its rate.
+	DefaultRateLimitBurst = int32(1)
+	// DefaultRateLimitMaxWait lets a short queue of misses through at the
+	// budget's pace instead of refusing them.
+	DefaultRateLimitMaxWait = 2 * time.Second
+	// MaxRateLimitMaxWait bounds rateLimit.maxWait.
+	MaxRateLimitMaxWait = time.Minute
+	// MaxMirrors bounds an upstream's mirrors.
+	MaxMirrors         = 8
+	DefaultMaxBodySize = "1Mi"
 	// DefaultShutdownDelay is the drain delay of a server that listens
 	// beyond loopback, where a load balancer or a Service may still send it
 	// requests for a few seconds. On a loopback listener (a person at a
@@ -75,6 +86,11 @@ const (
 // sets the Go runtime's soft memory limit from it, with headroom, unless
 // GOMEMLIMIT is set.
 const EnvMemoryLimit = "MEDOPS_MEMORY_LIMIT"
+
+// EnvRegion names the environment variable that tells medops-api the
+// region it runs in (the operator fills it from the pod label
+// topology.kubernetes.io/region); the gateway prefers mirrors there.
+const EnvRegion = "MEDOPS_REGION"
 
 // LogLevels are the accepted values of logLevel.
 var LogLevels = []string{"debug", "info", "warn", "error"}
@@ -166,6 +182,14 @@ func (m *ModulesSpec) SetDefaults() {
 		}
 		if u.ResponseTimeout == nil {
 			u.ResponseTimeout = &metav1.Duration{Duration: max(DefaultUpstreamResponseTimeout, u.Timeout.Duration)}
+		}
+		if rl := u.RateLimit; rl != nil {
+			if rl.Burst == nil {
+				rl.Burst = ptr(DefaultRateLimitBurst)
+			}
+			if rl.MaxWait == nil {
+				rl.MaxWait = &metav1.Duration{Duration: DefaultRateLimitMaxWait}
+			}
 		}
 	}
 }
@@ -299,6 +323,8 @@ func (m *ModulesSpec) Validate(path *field.Path) field.ErrorList {
 		if u.Timeout != nil && u.Timeout.Duration <= 0 {
 			errs = append(errs, field.Invalid(p.Child("timeout"), u.Timeout.Duration.String(), "must be positive"))
 		}
+		errs = append(errs, u.validateMirrors(p)...)
+		errs = append(errs, u.RateLimit.validate(p.Child("rateLimit"))...)
 		if rt := u.ResponseTimeout; rt != nil {
 			if rt.Duration <= 0 {
 				errs = append(errs, field.Invalid(p.Child("responseTimeout"), rt.Duration.String(), "must be positive"))
@@ -312,6 +338,46 @@ func (m *ModulesSpec) Validate(path *field.Path) field.ErrorList {
 	}
 	if m.GatewayEnabled() && len(m.Gateway.Upstreams) == 0 {
 		errs = append(errs, field.Required(up, "the gateway needs at least one upstream"))
+	}
+	return errs
+}
+
+func (u *Upstream) validateMirrors(p *field.Path) field.ErrorList {
+	var errs field.ErrorList
+	if len(u.Mirrors) > MaxMirrors {
+		errs = append(errs, field.TooMany(p.Child("mirrors"), len(u.Mirrors), MaxMirrors))
+	}
+	seen := map[string]bool{u.URL: true}
+	for j, m := range u.Mirrors {
+		mp := p.Child("mirrors").Index(j)
+		if err := checkUpstreamURL(m.URL); err != "" {
+			errs = append(errs, field.Invalid(mp.Child("url"), m.URL, err))
+		} else if seen[m.URL] {
+			errs = append(errs, field.Duplicate(mp.Child("url"), m.URL))
+		}
+		seen[m.URL] = true
+		if m.Region != "" {
+			for _, msg := range validation.IsValidLabelValue(m.Region) {
+				errs = append(errs, field.Invalid(mp.Child("region"), m.Region, msg))
+			}
+		}
+	}
+	return errs
+}
+
+func (rl *RateLimit) validate(p *field.Path) field.ErrorList {
+	if rl == nil {
+		return nil
+	}
+	var errs field.ErrorList
+	if rl.RequestsPerSecond < 1 || rl.RequestsPerSecond > 10000 {
+		errs = append(errs, field.Invalid(p.Child("requestsPerSecond"), rl.RequestsPerSecond, "must be between 1 and 10000"))
+	}
+	if b := rl.Burst; b != nil && (*b < 1 || *b > 10000) {
+		errs = append(errs, field.Invalid(p.Child("burst"), *b, "must be between 1 and 10000"))
+	}
+	if w := rl.MaxWait; w != nil && (w.Duration < 0 || w.Duration > MaxRateLimitMaxWait) {
+		errs = append(errs, field.Invalid(p.Child("maxWait"), w.Duration.String(), "must be between 0 and "+MaxRateLimitMaxWait.String()))
 	}
 	return errs
 }

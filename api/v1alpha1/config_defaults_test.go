@@ -1,6 +1,7 @@
 package v1alpha1
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -49,6 +50,29 @@ func TestWorkloadConfigDefaults(t *testing.T) {
 	}
 }
 
+func TestRateLimitDefaults(t *testing.T) {
+	var w WorkloadConfig
+	w.Modules.Gateway.Upstreams = []Upstream{
+		{Name: "a", URL: "https://a.example", RateLimit: &RateLimit{RequestsPerSecond: 15}},
+		{Name: "b", URL: "https://b.example", RateLimit: &RateLimit{RequestsPerSecond: 15, Burst: ptr(int32(4)), MaxWait: &metav1.Duration{}}},
+		{Name: "c", URL: "https://c.example"},
+	}
+	w.SetDefaults()
+	if errs := w.Validate(); len(errs) != 0 {
+		t.Fatalf("defaulted rate limits do not validate: %v", errs.ToAggregate())
+	}
+	ups := w.Modules.Gateway.Upstreams
+	if rl := ups[0].RateLimit; *rl.Burst != DefaultRateLimitBurst || rl.MaxWait.Duration != DefaultRateLimitMaxWait {
+		t.Errorf("defaulted rateLimit = burst %d maxWait %s, want %d and %s", *rl.Burst, rl.MaxWait.Duration, DefaultRateLimitBurst, DefaultRateLimitMaxWait)
+	}
+	if rl := ups[1].RateLimit; *rl.Burst != 4 || rl.MaxWait.Duration != 0 {
+		t.Errorf("set rateLimit changed by defaulting: burst %d maxWait %s", *rl.Burst, rl.MaxWait.Duration)
+	}
+	if ups[2].RateLimit != nil {
+		t.Errorf("an upstream without rateLimit got one: %+v", ups[2].RateLimit)
+	}
+}
+
 func TestWorkloadConfigValidate(t *testing.T) {
 	q := func(s string) *resource.Quantity { v := resource.MustParse(s); return &v }
 	d := func(v time.Duration) *metav1.Duration { return &metav1.Duration{Duration: v} }
@@ -92,6 +116,34 @@ func TestWorkloadConfigValidate(t *testing.T) {
 		{"upstream response timeout zero", func(w *WorkloadConfig) {
 			w.Modules.Gateway.Upstreams = []Upstream{{Name: "e", URL: "https://a.example", ResponseTimeout: d(0)}}
 		}, "modules.gateway.upstreams[0].responseTimeout", "must be positive"},
+		{"mirror relative url", func(w *WorkloadConfig) {
+			w.Modules.Gateway.Upstreams = []Upstream{{Name: "e", URL: "https://a.example", Mirrors: []Mirror{{URL: "https://b.example"}, {URL: "/rest"}}}}
+		}, "modules.gateway.upstreams[0].mirrors[1].url", "absolute http or https"},
+		{"mirror same as url", func(w *WorkloadConfig) {
+			w.Modules.Gateway.Upstreams = []Upstream{{Name: "e", URL: "https://a.example", Mirrors: []Mirror{{URL: "https://a.example"}}}}
+		}, "modules.gateway.upstreams[0].mirrors[0].url", "Duplicate value"},
+		{"duplicate mirror", func(w *WorkloadConfig) {
+			w.Modules.Gateway.Upstreams = []Upstream{{Name: "e", URL: "https://a.example", Mirrors: []Mirror{{URL: "https://b.example"}, {URL: "https://b.example"}}}}
+		}, "modules.gateway.upstreams[0].mirrors[1].url", "Duplicate value"},
+		{"mirror region", func(w *WorkloadConfig) {
+			w.Modules.Gateway.Upstreams = []Upstream{{Name: "e", URL: "https://a.example", Mirrors: []Mirror{{URL: "https://b.example", Region: "eu west"}}}}
+		}, "modules.gateway.upstreams[0].mirrors[0].region", "alphanumeric"},
+		{"too many mirrors", func(w *WorkloadConfig) {
+			var ms []Mirror
+			for i := range 9 {
+				ms = append(ms, Mirror{URL: fmt.Sprintf("https://m%d.example", i)})
+			}
+			w.Modules.Gateway.Upstreams = []Upstream{{Name: "e", URL: "https://a.example", Mirrors: ms}}
+		}, "modules.gateway.upstreams[0].mirrors", "must have at most 8 items"},
+		{"rate limit zero", func(w *WorkloadConfig) {
+			w.Modules.Gateway.Upstreams = []Upstream{{Name: "e", URL: "https://a.example", RateLimit: &RateLimit{}}}
+		}, "modules.gateway.upstreams[0].rateLimit.requestsPerSecond", "between 1 and 10000"},
+		{"rate limit burst zero", func(w *WorkloadConfig) {
+			w.Modules.Gateway.Upstreams = []Upstream{{Name: "e", URL: "https://a.example", RateLimit: &RateLimit{RequestsPerSecond: 15, Burst: ptr(int32(0))}}}
+		}, "modules.gateway.upstreams[0].rateLimit.burst", "between 1 and 10000"},
+		{"rate limit max wait", func(w *WorkloadConfig) {
+			w.Modules.Gateway.Upstreams = []Upstream{{Name: "e", URL: "https://a.example", RateLimit: &RateLimit{RequestsPerSecond: 15, MaxWait: d(2 * time.Minute)}}}
+		}, "modules.gateway.upstreams[0].rateLimit.maxWait", "between 0 and 1m0s"},
 		{"upstream response timeout under the timeout", func(w *WorkloadConfig) {
 			w.Modules.Gateway.Upstreams = []Upstream{{Name: "e", URL: "https://a.example", Timeout: d(time.Minute), ResponseTimeout: d(30 * time.Second)}}
 		}, "modules.gateway.upstreams[0].responseTimeout", "must not be shorter than timeout"},

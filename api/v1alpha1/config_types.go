@@ -211,6 +211,7 @@ type GatewayModule struct {
 
 // Upstream is one REST service behind the gateway.
 // +kubebuilder:validation:XValidation:rule="!has(self.timeout) || !has(self.responseTimeout) || duration(self.responseTimeout) >= duration(self.timeout)",message="upstream responseTimeout must not be shorter than timeout"
+// +kubebuilder:validation:XValidation:rule="!has(self.mirrors) || self.mirrors.all(m, m.url != self.url && self.mirrors.exists_one(n, n.url == m.url))",message="each mirror url must differ from the upstream's url and from the other mirrors"
 type Upstream struct {
 	// Name is the path segment that selects this upstream:
 	// /api/v1/gateway/{name}/...
@@ -251,6 +252,63 @@ type Upstream struct {
 	// +kubebuilder:validation:Pattern=`^(0|([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+)$`
 	// +kubebuilder:validation:XValidation:rule="duration(self) > duration('0s')",message="upstream responseTimeout must be positive"
 	ResponseTimeout *metav1.Duration `json:"responseTimeout,omitempty"`
+
+	// Mirrors are other base URLs serving the same API, tried when url (or
+	// another mirror) fails. The gateway prefers the mirrors in its own
+	// region (MEDOPS_REGION), then the fastest; a mirror that refuses
+	// connections, times out or answers 5xx is left out for a back-off.
+	// +optional
+	// +kubebuilder:validation:MaxItems=8
+	// +listType=atomic
+	Mirrors []Mirror `json:"mirrors,omitempty"`
+
+	// RateLimit makes the gateway self-throttle its calls to this upstream
+	// (url and mirrors together). Without a shared cache tier each replica
+	// keeps its own budget.
+	// +optional
+	RateLimit *RateLimit `json:"rateLimit,omitempty"`
+}
+
+// Mirror is another base URL of an upstream.
+type Mirror struct {
+	// URL is the mirror's absolute http(s) base URL; it serves the same API
+	// under its path as the upstream's url does under its own.
+	// +kubebuilder:validation:MaxLength=2048
+	// +kubebuilder:validation:XValidation:rule="isURL(self) && (url(self).getScheme() == 'http' || url(self).getScheme() == 'https') && url(self).getHostname() != ''",message="mirror url must be an absolute http or https URL"
+	URL string `json:"url"`
+
+	// Region is where the mirror runs, as in the node label
+	// topology.kubernetes.io/region. Replicas in that region prefer it.
+	// +optional
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$`
+	Region string `json:"region,omitempty"`
+}
+
+// RateLimit is an upstream's call budget: requestsPerSecond on average, with
+// up to burst calls at once, so no one-second window holds more than
+// requestsPerSecond + burst calls.
+type RateLimit struct {
+	// RequestsPerSecond is the steady rate of calls (Ensembl asks for 15).
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=10000
+	RequestsPerSecond int32 `json:"requestsPerSecond"`
+
+	// Burst is how many calls may go at once after a quiet time. Defaults
+	// to 1: calls are spaced evenly.
+	// +optional
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=10000
+	Burst *int32 `json:"burst,omitempty"`
+
+	// MaxWait is how long a call over budget waits for its slot. After it
+	// the client gets the cached answer if there is one, even stale, else a
+	// JSON 429 with Retry-After. Defaults to 2s; 0 never waits.
+	// +optional
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^(0|([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+)$`
+	// +kubebuilder:validation:XValidation:rule="duration(self) <= duration('1m')",message="rateLimit.maxWait must be at most 1m"
+	MaxWait *metav1.Duration `json:"maxWait,omitempty"`
 }
 
 // CacheSpec configures the in-process bigcache response cache.

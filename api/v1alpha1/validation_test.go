@@ -156,6 +156,26 @@ modules: {gateway: {enabled: true, upstreams: [{name: a, url: "https://a.example
 modules: {gateway: {enabled: true, upstreams: [{name: a, url: "https://a.example", responseTimeout: 0s}]}}`, "upstream responseTimeout must be positive"},
 		{"upstream response timeout shorter than timeout", `
 modules: {gateway: {enabled: true, upstreams: [{name: a, url: "https://a.example", timeout: 20s, responseTimeout: 10s}]}}`, "upstream responseTimeout must not be shorter than timeout"},
+		{"mirror with ftp URL", `
+modules: {gateway: {enabled: true, upstreams: [{name: a, url: "https://a.example", mirrors: [{url: "ftp://b.example"}]}]}}`, "mirror url must be an absolute http or https URL"},
+		{"mirror same as the upstream url", `
+modules: {gateway: {enabled: true, upstreams: [{name: a, url: "https://a.example", mirrors: [{url: "https://a.example"}]}]}}`, "each mirror url must differ from the upstream's url and from the other mirrors"},
+		{"two identical mirrors", `
+modules: {gateway: {enabled: true, upstreams: [{name: a, url: "https://a.example", mirrors: [{url: "https://b.example"}, {url: "https://b.example"}]}]}}`, "each mirror url must differ from the upstream's url and from the other mirrors"},
+		{"mirror region not a label value", `
+modules: {gateway: {enabled: true, upstreams: [{name: a, url: "https://a.example", mirrors: [{url: "https://b.example", region: "eu west"}]}]}}`, "spec.modules.gateway.upstreams[0].mirrors[0].region in body should match"},
+		{"nine mirrors", `
+modules: {gateway: {enabled: true, upstreams: [{name: a, url: "https://a.example", mirrors: [{url: "https://m1.example"}, {url: "https://m2.example"}, {url: "https://m3.example"}, {url: "https://m4.example"}, {url: "https://m5.example"}, {url: "https://m6.example"}, {url: "https://m7.example"}, {url: "https://m8.example"}, {url: "https://m9.example"}]}]}}`, "must have at most 8 items"},
+		{"rate limit without requestsPerSecond", `
+modules: {gateway: {enabled: true, upstreams: [{name: a, url: "https://a.example", rateLimit: {burst: 5}}]}}`, "spec.modules.gateway.upstreams[0].rateLimit.requestsPerSecond: Required value"},
+		{"rate limit zero", `
+modules: {gateway: {enabled: true, upstreams: [{name: a, url: "https://a.example", rateLimit: {requestsPerSecond: 0}}]}}`, "requestsPerSecond in body should be greater than or equal to 1"},
+		{"rate limit burst zero", `
+modules: {gateway: {enabled: true, upstreams: [{name: a, url: "https://a.example", rateLimit: {requestsPerSecond: 15, burst: 0}}]}}`, "burst in body should be greater than or equal to 1"},
+		{"rate limit max wait too long", `
+modules: {gateway: {enabled: true, upstreams: [{name: a, url: "https://a.example", rateLimit: {requestsPerSecond: 15, maxWait: 2m}}]}}`, "rateLimit.maxWait must be at most 1m"},
+		{"rate limit negative max wait", `
+modules: {gateway: {enabled: true, upstreams: [{name: a, url: "https://a.example", rateLimit: {requestsPerSecond: 15, maxWait: -1s}}]}}`, "rateLimit.maxWait in body should match"},
 		{"negative replicas", `
 replicas: -1`, "spec.replicas in body should be greater than or equal to 0"},
 		{"route without parentRefs", `
@@ -242,6 +262,15 @@ storage: {ephemeral: true}`},
 replicas: 3
 autoscaling: {maxReplicas: 6}
 modules: {tasks: {enabled: false}, gateway: {enabled: true, upstreams: [{name: ensembl, url: "https://rest.ensembl.org"}]}}`},
+		{"gateway with mirrors in regions and a budget", `
+modules:
+  gateway:
+    enabled: true
+    upstreams:
+    - name: ensembl
+      url: https://rest.ensembl.org
+      mirrors: [{url: "https://asia.rest.example/rest", region: ap-southeast-1}, {url: "http://10.0.0.7:8080"}]
+      rateLimit: {requestsPerSecond: 15, burst: 3, maxWait: 0s}`},
 		{"one replica with the default storage", `replicas: 1`},
 		{"zero replicas with the default storage", `replicas: 0`},
 		{"persistent storage with one replica", `
