@@ -51,6 +51,10 @@ var (
 	// ErrMiss: no valid value under the key (absent, expired, or refused by
 	// the HMAC check).
 	ErrMiss = errors.New("memcache: miss")
+	// ErrForged: the value under the key failed the HMAC check. It is a
+	// miss (errors.Is(err, ErrMiss)); Get still returns the item, so that
+	// CompareAndSwap can replace the forgery.
+	ErrForged = fmt.Errorf("%w: value refused by the HMAC check", ErrMiss)
 	// ErrNotStored: Add found the key taken, or CompareAndSwap found it gone.
 	ErrNotStored = errors.New("memcache: not stored")
 	// ErrConflict: CompareAndSwap lost to another writer.
@@ -276,7 +280,7 @@ func (c *Client) Get(key string) (*Item, error) {
 	if !ok {
 		c.ok(op, "forged")
 		c.m.forged.Inc()
-		return nil, ErrMiss
+		return &Item{it: it}, ErrForged
 	}
 	c.ok(op, "hit")
 	return &Item{Value: v, it: it}, nil
