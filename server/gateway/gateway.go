@@ -34,6 +34,7 @@ import (
 
 	"github.com/medops/medops/api/v1alpha1"
 	"github.com/medops/medops/server/httpx"
+	"github.com/medops/medops/server/ratelimit"
 )
 
 // Options are the gateway's collaborators.
@@ -45,6 +46,15 @@ type Options struct {
 	// Client calls the upstreams; nil means the gateway's own client, which
 	// never follows redirects (a redirect could leave the base URL).
 	Client *http.Client
+	// Region is the replica's region (MEDOPS_REGION): mirrors there are
+	// preferred. Empty: choose by latency alone.
+	Region string
+	// Limiter makes each upstream's call budget; nil means
+	// ratelimit.NewLocal, a budget per replica. It is called for every
+	// upstream: one without rateLimit gets rl.RequestsPerSecond 0, and
+	// then only Block and BlockedFor are used (the 429 and X-RateLimit
+	// learning), never Take.
+	Limiter func(upstream string, rl v1alpha1.RateLimit) ratelimit.Limiter
 }
 
 // MountPath is where the router mounts the gateway. It is only used to find
@@ -53,21 +63,29 @@ type Options struct {
 const MountPath = "/api/v1/gateway"
 
 type upstream struct {
-	name        string
-	base        url.URL
-	basePath    string // decoded, without a trailing slash
-	baseRawPath string // escaped, without a trailing slash
-	ttl         time.Duration
-	timeout     time.Duration
-	// responseTimeout bounds all the waits of one exchange together.
+	name string
+	// endpoints are the url, then the mirrors (mirrors.go).
+	endpoints []*endpoint
+	ttl       time.Duration
+	timeout   time.Duration
+	// responseTimeout bounds all the waits of one request together, over
+	// its attempts.
 	responseTimeout time.Duration
 
-	mu           sync.Mutex
-	blockedUntil time.Time
+	// limiter holds the upstream's blocks (429, X-RateLimit) and, with
+	// budget, its call budget.
+	limiter ratelimit.Limiter
+	budget  bool
+	rps     int32
+	maxWait time.Duration
+
+	mu sync.Mutex // guards the endpoints' health
 }
 
 type gateway struct {
 	ups    map[string]*upstream
+	order  []*upstream // as configured, for the index
+	region string
 	client *http.Client
 	log    *slog.Logger
 	now    func() time.Time
@@ -80,6 +98,9 @@ type gateway struct {
 	duration    *prometheus.HistogramVec
 	rateLimited *prometheus.CounterVec
 	unsolicited *prometheus.CounterVec
+	overBudget  *prometheus.CounterVec
+	retries     *prometheus.CounterVec
+	mirrors     *mirrorMetrics
 }
 
 // New builds the gateway handler for the configured upstreams. It serves
@@ -90,6 +111,7 @@ func New(mod v1alpha1.GatewayModule, opts Options) (http.Handler, error) {
 		client: opts.Client,
 		log:    opts.Logger,
 		now:    time.Now,
+		region: opts.Region,
 
 		maxRetryAfter: v1alpha1.DefaultMaxRetryAfter,
 	}
@@ -104,12 +126,27 @@ func New(mod v1alpha1.GatewayModule, opts Options) (http.Handler, error) {
 	if errs := (&v1alpha1.ModulesSpec{Gateway: mod}).Validate(field.NewPath("modules")); len(errs) > 0 {
 		return nil, errs.ToAggregate()
 	}
+	limiter := opts.Limiter
+	if limiter == nil {
+		limiter = func(_ string, rl v1alpha1.RateLimit) ratelimit.Limiter {
+			burst := v1alpha1.DefaultRateLimitBurst
+			if rl.Burst != nil {
+				burst = *rl.Burst
+			}
+			return ratelimit.NewLocal(float64(rl.RequestsPerSecond), int(burst))
+		}
+	}
+	g.mirrors = newMirrorMetrics()
 	for i, u := range mod.Upstreams {
-		up, err := newUpstream(u)
+		up, err := newUpstream(u, limiter)
 		if err != nil {
 			return nil, fmt.Errorf("modules.gateway.upstreams[%d]: %w", i, err)
 		}
+		for _, e := range up.endpoints {
+			g.mirrors.bind(up.name, e)
+		}
 		g.ups[up.name] = up
+		g.order = append(g.order, up)
 	}
 	if g.client == nil {
 		g.client = newClient()
@@ -131,8 +168,16 @@ func New(mod v1alpha1.GatewayModule, opts Options) (http.Handler, error) {
 		Namespace: "medops", Subsystem: "gateway", Name: "unsolicited_responses_total",
 		Help: "Upstream answers that were on the connection before the request was written: dropped with their connection, the request sent again.",
 	}, []string{"upstream"})
+	g.overBudget = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "medops", Subsystem: "gateway", Name: "over_budget_total",
+		Help: "Requests answered 429 by the gateway because the upstream's call budget (rateLimit) had no slot within maxWait.",
+	}, []string{"upstream"})
+	g.retries = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "medops", Subsystem: "gateway", Name: "retries_total",
+		Help: "Requests sent again to another endpoint of the upstream after the first failed before anything was answered.",
+	}, []string{"upstream"})
 	if opts.Registerer != nil {
-		for _, c := range []prometheus.Collector{g.requests, g.duration, g.rateLimited, g.unsolicited} {
+		for _, c := range append([]prometheus.Collector{g.requests, g.duration, g.rateLimited, g.unsolicited, g.overBudget, g.retries}, g.mirrors.collectors()...) {
 			if err := opts.Registerer.Register(c); err != nil {
 				return nil, fmt.Errorf("registering gateway metrics: %w", err)
 			}
@@ -142,23 +187,38 @@ func New(mod v1alpha1.GatewayModule, opts Options) (http.Handler, error) {
 }
 
 // newUpstream prepares a validated upstream for forwarding.
-func newUpstream(u v1alpha1.Upstream) (*upstream, error) {
+func newUpstream(u v1alpha1.Upstream, limiter func(string, v1alpha1.RateLimit) ratelimit.Limiter) (*upstream, error) {
 	// Validate refuses names the route cannot carry only through the CRD's
 	// pattern; the workload may be configured by hand, so check here too.
 	if strings.ContainsAny(u.Name, "/%?#") {
 		return nil, fmt.Errorf("name %q must be a single path segment", u.Name)
 	}
-	base, err := url.Parse(u.URL)
-	if err != nil {
-		return nil, fmt.Errorf("url %q: %w", u.URL, err)
-	}
 	up := &upstream{
-		name:        u.Name,
-		base:        *base,
-		basePath:    strings.TrimSuffix(base.Path, "/"),
-		baseRawPath: strings.TrimSuffix(base.EscapedPath(), "/"),
-		timeout:     v1alpha1.DefaultUpstreamTimeout,
+		name:    u.Name,
+		timeout: v1alpha1.DefaultUpstreamTimeout,
 	}
+	e, err := newEndpoint(u.URL, "")
+	if err != nil {
+		return nil, err
+	}
+	up.endpoints = append(up.endpoints, e)
+	for j, m := range u.Mirrors {
+		e, err := newEndpoint(m.URL, m.Region)
+		if err != nil {
+			return nil, fmt.Errorf("mirrors[%d]: %w", j, err)
+		}
+		up.endpoints = append(up.endpoints, e)
+	}
+	var rl v1alpha1.RateLimit
+	if u.RateLimit != nil {
+		rl = *u.RateLimit
+		up.budget, up.rps = true, rl.RequestsPerSecond
+		up.maxWait = v1alpha1.DefaultRateLimitMaxWait
+		if rl.MaxWait != nil {
+			up.maxWait = rl.MaxWait.Duration
+		}
+	}
+	up.limiter = limiter(u.Name, rl)
 	if u.TTL != nil {
 		up.ttl = u.TTL.Duration
 	}
@@ -254,37 +314,134 @@ func (g *gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		httpx.WriteError(w, http.StatusNotFound, "not_found", fmt.Sprintf("no upstream named %q is configured", name), "upstream")
 		return
 	}
-	if wait := up.blocked(g.now()); wait > 0 {
-		g.rateLimited.WithLabelValues(up.name).Inc()
-		g.requests.WithLabelValues(up.name, "429").Inc()
-		w.Header().Set("Retry-After", retryAfterValue(wait))
-		httpx.WriteError(w, http.StatusTooManyRequests, "rate_limited",
-			fmt.Sprintf("upstream %q rate limit is exhausted; retry later", up.name), "")
+	if g.blocked(w, r, up) {
 		return
 	}
 	g.forward(w, r, up, rawRest, decRest)
 }
 
+// blocked answers 429 while the upstream's rate limit is exhausted (a 429
+// or X-RateLimit-Remaining: 0 told us so, here or on another replica).
+func (g *gateway) blocked(w http.ResponseWriter, r *http.Request, up *upstream) bool {
+	wait := up.limiter.BlockedFor(r.Context(), g.now())
+	if wait <= 0 {
+		return false
+	}
+	g.rateLimited.WithLabelValues(up.name).Inc()
+	g.requests.WithLabelValues(up.name, "429").Inc()
+	w.Header().Set("Retry-After", retryAfterValue(wait))
+	httpx.WriteError(w, http.StatusTooManyRequests, "rate_limited",
+		fmt.Sprintf("upstream %q rate limit is exhausted; retry later", up.name), "")
+	return true
+}
+
+// failure is an attempt's error answer that nothing has been sent of yet,
+// so another endpoint may still answer instead.
+type failure struct {
+	status     int
+	code, msg  string
+	retryAfter string
+	// retry: the endpoint failed (refused, timed out, 5xx, cut off), so
+	// another may do better; false for answers any endpoint would give.
+	retry bool
+}
+
 func (g *gateway) forward(w http.ResponseWriter, r *http.Request, up *upstream, rawRest, decRest string) {
-	target := up.base
-	target.Path = up.basePath + decRest
-	target.RawPath = up.baseRawPath + rawRest
+	order, probe := up.pick(g.now(), g.region)
+	attempted := false
+	defer func() {
+		if probe != nil && !attempted {
+			up.report(probe, skipped, g.now(), g.log)
+		}
+	}()
+	var spent time.Duration // waiting on the upstream, over the attempts
+	var last *failure
+	// One retry at most, on another endpoint, and only of a failure that
+	// sent nothing: an answer that has begun is never sent again.
+	for i := 0; i < min(2, len(order)); i++ {
+		if i > 0 {
+			if !last.retry || spent >= up.responseTimeout || r.Context().Err() != nil {
+				break
+			}
+			g.retries.WithLabelValues(up.name).Inc()
+		}
+		if up.budget {
+			if err := up.limiter.Take(r.Context(), up.maxWait); err != nil {
+				if last != nil || r.Context().Err() != nil {
+					break // the first failure stands; or nobody is waiting
+				}
+				g.overBudgetAnswer(w, up, err)
+				return
+			}
+			// A 429 may have come while this call waited for its slot.
+			if last == nil && g.blocked(w, r, up) {
+				return
+			} else if last != nil && up.limiter.BlockedFor(r.Context(), g.now()) > 0 {
+				break
+			}
+		}
+		if order[i] == probe {
+			attempted = true
+		}
+		f, o, took := g.attempt(w, r, up, order[i], rawRest, decRest, spent)
+		spent += took
+		up.report(order[i], o, g.now(), g.log)
+		if f == nil {
+			return
+		}
+		last = f
+	}
+	if last == nil { // the client left
+		return
+	}
+	if last.retryAfter != "" {
+		w.Header().Set("Retry-After", last.retryAfter)
+	}
+	g.fail(w, up, last.status, last.code, last.msg)
+}
+
+// overBudgetAnswer is the JSON 429 of a call that found no slot in the
+// upstream's budget within maxWait. The cache in front serves its stale
+// entry instead, where it has one (as for any 429).
+func (g *gateway) overBudgetAnswer(w http.ResponseWriter, up *upstream, err error) {
+	retry := time.Second
+	var ob *ratelimit.OverBudget
+	if errors.As(err, &ob) {
+		retry = ob.RetryAfter
+	}
+	g.overBudget.WithLabelValues(up.name).Inc()
+	g.requests.WithLabelValues(up.name, "429").Inc()
+	w.Header().Set("Retry-After", retryAfterValue(retry))
+	httpx.WriteError(w, http.StatusTooManyRequests, "rate_limited",
+		fmt.Sprintf("the gateway's call budget for upstream %q (%d/s) is spent; retry later", up.name, up.rps), "")
+}
+
+// attempt makes one call to one endpoint. It either answers the client
+// (f == nil) or returns the failure to answer if no other endpoint does;
+// o says what the call tells of the endpoint's health, and took how long
+// it waited on the upstream. spent is what earlier attempts waited.
+func (g *gateway) attempt(w http.ResponseWriter, r *http.Request, up *upstream, ep *endpoint, rawRest, decRest string, spent time.Duration) (f *failure, o outcome, took time.Duration) {
+	target := ep.base
+	target.Path = ep.basePath + decRest
+	target.RawPath = ep.baseRawPath + rawRest
 	target.RawQuery = r.URL.RawQuery
 
 	// Two bounds on waiting for the upstream, neither running while the
 	// body is written to the client, so a slow client downloading a large
 	// answer is not cut off (the server's WriteTimeout bounds that): the
 	// timeout for each wait (the headers, then each body read) and the
-	// response timeout for all of them added up, so an upstream that
-	// trickles its body cannot hold a request for longer.
+	// response timeout for all of them added up, over the attempts, so an
+	// upstream that trickles its body cannot hold a request for longer.
 	ctx, cancel := context.WithCancelCause(r.Context())
 	defer cancel(nil)
 	wt := newWaitTimer(cancel, up.timeout, up.responseTimeout)
+	wt.spent = spent
 	defer wt.stop()
+	defer func() { took = wt.spent - spent }()
 	req, err := http.NewRequestWithContext(ctx, r.Method, target.String(), nil)
 	if err != nil {
 		httpx.WriteError(w, http.StatusBadRequest, "invalid", "cannot build the upstream request: "+err.Error(), "path")
-		return
+		return nil, skipped, 0
 	}
 	for _, h := range forwardHeaders {
 		if v, ok := r.Header[h]; ok {
@@ -298,33 +455,36 @@ func (g *gateway) forward(w http.ResponseWriter, r *http.Request, up *upstream, 
 		req.Header[httpx.HeaderRequestID] = []string{id}
 	}
 
+	ep.requests.Inc()
 	start := time.Now()
 	wt.begin()
 	resp, err := g.send(req, up)
 	wt.end()
-	g.duration.WithLabelValues(up.name).Observe(time.Since(start).Seconds())
+	elapsed := time.Since(start)
+	g.duration.WithLabelValues(up.name).Observe(elapsed.Seconds())
 	if err != nil {
 		if r.Context().Err() != nil {
-			return // the client went away; nobody to answer
+			return nil, skipped, 0 // the client went away; nobody to answer
 		}
 		switch {
 		case timedOut(ctx, err):
-			g.fail(w, up, http.StatusGatewayTimeout, "gateway_timeout", g.timeoutMessage(ctx, up, "did not answer"))
+			return &failure{status: http.StatusGatewayTimeout, code: "gateway_timeout", msg: g.timeoutMessage(ctx, up, "did not answer"), retry: true}, failed, 0
 		case errors.Is(err, errUnsolicited):
-			g.fail(w, up, http.StatusBadGateway, "bad_gateway", fmt.Sprintf("upstream %q keeps sending responses nobody asked for", up.name))
+			return &failure{status: http.StatusBadGateway, code: "bad_gateway", msg: fmt.Sprintf("upstream %q keeps sending responses nobody asked for", up.name), retry: true}, failed, 0
 		case strings.Contains(err.Error(), "response headers exceeded"):
 			// net/http has no error value for this; its message is stable.
-			g.fail(w, up, http.StatusBadGateway, "bad_gateway",
-				fmt.Sprintf("upstream %q sent response headers larger than %d bytes", up.name, MaxResponseHeaderBytes))
+			return &failure{status: http.StatusBadGateway, code: "bad_gateway",
+				msg: fmt.Sprintf("upstream %q sent response headers larger than %d bytes", up.name, MaxResponseHeaderBytes)}, failed, 0
 		default:
-			g.log.Warn("upstream call failed", slog.String("upstream", up.name), slog.Any("error", err))
-			g.fail(w, up, http.StatusBadGateway, "bad_gateway", fmt.Sprintf("upstream %q could not be reached", up.name))
+			g.log.Warn("upstream call failed", slog.String("upstream", up.name), slog.String("mirror", ep.url), slog.Any("error", err))
+			return &failure{status: http.StatusBadGateway, code: "bad_gateway", msg: fmt.Sprintf("upstream %q could not be reached", up.name), retry: true}, failed, 0
 		}
-		return
 	}
 	defer resp.Body.Close()
+	up.observe(ep, elapsed)
 	now := g.now()
-	wait := up.noteLimits(resp, now, g.maxRetryAfter)
+	// Not the client's context: the lesson holds if the client has left.
+	wait := g.noteLimits(context.WithoutCancel(r.Context()), up, resp, now)
 
 	switch {
 	case resp.StatusCode == http.StatusTooManyRequests:
@@ -333,29 +493,27 @@ func (g *gateway) forward(w http.ResponseWriter, r *http.Request, up *upstream, 
 		w.Header().Set("Retry-After", retryAfterValue(wait))
 		g.requests.WithLabelValues(up.name, "429").Inc()
 		httpx.WriteError(w, http.StatusTooManyRequests, "rate_limited", fmt.Sprintf("upstream %q is rate limiting", up.name), "")
-		return
+		return nil, succeeded, 0
 	case resp.StatusCode >= 500:
+		f := &failure{status: http.StatusBadGateway, code: "bad_gateway", msg: fmt.Sprintf("upstream %q answered %d", up.name, resp.StatusCode), retry: true}
 		if d, ok := parseDelay(resp.Header.Get("Retry-After"), now); ok {
-			w.Header().Set("Retry-After", retryAfterValue(min(d, g.maxRetryAfter)))
+			f.retryAfter = retryAfterValue(min(d, g.maxRetryAfter))
 		}
-		status, code := http.StatusBadGateway, "bad_gateway"
 		if resp.StatusCode == http.StatusGatewayTimeout {
-			status, code = http.StatusGatewayTimeout, "gateway_timeout"
+			f.status, f.code = http.StatusGatewayTimeout, "gateway_timeout"
 		}
-		g.fail(w, up, status, code, fmt.Sprintf("upstream %q answered %d", up.name, resp.StatusCode))
-		return
+		return f, failed, 0
 	}
 	hasBody := r.Method != http.MethodHead && bodyAllowed(resp.StatusCode)
 	if enc := foreignEncoding(resp.Header); enc != "" && resp.StatusCode != http.StatusNotModified {
 		// Never relay or store encoded bytes: the client would get them
 		// under a wrong or missing Content-Encoding.
-		g.fail(w, up, http.StatusBadGateway, "bad_gateway",
-			fmt.Sprintf("upstream %q sent Content-Encoding %q; the gateway only accepts identity and gzip", up.name, enc))
-		return
+		return &failure{status: http.StatusBadGateway, code: "bad_gateway",
+			msg: fmt.Sprintf("upstream %q sent Content-Encoding %q; the gateway only accepts identity and gzip", up.name, enc)}, succeeded, 0
 	}
 
 	// Read the start of the body before anything is sent, so a failure
-	// there is still a clean JSON error.
+	// there is still a clean JSON error (or a retry elsewhere).
 	body := &idleReader{r: resp.Body, wt: wt}
 	var head []byte
 	complete := !hasBody
@@ -363,12 +521,13 @@ func (g *gateway) forward(w http.ResponseWriter, r *http.Request, up *upstream, 
 		head, complete, err = readHead(body, commitSize)
 		if err != nil {
 			if r.Context().Err() != nil {
-				return
+				return nil, skipped, 0
 			}
-			g.log.Warn("upstream body cut off", slog.String("upstream", up.name), slog.Any("error", err),
+			g.log.Warn("upstream body cut off", slog.String("upstream", up.name), slog.String("mirror", ep.url), slog.Any("error", err),
 				slog.String("request_id", httpx.RequestID(r.Context())))
-			g.bodyError(w, ctx, up)
-			return
+			f := g.bodyFailure(ctx, up)
+			f.retry = true
+			return f, failed, 0
 		}
 	}
 
@@ -403,16 +562,19 @@ func (g *gateway) forward(w http.ResponseWriter, r *http.Request, up *upstream, 
 	w.WriteHeader(resp.StatusCode)
 	if !hasBody {
 		g.requests.WithLabelValues(up.name, strconv.Itoa(resp.StatusCode)).Inc()
-		return
+		return nil, succeeded, 0
 	}
 	if _, err := w.Write(head); err == nil && !complete {
 		_, err = io.Copy(w, body)
 		if err != nil {
-			g.bodyFailed(w, r, ctx, up, err)
-			return
+			// Reported there: the endpoint failed, but the answer has
+			// begun, so there is no retry.
+			g.bodyFailed(w, r, ctx, up, ep, err)
+			return nil, skipped, 0
 		}
 	}
 	g.requests.WithLabelValues(up.name, strconv.Itoa(resp.StatusCode)).Inc()
+	return nil, succeeded, 0
 }
 
 // send makes the upstream call. An HTTP/1 answer that was on the
@@ -479,13 +641,12 @@ func bodyAllowed(status int) bool {
 	return status >= 200 && status != http.StatusNoContent && status != http.StatusNotModified
 }
 
-// bodyError answers a body that failed before anything was sent.
-func (g *gateway) bodyError(w http.ResponseWriter, ctx context.Context, up *upstream) {
+// bodyFailure is the answer to a body that failed before anything was sent.
+func (g *gateway) bodyFailure(ctx context.Context, up *upstream) *failure {
 	if timedOut(ctx, nil) {
-		g.fail(w, up, http.StatusGatewayTimeout, "gateway_timeout", g.timeoutMessage(ctx, up, "stalled in the middle of its answer"))
-		return
+		return &failure{status: http.StatusGatewayTimeout, code: "gateway_timeout", msg: g.timeoutMessage(ctx, up, "stalled in the middle of its answer")}
 	}
-	g.fail(w, up, http.StatusBadGateway, "bad_gateway", fmt.Sprintf("upstream %q cut its answer off", up.name))
+	return &failure{status: http.StatusBadGateway, code: "bad_gateway", msg: fmt.Sprintf("upstream %q cut its answer off", up.name)}
 }
 
 // bodyFailed handles an upstream that stalled or cut its answer off after
@@ -495,15 +656,17 @@ func (g *gateway) bodyError(w http.ResponseWriter, ctx context.Context, up *upst
 // to every coalesced waiter. Without the cache the status is out, and
 // aborting the response is the only honest signal left (the client sees a
 // cut body, never a complete-looking one).
-func (g *gateway) bodyFailed(w http.ResponseWriter, r *http.Request, ctx context.Context, up *upstream, err error) {
+func (g *gateway) bodyFailed(w http.ResponseWriter, r *http.Request, ctx context.Context, up *upstream, ep *endpoint, err error) {
 	if r.Context().Err() != nil {
 		return // the client went away; nobody to answer
 	}
-	g.log.Warn("upstream body cut off", slog.String("upstream", up.name), slog.Any("error", err),
+	g.log.Warn("upstream body cut off", slog.String("upstream", up.name), slog.String("mirror", ep.url), slog.Any("error", err),
 		slog.String("request_id", httpx.RequestID(r.Context())))
+	up.report(ep, failed, g.now(), g.log)
 	if httpx.Retract(w) {
 		secure(w.Header())
-		g.bodyError(w, ctx, up)
+		f := g.bodyFailure(ctx, up)
+		g.fail(w, up, f.status, f.code, f.msg)
 		return
 	}
 	g.requests.WithLabelValues(up.name, "aborted").Inc()
@@ -619,18 +782,13 @@ func saysFreshness(h http.Header) bool {
 	return false
 }
 
-// blocked returns how long the upstream stays shut off by its rate limit.
-func (u *upstream) blocked(now time.Time) time.Duration {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	return u.blockedUntil.Sub(now)
-}
-
 // noteLimits shuts the upstream off until its rate limit resets: after a
 // 429 for its Retry-After, and when X-RateLimit-Remaining reaches 0 until
 // X-RateLimit-Reset. Ensembl sends both as seconds, sometimes fractional.
-// The wait is at most limit; it returns the wait it noted (0 for none).
-func (u *upstream) noteLimits(resp *http.Response, now time.Time, limit time.Duration) time.Duration {
+// The wait is at most maxRetryAfter; it returns the wait it noted (0 for
+// none). The block goes to the upstream's limiter, which a shared tier
+// shares with every replica.
+func (g *gateway) noteLimits(ctx context.Context, up *upstream, resp *http.Response, now time.Time) time.Duration {
 	var wait time.Duration
 	switch {
 	case resp.StatusCode == http.StatusTooManyRequests:
@@ -646,12 +804,8 @@ func (u *upstream) noteLimits(resp *http.Response, now time.Time, limit time.Dur
 	default:
 		return 0
 	}
-	wait = min(wait, limit)
-	u.mu.Lock()
-	if until := now.Add(wait); until.After(u.blockedUntil) {
-		u.blockedUntil = until
-	}
-	u.mu.Unlock()
+	wait = min(wait, g.maxRetryAfter)
+	up.limiter.Block(ctx, now.Add(wait))
 	return wait
 }
 
