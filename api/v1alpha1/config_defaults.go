@@ -92,6 +92,12 @@ const EnvMemoryLimit = "MEDOPS_MEMORY_LIMIT"
 // topology.kubernetes.io/region); the gateway prefers mirrors there.
 const EnvRegion = "MEDOPS_REGION"
 
+// EnvReplicas is the environment variable that tells medops-api how many
+// replicas share its upstream budgets (the operator sets spec.replicas, or
+// autoscaling's maximum), so that while memcached fails each replica keeps
+// to its share. Unset: a replica falls back to the whole budget.
+const EnvReplicas = "MEDOPS_REPLICAS"
+
 // LogLevels are the accepted values of logLevel.
 var LogLevels = []string{"debug", "info", "warn", "error"}
 
