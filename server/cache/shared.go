@@ -137,13 +137,10 @@ func (c *Cache) lockShared(r *http.Request, m *miss) (lead bool, res *result) {
 		// The replica that held the lock before may have filled the key
 		// between our lookup and the add (it writes the entry, then lets
 		// go of the lock): look once more.
-		if it, err := c.l2.Get(c.sharedKey("c", m.key)); err == nil {
-			if e, ok := decodeEntry(it.Value); ok && string(e.key) == m.key && c.now().UnixNano() < e.expires {
-				c.unlockShared(m)
-				c.sm.hits.Inc()
-				c.store(m.key, it.Value, true)
-				return false, &result{entry: it.Value, xcache: c.vHitL2}
-			}
+		if res := c.freshShared(m); res != nil {
+			c.unlockShared(m)
+			c.sm.hits.Inc()
+			return false, res
 		}
 		return true, nil
 	}
@@ -161,19 +158,24 @@ func (c *Cache) lockShared(r *http.Request, m *miss) (lead bool, res *result) {
 			return true, nil
 		case <-timer.C:
 		}
-		if it, err := c.l2.Get(c.sharedKey("c", m.key)); err == nil {
-			if e, ok := decodeEntry(it.Value); ok && string(e.key) == m.key && c.now().UnixNano() < e.expires {
-				c.sm.waitHits.Inc()
-				c.store(m.key, it.Value, true)
-				return false, &result{entry: it.Value, xcache: c.vHitL2}
-			}
-		} else if !errors.Is(err, memcache.ErrMiss) {
+		res, err := c.getFreshShared(m)
+		if res != nil {
+			c.sm.waitHits.Inc()
+			return false, res
+		}
+		if err != nil && !errors.Is(err, memcache.ErrMiss) {
 			return true, nil
 		}
 		// No entry: is the other replica still at it? A released lock
 		// without an entry means its answer was not stored (an error, a
 		// private answer): call the handler at once.
 		if _, err := c.l2.Get(lock); err != nil {
+			// The other replica writes the entry before it lets go of the
+			// lock: it may have done both since our look above.
+			if res := c.freshShared(m); res != nil {
+				c.sm.waitHits.Inc()
+				return false, res
+			}
 			return true, nil
 		}
 		if time.Now().After(deadline) {
@@ -183,6 +185,25 @@ func (c *Cache) lockShared(r *http.Request, m *miss) (lead bool, res *result) {
 		pause = min(2*pause, 50*time.Millisecond)
 		timer.Reset(pause)
 	}
+}
+
+// freshShared returns key's entry from memcached as a result to serve,
+// copied into bigcache, when it is there and fresh; else nil.
+func (c *Cache) freshShared(m *miss) *result {
+	res, _ := c.getFreshShared(m)
+	return res
+}
+
+func (c *Cache) getFreshShared(m *miss) (*result, error) {
+	it, err := c.l2.Get(c.sharedKey("c", m.key))
+	if err != nil {
+		return nil, err
+	}
+	if e, ok := decodeEntry(it.Value); ok && string(e.key) == m.key && c.now().UnixNano() < e.expires {
+		c.store(m.key, it.Value, true)
+		return &result{entry: it.Value, xcache: c.vHitL2}, nil
+	}
+	return nil, nil
 }
 
 // unlockShared releases the fill lock once the entry is written (or

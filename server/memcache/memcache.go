@@ -424,6 +424,13 @@ func (c *Client) ok(op, result string) {
 func (c *Client) fail(op string, err error) error {
 	c.m.ops.WithLabelValues(op, "error").Inc()
 	c.m.errors.WithLabelValues(op).Inc()
+	if until := c.downUntil.Load(); until != 0 && c.now().UnixNano() < until {
+		// A call that was in flight when the tier went down: the back-off
+		// it would start is running already. Only the first failure and
+		// failed probes lengthen it, or one outage under load would
+		// double it once per concurrent call.
+		return fmt.Errorf("memcached %s: %w", op, err)
+	}
 	c.mu.Lock()
 	if c.backoff == 0 {
 		c.backoff = c.minBO
@@ -432,6 +439,10 @@ func (c *Client) fail(op string, err error) error {
 	}
 	bo := c.backoff
 	c.mu.Unlock()
+	// The pooled connections most likely died with the server (a killed
+	// pod): drop them, or each probe after a restart would take one and
+	// fail again. Close leaves the client usable.
+	_ = c.mc.Close()
 	first := c.downUntil.Swap(c.now().Add(bo).UnixNano()) == 0
 	c.probing.Store(false)
 	c.m.up.Set(0)
