@@ -232,8 +232,13 @@ func (w *WorkloadConfig) SetDefaults() {
 	}
 	w.Modules.SetDefaults()
 	w.Cache.SetDefaults()
-	if w.Cache.Shared != nil && w.SharedCache.KeyNamespace == "" {
-		w.SharedCache.KeyNamespace = DefaultSharedKeyNamespace
+	if w.Cache.Shared != nil {
+		if w.SharedCache == nil {
+			w.SharedCache = &WorkloadSharedCache{}
+		}
+		if w.SharedCache.KeyNamespace == "" {
+			w.SharedCache.KeyNamespace = DefaultSharedKeyNamespace
+		}
 	}
 	if w.Server.MaxBodySize == nil {
 		w.Server.MaxBodySize = ptr(resource.MustParse(DefaultMaxBodySize))
@@ -263,7 +268,7 @@ func (w *WorkloadConfig) Validate() field.ErrorList {
 	}
 	errs = append(errs, w.Modules.Validate(field.NewPath("modules"))...)
 	errs = append(errs, w.Cache.Validate(field.NewPath("cache"))...)
-	if w.Cache.Shared != nil && w.Cache.Shared.Memcached != nil && w.SharedCache.HMACKeyFile == "" {
+	if w.Cache.Shared != nil && w.Cache.Shared.Memcached != nil && (w.SharedCache == nil || w.SharedCache.HMACKeyFile == "") {
 		errs = append(errs, field.Required(field.NewPath("sharedCache", "hmacKeyFile"),
 			"cache.shared.memcached needs a key file to sign entries: memcached has no authentication"))
 	}

@@ -53,8 +53,10 @@ type WorkloadConfig struct {
 
 	// SharedCache holds what the workload needs besides cache.shared to use
 	// the shared tier: where its keys live and the key that signs entries.
+	// A pointer, so that a config without the tier renders (and hashes) as
+	// before.
 	// +optional
-	SharedCache WorkloadSharedCache `json:"sharedCache,omitempty"`
+	SharedCache *WorkloadSharedCache `json:"sharedCache,omitempty"`
 }
 
 // WorkloadSharedCache tells medops-api how to use cache.shared safely.

@@ -52,6 +52,12 @@ func renderConfig(m *v1alpha1.MedOpsAPI) (*v1alpha1.WorkloadConfig, []byte, erro
 		// once it is gone, so the delay would only lengthen the gap.
 		w.Server.ShutdownDelay = &metav1.Duration{}
 	}
+	if m.Spec.Cache.Shared != nil {
+		// Not yet: the HMAC key Secret, its mount and the memcached
+		// children are still to come. Say so instead of rendering a
+		// config the pods cannot start with.
+		return nil, nil, fmt.Errorf("cache.shared: this operator does not run the shared memcached tier yet (its HMAC key Secret and memcached children); remove cache.shared, or run medops-api with a config file that sets it")
+	}
 	w.SetDefaults()
 	if errs := w.Validate(); len(errs) > 0 {
 		return nil, nil, fmt.Errorf("spec renders an invalid medops-api config: %w", errs.ToAggregate())

@@ -120,11 +120,15 @@ func newSharedTier(cfg *v1alpha1.WorkloadConfig, reg prometheus.Registerer, log 
 	if s.Memcached == nil || len(s.Memcached.Addresses) == 0 {
 		return nil, errors.New("cache.shared.memcached.addresses: required by medops-api (deploy: true only tells the operator to run a memcached and fill them in)")
 	}
+	var sc v1alpha1.WorkloadSharedCache
+	if cfg.SharedCache != nil {
+		sc = *cfg.SharedCache
+	}
 	c, err := memcache.New(memcache.Options{
 		Addresses:   s.Memcached.Addresses,
 		Timeout:     s.Timeout.Duration,
-		Namespace:   cfg.SharedCache.KeyNamespace,
-		HMACKeyFile: cfg.SharedCache.HMACKeyFile,
+		Namespace:   sc.KeyNamespace,
+		HMACKeyFile: sc.HMACKeyFile,
 		Registerer:  reg,
 		Logger:      log,
 	})

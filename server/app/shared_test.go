@@ -37,7 +37,7 @@ func sharedTier(t *testing.T, mc *memcachedtest.Server, upstream string, rl *v1a
 			Timeout:   &metav1.Duration{Duration: 500 * time.Millisecond},
 		}
 		c.Cache.SetDefaults()
-		c.SharedCache = v1alpha1.WorkloadSharedCache{KeyNamespace: "ns/gw", HMACKeyFile: key}
+		c.SharedCache = &v1alpha1.WorkloadSharedCache{KeyNamespace: "ns/gw", HMACKeyFile: key}
 	}
 }
 
