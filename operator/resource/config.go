@@ -52,11 +52,17 @@ func renderConfig(m *v1alpha1.MedOpsAPI) (*v1alpha1.WorkloadConfig, []byte, erro
 		// once it is gone, so the delay would only lengthen the gap.
 		w.Server.ShutdownDelay = &metav1.Duration{}
 	}
-	if m.Spec.Cache.Shared != nil {
-		// Not yet: the HMAC key Secret, its mount and the memcached
-		// children are still to come. Say so instead of rendering a
-		// config the pods cannot start with.
-		return nil, nil, fmt.Errorf("cache.shared: this operator does not run the shared memcached tier yet (its HMAC key Secret and memcached children); remove cache.shared, or run medops-api with a config file that sets it")
+	if sh := w.Cache.Shared; sh != nil {
+		// The workload only knows addresses: deploy: true becomes the
+		// Service of the memcached the operator runs.
+		if sh.Deploy {
+			sh.Deploy = false
+			sh.Memcached = &v1alpha1.MemcachedTier{Addresses: []string{memcachedAddress(m)}}
+		}
+		// Keys per MedOpsAPI, so that APIs sharing one memcached never
+		// read each other's entries or budgets; the HMAC key from the
+		// Secret the operator generates, mounted at HMACFile.
+		w.SharedCache = &v1alpha1.WorkloadSharedCache{KeyNamespace: m.Namespace + "/" + m.Name, HMACKeyFile: HMACFile}
 	}
 	w.SetDefaults()
 	if errs := w.Validate(); len(errs) > 0 {
