@@ -161,6 +161,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	if err == nil {
 		err = r.checkPostgresSecret(ctx, &m)
 	}
+	if err == nil {
+		err = r.sharedCacheSecret(ctx, &m, changed)
+	}
 	if err != nil {
 		var b *blockedError
 		if errors.As(err, &b) {
@@ -192,6 +195,12 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 		obs.className = desired.MedOpsAPI.Spec.Ingress.ClassName
 		if c := findCondition(m.Status.Conditions, v1alpha1.ConditionIngressSettingsIgnored); c == nil || c.Message != obs.ignoredMessage() {
 			r.event(&m, nil, corev1.EventTypeWarning, v1alpha1.ConditionIngressSettingsIgnored, "Validate", "%s", obs.ignoredMessage())
+		}
+	}
+
+	if ok, _, msg, present := sharedBudget(&desired.MedOpsAPI.Spec); present && !ok {
+		if c := findCondition(m.Status.Conditions, v1alpha1.ConditionSharedBudget); c == nil || c.Message != msg {
+			r.event(&m, nil, corev1.EventTypeWarning, ReasonBudgetPerReplica, "Validate", "%s", msg)
 		}
 	}
 
