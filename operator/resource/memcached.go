@@ -57,7 +57,11 @@ func HMACSecretName(m *v1alpha1.MedOpsAPI) string { return m.Name + "-cache-hmac
 // memcachedAddress is the deployed memcached's Service, as the workload's
 // cache.shared.memcached.addresses names it.
 func memcachedAddress(m *v1alpha1.MedOpsAPI) string {
-	return MemcachedName(m) + "." + m.Namespace + ".svc:" + strconv.Itoa(int(memcachedPort))
+	host := MemcachedName(m)
+	if m.Namespace != "" { // always in a cluster; a bare name resolves in the pod's own
+		host += "." + m.Namespace + ".svc"
+	}
+	return host + ":" + strconv.Itoa(int(memcachedPort))
 }
 
 // memcachedSelector selects the memcached pod of m.
