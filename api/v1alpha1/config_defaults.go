@@ -358,6 +358,9 @@ func (u *Upstream) validateMirrors(p *field.Path) field.ErrorList {
 	if len(u.Mirrors) > MaxMirrors {
 		errs = append(errs, field.TooMany(p.Child("mirrors"), len(u.Mirrors), MaxMirrors))
 	}
+	for _, msg := range validation.IsValidLabelValue(u.Region) {
+		errs = append(errs, field.Invalid(p.Child("region"), u.Region, msg))
+	}
 	seen := map[string]bool{u.URL: true}
 	for j, m := range u.Mirrors {
 		mp := p.Child("mirrors").Index(j)

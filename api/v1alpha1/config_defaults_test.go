@@ -128,6 +128,9 @@ func TestWorkloadConfigValidate(t *testing.T) {
 		{"mirror region", func(w *WorkloadConfig) {
 			w.Modules.Gateway.Upstreams = []Upstream{{Name: "e", URL: "https://a.example", Mirrors: []Mirror{{URL: "https://b.example", Region: "eu west"}}}}
 		}, "modules.gateway.upstreams[0].mirrors[0].region", "alphanumeric"},
+		{"upstream region", func(w *WorkloadConfig) {
+			w.Modules.Gateway.Upstreams = []Upstream{{Name: "e", URL: "https://a.example", Region: "us/east"}}
+		}, "modules.gateway.upstreams[0].region", "alphanumeric"},
 		{"too many mirrors", func(w *WorkloadConfig) {
 			var ms []Mirror
 			for i := range 9 {

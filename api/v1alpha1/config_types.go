@@ -226,6 +226,13 @@ type Upstream struct {
 	// +kubebuilder:validation:XValidation:rule="isURL(self) && (url(self).getScheme() == 'http' || url(self).getScheme() == 'https') && url(self).getHostname() != ''",message="url must be an absolute http or https URL"
 	URL string `json:"url"`
 
+	// Region is where url runs, as in the node label
+	// topology.kubernetes.io/region; see mirrors.
+	// +optional
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$`
+	Region string `json:"region,omitempty"`
+
 	// TTL is how long this upstream's responses stay fresh in the cache when
 	// the upstream does not say (Cache-Control max-age). Defaults to the cache TTL.
 	// +optional

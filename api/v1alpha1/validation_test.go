@@ -269,6 +269,7 @@ modules:
     upstreams:
     - name: ensembl
       url: https://rest.ensembl.org
+      region: eu-west-2
       mirrors: [{url: "https://asia.rest.example/rest", region: ap-southeast-1}, {url: "http://10.0.0.7:8080"}]
       rateLimit: {requestsPerSecond: 15, burst: 3, maxWait: 0s}`},
 		{"one replica with the default storage", `replicas: 1`},

@@ -67,7 +67,7 @@ func run(sigs <-chan os.Signal, args []string, getenv func(string) string, stdou
 		log.Warn("the API needs no token", "reason", why)
 	}
 
-	a, err := app.New(app.Options{Config: cfg, Logger: log})
+	a, err := app.New(app.Options{Config: cfg, Logger: log, Region: flags.Region})
 	if err != nil {
 		log.Error("start-up failed", "err", err)
 		return 1

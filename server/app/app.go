@@ -44,6 +44,9 @@ type Options struct {
 	Registry *prometheus.Registry
 	// StoreOptions tune the task store (tests shorten the batch delay).
 	StoreOptions boltstore.Options
+	// Region is the replica's region (--region, MEDOPS_REGION): the
+	// gateway prefers upstream mirrors there.
+	Region string
 }
 
 // App is a ready-to-serve medops-api.
@@ -106,7 +109,7 @@ func New(opts Options) (_ *App, err error) {
 			return nil, err
 		}
 	}
-	if a.mods, err = newModules(a.cfg, a.reg, a.log); err != nil {
+	if a.mods, err = newModules(a.cfg, a.reg, a.log, opts.Region); err != nil {
 		return nil, err
 	}
 	if err := a.buildRouter(token); err != nil {

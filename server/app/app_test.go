@@ -42,6 +42,13 @@ func newTestEnv(t testing.TB, mutate func(*v1alpha1.WorkloadConfig)) *testEnv {
 // written to logs; nil discards them.
 func newTestEnvLogged(t testing.TB, logs io.Writer, mutate func(*v1alpha1.WorkloadConfig)) *testEnv {
 	t.Helper()
+	return newTestEnvOptions(t, logs, mutate, nil)
+}
+
+// newTestEnvOptions is newTestEnvLogged with a last say on the App's
+// Options (setOpts may be nil).
+func newTestEnvOptions(t testing.TB, logs io.Writer, mutate func(*v1alpha1.WorkloadConfig), setOpts func(*Options)) *testEnv {
+	t.Helper()
 	cfg := &v1alpha1.WorkloadConfig{DataDir: t.TempDir()}
 	tok := filepath.Join(t.TempDir(), "token")
 	if err := os.WriteFile(tok, []byte(testToken+"\n"), 0o600); err != nil {
@@ -58,6 +65,9 @@ func newTestEnvLogged(t testing.TB, logs io.Writer, mutate func(*v1alpha1.Worklo
 	opts := Options{Config: cfg}
 	if logs != nil {
 		opts.Logger = slog.New(slog.NewJSONHandler(logs, nil))
+	}
+	if setOpts != nil {
+		setOpts(&opts)
 	}
 	a, err := New(opts)
 	if err != nil {

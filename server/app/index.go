@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"runtime/debug"
 
+	"github.com/medops/medops/server/gateway"
 	"github.com/medops/medops/server/httpx"
 )
 
@@ -15,6 +16,9 @@ type index struct {
 	Revision string            `json:"revision,omitempty"`
 	Modules  []string          `json:"modules"`
 	Links    map[string]string `json:"links"`
+	// Upstreams are the gateway's upstreams with their mirrors' state,
+	// read at each request.
+	Upstreams []gateway.UpstreamState `json:"upstreams,omitempty"`
 }
 
 func (a *App) newIndex() index {
@@ -58,6 +62,10 @@ func (a *App) newIndex() index {
 
 func (a *App) serveIndex(ix index) http.HandlerFunc {
 	return func(w http.ResponseWriter, _ *http.Request) {
-		_ = httpx.WriteJSON(w, http.StatusOK, ix)
+		out := ix // each request its own copy: the closure's ix is shared
+		if s, ok := a.mods.gateway.(gateway.StateReporter); ok {
+			out.Upstreams = s.Upstreams()
+		}
+		_ = httpx.WriteJSON(w, http.StatusOK, out)
 	}
 }

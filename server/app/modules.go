@@ -26,7 +26,7 @@ type modules struct {
 	shared  *memcache.Client // nil without cache.shared
 }
 
-func newModules(cfg *v1alpha1.WorkloadConfig, reg prometheus.Registerer, log *slog.Logger) (*modules, error) {
+func newModules(cfg *v1alpha1.WorkloadConfig, reg prometheus.Registerer, log *slog.Logger, region string) (*modules, error) {
 	m := &modules{}
 	var err error
 	if m.shared, err = newSharedTier(cfg, reg, log); err != nil {
@@ -38,7 +38,7 @@ func newModules(cfg *v1alpha1.WorkloadConfig, reg prometheus.Registerer, log *sl
 	}
 	m.cache = c
 	if cfg.Modules.GatewayEnabled() {
-		opts := gateway.Options{Registerer: reg, Logger: log}
+		opts := gateway.Options{Registerer: reg, Logger: log, Region: region}
 		if m.shared != nil {
 			if opts.Limiter, err = sharedLimiters(m.shared, reg); err != nil {
 				return nil, errors.Join(err, m.close())

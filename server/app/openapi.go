@@ -46,7 +46,7 @@ func (a *App) openAPIDocument() ([]byte, error) {
 	paths["/readyz"] = obj{"get": ready}
 	paths["/metrics"] = obj{"get": plain("Prometheus metrics", "Metrics in the Prometheus text format",
 		obj{"text/plain": obj{"schema": obj{"type": "string"}}})}
-	paths["/"] = obj{"get": plain("Index", "The name, version and modules of this server, with links to /docs, /openapi.json, /healthz and /metrics", httpx.JSONContent(obj{"type": "object"}))}
+	paths["/"] = obj{"get": plain("Index", "The name, version and modules of this server, with links to /docs, /openapi.json, /healthz and /metrics, and the gateway's upstreams with the state of each endpoint (url and mirrors)", httpx.JSONContent(obj{"type": "object"}))}
 	paths["/openapi.json"] = obj{"get": plain("This document", "The OpenAPI document", httpx.JSONContent(obj{"type": "object"}))}
 
 	schemas := obj{"Error": errorSchema()}

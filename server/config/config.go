@@ -17,6 +17,8 @@ import (
 
 	"sigs.k8s.io/yaml"
 
+	"k8s.io/apimachinery/pkg/util/validation"
+
 	"github.com/medops/medops/api/v1alpha1"
 )
 
@@ -33,6 +35,8 @@ const (
 	// EnvAuthDisabled, when true, serves without a token on purpose
 	// (auth.disabled).
 	EnvAuthDisabled = "MEDOPS_AUTH_DISABLED"
+	// EnvRegion is the replica's region; the gateway prefers mirrors there.
+	EnvRegion = v1alpha1.EnvRegion
 )
 
 // Names of the settings that decide who may use the API, as the access
@@ -251,6 +255,9 @@ type Flags struct {
 	PostgresDSNFile string
 	TokenFile       string
 	AuthDisabled    bool
+	// Region is where this replica runs (a topology.kubernetes.io/region
+	// value). It belongs to the pod, not to the shared configuration file.
+	Region string
 }
 
 // ParseFlags reads args (without the program name). Each flag falls back to
@@ -278,11 +285,18 @@ func ParseFlags(name string, args []string, getenv func(string) string, output i
 	}
 	fs.BoolVar(&f.AuthDisabled, flagAuthDisabled, authDisabled,
 		"serve every endpoint without a token, on any listen address: the file's auth.disabled (env "+EnvAuthDisabled+"=true)")
+	fs.StringVar(&f.Region, "region", getenv(EnvRegion),
+		"the region this replica runs in, as in the node label topology.kubernetes.io/region: the gateway prefers upstream mirrors there (env "+EnvRegion+")")
 	if err := fs.Parse(args); err != nil {
 		return Flags{}, err
 	}
 	if fs.NArg() > 0 {
 		return Flags{}, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+	}
+	if msgs := validation.IsValidLabelValue(f.Region); len(msgs) > 0 {
+		err := fmt.Errorf("--region (env %s) %q: %s", EnvRegion, f.Region, strings.Join(msgs, "; "))
+		fmt.Fprintf(output, "%s: %v\n", name, err)
+		return Flags{}, err
 	}
 	return f, nil
 }

@@ -114,6 +114,42 @@ func TestLoadNamesFileAndField(t *testing.T) {
 	}
 }
 
+func TestRegionFlag(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		args []string
+		env  string
+		want string
+		bad  bool
+	}{
+		{"none", nil, "", "", false},
+		{"from the environment", nil, "eu-west-1", "eu-west-1", false},
+		{"flag beats env", []string{"--region", "ap-south"}, "eu-west-1", "ap-south", false},
+		{"not a label value", []string{"--region", "eu west"}, "", "", true},
+		{"bad in the environment", nil, "-eu", "", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			getenv := func(k string) string {
+				if k == EnvRegion {
+					return tc.env
+				}
+				return ""
+			}
+			var out strings.Builder
+			f, err := ParseFlags("medops-api", tc.args, getenv, &out)
+			if tc.bad {
+				if err == nil || !strings.Contains(err.Error(), "--region (env MEDOPS_REGION)") || !strings.Contains(out.String(), "--region") {
+					t.Fatalf("want an error naming --region, got %v (output %q)", err, out.String())
+				}
+				return
+			}
+			if err != nil || f.Region != tc.want {
+				t.Fatalf("region %q, %v; want %q", f.Region, err, tc.want)
+			}
+		})
+	}
+}
+
 func TestFlagsEnvAndFilePrecedence(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "c.yaml")
 	if err := os.WriteFile(p, []byte("listen: 127.0.0.1:1111\ndataDir: /from/file\nlogLevel: warn\npostgres:\n  dsnFile: /file/dsn\n"), 0o600); err != nil {

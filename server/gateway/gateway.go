@@ -10,6 +10,12 @@
 // an upstream fails (which lets the cache serve stale-if-error), and answers
 // 429 with Retry-After while an upstream's rate limit is exhausted (which
 // lets the cache serve what it has instead of calling the upstream).
+//
+// An upstream's url and mirrors are its endpoints (mirrors.go): each request
+// goes to the best healthy one, and a failure that sent nothing is retried
+// once on the next. With rateLimit every call takes a slot of the
+// upstream's budget (package ratelimit); a call over budget gets the same
+// 429 with Retry-After.
 package gateway
 
 import (
@@ -53,7 +59,7 @@ type Options struct {
 	// ratelimit.NewLocal, a budget per replica. It is called for every
 	// upstream: one without rateLimit gets rl.RequestsPerSecond 0, and
 	// then only Block and BlockedFor are used (the 429 and X-RateLimit
-	// learning), never Take.
+	// learning), never Take; with rateLimit, rl.Burst is never nil.
 	Limiter func(upstream string, rl v1alpha1.RateLimit) ratelimit.Limiter
 }
 
@@ -129,7 +135,7 @@ func New(mod v1alpha1.GatewayModule, opts Options) (http.Handler, error) {
 	limiter := opts.Limiter
 	if limiter == nil {
 		limiter = func(_ string, rl v1alpha1.RateLimit) ratelimit.Limiter {
-			burst := v1alpha1.DefaultRateLimitBurst
+			burst := int32(1)
 			if rl.Burst != nil {
 				burst = *rl.Burst
 			}
@@ -197,7 +203,7 @@ func newUpstream(u v1alpha1.Upstream, limiter func(string, v1alpha1.RateLimit) r
 		name:    u.Name,
 		timeout: v1alpha1.DefaultUpstreamTimeout,
 	}
-	e, err := newEndpoint(u.URL, "")
+	e, err := newEndpoint(u.URL, u.Region)
 	if err != nil {
 		return nil, err
 	}
@@ -212,6 +218,10 @@ func newUpstream(u v1alpha1.Upstream, limiter func(string, v1alpha1.RateLimit) r
 	var rl v1alpha1.RateLimit
 	if u.RateLimit != nil {
 		rl = *u.RateLimit
+		if rl.Burst == nil { // a module built in code, not defaulted
+			b := v1alpha1.DefaultRateLimitBurst
+			rl.Burst = &b
+		}
 		up.budget, up.rps = true, rl.RequestsPerSecond
 		up.maxWait = v1alpha1.DefaultRateLimitMaxWait
 		if rl.MaxWait != nil {
@@ -351,7 +361,8 @@ func (g *gateway) forward(w http.ResponseWriter, r *http.Request, up *upstream, 
 	attempted := false
 	defer func() {
 		if probe != nil && !attempted {
-			up.report(probe, skipped, g.now(), g.log)
+			now := g.now()
+			up.report(probe, skipped, now, now, g.log)
 		}
 	}()
 	var spent time.Duration // waiting on the upstream, over the attempts
@@ -373,7 +384,10 @@ func (g *gateway) forward(w http.ResponseWriter, r *http.Request, up *upstream, 
 				g.overBudgetAnswer(w, up, err)
 				return
 			}
-			// A 429 may have come while this call waited for its slot.
+		}
+		// A 429 may have come while this call waited for its slot, or
+		// during the first attempt (ServeHTTP checked before either).
+		if up.budget || last != nil {
 			if last == nil && g.blocked(w, r, up) {
 				return
 			} else if last != nil && up.limiter.BlockedFor(r.Context(), g.now()) > 0 {
@@ -383,9 +397,10 @@ func (g *gateway) forward(w http.ResponseWriter, r *http.Request, up *upstream, 
 		if order[i] == probe {
 			attempted = true
 		}
+		sent := g.now()
 		f, o, took := g.attempt(w, r, up, order[i], rawRest, decRest, spent)
 		spent += took
-		up.report(order[i], o, g.now(), g.log)
+		up.report(order[i], o, sent, g.now(), g.log)
 		if f == nil {
 			return
 		}
@@ -662,7 +677,8 @@ func (g *gateway) bodyFailed(w http.ResponseWriter, r *http.Request, ctx context
 	}
 	g.log.Warn("upstream body cut off", slog.String("upstream", up.name), slog.String("mirror", ep.url), slog.Any("error", err),
 		slog.String("request_id", httpx.RequestID(r.Context())))
-	up.report(ep, failed, g.now(), g.log)
+	now := g.now()
+	up.report(ep, failed, now, now, g.log)
 	if httpx.Retract(w) {
 		secure(w.Header())
 		f := g.bodyFailure(ctx, up)

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"cmp"
 	"fmt"
 	"log/slog"
 	"net/url"
@@ -40,6 +41,7 @@ type endpoint struct {
 	ewma         time.Duration // 0: not measured yet
 	backoff      time.Duration // the last ejection's length; 0 when recovered for good
 	ejectedUntil time.Time     // zero: healthy
+	ejectedAt    time.Time     // when the current ejection began
 	probing      bool          // a probe is on its way after the ejection ran out
 	failing      bool          // ejected or probing: the next success is a recovery
 
@@ -119,6 +121,15 @@ func (m *mirrorMetrics) bind(up string, e *endpoint) {
 func (u *upstream) pick(now time.Time, region string) (order []*endpoint, probe *endpoint) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
+	if len(u.endpoints) == 1 {
+		// The common case, without the allocations: there is no choice,
+		// only whether this call is a probe. The slice is never written.
+		e := u.endpoints[0]
+		if !e.ejectedUntil.IsZero() && !now.Before(e.ejectedUntil) && !e.probing {
+			e.probing, probe = true, e
+		}
+		return u.endpoints, probe
+	}
 	order = make([]*endpoint, 0, len(u.endpoints))
 	var healthy, ejected []*endpoint
 	for _, e := range u.endpoints {
@@ -139,7 +150,7 @@ func (u *upstream) pick(now time.Time, region string) (order []*endpoint, probe 
 			}
 			return 1
 		}
-		return int(a.ewma - b.ewma)
+		return cmp.Compare(a.ewma, b.ewma)
 	})
 	slices.SortStableFunc(ejected, func(a, b *endpoint) int { return a.ejectedUntil.Compare(b.ejectedUntil) })
 	if probe != nil {
@@ -160,12 +171,14 @@ const (
 	failed
 )
 
-// report settles one call: a failure ejects a healthy endpoint or a probe
-// (doubling the back-off), a success recovers an ejected one (halving it).
-// A failure of a call made while the endpoint was already ejected (as the
-// last resort, or sent before the ejection) changes nothing: the back-off
-// grows per ejection, not per request in flight.
-func (u *upstream) report(e *endpoint, o outcome, now time.Time, log *slog.Logger) {
+// report settles one call, sent at sent: a failure ejects a healthy
+// endpoint or a probe (doubling the back-off), a success recovers an
+// ejected one (halving it). A failure of a call made while the endpoint was
+// already ejected (as the last resort, or sent before the ejection) changes
+// nothing: the back-off grows per ejection, not per request in flight. Nor
+// does the success of a call sent before the ejection: it tells nothing of
+// what made the endpoint fail since.
+func (u *upstream) report(e *endpoint, o outcome, sent, now time.Time, log *slog.Logger) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	wasProbe := e.probing
@@ -178,13 +191,14 @@ func (u *upstream) report(e *endpoint, o outcome, now time.Time, log *slog.Logge
 		}
 		e.backoff = min(max(e.backoff*2, minEjection), maxEjection)
 		e.ejectedUntil = now.Add(e.backoff)
+		e.ejectedAt = now
 		e.failing = true
 		e.ejections.Inc()
 		e.ejected.Set(1)
 		log.Warn("upstream endpoint ejected", slog.String("upstream", u.name), slog.String("mirror", e.url),
 			slog.Duration("backoff", e.backoff), slog.Bool("probe", wasProbe))
 	case succeeded:
-		if !e.failing {
+		if !e.failing || (!wasProbe && sent.Before(e.ejectedAt)) {
 			return
 		}
 		e.failing = false
