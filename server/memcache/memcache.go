@@ -121,7 +121,7 @@ type Client struct {
 	// set while the one probe after it is in flight.
 	downUntil atomic.Int64
 	probing   atomic.Bool
-	mu        sync.Mutex // guards backoff and resolved
+	mu        sync.Mutex // guards backoff, resolved and changes of downUntil
 	backoff   time.Duration
 	resolved  []string
 
@@ -412,8 +412,11 @@ func (c *Client) ok(op, result string) {
 		return
 	}
 	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.downUntil.Load() == 0 {
+		return // another answer recovered it first
+	}
 	c.backoff = 0
-	c.mu.Unlock()
 	c.downUntil.Store(0)
 	c.probing.Store(false)
 	c.m.up.Set(1)
@@ -424,33 +427,34 @@ func (c *Client) ok(op, result string) {
 func (c *Client) fail(op string, err error) error {
 	c.m.ops.WithLabelValues(op, "error").Inc()
 	c.m.errors.WithLabelValues(op).Inc()
-	if until := c.downUntil.Load(); until != 0 && c.now().UnixNano() < until {
+	err = fmt.Errorf("memcached %s: %w", op, err)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	until := c.downUntil.Load()
+	if until != 0 && c.now().UnixNano() < until {
 		// A call that was in flight when the tier went down: the back-off
 		// it would start is running already. Only the first failure and
 		// failed probes lengthen it, or one outage under load would
 		// double it once per concurrent call.
-		return fmt.Errorf("memcached %s: %w", op, err)
+		return err
 	}
-	c.mu.Lock()
 	if c.backoff == 0 {
 		c.backoff = c.minBO
 	} else {
 		c.backoff = min(2*c.backoff, c.maxBO)
 	}
-	bo := c.backoff
-	c.mu.Unlock()
 	// The pooled connections most likely died with the server (a killed
 	// pod): drop them, or each probe after a restart would take one and
 	// fail again. Close leaves the client usable.
 	_ = c.mc.Close()
-	first := c.downUntil.Swap(c.now().Add(bo).UnixNano()) == 0
+	c.downUntil.Store(c.now().Add(c.backoff).UnixNano())
 	c.probing.Store(false)
 	c.m.up.Set(0)
-	if first {
+	if until == 0 {
 		c.log.Warn("shared cache tier failed; answering without it for a while",
-			slog.String("op", op), slog.Duration("backoff", bo), slog.Any("error", err))
+			slog.String("op", op), slog.Duration("backoff", c.backoff), slog.Any("error", err))
 	}
-	return fmt.Errorf("memcached %s: %w", op, err)
+	return err
 }
 
 func needsLookup(addrs []string) bool {

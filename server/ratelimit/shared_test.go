@@ -120,7 +120,9 @@ func TestForgedBudgetStateIsIgnored(t *testing.T) {
 	clock := &fakeClock{now: epoch}
 	c := sharedClient(t, mc.Addr)
 	l := NewShared(SharedOptions{Client: c, Name: "e", RPS: 10, Clock: clock})
-	forged := state{blocked: epoch.Add(24 * time.Hour).UnixNano()}.encode()
+	// Shaped like a sealed value (version byte, state, 32 bytes of MAC),
+	// with a MAC made without the key.
+	forged := append(append([]byte{1}, state{blocked: epoch.Add(24 * time.Hour).UnixNano()}.encode()...), make([]byte, 32)...)
 	if err := gm.New(mc.Addr).Set(&gm.Item{Key: c.Key("r", "e"), Value: forged}); err != nil {
 		t.Fatal(err)
 	}
