@@ -90,13 +90,19 @@ func BuildConfigMap(d *Desired) *corev1.ConfigMap {
 // up. It is not in Kinds: it is made once and never rewritten, and it is
 // needed before Prepare (its data's hash is one of the Inputs).
 func BuildTokenSecret(m *v1alpha1.MedOpsAPI, token []byte) *corev1.Secret {
+	return generatedSecret(m, TokenSecretName(m), v1alpha1.DefaultTokenKey, token)
+}
+
+// generatedSecret is a Secret the operator generates, holding data under
+// key; with nil data only its identity.
+func generatedSecret(m *v1alpha1.MedOpsAPI, name, key string, data []byte) *corev1.Secret {
 	s := &corev1.Secret{
 		TypeMeta:   typeMeta("v1", "Secret"),
-		ObjectMeta: objectMeta(m, TokenSecretName(m)),
+		ObjectMeta: objectMeta(m, name),
 		Type:       corev1.SecretTypeOpaque,
 	}
-	if token != nil {
-		s.Data = map[string][]byte{v1alpha1.DefaultTokenKey: token}
+	if data != nil {
+		s.Data = map[string][]byte{key: data}
 	}
 	return s
 }

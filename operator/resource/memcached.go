@@ -202,15 +202,7 @@ func BuildMemcachedNetworkPolicy(d *Desired) *networkingv1.NetworkPolicy {
 // rewritten (a new key would only turn every entry into a miss). With a
 // nil key only its identity is filled.
 func BuildHMACSecret(m *v1alpha1.MedOpsAPI, key []byte) *corev1.Secret {
-	s := &corev1.Secret{
-		TypeMeta:   typeMeta("v1", "Secret"),
-		ObjectMeta: objectMeta(m, HMACSecretName(m)),
-		Type:       corev1.SecretTypeOpaque,
-	}
-	if key != nil {
-		s.Data = map[string][]byte{HMACSecretKey: key}
-	}
-	return s
+	return generatedSecret(m, HMACSecretName(m), HMACSecretKey, key)
 }
 
 // hmacVolume projects the HMAC key into the API's pods.

@@ -115,34 +115,20 @@ func TestThreeReplicasShareOneMemcached(t *testing.T) {
 
 	t.Run("memcached killed and restarted under load", func(t *testing.T) {
 		var done, failed atomic.Int64
-		stop := make(chan struct{})
-		var wg sync.WaitGroup
-		for w := range 6 {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for i := 0; ; i++ {
-					select {
-					case <-stop:
-						return
-					default:
-					}
-					e := envs[(w+i)%3]
-					st, _, _, err := get(e.srv.URL + base + fmt.Sprintf("load/%d", (w*7+i)%50))
-					if err != nil || st != 200 {
-						failed.Add(1)
-						t.Errorf("request failed: %d %v", st, err)
-					}
-					done.Add(1)
-				}
-			}()
-		}
+		stop := runLoad(6, func(w, i int) {
+			e := envs[(w+i)%3]
+			st, _, _, err := get(e.srv.URL + base + fmt.Sprintf("load/%d", (w*7+i)%50))
+			if err != nil || st != 200 {
+				failed.Add(1)
+				t.Errorf("request failed: %d %v", st, err)
+			}
+			done.Add(1)
+		})
 		waitFor := func(what string, cond func() bool) {
 			deadline := time.Now().Add(30 * time.Second)
 			for !cond() {
 				if time.Now().After(deadline) {
-					close(stop)
-					wg.Wait()
+					stop()
 					t.Fatalf("timed out waiting for %s", what)
 				}
 				time.Sleep(time.Millisecond) // polling a counter for an event
@@ -165,8 +151,7 @@ func TestThreeReplicasShareOneMemcached(t *testing.T) {
 			_, xc, _, _ := get(envs[1].srv.URL + base + p)
 			return xc == "HIT-L2"
 		})
-		close(stop)
-		wg.Wait()
+		stop()
 		t.Logf("%d requests while memcached was killed and restarted, %d failed", done.Load(), failed.Load())
 		m := string(envs[0].do(t, "GET", "/metrics", "").body)
 		if !strings.Contains(m, "medops_memcached_errors_total{") || metricValue(t, m, "medops_memcached_skipped_total") == 0 {
@@ -201,38 +186,24 @@ func TestThreeReplicasKeepOneBudget(t *testing.T) {
 		return len(perSecond)
 	}
 	var ok200, over atomic.Int64
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for w := range 12 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := 0; ; i++ {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				st, _, _, err := get(envs[(w+i)%3].srv.URL + fmt.Sprintf("/api/v1/gateway/ensembl/x/%d/%d", w, i))
-				switch {
-				case err != nil:
-					t.Error(err)
-				case st == 200:
-					ok200.Add(1)
-				case st == 429:
-					over.Add(1)
-				default:
-					t.Errorf("status %d", st)
-				}
-			}
-		}()
-	}
+	stop := runLoad(12, func(w, i int) {
+		st, _, _, err := get(envs[(w+i)%3].srv.URL + fmt.Sprintf("/api/v1/gateway/ensembl/x/%d/%d", w, i))
+		switch {
+		case err != nil:
+			t.Error(err)
+		case st == 200:
+			ok200.Add(1)
+		case st == 429:
+			over.Add(1)
+		default:
+			t.Errorf("status %d", st)
+		}
+	})
 	deadline := time.Now().Add(60 * time.Second)
 	for seconds() < 5 && time.Now().Before(deadline) {
 		time.Sleep(5 * time.Millisecond) // polling the stub's clock for an event
 	}
-	close(stop)
-	wg.Wait()
+	stop()
 	mu.Lock()
 	defer mu.Unlock()
 	t.Logf("calls per second at the upstream: %v (%d answered, %d over budget)", perSecond, ok200.Load(), over.Load())
@@ -244,6 +215,29 @@ func TestThreeReplicasKeepOneBudget(t *testing.T) {
 	if over.Load() == 0 {
 		t.Error("no request was over budget: the load was not above it")
 	}
+}
+
+// runLoad runs workers that call do(worker, i) for i = 0, 1, ... until the
+// returned stop is called; stop waits for them.
+func runLoad(workers int, do func(w, i int)) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; ; i++ {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				do(w, i)
+			}
+		}()
+	}
+	var once sync.Once
+	return func() { once.Do(func() { close(done); wg.Wait() }) }
 }
 
 // newUpstream is a real loopback upstream; it returns its URL.
