@@ -113,8 +113,10 @@ func (m *modules) close() error {
 // nil without one. deploy: true is the operator's business: it renders the
 // address of the memcached it runs.
 func newSharedTier(cfg *v1alpha1.WorkloadConfig, reg prometheus.Registerer, log *slog.Logger) (*memcache.Client, error) {
+	// Connected even with the response cache off: the upstream budgets
+	// are shared through it too.
 	s := cfg.Cache.Shared
-	if s == nil || !cfg.Cache.IsEnabled() {
+	if s == nil {
 		return nil, nil
 	}
 	if s.Memcached == nil || len(s.Memcached.Addresses) == 0 {
