@@ -60,7 +60,7 @@ func TestBudgetHeldUnderLoad(t *testing.T) {
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	var ok, limited, bad atomic.Int64
-	for g := range 16 {
+	for g := range 8 {
 		wg.Go(func() {
 			for i := 0; ; i++ {
 				select {
