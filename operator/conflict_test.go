@@ -19,7 +19,8 @@ import (
 
 // conflictSpecs are MedOpsAPI specs that, between them, want every child
 // kind: the default (a retained claim) and one with every optional child
-// (which needs ephemeral storage for autoscaling).
+// (which needs ephemeral storage for autoscaling), the shared cache tier's
+// memcached among them.
 func conflictSpecs() []func(*v1alpha1.MedOpsAPI) {
 	return []func(*v1alpha1.MedOpsAPI){
 		func(*v1alpha1.MedOpsAPI) {},
@@ -35,6 +36,7 @@ func conflictSpecs() []func(*v1alpha1.MedOpsAPI) {
 				Schedule:          "0 3 * * *",
 				BackupDestination: v1alpha1.BackupDestination{Volume: &v1alpha1.BackupVolume{ClaimName: "nas"}},
 			}
+			m.Spec.Cache.Shared = &v1alpha1.SharedCache{Deploy: true}
 		},
 	}
 }

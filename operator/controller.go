@@ -12,6 +12,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	utilerrors "k8s.io/apimachinery/pkg/util/errors"
 	"k8s.io/apimachinery/pkg/util/validation/field"
@@ -99,7 +100,12 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager, maxConcurrent int) error
 	// bring the child back, and the Deployment's and HTTPRoute's status feed
 	// ours. Only served kinds are watched: a watch of a kind without CRD
 	// would fail the manager's start.
+	watched := map[schema.GroupVersionKind]bool{}
 	for _, k := range r.Kinds {
+		if watched[k.GVK] {
+			continue // a second row of a kind (memcached's Deployment)
+		}
+		watched[k.GVK] = true
 		b = b.Owns(k.New())
 		for _, spawned := range k.Spawned {
 			b = b.Watches(spawned(), handler.EnqueueRequestsFromMapFunc(mapSpawnedByInstance))
@@ -155,6 +161,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	if err == nil {
 		err = r.checkPostgresSecret(ctx, &m)
 	}
+	if err == nil {
+		err = r.sharedCacheSecret(ctx, &m, changed)
+	}
 	if err != nil {
 		var b *blockedError
 		if errors.As(err, &b) {
@@ -188,6 +197,12 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 		}
 	}
 
+	if ok, _, msg, present := sharedBudget(&desired.MedOpsAPI.Spec); present && !ok {
+		if c := findCondition(m.Status.Conditions, v1alpha1.ConditionSharedBudget); c == nil || c.Message != msg {
+			r.event(&m, nil, corev1.EventTypeWarning, ReasonBudgetPerReplica, "Validate", "%s", msg)
+		}
+	}
+
 	for _, c := range desired.Children(r.Kinds) {
 		var (
 			out  apply.Outcome
@@ -215,7 +230,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 			return r.finish(ctx, &m, obs, changed, aerr)
 		}
 		changed.add(out, kind+" "+c.Object.GetName())
-		if dep, ok := c.Object.(*appsv1.Deployment); ok && c.Wanted {
+		if dep, ok := c.Object.(*appsv1.Deployment); ok && c.Wanted && dep.Name == m.Name {
 			obs.desired = dep
 			obs.live, _ = now.(*appsv1.Deployment)
 		}

@@ -12,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -148,7 +149,12 @@ func CacheOptions(namespaces []string, kinds []resource.Kind) cache.Options {
 		DefaultTransform: cache.TransformStripManagedFields(),
 		ByObject:         map[client.Object]cache.ByObject{},
 	}
+	seen := map[schema.GroupVersionKind]bool{}
 	for _, k := range kinds {
+		if seen[k.GVK] {
+			continue // one cache entry per kind, however many rows
+		}
+		seen[k.GVK] = true
 		opts.ByObject[k.New()] = managed
 		for _, spawned := range k.Spawned {
 			opts.ByObject[spawned()] = managed

@@ -4,6 +4,7 @@ import (
 	"reflect"
 	"testing"
 
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -19,7 +20,12 @@ func TestCacheScopesEveryChildKind(t *testing.T) {
 	kinds := resource.Kinds()
 	opts := CacheOptions(nil, kinds)
 	objs := []client.Object{}
+	seen := map[schema.GroupVersionKind]bool{}
 	for _, k := range kinds {
+		if seen[k.GVK] {
+			continue // several rows of one kind share its cache entry
+		}
+		seen[k.GVK] = true
 		objs = append(objs, k.New())
 		for _, spawned := range k.Spawned {
 			objs = append(objs, spawned())

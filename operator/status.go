@@ -107,6 +107,16 @@ func computeWorkloadStatus(m *v1alpha1.MedOpsAPI, obs observed) v1alpha1.MedOpsA
 		meta.RemoveStatusCondition(&status.Conditions, v1alpha1.ConditionIngressSettingsIgnored)
 	}
 
+	if ok, reason, msg, present := sharedBudget(&m.Spec); present {
+		cs := metav1.ConditionTrue
+		if !ok {
+			cs = metav1.ConditionFalse
+		}
+		set(v1alpha1.ConditionSharedBudget, cs, reason, msg)
+	} else {
+		meta.RemoveStatusCondition(&status.Conditions, v1alpha1.ConditionSharedBudget)
+	}
+
 	if obs.failReason != "" {
 		set(v1alpha1.ConditionDegraded, metav1.ConditionTrue, obs.failReason, obs.failMessage)
 		set(v1alpha1.ConditionReady, metav1.ConditionFalse, obs.failReason,

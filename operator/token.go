@@ -76,7 +76,7 @@ func (r *Reconciler) tokenInputs(ctx context.Context, m *v1alpha1.MedOpsAPI, cha
 	}
 	ref := m.Spec.Auth.TokenSecretRef
 	if ref == nil {
-		made, err := r.ensureToken(ctx, m, generated.Name)
+		made, err := r.ensureGenerated(ctx, m, tokenSecret)
 		if err != nil {
 			return resource.Inputs{}, err
 		}
@@ -111,48 +111,66 @@ func (r *Reconciler) checkPostgresSecret(ctx context.Context, m *v1alpha1.MedOps
 	return r.referencedSecret(ctx, m, secretRef{field: fieldPostgresSecret, reason: ReasonPostgresSecretMissing, name: pg.Name, key: key})
 }
 
-// ensureToken makes the generated token Secret unless it exists. It
-// reports whether it made it. A Secret of that name that this MedOpsAPI
-// does not control is someone else's: it is neither used nor changed (a
+// generatedSecret is a Secret the operator makes once with random data
+// and never rewrites: the token, or the shared cache's HMAC key.
+type generatedSecret struct {
+	// what names it in messages, field is the spec field that asks for it.
+	what, field string
+	// key is the data key that must hold the random value.
+	key string
+	// build returns the Secret (identity only with nil data).
+	build func(m *v1alpha1.MedOpsAPI, data []byte) *corev1.Secret
+	// conflictHint says what to do about a Secret of that name that is
+	// someone else's; missingReason is the reason when ours lost its key.
+	conflictHint, missingReason string
+}
+
+var tokenSecret = generatedSecret{
+	what: "token", field: "auth", key: v1alpha1.DefaultTokenKey, build: resource.BuildTokenSecret,
+	conflictHint:  "delete or rename it, or set spec.auth.tokenSecretRef to use it as the token",
+	missingReason: ReasonTokenSecretMissing,
+}
+
+// ensureGenerated makes a generated Secret unless it exists. It reports
+// whether it made it. A Secret of that name that this MedOpsAPI does not
+// control is someone else's: it is neither used nor changed (a
 // blockedError with ReasonNameConflict), as is one of ours that lost its
-// key (ReasonTokenSecretMissing), which the pods could not mount.
-func (r *Reconciler) ensureToken(ctx context.Context, m *v1alpha1.MedOpsAPI, name string) (bool, error) {
+// key (g.missingReason), which the pods could not mount.
+func (r *Reconciler) ensureGenerated(ctx context.Context, m *v1alpha1.MedOpsAPI, g generatedSecret) (bool, error) {
+	name := g.build(m, nil).Name
 	var secret corev1.Secret
 	err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: m.Namespace, Name: name}, &secret)
 	switch {
 	case err == nil:
 		if !metav1.IsControlledBy(&secret, m) {
-			return false, &blockedError{ReasonNameConflict, nameConflictMessage(m, "Secret", name, metav1.GetControllerOf(&secret),
-				"delete or rename it, or set spec.auth.tokenSecretRef to use it as the token")}
+			return false, &blockedError{ReasonNameConflict, nameConflictMessage(m, "Secret", name, metav1.GetControllerOf(&secret), g.conflictHint)}
 		}
-		if len(secret.Data[v1alpha1.DefaultTokenKey]) == 0 {
-			return false, &blockedError{ReasonTokenSecretMissing, fmt.Sprintf("auth: the generated Secret %q has no key %q: delete it and the operator makes a new token",
-				name, v1alpha1.DefaultTokenKey)}
+		if len(secret.Data[g.key]) == 0 {
+			return false, &blockedError{g.missingReason, fmt.Sprintf("%s: the generated Secret %q has no key %q: delete it and the operator makes a new %s",
+				g.field, name, g.key, g.what)}
 		}
 		return false, nil
 	case !apierrors.IsNotFound(err):
-		return false, fmt.Errorf("read token Secret %s: %w", name, err)
+		return false, fmt.Errorf("read %s Secret %s: %w", g.what, name, err)
 	}
-	made, err := r.createToken(ctx, m)
-	return made != nil, err
+	return true, r.createGenerated(ctx, m, g)
 }
 
-// createToken makes the MedOpsAPI's own token Secret with a random token.
-// It uses Create, never apply: once made the token is never rewritten, and
-// a Secret made by someone else between ensureToken's read and this create
-// fails it with AlreadyExists instead of being taken over; the retry then
-// finds that Secret and judges it.
-func (r *Reconciler) createToken(ctx context.Context, m *v1alpha1.MedOpsAPI) (*corev1.Secret, error) {
+// createGenerated makes a generated Secret with 32 random bytes, hex
+// encoded. It uses Create, never apply: once made the value is never
+// rewritten, and a Secret made by someone else between ensureGenerated's
+// read and this create fails it with AlreadyExists instead of being taken
+// over; the retry then finds that Secret and judges it.
+func (r *Reconciler) createGenerated(ctx context.Context, m *v1alpha1.MedOpsAPI, g generatedSecret) error {
 	buf := make([]byte, tokenBytes)
 	if _, err := rand.Read(buf); err != nil {
-		return nil, fmt.Errorf("generate token: %w", err)
+		return fmt.Errorf("generate %s: %w", g.what, err)
 	}
-	token := []byte(hex.EncodeToString(buf))
-	secret := resource.BuildTokenSecret(m, token)
+	secret := g.build(m, []byte(hex.EncodeToString(buf)))
 	if err := r.Client.Create(ctx, secret, client.FieldOwner(FieldManager)); err != nil {
-		return nil, fmt.Errorf("create token Secret %s: %w", secret.Name, err)
+		return fmt.Errorf("create %s Secret %s: %w", g.what, secret.Name, err)
 	}
-	return secret, nil
+	return nil
 }
 
 // deleteGeneratedToken removes the generated token Secret once the user

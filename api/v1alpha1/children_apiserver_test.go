@@ -82,6 +82,15 @@ func TestPodTemplateAdmittedUnderRestrictedPodSecurity(t *testing.T) {
 			if err := k8s.Create(ctx, pod.DeepCopy()); err != nil {
 				t.Fatalf("restricted namespace refused the pod template: %v", err)
 			}
+			if d.MedOpsAPI.Spec.SharedCacheDeployed() {
+				mc := resource.BuildMemcachedDeployment(d)
+				if err := k8s.Create(ctx, &corev1.Pod{
+					ObjectMeta: metav1.ObjectMeta{Name: "memcached-" + m.Name, Namespace: ns, Labels: mc.Spec.Template.Labels},
+					Spec:       *mc.Spec.Template.Spec.DeepCopy(),
+				}); err != nil {
+					t.Fatalf("restricted namespace refused the memcached pod template: %v", err)
+				}
+			}
 
 			bad := pod.DeepCopy()
 			bad.Name = "privileged-" + m.Name

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -51,6 +52,23 @@ const (
 
 	// MaxCacheSize bounds cache.size; bigcache's HardMaxCacheSize is in MiB.
 	MaxCacheSize = "8Gi"
+
+	// DefaultSharedCacheSize is memcached's item memory (-m) when the
+	// operator deploys it; MinSharedCacheSize and MaxSharedCacheSize bound it.
+	DefaultSharedCacheSize = "64Mi"
+	MinSharedCacheSize     = "8Mi"
+	MaxSharedCacheSize     = "64Gi"
+	// DefaultSharedCacheTimeout bounds each memcached call: a round trip on
+	// a cluster network takes well under a millisecond, so tens of
+	// milliseconds only pass when memcached is in trouble, and then the
+	// upstream is asked instead.
+	DefaultSharedCacheTimeout = 50 * time.Millisecond
+	MaxSharedCacheTimeout     = 5 * time.Second
+	// DefaultMemcachedPort is used for an address without a port.
+	DefaultMemcachedPort = "11211"
+	// DefaultSharedKeyNamespace prefixes keys when sharedCache.keyNamespace
+	// is unset.
+	DefaultSharedKeyNamespace = "medops"
 )
 
 // Defaults inside a container. The image sets them (in its env), so that
@@ -73,6 +91,12 @@ const EnvMemoryLimit = "MEDOPS_MEMORY_LIMIT"
 // region it runs in (the operator fills it from the pod label
 // topology.kubernetes.io/region); the gateway prefers mirrors there.
 const EnvRegion = "MEDOPS_REGION"
+
+// EnvReplicas is the environment variable that tells medops-api how many
+// replicas share its upstream budgets (the operator sets spec.replicas, or
+// autoscaling's maximum), so that while memcached fails each replica keeps
+// to its share. Unset: a replica falls back to the whole budget.
+const EnvReplicas = "MEDOPS_REPLICAS"
 
 // LogLevels are the accepted values of logLevel.
 var LogLevels = []string{"debug", "info", "warn", "error"}
@@ -129,6 +153,14 @@ func (c *CacheSpec) SetDefaults() {
 	}
 	if c.StaleIfError == nil {
 		c.StaleIfError = &metav1.Duration{Duration: DefaultStaleIfError}
+	}
+	if s := c.Shared; s != nil {
+		if s.Size == nil {
+			s.Size = ptr(resource.MustParse(DefaultSharedCacheSize))
+		}
+		if s.Timeout == nil {
+			s.Timeout = &metav1.Duration{Duration: DefaultSharedCacheTimeout}
+		}
 	}
 }
 
@@ -200,6 +232,14 @@ func (w *WorkloadConfig) SetDefaults() {
 	}
 	w.Modules.SetDefaults()
 	w.Cache.SetDefaults()
+	if w.Cache.Shared != nil {
+		if w.SharedCache == nil {
+			w.SharedCache = &WorkloadSharedCache{}
+		}
+		if w.SharedCache.KeyNamespace == "" {
+			w.SharedCache.KeyNamespace = DefaultSharedKeyNamespace
+		}
+	}
 	if w.Server.MaxBodySize == nil {
 		w.Server.MaxBodySize = ptr(resource.MustParse(DefaultMaxBodySize))
 	}
@@ -228,6 +268,10 @@ func (w *WorkloadConfig) Validate() field.ErrorList {
 	}
 	errs = append(errs, w.Modules.Validate(field.NewPath("modules"))...)
 	errs = append(errs, w.Cache.Validate(field.NewPath("cache"))...)
+	if w.Cache.Shared != nil && w.Cache.Shared.Memcached != nil && (w.SharedCache == nil || w.SharedCache.HMACKeyFile == "") {
+		errs = append(errs, field.Required(field.NewPath("sharedCache", "hmacKeyFile"),
+			"cache.shared.memcached needs a key file to sign entries: memcached has no authentication"))
+	}
 	sp := field.NewPath("server")
 	if msg := checkBasePath(w.Server.BasePath); msg != "" {
 		errs = append(errs, field.Invalid(sp.Child("basePath"), w.Server.BasePath, msg))
@@ -413,5 +457,71 @@ func (c *CacheSpec) Validate(path *field.Path) field.ErrorList {
 	if c.StaleIfError != nil && c.StaleIfError.Duration < 0 {
 		errs = append(errs, field.Invalid(path.Child("staleIfError"), c.StaleIfError.Duration.String(), "must not be negative"))
 	}
+	if c.Shared != nil {
+		errs = append(errs, c.Shared.Validate(path.Child("shared"))...)
+	}
 	return errs
+}
+
+// Validate checks a defaulted SharedCache; path is where it sits.
+func (s *SharedCache) Validate(path *field.Path) field.ErrorList {
+	var errs field.ErrorList
+	var addrs []string
+	if s.Memcached != nil {
+		addrs = s.Memcached.Addresses
+	}
+	switch {
+	case len(addrs) > 0 && s.Deploy:
+		errs = append(errs, field.Invalid(path.Child("deploy"), true, "set either memcached.addresses or deploy: true, not both"))
+	case len(addrs) == 0 && !s.Deploy:
+		errs = append(errs, field.Required(path.Child("memcached", "addresses"), "cache.shared needs memcached.addresses or deploy: true"))
+	}
+	for i, a := range addrs {
+		if msg := CheckMemcachedAddress(a); msg != "" {
+			errs = append(errs, field.Invalid(path.Child("memcached", "addresses").Index(i), a, msg))
+		}
+	}
+	if q := s.Size; q != nil {
+		if q.Cmp(resource.MustParse(MinSharedCacheSize)) < 0 || q.Cmp(resource.MustParse(MaxSharedCacheSize)) > 0 {
+			errs = append(errs, field.Invalid(path.Child("size"), q.String(), "must be between "+MinSharedCacheSize+" and "+MaxSharedCacheSize))
+		}
+	}
+	if d := s.Timeout; d != nil && (d.Duration <= 0 || d.Duration > MaxSharedCacheTimeout) {
+		errs = append(errs, field.Invalid(path.Child("timeout"), d.Duration.String(), "must be positive and at most "+MaxSharedCacheTimeout.String()))
+	}
+	return errs
+}
+
+// CheckMemcachedAddress returns why a is not host:port or a host name, or "".
+func CheckMemcachedAddress(a string) string {
+	if strings.ContainsAny(a, "/@? ") {
+		return "must be host:port or a host name, without a scheme, user or path"
+	}
+	host, port := a, ""
+	if h, p, err := net.SplitHostPort(a); err == nil {
+		host, port = h, p
+	} else if strings.HasPrefix(a, "[") || strings.Count(a, ":") > 0 {
+		return "must be host:port, [ipv6]:port or a host name: " + err.Error()
+	}
+	if host == "" {
+		return "must name a host"
+	}
+	if port != "" {
+		n, err := strconv.Atoi(port)
+		if err != nil || n < 1 || n > 65535 {
+			return "port must be a number from 1 to 65535"
+		}
+	}
+	if net.ParseIP(host) != nil {
+		return ""
+	}
+	for _, label := range strings.Split(host, ".") {
+		if len(label) == 0 || len(label) > 63 || strings.HasPrefix(label, "-") || strings.HasSuffix(label, "-") ||
+			strings.IndexFunc(label, func(r rune) bool {
+				return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-')
+			}) >= 0 {
+			return "must be host:port or a host name (a Service name such as memcached.cache.svc)"
+		}
+	}
+	return ""
 }

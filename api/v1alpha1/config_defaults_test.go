@@ -152,6 +152,24 @@ func TestWorkloadConfigValidate(t *testing.T) {
 		}, "modules.gateway.upstreams[0].responseTimeout", "must not be shorter than timeout"},
 		{"max retry after under a second", func(w *WorkloadConfig) { w.Modules.Gateway.MaxRetryAfter = d(500 * time.Millisecond) },
 			"modules.gateway.maxRetryAfter", "at least 1s"},
+		{"shared tier with neither addresses nor deploy", func(w *WorkloadConfig) { w.Cache.Shared = &SharedCache{} },
+			"cache.shared.memcached.addresses", "needs memcached.addresses or deploy: true"},
+		{"shared tier with both", func(w *WorkloadConfig) {
+			w.Cache.Shared = &SharedCache{Deploy: true, Memcached: &MemcachedTier{Addresses: []string{"mc:11211"}}}
+		}, "cache.shared.deploy", "not both"},
+		{"shared tier bad address", func(w *WorkloadConfig) {
+			w.Cache.Shared = &SharedCache{Memcached: &MemcachedTier{Addresses: []string{"mc:99999"}}}
+		}, "cache.shared.memcached.addresses[0]", "port must be a number"},
+		{"shared tier address with a scheme", func(w *WorkloadConfig) {
+			w.Cache.Shared = &SharedCache{Memcached: &MemcachedTier{Addresses: []string{"tcp://mc"}}}
+		}, "cache.shared.memcached.addresses[0]", "must be host:port"},
+		{"shared tier without a key file", func(w *WorkloadConfig) {
+			w.Cache.Shared = &SharedCache{Memcached: &MemcachedTier{Addresses: []string{"mc"}}}
+		}, "sharedCache.hmacKeyFile", "needs a key file"},
+		{"shared tier timeout too long", func(w *WorkloadConfig) { w.Cache.Shared = &SharedCache{Deploy: true, Timeout: d(time.Minute)} },
+			"cache.shared.timeout", "at most 5s"},
+		{"shared tier too small", func(w *WorkloadConfig) { w.Cache.Shared = &SharedCache{Deploy: true, Size: q("1Mi")} },
+			"cache.shared.size", "between 8Mi and 64Gi"},
 		{"body size zero", func(w *WorkloadConfig) { w.Server.MaxBodySize = q("0") }, "server.maxBodySize", "must be positive"},
 		{"base path relative", func(w *WorkloadConfig) { w.Server.BasePath = "medops" }, "server.basePath", "must start with /"},
 		{"base path trailing slash", func(w *WorkloadConfig) { w.Server.BasePath = "/medops/" }, "server.basePath", "must not end with /"},

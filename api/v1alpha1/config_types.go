@@ -50,6 +50,32 @@ type WorkloadConfig struct {
 	// Server holds HTTP server limits and shutdown behaviour.
 	// +optional
 	Server ServerSettings `json:"server,omitempty"`
+
+	// SharedCache holds what the workload needs besides cache.shared to use
+	// the shared tier: where its keys live and the key that signs entries.
+	// A pointer, so that a config without the tier renders (and hashes) as
+	// before.
+	// +optional
+	SharedCache *WorkloadSharedCache `json:"sharedCache,omitempty"`
+}
+
+// WorkloadSharedCache tells medops-api how to use cache.shared safely.
+// The operator fills it; it is not part of the MedOpsAPI resource.
+type WorkloadSharedCache struct {
+	// KeyNamespace prefixes every memcached key, so that several APIs can
+	// share one memcached without reading each other's entries or budgets.
+	// The operator sets it to the MedOpsAPI's namespace/name. Defaults to
+	// "medops".
+	// +optional
+	KeyNamespace string `json:"keyNamespace,omitempty"`
+
+	// HMACKeyFile is a file holding the key that signs and checks every
+	// stored entry (HMAC-SHA256), mounted from a Secret the operator
+	// creates, never from the ConfigMap. Required when cache.shared is set:
+	// memcached has no authentication, and an entry that fails the check is
+	// ignored.
+	// +optional
+	HMACKeyFile string `json:"hmacKeyFile,omitempty"`
 }
 
 // WorkloadPostgres tells medops-api where its PostgreSQL connection string is.
@@ -345,6 +371,60 @@ type CacheSpec struct {
 	// (Authorization or Cookie). Off by default.
 	// +optional
 	CacheAuthorized bool `json:"cacheAuthorized,omitempty"`
+
+	// Shared adds a second cache level that all replicas share: memcached.
+	// Gateway answers missing from a replica's own cache are looked up
+	// there before the upstream is called, and the upstreams' rateLimit
+	// budgets become cluster-wide. Unset: each replica caches and budgets
+	// on its own.
+	// +optional
+	Shared *SharedCache `json:"shared,omitempty"`
+}
+
+// SharedCache is the memcached tier shared by every replica. Memcached has
+// no authentication: keys are hashed and namespaced per MedOpsAPI, and each
+// stored answer carries an HMAC made with a key from the workload's
+// sharedCache.hmacKeyFile, so an entry written by anyone else is refused.
+// +kubebuilder:validation:XValidation:rule="(has(self.memcached) && has(self.memcached.addresses) && size(self.memcached.addresses) > 0) != (has(self.deploy) && self.deploy)",message="cache.shared needs exactly one of memcached.addresses or deploy: true"
+// +kubebuilder:validation:XValidation:rule="!has(self.size) || !isQuantity(string(self.size)) || (quantity(string(self.size)).compareTo(quantity('8Mi')) >= 0 && quantity(string(self.size)).compareTo(quantity('64Gi')) <= 0)",message="cache.shared.size must be between 8Mi and 64Gi"
+type SharedCache struct {
+	// Memcached names memcached servers that already run.
+	// +optional
+	Memcached *MemcachedTier `json:"memcached,omitempty"`
+
+	// Deploy makes the operator run a memcached Deployment and Service for
+	// this MedOpsAPI, reachable only from its pods. The workload itself
+	// never reads it.
+	// +optional
+	Deploy bool `json:"deploy,omitempty"`
+
+	// Size is the memory memcached may use for items (its -m) when the
+	// operator deploys it. Defaults to 64Mi.
+	// +optional
+	Size *resource.Quantity `json:"size,omitempty"`
+
+	// Timeout bounds each memcached call. Memcached is never on the
+	// critical path: a call that takes longer counts as a miss and the
+	// request goes on to the upstream. Defaults to 50ms.
+	// +optional
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^(0|([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+)$`
+	// +kubebuilder:validation:XValidation:rule="duration(self) > duration('0s') && duration(self) <= duration('5s')",message="cache.shared.timeout must be positive and at most 5s"
+	Timeout *metav1.Duration `json:"timeout,omitempty"`
+}
+
+// MemcachedTier lists memcached servers.
+type MemcachedTier struct {
+	// Addresses are host:port pairs, or host names (a Service name, port
+	// 11211 unless given) that the workload resolves to all their addresses,
+	// again every 30 seconds. A headless Service thus spreads keys over all
+	// its pods.
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=16
+	// +listType=atomic
+	// +kubebuilder:validation:items:MaxLength=260
+	// +kubebuilder:validation:items:Pattern=`^[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?(:[0-9]{1,5})?$|^\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?$`
+	Addresses []string `json:"addresses,omitempty"`
 }
 
 // CacheRule sets a TTL for paths under a prefix.

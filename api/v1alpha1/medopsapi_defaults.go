@@ -185,7 +185,13 @@ func (s *StorageSpec) RetainStorage() bool {
 // IngressEnabled reports whether an Ingress is wanted.
 func (s *MedOpsAPISpec) IngressEnabled() bool { return s.Ingress != nil && s.Ingress.Enabled }
 
-// NetworkPolicyEnabled reports whether a NetworkPolicy is wanted.
+// SharedCacheDeployed reports whether the operator runs the shared
+// memcached tier (cache.shared.deploy).
+func (s *MedOpsAPISpec) SharedCacheDeployed() bool {
+	return s.Cache.Shared != nil && s.Cache.Shared.Deploy
+}
+
+// NetworkPolicyEnabled reports whether the API's NetworkPolicy is wanted.
 func (s *MedOpsAPISpec) NetworkPolicyEnabled() bool {
 	return s.NetworkPolicy != nil && s.NetworkPolicy.Enabled
 }

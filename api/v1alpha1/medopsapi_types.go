@@ -28,6 +28,12 @@ const (
 	// the chosen ingress class does not act on (limitRPS and
 	// proxyReadTimeout are ingress-nginx annotations); its message names them.
 	ConditionIngressSettingsIgnored = "IngressSettingsIgnored"
+	// ConditionSharedBudget says whether the upstreams' rateLimit budgets
+	// hold for the MedOpsAPI as a whole: True with cache.shared (or one
+	// replica), False with reason BudgetPerReplica when several replicas
+	// each keep their own, so that together they may exceed it. Only
+	// present while some upstream has a rateLimit.
+	ConditionSharedBudget = "SharedBudget"
 )
 
 // Architectures a MedOpsAPI can be scheduled on (values of kubernetes.io/arch).

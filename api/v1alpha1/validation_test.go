@@ -134,6 +134,16 @@ logLevel: verbose`, `spec.logLevel: Unsupported value: "verbose"`},
 service: {type: ExternalName}`, `spec.service.type: Unsupported value: "ExternalName"`},
 		{"token secret and auth disabled", `
 auth: {disabled: true, tokenSecretRef: {name: my-token}}`, "auth.tokenSecretRef and auth.disabled: true contradict each other"},
+		{"shared cache with neither addresses nor deploy", `
+cache: {shared: {size: 64Mi}}`, "cache.shared needs exactly one of memcached.addresses or deploy: true"},
+		{"shared cache with both addresses and deploy", `
+cache: {shared: {deploy: true, memcached: {addresses: ["mc:11211"]}}}`, "cache.shared needs exactly one of memcached.addresses or deploy: true"},
+		{"shared cache address with a scheme", `
+cache: {shared: {memcached: {addresses: ["tcp://mc:11211"]}}}`, "spec.cache.shared.memcached.addresses[0] in body should match"},
+		{"shared cache too small", `
+cache: {shared: {deploy: true, size: 1Mi}}`, "cache.shared.size must be between 8Mi and 64Gi"},
+		{"shared cache timeout too long", `
+cache: {shared: {deploy: true, timeout: 10s}}`, "cache.shared.timeout must be positive and at most 5s"},
 		{"cache ttl not a duration", `
 cache: {ttl: 5 minutes}`, "spec.cache.ttl in body should match"},
 		{"cache ttl zero", `
@@ -269,6 +279,10 @@ replicas: 1
 storage: {size: 2Gi, storageClassName: local-path, retainOnDelete: false}`},
 		{"entry exactly one shard, integer size", `
 cache: {size: 16777216, shards: 16, maxEntrySize: 1Mi}`},
+		{"shared cache deployed by the operator", `
+cache: {shared: {deploy: true, size: 128Mi, timeout: 20ms}}`},
+		{"shared cache on existing servers and a Service name", `
+cache: {shared: {memcached: {addresses: ["10.0.0.5:11211", "memcached.cache.svc", "[fd00::5]:11211"]}}}`},
 		{"tiny cache with small entries", `
 cache: {size: 4Mi, shards: 4, maxEntrySize: 512Ki}`},
 		{"tls with host", `

@@ -117,6 +117,13 @@ func TestRenderedConfigLoadsInWorkload(t *testing.T) {
 				loaded.Auth.TokenFile = filepath.Join(root, loaded.Auth.TokenFile)
 				writeFile(t, loaded.Auth.TokenFile, token+"\n")
 			}
+			if sc := loaded.SharedCache; sc != nil && sc.HMACKeyFile != "" {
+				if sc.HMACKeyFile != resource.HMACFile {
+					t.Fatalf("sharedCache.hmacKeyFile %q is not where the operator mounts the HMAC Secret", sc.HMACKeyFile)
+				}
+				sc.HMACKeyFile = filepath.Join(root, sc.HMACKeyFile)
+				writeFile(t, sc.HMACKeyFile, "0123456789abcdef0123456789abcdef\n")
+			}
 			if loaded.PostgresDSNFile() != "" {
 				// The pod's file is one key of the referenced Secret; here it
 				// holds the URL of a real PostgreSQL server, as the uri key

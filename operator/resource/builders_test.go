@@ -29,7 +29,11 @@ func children(t *testing.T, m *v1alpha1.MedOpsAPI, in resource.Inputs) map[strin
 	cs := prepare(t, m, in).Children(resource.Kinds())
 	out := map[string]resource.Child{}
 	for _, c := range cs {
-		out[kindOf(c.Object)] = c
+		k := kindOf(c.Object)
+		if c.Object.GetName() == resource.MemcachedName(m) {
+			k = "memcached/" + k // the shared cache tier's rows
+		}
+		out[k] = c
 	}
 	return out
 }
@@ -53,10 +57,11 @@ func TestEveryChildIsLabelledTypedAndOwned(t *testing.T) {
 				if gvk.Kind == "" || gvk.Version == "" {
 					t.Errorf("%T %s has no apiVersion/kind", c.Object, c.Object.GetName())
 				}
-				if seen[gvk.Kind] {
-					t.Errorf("kind %s listed twice", gvk.Kind)
+				id := gvk.Kind + "/" + c.Object.GetName()
+				if seen[id] {
+					t.Errorf("%s listed twice", id)
 				}
-				seen[gvk.Kind] = true
+				seen[id], seen[gvk.Kind] = true, true
 				if c.Object.GetNamespace() != m.Namespace {
 					t.Errorf("%s in namespace %q, want %q", gvk.Kind, c.Object.GetNamespace(), m.Namespace)
 				}
@@ -64,8 +69,12 @@ func TestEveryChildIsLabelledTypedAndOwned(t *testing.T) {
 					continue
 				}
 				l := c.Object.GetLabels()
+				app := "medops-api"
+				if c.Object.GetName() == resource.MemcachedName(m) {
+					app = "memcached" // never selected by the API's Service, PDB or NetworkPolicy
+				}
 				for k, v := range map[string]string{
-					"app.kubernetes.io/name": "medops-api", "app.kubernetes.io/instance": m.Name,
+					"app.kubernetes.io/name": app, "app.kubernetes.io/instance": m.Name,
 					"app.kubernetes.io/managed-by": "medops-operator", "app.kubernetes.io/part-of": "medops",
 				} {
 					if l[k] != v {
@@ -100,7 +109,7 @@ func TestEveryChildIsLabelledTypedAndOwned(t *testing.T) {
 
 func idx(cs []resource.Child, kind string) int {
 	for i, c := range cs {
-		if kindOf(c.Object) == kind {
+		if kindOf(c.Object) == kind && !strings.HasSuffix(c.Object.GetName(), "-memcached") {
 			return i
 		}
 	}

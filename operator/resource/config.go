@@ -52,6 +52,18 @@ func renderConfig(m *v1alpha1.MedOpsAPI) (*v1alpha1.WorkloadConfig, []byte, erro
 		// once it is gone, so the delay would only lengthen the gap.
 		w.Server.ShutdownDelay = &metav1.Duration{}
 	}
+	if sh := w.Cache.Shared; sh != nil {
+		// The workload only knows addresses: deploy: true becomes the
+		// Service of the memcached the operator runs.
+		if sh.Deploy {
+			sh.Deploy = false
+			sh.Memcached = &v1alpha1.MemcachedTier{Addresses: []string{memcachedAddress(m)}}
+		}
+		// Keys per MedOpsAPI, so that APIs sharing one memcached never
+		// read each other's entries or budgets; the HMAC key from the
+		// Secret the operator generates, mounted at HMACFile.
+		w.SharedCache = &v1alpha1.WorkloadSharedCache{KeyNamespace: m.Namespace + "/" + m.Name, HMACKeyFile: HMACFile}
+	}
 	w.SetDefaults()
 	if errs := w.Validate(); len(errs) > 0 {
 		return nil, nil, fmt.Errorf("spec renders an invalid medops-api config: %w", errs.ToAggregate())
@@ -78,13 +90,19 @@ func BuildConfigMap(d *Desired) *corev1.ConfigMap {
 // up. It is not in Kinds: it is made once and never rewritten, and it is
 // needed before Prepare (its data's hash is one of the Inputs).
 func BuildTokenSecret(m *v1alpha1.MedOpsAPI, token []byte) *corev1.Secret {
+	return generatedSecret(m, TokenSecretName(m), v1alpha1.DefaultTokenKey, token)
+}
+
+// generatedSecret is a Secret the operator generates, holding data under
+// key; with nil data only its identity.
+func generatedSecret(m *v1alpha1.MedOpsAPI, name, key string, data []byte) *corev1.Secret {
 	s := &corev1.Secret{
 		TypeMeta:   typeMeta("v1", "Secret"),
-		ObjectMeta: objectMeta(m, TokenSecretName(m)),
+		ObjectMeta: objectMeta(m, name),
 		Type:       corev1.SecretTypeOpaque,
 	}
-	if token != nil {
-		s.Data = map[string][]byte{v1alpha1.DefaultTokenKey: token}
+	if data != nil {
+		s.Data = map[string][]byte{key: data}
 	}
 	return s
 }

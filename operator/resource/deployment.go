@@ -192,7 +192,7 @@ func container(m *v1alpha1.MedOpsAPI) corev1.Container {
 		Ports: []corev1.ContainerPort{{
 			Name: HTTPPortName, ContainerPort: ContainerPort, Protocol: corev1.ProtocolTCP,
 		}},
-		Env:            append([]corev1.EnvVar{memoryLimitEnv()}, s.Env...),
+		Env:            append([]corev1.EnvVar{memoryLimitEnv(), regionEnv()}, s.Env...),
 		Resources:      resources(s),
 		StartupProbe:   probe("/healthz", startupPeriodSeconds, startupFailureThreshold),
 		LivenessProbe:  probe("/healthz", livenessPeriodSeconds, livenessFailureThreshold),
@@ -218,6 +218,9 @@ func container(m *v1alpha1.MedOpsAPI) corev1.Container {
 	}
 	if !s.Auth.Disabled {
 		c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{Name: volToken, MountPath: TokenDir, ReadOnly: true})
+	}
+	if s.Cache.Shared != nil {
+		c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{Name: volHMAC, MountPath: HMACDir, ReadOnly: true})
 	}
 	return c
 }
@@ -267,6 +270,9 @@ func volumes(m *v1alpha1.MedOpsAPI, in Inputs) []corev1.Volume {
 	}
 	if !s.Auth.Disabled {
 		v = append(v, tokenVolume(m, in))
+	}
+	if s.Cache.Shared != nil {
+		v = append(v, hmacVolume(m))
 	}
 	return v
 }

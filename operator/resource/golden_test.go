@@ -80,6 +80,25 @@ ingress:
   annotations: {traefik.ingress.kubernetes.io/router.entrypoints: web, nginx.ingress.kubernetes.io/limit-rps: "999"}
   limitRPS: 5
 networkPolicy: {enabled: true, ingressControllerNamespace: kube-system}`},
+		// A gateway of three replicas with the shared cache tier the
+		// operator runs, on Ensembl's 15/s.
+		{name: "gateway-shared-deploy", spec: `
+replicas: 3
+modules:
+  tasks: {enabled: false}
+  gateway:
+    enabled: true
+    upstreams: [{name: ensembl, url: "https://rest.ensembl.org", rateLimit: {requestsPerSecond: 15, burst: 5}}]
+cache: {shared: {deploy: true, size: 256Mi}}`},
+		// The shared tier on a memcached that runs elsewhere.
+		{name: "gateway-shared-addresses", spec: `
+replicas: 2
+modules:
+  tasks: {enabled: false}
+  gateway:
+    enabled: true
+    upstreams: [{name: ensembl, url: "https://rest.ensembl.org"}]
+cache: {shared: {memcached: {addresses: ["memcached.cache.svc", "10.0.0.7:11211"]}, timeout: 20ms}}`},
 		// A migration from an Ingress to Gateway API: both on, the route on
 		// two listeners of a shared Gateway, scraped by a Prometheus of
 		// kube-prometheus-stack through the NetworkPolicy.

@@ -74,8 +74,10 @@ type Kind struct {
 // point at it, and the HPA comes after the Deployment it scales. Deletion of
 // unwanted children follows the same order.
 //
-// The token Secret is not a child kind of this table: the reconciler
-// creates it once and never rewrites it (see operator/token.go).
+// The token and HMAC key Secrets are not child kinds of this table: the
+// reconciler creates them once and never rewrites them (see
+// operator/token.go). A kind may have several rows (the API's Deployment
+// and memcached's); watches and the cache are set up once per kind.
 //
 // To add a child kind: write its builder (a pure function of *Desired, with
 // a golden-file scenario), add one entry here where the order needs it
@@ -90,6 +92,12 @@ func Kinds() []Kind {
 		kind(corev1.SchemeGroupVersion.WithKind("ConfigMap"), ConfigMapName, always, BuildConfigMap),
 		kind(corev1.SchemeGroupVersion.WithKind("PersistentVolumeClaim"), PVCName, (*v1alpha1.MedOpsAPISpec).PersistentStorage, BuildPVC),
 		kind(corev1.SchemeGroupVersion.WithKind("Service"), sameName, always, BuildService),
+		// The shared cache tier the API's pods talk to, when the operator
+		// runs it: its NetworkPolicy first, so the pod is never reachable
+		// by anyone else.
+		kind(networkingv1.SchemeGroupVersion.WithKind("NetworkPolicy"), MemcachedName, (*v1alpha1.MedOpsAPISpec).SharedCacheDeployed, BuildMemcachedNetworkPolicy),
+		kind(corev1.SchemeGroupVersion.WithKind("Service"), MemcachedName, (*v1alpha1.MedOpsAPISpec).SharedCacheDeployed, BuildMemcachedService),
+		kind(appsv1.SchemeGroupVersion.WithKind("Deployment"), MemcachedName, (*v1alpha1.MedOpsAPISpec).SharedCacheDeployed, BuildMemcachedDeployment),
 		kind(appsv1.SchemeGroupVersion.WithKind("Deployment"), sameName, always, BuildDeployment),
 		kind(autoscalingv2.SchemeGroupVersion.WithKind("HorizontalPodAutoscaler"), sameName,
 			func(s *v1alpha1.MedOpsAPISpec) bool { return s.Autoscaling != nil }, BuildHPA),

@@ -20,6 +20,10 @@ const (
 // LabelArch is the node label the architectures select on.
 const LabelArch = "kubernetes.io/arch"
 
+// LabelRegion is the well-known topology label whose value reaches
+// medops-api as MEDOPS_REGION (downward API).
+const LabelRegion = "topology.kubernetes.io/region"
+
 // LabelNamespaceName is set on every namespace by the apiserver; the
 // NetworkPolicy finds the ingress controller's namespace by it.
 const LabelNamespaceName = "kubernetes.io/metadata.name"

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"os"
+	"strconv"
 
 	"github.com/go-chi/chi/v5"
 	"github.com/prometheus/client_golang/prometheus"
@@ -12,24 +14,37 @@ import (
 	"github.com/medops/medops/api/v1alpha1"
 	"github.com/medops/medops/server/cache"
 	"github.com/medops/medops/server/gateway"
+	"github.com/medops/medops/server/memcache"
+	"github.com/medops/medops/server/ratelimit"
 )
 
 // This file is the one place that knows the cache and gateway packages.
 
 type modules struct {
 	cache   *cache.Cache
-	gateway http.Handler // nil when the gateway module is off
+	gateway http.Handler     // nil when the gateway module is off
+	shared  *memcache.Client // nil without cache.shared
 }
 
 func newModules(cfg *v1alpha1.WorkloadConfig, reg prometheus.Registerer, log *slog.Logger, region string) (*modules, error) {
 	m := &modules{}
-	c, err := cache.New(cfg.Cache, cache.Options{Registerer: reg, Logger: log})
+	var err error
+	if m.shared, err = newSharedTier(cfg, reg, log); err != nil {
+		return nil, err
+	}
+	c, err := cache.New(cfg.Cache, cache.Options{Registerer: reg, Logger: log, Shared: m.shared})
 	if err != nil {
-		return nil, fmt.Errorf("cache: %w", err)
+		return nil, errors.Join(fmt.Errorf("cache: %w", err), m.close())
 	}
 	m.cache = c
 	if cfg.Modules.GatewayEnabled() {
-		gw, err := gateway.New(cfg.Modules.Gateway, gateway.Options{Registerer: reg, Logger: log, Region: region})
+		opts := gateway.Options{Registerer: reg, Logger: log, Region: region}
+		if m.shared != nil {
+			if opts.Limiter, err = sharedLimiters(m.shared, reg); err != nil {
+				return nil, errors.Join(err, m.close())
+			}
+		}
+		gw, err := gateway.New(cfg.Modules.Gateway, opts)
 		if err != nil {
 			return nil, errors.Join(fmt.Errorf("gateway: %w", err), m.close())
 		}
@@ -71,7 +86,9 @@ func (a *App) mountModules(root chi.Router) error {
 		// sub-router still sets the route path the gateway reads.
 		root.Route(GatewayPrefix, func(g chi.Router) {
 			if read != nil {
-				g = g.With(gateway.StripUnforwarded, read)
+				// The gateway's answers are the same for every replica:
+				// they may go to the shared level.
+				g = g.With(gateway.StripUnforwarded, a.mods.cache.SharedMiddleware)
 			}
 			for _, m := range gatewayMethods() {
 				g.Method(m, "/*", a.mods.gateway)
@@ -82,10 +99,71 @@ func (a *App) mountModules(root chi.Router) error {
 }
 
 func (m *modules) close() error {
-	if m.cache == nil {
-		return nil
+	var errs []error
+	if m.cache != nil {
+		errs = append(errs, m.cache.Close())
 	}
-	return m.cache.Close()
+	if m.shared != nil {
+		errs = append(errs, m.shared.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// newSharedTier connects the memcached tier of cache.shared, or returns
+// nil without one. deploy: true is the operator's business: it renders the
+// address of the memcached it runs.
+func newSharedTier(cfg *v1alpha1.WorkloadConfig, reg prometheus.Registerer, log *slog.Logger) (*memcache.Client, error) {
+	// Connected even with the response cache off: the upstream budgets
+	// are shared through it too.
+	s := cfg.Cache.Shared
+	if s == nil {
+		return nil, nil
+	}
+	if s.Memcached == nil || len(s.Memcached.Addresses) == 0 {
+		return nil, errors.New("cache.shared.memcached.addresses: required by medops-api (deploy: true only tells the operator to run a memcached and fill them in)")
+	}
+	var sc v1alpha1.WorkloadSharedCache
+	if cfg.SharedCache != nil {
+		sc = *cfg.SharedCache
+	}
+	c, err := memcache.New(memcache.Options{
+		Addresses:   s.Memcached.Addresses,
+		Timeout:     s.Timeout.Duration,
+		Namespace:   sc.KeyNamespace,
+		HMACKeyFile: sc.HMACKeyFile,
+		Registerer:  reg,
+		Logger:      log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("cache.shared: %w", err)
+	}
+	return c, nil
+}
+
+// sharedLimiters makes every upstream's budget cluster-wide: kept in
+// memcached, so N replicas together keep each rateLimit, and a 429 one of
+// them gets holds for all. MEDOPS_REPLICAS (set by the operator) sizes the
+// local share each replica falls back to while memcached fails.
+func sharedLimiters(mc *memcache.Client, reg prometheus.Registerer) (func(string, v1alpha1.RateLimit) ratelimit.Limiter, error) {
+	fallbacks := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "medops", Subsystem: "gateway", Name: "budget_fallbacks_total",
+		Help: "Budget decisions made on this replica's local share because memcached failed, by upstream.",
+	}, []string{"upstream"})
+	if err := reg.Register(fallbacks); err != nil {
+		return nil, fmt.Errorf("registering the budget metrics: %w", err)
+	}
+	replicas, _ := strconv.Atoi(os.Getenv(v1alpha1.EnvReplicas))
+	return func(upstream string, rl v1alpha1.RateLimit) ratelimit.Limiter {
+		burst := v1alpha1.DefaultRateLimitBurst
+		if rl.Burst != nil {
+			burst = *rl.Burst
+		}
+		c := fallbacks.WithLabelValues(upstream)
+		return ratelimit.NewShared(ratelimit.SharedOptions{
+			Client: mc, Name: upstream, RPS: float64(rl.RequestsPerSecond), Burst: int(burst),
+			Replicas: replicas, OnFallback: c.Inc,
+		})
+	}, nil
 }
 
 // gatewayMethods are the methods the gateway forwards.

@@ -49,6 +49,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation/field"
 
 	"github.com/medops/medops/api/v1alpha1"
+	"github.com/medops/medops/server/memcache"
 )
 
 // Options are the cache's collaborators.
@@ -59,6 +60,9 @@ type Options struct {
 	Logger *slog.Logger
 	// Now is the clock for entry freshness; nil means time.Now.
 	Now func() time.Time
+	// Shared is the second level shared by all replicas (cache.shared),
+	// used by SharedMiddleware; nil: none.
+	Shared *memcache.Client
 }
 
 // minFreshCap is the least value of the freshness cap: a response's own
@@ -94,9 +98,13 @@ type Cache struct {
 	flights group
 	m       metrics
 
+	// l2 is the shared level (nil: none); sm counts its use.
+	l2 *memcache.Client
+	sm sharedMetrics
+
 	// Shared, never mutated header values for X-Cache, so a hit does not
 	// allocate them. net/http only reads response header slices.
-	vHit, vMiss, vStale []string
+	vHit, vMiss, vStale, vHitL2 []string
 
 	closeOnce sync.Once
 }
@@ -134,6 +142,8 @@ func New(spec v1alpha1.CacheSpec, opts Options) (*Cache, error) {
 		vHit:            []string{"HIT"},
 		vMiss:           []string{"MISS"},
 		vStale:          []string{"STALE"},
+		vHitL2:          []string{"HIT-L2"},
+		l2:              opts.Shared,
 	}
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
@@ -175,6 +185,7 @@ func New(spec v1alpha1.CacheSpec, opts Options) (*Cache, error) {
 	c.gens.Store(&empty)
 
 	c.m = newMetrics()
+	c.sm = newSharedMetrics()
 	cfg := bigcache.Config{
 		Shards: shards,
 		// An upper bound only; freshness is decided by each entry's own expiry.
@@ -237,6 +248,9 @@ func (c *Cache) register(reg prometheus.Registerer) error {
 			Namespace: "medops", Subsystem: "cache", Name: "bytes",
 			Help: "Bytes allocated by bigcache's queues (they grow up to cache.size and never shrink).",
 		}, func() float64 { return float64(c.bc.Capacity()) }),
+	}
+	if c.l2 != nil {
+		cs = append(cs, c.sm.hits, c.sm.fills, c.sm.waits, c.sm.waitHits)
 	}
 	for _, col := range cs {
 		if err := reg.Register(col); err != nil {

@@ -15,8 +15,8 @@ import (
 )
 
 // Middleware caches GET and HEAD responses of next. Other methods pass
-// straight through. Answers carry X-Cache: HIT, MISS or STALE, and hits an
-// Age header.
+// straight through. Answers carry X-Cache: HIT, MISS or STALE (HIT-L2 for
+// a hit in the shared level, see SharedMiddleware), and hits an Age header.
 func (c *Cache) Middleware(next http.Handler) http.Handler {
 	if !c.enabled {
 		return next
@@ -26,7 +26,7 @@ func (c *Cache) Middleware(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
-		c.serve(w, r, next)
+		c.serve(w, r, next, false)
 	})
 }
 
@@ -41,7 +41,7 @@ func (c *Cache) bypass(w http.ResponseWriter, r *http.Request, next http.Handler
 // answers the client's own conditions itself.
 var conditionalHeaders = [...]string{"If-None-Match", "If-Modified-Since", "If-Match", "If-Unmodified-Since", "If-Range"}
 
-func (c *Cache) serve(w http.ResponseWriter, r *http.Request, next http.Handler) {
+func (c *Cache) serve(w http.ResponseWriter, r *http.Request, next http.Handler, shared bool) {
 	ruleTTL, hasRule := c.ruleTTL(r.URL.Path)
 	if hasRule && ruleTTL == 0 {
 		c.bypass(w, r, next)
@@ -74,7 +74,7 @@ func (c *Cache) serve(w http.ResponseWriter, r *http.Request, next http.Handler)
 		return
 	}
 	now := c.now()
-	m := miss{ruleTTL: ruleTTL, hasRule: hasRule, noCache: reqCC.noCache, gen: gen}
+	m := miss{ruleTTL: ruleTTL, hasRule: hasRule, noCache: reqCC.noCache, gen: gen, shared: shared}
 	if raw, err := c.bc.Get(bytesString(key)); err == nil {
 		// bigcache compares keys already, but its hash may be swapped and a
 		// collision must never serve another key's response: compare again.
@@ -95,6 +95,14 @@ func (c *Cache) serve(w http.ResponseWriter, r *http.Request, next http.Handler)
 	m.key = string(key)
 	*bp = key[:0]
 	c.bufs.Put(bp)
+	if shared && !reqCC.noCache {
+		if b := c.lookupShared(&m, now, reqCC.maxAge); b != nil {
+			if e, ok := decodeEntry(b); ok {
+				c.writeEntry(w, r, &e, c.vHitL2, now)
+				return
+			}
+		}
+	}
 	if reqCC.onlyIfCached {
 		c.m.misses.Inc()
 		w.Header()["X-Cache"] = c.vMiss
@@ -124,6 +132,10 @@ type miss struct {
 	// unreachable, so storing it would only take space.
 	gen      uint64
 	outdated bool
+	// shared: the entry may go to the shared level; locked is the fill
+	// lock this replica holds there ("" for none).
+	shared bool
+	locked string
 }
 
 // unchanged reports whether storing again would only rewrite an entry that
@@ -220,6 +232,17 @@ func (c *Cache) fill(w http.ResponseWriter, r *http.Request, next http.Handler, 
 	// On a panic res stays nil and the waiters call the handler themselves;
 	// the panic goes on to the server's recoverer.
 	defer func() { c.flights.finish(m.key, f, res) }()
+	// A client's no-cache wants the origin's answer: it neither waits for
+	// another replica's fill nor takes the lock.
+	if m.shared && !m.noCache {
+		lead, other := c.lockShared(r, m)
+		if !lead {
+			res = other
+			c.writeResult(w, r, res)
+			return
+		}
+		defer c.unlockShared(m)
+	}
 	res = c.lead(w, r, next, m)
 	if !res.streamed {
 		c.writeResult(w, r, res)
@@ -304,6 +327,9 @@ func (c *Cache) lead(w http.ResponseWriter, r *http.Request, next http.Handler, 
 	if ok && (m.outdated || m.unchanged(now, status, rec.h, rec.buf)) {
 		return &result{entry: b, xcache: c.vMiss} // answered, not stored
 	}
+	if ok {
+		c.storeShared(m, b, now)
+	}
 	if !c.store(m.key, b, ok) {
 		return res
 	}
@@ -339,6 +365,7 @@ func (c *Cache) refresh(m *miss, upd http.Header, now time.Time) *result {
 	if m.outdated || (now.UnixNano() < old.expires && m.noCache) {
 		return &result{entry: b, xcache: c.vHit}
 	}
+	c.storeShared(m, b, now)
 	if !c.store(m.key, b, ok) {
 		return nil
 	}

@@ -35,6 +35,9 @@ const (
 	// EnvAuthDisabled, when true, serves without a token on purpose
 	// (auth.disabled).
 	EnvAuthDisabled = "MEDOPS_AUTH_DISABLED"
+	// EnvSharedCacheHMACKeyFile names the file with the key that signs the
+	// shared cache tier's entries (sharedCache.hmacKeyFile).
+	EnvSharedCacheHMACKeyFile = "MEDOPS_SHARED_CACHE_HMAC_KEY_FILE"
 	// EnvRegion is the replica's region; the gateway prefers mirrors there.
 	EnvRegion = v1alpha1.EnvRegion
 )
@@ -255,6 +258,8 @@ type Flags struct {
 	PostgresDSNFile string
 	TokenFile       string
 	AuthDisabled    bool
+	// SharedCacheHMACKeyFile overrides the file's sharedCache.hmacKeyFile.
+	SharedCacheHMACKeyFile string
 	// Region is where this replica runs (a topology.kubernetes.io/region
 	// value). It belongs to the pod, not to the shared configuration file.
 	Region string
@@ -285,6 +290,8 @@ func ParseFlags(name string, args []string, getenv func(string) string, output i
 	}
 	fs.BoolVar(&f.AuthDisabled, flagAuthDisabled, authDisabled,
 		"serve every endpoint without a token, on any listen address: the file's auth.disabled (env "+EnvAuthDisabled+"=true)")
+	fs.StringVar(&f.SharedCacheHMACKeyFile, "shared-cache-hmac-key-file", getenv(EnvSharedCacheHMACKeyFile),
+		"file holding the key that signs the shared cache tier's entries (cache.shared), overrides the file's sharedCache.hmacKeyFile (env "+EnvSharedCacheHMACKeyFile+")")
 	fs.StringVar(&f.Region, "region", getenv(EnvRegion),
 		"the region this replica runs in, as in the node label topology.kubernetes.io/region: the gateway prefers upstream mirrors there (env "+EnvRegion+")")
 	if err := fs.Parse(args); err != nil {
@@ -316,6 +323,12 @@ func FromFlags(f Flags) (*v1alpha1.WorkloadConfig, error) {
 		}
 		if f.TokenFile != "" {
 			cfg.Auth.TokenFile = f.TokenFile
+		}
+		if f.SharedCacheHMACKeyFile != "" {
+			if cfg.SharedCache == nil {
+				cfg.SharedCache = &v1alpha1.WorkloadSharedCache{}
+			}
+			cfg.SharedCache.HMACKeyFile = f.SharedCacheHMACKeyFile
 		}
 		if f.AuthDisabled {
 			cfg.Auth.Disabled = true

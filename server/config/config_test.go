@@ -196,6 +196,42 @@ func TestFlagsEnvAndFilePrecedence(t *testing.T) {
 	}
 }
 
+// TestSharedCacheKeyFileFlag: the HMAC key file of the shared tier comes
+// from the file, the environment or the flag, in that order of strength;
+// without it a shared tier is refused with the field named.
+func TestSharedCacheKeyFileFlag(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "c.yaml")
+	if err := os.WriteFile(p, []byte("cache:\n  shared:\n    memcached: {addresses: [\"127.0.0.1:11211\"]}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		args []string
+		env  map[string]string
+		want string // the key file, or the error
+	}{
+		{"none", nil, nil, "sharedCache.hmacKeyFile: Required value"},
+		{"env", nil, map[string]string{EnvSharedCacheHMACKeyFile: "/env/key"}, "/env/key"},
+		{"flag beats env", []string{"--shared-cache-hmac-key-file", "/flag/key"}, map[string]string{EnvSharedCacheHMACKeyFile: "/env/key"}, "/flag/key"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f, err := ParseFlags("medops-api", append([]string{"--config", p}, tc.args...), func(k string) string { return tc.env[k] }, io.Discard)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c, err := FromFlags(f)
+			switch {
+			case err != nil:
+				if !strings.Contains(err.Error(), tc.want) {
+					t.Fatalf("error %v; want %q", err, tc.want)
+				}
+			case c.SharedCache == nil || c.SharedCache.HMACKeyFile != tc.want:
+				t.Fatalf("sharedCache %+v; want hmacKeyFile %s", c.SharedCache, tc.want)
+			}
+		})
+	}
+}
+
 // FuzzLoad checks that no document makes the loader panic, and that every
 // accepted document survives a marshal/parse round trip unchanged.
 func FuzzLoad(f *testing.F) {
