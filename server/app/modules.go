@@ -44,7 +44,9 @@ func newModules(cfg *v1alpha1.WorkloadConfig, reg prometheus.Registerer, log *sl
 // cache wraps their GET and HEAD routes as route middleware (chi's With), not
 // as a Use on /api/v1: that way it runs after routing, so a cache hit is
 // still logged and counted under its route pattern (/api/v1/tasks/{id}), and
-// unmatched paths never reach the cache.
+// unmatched paths never reach the cache. Gateway hits are the exception that
+// keeps those properties: observe answers them before routing (hitFirst, see
+// mayAnswerBeforeRouting) and counts them under the gateway's one pattern.
 func (a *App) mountModules(root chi.Router) error {
 	var read func(http.Handler) http.Handler
 	if a.cfg.Cache.IsEnabled() {
@@ -72,6 +74,11 @@ func (a *App) mountModules(root chi.Router) error {
 		root.Route(GatewayPrefix, func(g chi.Router) {
 			if read != nil {
 				g = g.With(gateway.StripUnforwarded, read)
+				// The same two steps for a hit before routing: the
+				// headers the route strips, then the first-level lookup.
+				a.hitFirst = gateway.StripUnforwarded(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+					a.mods.cache.ServeHit(w, r)
+				}))
 			}
 			for _, m := range gatewayMethods() {
 				g.Method(m, "/*", a.mods.gateway)
