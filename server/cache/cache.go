@@ -92,6 +92,7 @@ type Cache struct {
 
 	bufs    sync.Pool
 	flights group
+	hot     *hotSet // see hotSet; only ServeHit reads it
 	m       metrics
 
 	// Shared, never mutated header values for X-Cache, so a hit does not
@@ -196,6 +197,7 @@ func New(spec v1alpha1.CacheSpec, opts Options) (*Cache, error) {
 		return nil, fmt.Errorf("creating bigcache: %w", err)
 	}
 	c.bc = bc
+	c.hot = newHotSet(int(sizeMiB << 20))
 	if opts.Registerer != nil {
 		if err := c.register(opts.Registerer); err != nil {
 			_ = bc.Close()

@@ -55,12 +55,19 @@ func (c *Cache) ServeHit(w http.ResponseWriter, r *http.Request) bool {
 	key, ok := c.appendKey((*bp)[:0], r)
 	served := false
 	if ok {
+		raw := c.hot.get(key)
+		fromHot := raw != nil
+		epoch := c.hot.epoch.Load()
+		if !fromHot {
+			raw, _ = c.bc.Get(bytesString(key)) // nil when absent
+		}
 		now := c.now()
-		if raw, err := c.bc.Get(bytesString(key)); err == nil {
-			if e, ok := decodeEntry(raw); ok && bytes.Equal(e.key, key) && e.freshFor(&reqCC, now.UnixNano()) {
-				c.m.hits.Inc()
-				c.writeEntry(w, r, &e, c.vHit, now)
-				served = true
+		if e, ok := decodeEntry(raw); ok && bytes.Equal(e.key, key) && e.freshFor(&reqCC, now.UnixNano()) {
+			c.m.hits.Inc()
+			c.writeEntry(w, r, &e, c.vHit, now)
+			served = true
+			if !fromHot {
+				c.hot.put(key, raw, epoch)
 			}
 		}
 	}

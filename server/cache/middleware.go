@@ -339,6 +339,7 @@ func (c *Cache) store(key string, b []byte, encoded bool) bool {
 		c.log.Debug("cache entry not stored", slog.Int("bytes", len(b)), slog.Any("error", err))
 		return false
 	}
+	c.hot.forget(key)
 	return true
 }
 
@@ -406,8 +407,8 @@ func (c *Cache) writeResult(w http.ResponseWriter, r *http.Request, res *result)
 
 // writeEntry answers from an entry. Header names and values are views into
 // the entry's bytes (a private copy bigcache handed out, never written
-// again), so a hit allocates one slice for all header values and nothing
-// per header.
+// again, which concurrent hits may share: see hotSet), so a hit allocates
+// one slice for all header values and nothing per header.
 func (c *Cache) writeEntry(w http.ResponseWriter, r *http.Request, e *entry, xcache []string, now time.Time) {
 	h := w.Header()
 	vals := make([]string, e.nh+1)

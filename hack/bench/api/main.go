@@ -62,6 +62,7 @@ type options struct {
 	cacheSizes  string
 	cacheLimits string
 	cacheEntry  int
+	compareAPI  string
 }
 
 func main() {
@@ -84,6 +85,7 @@ func main() {
 	flag.StringVar(&o.cacheSizes, "cache-sizes", "16Mi,64Mi,128Mi", "cache sizes of the cache memory measurement: for each, a fresh medops-api's cache is filled with large gateway entries and its memory reported (empty skips; -only=cachemem runs only this)")
 	flag.StringVar(&o.cacheLimits, "cache-limits", "256Mi", "comma-separated container memory limits each cache size is also measured with, passed as the operator does (MEDOPS_MEMORY_LIMIT; empty: only without)")
 	flag.IntVar(&o.cacheEntry, "cache-entry", 512<<10, "size in bytes of each gateway entry of the cache memory measurement")
+	flag.StringVar(&o.compareAPI, "compare-api", "", "a second medops-api binary (say, built from main) whose cached gateway GET is measured in the same rounds as this tree's, to compare before and after a change")
 	flag.BoolVar(&o.smoke, "smoke", false, "check that the driver still works, not how fast anything is: one 1s round, no warm-up, 200 tasks, 2,000 creates; fails on any error")
 	flag.Parse()
 	if o.smoke {
@@ -347,6 +349,25 @@ func runLayout(_ context.Context, o options, b built, l layout, fill int) error 
 	defer api.Stop(30 * time.Second)
 
 	apiURL := fmt.Sprintf("http://127.0.0.1:%d", apiPort)
+	var apiCmp *common.Proc
+	var cmpURL string
+	if o.compareAPI != "" {
+		port, err := common.FreePort()
+		if err != nil {
+			return err
+		}
+		if apiCmp, err = startAPI(l, o.compareAPI, dir, "medops-api-compare", port, upAddr, o.logLevel, "", apiEnv, nil); err != nil {
+			return err
+		}
+		defer apiCmp.Stop(30 * time.Second)
+		cmpURL = fmt.Sprintf("http://127.0.0.1:%d", port)
+		if err := waitOK(cmpURL+"/healthz", 30*time.Second); err != nil {
+			return fmt.Errorf("%w\nmedops-api (compare) log:\n%s", err, apiCmp.Tail(20))
+		}
+		if err := checkHit("medops-api (compare)", cmpURL+gatewayPath, len(b.body)); err != nil {
+			return err
+		}
+	}
 	nginxURL := fmt.Sprintf("http://127.0.0.1:%d/data.json", nginxPort)
 	// nginx's proxy cache answers on the gateway's own path, so both sides
 	// of the comparison send the same request line.
@@ -432,6 +453,9 @@ func runLayout(_ context.Context, o options, b built, l layout, fill int) error 
 		{name: "list", what: "medops-api task list, limit 50", url: apiURL + "/api/v1/tasks?limit=50", target: "≥0.3× bare"},
 		{name: "create", what: "medops-api task create (durable)", url: apiURL + "/api/v1/tasks", script: createLua, target: "≥20,000/s"},
 	}
+	if apiCmp != nil {
+		scenarios = append(scenarios, scenario{name: "gateway-compare", what: "-compare-api's cached gateway GET", url: cmpURL + gatewayPath, api: apiCmp})
+	}
 	if apiPG != nil {
 		scenarios = append(scenarios,
 			scenario{name: "task-pg", what: fmt.Sprintf("medops-api on postgres: task GET by id (%d tasks)", o.tasks), url: pgURL, script: getIDsLua, args: []string{pgIDsFile}, target: "≥0.25× nginx", api: apiPG, pprof: pgPprofURL},
@@ -462,7 +486,7 @@ func runLayout(_ context.Context, o options, b built, l layout, fill int) error 
 	}
 	var ran []scenario
 	for _, s := range scenarios {
-		if len(selected) > 0 && !selected[s.name] && !baseline(s.name) {
+		if len(selected) > 0 && !selected[s.name] && !baseline(s.name) && !(s.name == "gateway-compare" && selected["gateway"]) {
 			continue
 		}
 		script := filepath.Join(dir, s.name+".lua")
@@ -588,7 +612,7 @@ func runLayout(_ context.Context, o options, b built, l layout, fill int) error 
 	fmt.Println()
 	if len(results["gateway"]) > 0 {
 		fmt.Println("first-level cache hit against nginx's proxy_cache hit (same path and body; ratios taken within each round):")
-		printVsNginxCache(os.Stdout, results["gateway"], results["nginx-cache"])
+		printVsNginxCache(os.Stdout, ran, results)
 		fmt.Println()
 	}
 	fmt.Printf("medops-api memory after the read scenarios: anonymous %s (target < 16 MiB), mapped files %s (the binary and bbolt's mmap), VmRSS %s\n",
@@ -778,8 +802,11 @@ http {
 // With dsnFile set it keeps tasks in PostgreSQL instead of bbolt.
 func startAPI(l layout, bin, dir, name string, port int, upAddr, logLevel, dsnFile string, env, extraArgs []string) (*common.Proc, error) {
 	data := filepath.Join(dir, "data")
-	if dsnFile != "" {
+	switch {
+	case dsnFile != "":
 		data = filepath.Join(dir, "data-pg") // unused by the postgres store
+	case name != "medops-api":
+		data = filepath.Join(dir, "data-"+name) // bbolt locks its file
 	}
 	conf := fmt.Sprintf(`listen: 127.0.0.1:%d
 dataDir: %s
@@ -851,27 +878,37 @@ func checkHit(what, url string, bodyLen int) error {
 	return nil
 }
 
-// printVsNginxCache prints the gateway's first-level hit next to nginx's
-// proxy_cache hit: medians of each side and of the per-round ratios.
-func printVsNginxCache(w io.Writer, gw, nc []result) {
-	n := min(len(gw), len(nc))
-	if n == 0 {
-		return
+// printVsNginxCache prints each gateway scenario next to nginx's
+// proxy_cache hit: medians, and the medians of the per-round ratios.
+func printVsNginxCache(w io.Writer, ran []scenario, res map[string][]result) {
+	nc := res["nginx-cache"]
+	var rows [][]string
+	for _, s := range ran {
+		if s.name != "nginx-cache" && !strings.HasPrefix(s.name, "gateway") {
+			continue
+		}
+		var rps, p50, p99, cpu, rRPS, rP50, rP99, rCPU []float64
+		for i, r := range res[s.name] {
+			if i >= len(nc) {
+				break
+			}
+			rps, p50, p99 = append(rps, r.rps()), append(p50, float64(r.P50US)), append(p99, float64(r.P99US))
+			cpu = append(cpu, float64(r.cpuPerReq)/float64(time.Microsecond))
+			rCPU = append(rCPU, float64(r.cpuPerReq)/float64(nc[i].cpuPerReq))
+			rRPS = append(rRPS, r.rps()/nc[i].rps())
+			rP50 = append(rP50, float64(r.P50US)/float64(nc[i].P50US))
+			rP99 = append(rP99, float64(r.P99US)/float64(nc[i].P99US))
+		}
+		if len(rps) == 0 {
+			continue
+		}
+		rows = append(rows, []string{s.what,
+			fmt.Sprintf("%.0f", median(rps)), spread(rRPS),
+			ms(int64(median(p50))), spread(rP50),
+			ms(int64(median(p99))), spread(rP99),
+			fmt.Sprintf("%.1f µs", median(cpu)), spread(rCPU)})
 	}
-	var gRPS, nRPS, gP50, nP50, gP99, nP99, rRPS, rP50, rP99 []float64
-	for i := 0; i < n; i++ {
-		gRPS, nRPS = append(gRPS, gw[i].rps()), append(nRPS, nc[i].rps())
-		gP50, nP50 = append(gP50, float64(gw[i].P50US)), append(nP50, float64(nc[i].P50US))
-		gP99, nP99 = append(gP99, float64(gw[i].P99US)), append(nP99, float64(nc[i].P99US))
-		rRPS = append(rRPS, gw[i].rps()/nc[i].rps())
-		rP50 = append(rP50, float64(gw[i].P50US)/float64(nc[i].P50US))
-		rP99 = append(rP99, float64(gw[i].P99US)/float64(nc[i].P99US))
-	}
-	common.Table(w, []string{"", "gateway hit", "nginx proxy_cache hit", "gateway ÷ nginx (per round)", "goal"}, [][]string{
-		{"req/s", fmt.Sprintf("%.0f", median(gRPS)), fmt.Sprintf("%.0f", median(nRPS)), spread(rRPS), "≥ 1×"},
-		{"p50", ms(int64(median(gP50))), ms(int64(median(nP50))), spread(rP50), ""},
-		{"p99", ms(int64(median(gP99))), ms(int64(median(nP99))), spread(rP99), "≤ 1.5×"},
-	})
+	common.Table(w, []string{"scenario", "req/s", "÷ nginx-cache (goal ≥ 1×)", "p50", "÷ nginx-cache", "p99", "÷ nginx-cache (goal ≤ 1.5×)", "server CPU/req", "÷ nginx-cache"}, rows)
 }
 
 func waitOK(url string, within time.Duration) error {
