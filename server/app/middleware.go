@@ -129,7 +129,9 @@ func (a *App) observe(next http.Handler) http.Handler {
 		} else {
 			id = a.ids.next()
 		}
-		w.Header().Set(httpx.HeaderRequestID, id)
+		// HeaderRequestID is in canonical form: assigned, not Set, to skip
+		// canonicalising it on every request.
+		w.Header()[httpx.HeaderRequestID] = []string{id}
 		// No answer of this origin is ever content-sniffed: an untyped or
 		// mistyped body (a relayed upstream's) must not become HTML.
 		w.Header()["X-Content-Type-Options"] = nosniffValue
