@@ -331,7 +331,8 @@ type CacheSpec struct {
 	Enabled *bool `json:"enabled,omitempty"`
 
 	// Size is the cache's hard memory limit (bigcache HardMaxCacheSize).
-	// Defaults to 64Mi, which suits a Raspberry Pi.
+	// Gateway hits keep copies of recently hit entries beside it, at most
+	// a sixteenth of it. Defaults to 64Mi, which suits a Raspberry Pi.
 	// +optional
 	Size *resource.Quantity `json:"size,omitempty"`
 

@@ -63,9 +63,13 @@ type App struct {
 	ids       *requestIDs
 	recorders sync.Pool
 	draining  atomic.Bool
-	openapi   []byte
-	closeOnce sync.Once
-	closeErr  error
+	// hitFirst answers gateway cache hits before routing (nil when the
+	// gateway or the cache is off); see mayAnswerBeforeRouting.
+	hitFirst      http.Handler
+	tokenRequired bool
+	openapi       []byte
+	closeOnce     sync.Once
+	closeErr      error
 }
 
 // New opens the store, reads the token file (and follows it), builds the modules and the
@@ -159,6 +163,7 @@ func (a *App) buildRouter(token *tokenFile) error {
 	r.Use(limitHeader, exceptImport(limitBody(a.cfg.Server.MaxBodySize.Value())))
 	if token != nil {
 		r.Use(requireToken(token, a.anonymousRead))
+		a.tokenRequired = true
 	}
 	r.Get("/healthz", a.healthz)
 	r.Get("/readyz", a.readyz)

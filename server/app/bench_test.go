@@ -89,3 +89,25 @@ func BenchmarkTaskCreateHTTP(b *testing.B) {
 	})
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "creates/s")
 }
+
+// BenchmarkGatewayHit measures a warm anonymous gateway hit through the
+// whole handler (answered before routing), with the headers a client like
+// wrk or curl sends.
+func BenchmarkGatewayHit(b *testing.B) {
+	up, _ := upstreamServer(b)
+	e := newTestEnv(b, withGateway(up.URL))
+	h := e.app.Handler()
+	req := httptest.NewRequest(http.MethodGet, "/api/v1/gateway/ensembl/lookup/id/ENSG00000157764", nil)
+	req.Header.Set("User-Agent", "bench")
+	req.Header.Set("Accept", "*/*")
+	w := &discardWriter{h: http.Header{}}
+	h.ServeHTTP(w, req) // the miss that fills the entry
+	b.ReportAllocs()
+	for b.Loop() {
+		clear(w.h)
+		h.ServeHTTP(w, req)
+	}
+	if w.h.Get("X-Cache") != "HIT" {
+		b.Fatalf("not a hit: %v", w.h)
+	}
+}

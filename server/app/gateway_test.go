@@ -16,7 +16,7 @@ import (
 )
 
 // upstreamServer is a real HTTP service on 127.0.0.1 that counts its calls.
-func upstreamServer(t *testing.T) (*httptest.Server, *atomic.Int64) {
+func upstreamServer(t testing.TB) (*httptest.Server, *atomic.Int64) {
 	t.Helper()
 	var calls atomic.Int64
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

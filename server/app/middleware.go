@@ -129,7 +129,9 @@ func (a *App) observe(next http.Handler) http.Handler {
 		} else {
 			id = a.ids.next()
 		}
-		w.Header().Set(httpx.HeaderRequestID, id)
+		// HeaderRequestID is in canonical form: assigned, not Set, to skip
+		// canonicalising it on every request.
+		w.Header()[httpx.HeaderRequestID] = []string{id}
 		// No answer of this origin is ever content-sniffed: an untyped or
 		// mistyped body (a relayed upstream's) must not become HTML.
 		w.Header()["X-Content-Type-Options"] = nosniffValue
@@ -143,19 +145,28 @@ func (a *App) observe(next http.Handler) http.Handler {
 		}
 		rec := a.recorders.Get().(*recorder)
 		*rec = recorder{ResponseWriter: w}
-		// The one copy of the request: chi's routing context and the
-		// request's Info go into the context together. chi's router,
-		// finding its context already there, routes on this request
-		// without copying it again (it would otherwise, and this
-		// middleware once did too: 11% of the cached gateway GET's
-		// allocated bytes).
-		rctx := a.routeCtxs.Get().(*chi.Context)
-		rctx.Reset()
-		rctx.Routes = a.root
-		info := &httpx.Info{ID: id}
-		r = r.WithContext(httpx.WithInfo(context.WithValue(r.Context(), chi.RouteCtxKey, rctx), info))
-
-		aborted := a.serveRecovered(next, rec, r)
+		var aborted, hit bool
+		if a.hitFirst != nil && a.mayAnswerBeforeRouting(r) {
+			// The front writes only when it answers (a hit, or the 500 of
+			// a panic); otherwise the request is routed as usual.
+			aborted = a.serveRecovered(a.hitFirst, rec, r)
+			hit = rec.wroteHeader || aborted
+		}
+		var rctx *chi.Context
+		if !hit {
+			// The one copy of the request: chi's routing context and the
+			// request's Info go into the context together. chi's router,
+			// finding its context already there, routes on this request
+			// without copying it again (it would otherwise, and this
+			// middleware once did too: 11% of the cached gateway GET's
+			// allocated bytes).
+			rctx = a.routeCtxs.Get().(*chi.Context)
+			rctx.Reset()
+			rctx.Routes = a.root
+			info := &httpx.Info{ID: id}
+			r = r.WithContext(httpx.WithInfo(context.WithValue(r.Context(), chi.RouteCtxKey, rctx), info))
+			aborted = a.serveRecovered(next, rec, r)
+		}
 		if rec.bare405 {
 			// WriteError sets Content-Type, so this 405 goes through.
 			rec.bare405, rec.wroteHeader = false, false
@@ -179,7 +190,10 @@ func (a *App) observe(next http.Handler) http.Handler {
 		// between here and the routers to pass r itself on, not a copy;
 		// TestMetricsByRoutePattern fails if one does not.
 		route := "unmatched"
-		if status != http.StatusNotFound {
+		switch {
+		case hit:
+			route = gatewayRoute // the route it would have taken
+		case status != http.StatusNotFound:
 			route = a.routeOf(r)
 		}
 		elapsed := time.Since(start)
@@ -202,7 +216,9 @@ func (a *App) observe(next http.Handler) http.Handler {
 		}
 		*rec = recorder{}
 		a.recorders.Put(rec)
-		a.routeCtxs.Put(rctx)
+		if rctx != nil {
+			a.routeCtxs.Put(rctx)
+		}
 		if aborted {
 			// Logged and counted; now let net/http cut the connection.
 			panic(http.ErrAbortHandler)
@@ -264,13 +280,7 @@ const MaxHeaderBytes = 64 << 10
 // MaxHeaderBytes, as net/http counts them (each line with its CRLF).
 func limitHeader(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		n := len(r.Method) + len(r.RequestURI) + len(r.Proto) + 4
-		for k, vals := range r.Header {
-			for _, v := range vals {
-				n += len(k) + len(v) + 4
-			}
-		}
-		if n > MaxHeaderBytes {
+		if headerBytes(r) > MaxHeaderBytes {
 			w.Header().Set("Connection", "close")
 			httpx.WriteError(w, http.StatusRequestHeaderFieldsTooLarge, "header_too_large",
 				fmt.Sprintf("the request line and headers are larger than %d bytes", MaxHeaderBytes), "")
@@ -278,6 +288,18 @@ func limitHeader(next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// headerBytes is the size of a request's line and headers as net/http
+// counts them (each line with its CRLF).
+func headerBytes(r *http.Request) int {
+	n := len(r.Method) + len(r.RequestURI) + len(r.Proto) + 4
+	for k, vals := range r.Header {
+		for _, v := range vals {
+			n += len(k) + len(v) + 4
+		}
+	}
+	return n
 }
 
 // limitBody answers 413 for bodies over the limit: at once when
@@ -362,4 +384,35 @@ func (a *App) anonymousRead(r *http.Request) bool {
 func under(path, prefix string) bool {
 	rest, ok := strings.CutPrefix(path, prefix)
 	return ok && (rest == "" || rest[0] == '/')
+}
+
+// gatewayRoute is the pattern chi records for every gateway request.
+const gatewayRoute = GatewayPrefix + "/*"
+
+// mayAnswerBeforeRouting reports whether a request may be answered from the
+// cache's first level before chi routes it (App.hitFirst): a GET or HEAD
+// with no body for the gateway's route, that the root's middleware would
+// pass on unchanged (headers within MaxHeaderBytes, no body to limit, no
+// Authorization to check: requireToken lets it through only as an anonymous
+// read, by the same anonymousRead it uses). Anything else, including every
+// request those middleware would refuse, is routed, so its answer is
+// exactly what it was.
+func (a *App) mayAnswerBeforeRouting(r *http.Request) bool {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		return false
+	}
+	if r.ContentLength != 0 || len(r.Header["Authorization"]) > 0 {
+		return false
+	}
+	p := r.URL.RawPath
+	if p == "" {
+		p = r.URL.Path
+	}
+	if !strings.HasPrefix(p, GatewayPrefix+"/") {
+		return false
+	}
+	if a.tokenRequired && !a.anonymousRead(r) {
+		return false
+	}
+	return headerBytes(r) <= MaxHeaderBytes
 }

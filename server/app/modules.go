@@ -59,7 +59,9 @@ func newModules(cfg *v1alpha1.WorkloadConfig, reg prometheus.Registerer, log *sl
 // cache wraps their GET and HEAD routes as route middleware (chi's With), not
 // as a Use on /api/v1: that way it runs after routing, so a cache hit is
 // still logged and counted under its route pattern (/api/v1/tasks/{id}), and
-// unmatched paths never reach the cache.
+// unmatched paths never reach the cache. Gateway hits are the exception that
+// keeps those properties: observe answers them before routing (hitFirst, see
+// mayAnswerBeforeRouting) and counts them under the gateway's one pattern.
 func (a *App) mountModules(root chi.Router) error {
 	var read func(http.Handler) http.Handler
 	if a.cfg.Cache.IsEnabled() {
@@ -89,6 +91,11 @@ func (a *App) mountModules(root chi.Router) error {
 				// The gateway's answers are the same for every replica:
 				// they may go to the shared level.
 				g = g.With(gateway.StripUnforwarded, a.mods.cache.SharedMiddleware)
+				// The first-level lookup for a hit before routing, after the
+				// headers the route strips.
+				a.hitFirst = gateway.StripUnforwarded(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+					a.mods.cache.ServeHit(w, r)
+				}))
 			}
 			for _, m := range gatewayMethods() {
 				g.Method(m, "/*", a.mods.gateway)

@@ -96,6 +96,7 @@ type Cache struct {
 
 	bufs    sync.Pool
 	flights group
+	hot     *hotSet // see hotSet; only ServeHit reads it
 	m       metrics
 
 	// l2 is the shared level (nil: none); sm counts its use.
@@ -207,6 +208,7 @@ func New(spec v1alpha1.CacheSpec, opts Options) (*Cache, error) {
 		return nil, fmt.Errorf("creating bigcache: %w", err)
 	}
 	c.bc = bc
+	c.hot = newHotSet(int(sizeMiB << 20))
 	if opts.Registerer != nil {
 		if err := c.register(opts.Registerer); err != nil {
 			_ = bc.Close()

@@ -1,9 +1,11 @@
 package cache
 
 import (
+	"flag"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -15,6 +17,22 @@ import (
 
 	"github.com/medops/medops/api/v1alpha1"
 )
+
+// hitsFirst makes every fixture answer hits with ServeHit before its
+// Middleware, as server/app answers gateway hits before routing.
+var hitsFirst bool
+
+// TestMain runs every test twice: with the cache as route middleware alone
+// (the task module's way), then with hits answered first (the gateway's).
+// Both must behave exactly alike. Benchmarks run once.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if code != 0 || flag.Lookup("test.bench").Value.String() != "" {
+		os.Exit(code)
+	}
+	hitsFirst = true
+	os.Exit(m.Run())
+}
 
 // testClock is a settable clock for entry freshness.
 type testClock struct {
@@ -56,7 +74,16 @@ func newFixture(t *testing.T, spec v1alpha1.CacheSpec, origin http.Handler) *fix
 		t.Fatalf("New: %v", err)
 	}
 	t.Cleanup(func() { _ = c.Close() })
-	srv := httptest.NewServer(c.Middleware(origin))
+	h := c.Middleware(origin)
+	if hitsFirst {
+		routed := h
+		h = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if !c.ServeHit(w, r) {
+				routed.ServeHTTP(w, r)
+			}
+		})
+	}
+	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
 	return &fixture{c: c, clock: clk, reg: reg, srv: srv}
 }

@@ -42,22 +42,8 @@ func (c *Cache) bypass(w http.ResponseWriter, r *http.Request, next http.Handler
 var conditionalHeaders = [...]string{"If-None-Match", "If-Modified-Since", "If-Match", "If-Unmodified-Since", "If-Range"}
 
 func (c *Cache) serve(w http.ResponseWriter, r *http.Request, next http.Handler, shared bool) {
-	ruleTTL, hasRule := c.ruleTTL(r.URL.Path)
-	if hasRule && ruleTTL == 0 {
-		c.bypass(w, r, next)
-		return
-	}
-	if !c.cacheAuthorized && hasCredentials(r) {
-		c.bypass(w, r, next)
-		return
-	}
-	reqCC := directives{maxAge: -1, sMaxAge: -1}
-	if v := r.Header["Cache-Control"]; len(v) > 0 {
-		reqCC = parseCacheControl(v)
-	} else if p := r.Header["Pragma"]; len(p) > 0 && parseCacheControl(p).noCache {
-		reqCC.noCache = true // HTTP/1.0 clients
-	}
-	if reqCC.noStore {
+	reqCC, ruleTTL, hasRule, ok := c.admit(r)
+	if !ok {
 		c.bypass(w, r, next)
 		return
 	}
@@ -79,10 +65,7 @@ func (c *Cache) serve(w http.ResponseWriter, r *http.Request, next http.Handler,
 		// bigcache compares keys already, but its hash may be swapped and a
 		// collision must never serve another key's response: compare again.
 		if e, ok := decodeEntry(raw); ok && bytes.Equal(e.key, key) {
-			ns := now.UnixNano()
-			fresh := ns < e.expires && !reqCC.noCache &&
-				(reqCC.maxAge < 0 || ns-e.storedAt <= reqCC.maxAge*int64(time.Second))
-			if fresh {
+			if e.freshFor(&reqCC, now.UnixNano()) {
 				*bp = key[:0]
 				c.bufs.Put(bp)
 				c.m.hits.Inc()
@@ -383,6 +366,7 @@ func (c *Cache) store(key string, b []byte, encoded bool) bool {
 		c.log.Debug("cache entry not stored", slog.Int("bytes", len(b)), slog.Any("error", err))
 		return false
 	}
+	c.hot.forget(key)
 	return true
 }
 
@@ -450,8 +434,8 @@ func (c *Cache) writeResult(w http.ResponseWriter, r *http.Request, res *result)
 
 // writeEntry answers from an entry. Header names and values are views into
 // the entry's bytes (a private copy bigcache handed out, never written
-// again), so a hit allocates one slice for all header values and nothing
-// per header.
+// again, which concurrent hits may share: see hotSet), so a hit allocates
+// one slice for all header values and nothing per header.
 func (c *Cache) writeEntry(w http.ResponseWriter, r *http.Request, e *entry, xcache []string, now time.Time) {
 	h := w.Header()
 	vals := make([]string, e.nh+1)

@@ -62,6 +62,7 @@ type options struct {
 	cacheSizes  string
 	cacheLimits string
 	cacheEntry  int
+	compareAPI  string
 }
 
 func main() {
@@ -74,7 +75,7 @@ func main() {
 	flag.IntVar(&o.bodySize, "body-size", 2048, "size in bytes of the upstream JSON body and of nginx's static file")
 	flag.StringVar(&o.logLevel, "log-level", "warn", "medops-api logLevel; info writes one access log line per request (nginx runs with access_log off)")
 	flag.BoolVar(&o.keep, "keep", false, "keep the temporary folder (binaries, configs, logs, data) for inspection")
-	flag.StringVar(&o.only, "only", "", "comma-separated scenarios to run: healthz, gateway, task, list, create (default all; the nginx and bare baselines always run)")
+	flag.StringVar(&o.only, "only", "", "comma-separated scenarios to run: healthz, gateway, task, list, create (default all; the nginx, nginx-cache and bare baselines always run)")
 	flag.StringVar(&o.profile, "profile", "", "folder for CPU and allocation profiles: runs hack/bench/apiprof (medops-api plus pprof on another port) and profiles each medops-api scenario")
 	flag.StringVar(&o.apiEnv, "api-env", "", "comma-separated NAME=VALUE environment for medops-api, for experiments (e.g. GOGC=400)")
 	flag.IntVar(&o.rounds, "rounds", 3, "times each scenario is measured, interleaved; the table shows medians")
@@ -84,6 +85,7 @@ func main() {
 	flag.StringVar(&o.cacheSizes, "cache-sizes", "16Mi,64Mi,128Mi", "cache sizes of the cache memory measurement: for each, a fresh medops-api's cache is filled with large gateway entries and its memory reported (empty skips; -only=cachemem runs only this)")
 	flag.StringVar(&o.cacheLimits, "cache-limits", "256Mi", "comma-separated container memory limits each cache size is also measured with, passed as the operator does (MEDOPS_MEMORY_LIMIT; empty: only without)")
 	flag.IntVar(&o.cacheEntry, "cache-entry", 512<<10, "size in bytes of each gateway entry of the cache memory measurement")
+	flag.StringVar(&o.compareAPI, "compare-api", "", "a second medops-api binary (say, built from main) whose cached gateway GET is measured in the same rounds as this tree's, to compare before and after a change")
 	flag.BoolVar(&o.smoke, "smoke", false, "check that the driver still works, not how fast anything is: one 1s round, no warm-up, 200 tasks, 2,000 creates; fails on any error")
 	flag.Parse()
 	if o.smoke {
@@ -329,7 +331,7 @@ func runLayout(_ context.Context, o options, b built, l layout, fill int) error 
 	if err != nil {
 		return err
 	}
-	nginx, err := startNginx(l, dir, filepath.Dir(b.bodyFile), nginxPort, o.connections)
+	nginx, err := startNginx(l, dir, filepath.Dir(b.bodyFile), nginxPort, o.connections, upAddr)
 	if err != nil {
 		return err
 	}
@@ -347,7 +349,29 @@ func runLayout(_ context.Context, o options, b built, l layout, fill int) error 
 	defer api.Stop(30 * time.Second)
 
 	apiURL := fmt.Sprintf("http://127.0.0.1:%d", apiPort)
+	var apiCmp *common.Proc
+	var cmpURL string
+	if o.compareAPI != "" {
+		port, err := common.FreePort()
+		if err != nil {
+			return err
+		}
+		if apiCmp, err = startAPI(l, o.compareAPI, dir, "medops-api-compare", port, upAddr, o.logLevel, "", apiEnv, nil); err != nil {
+			return err
+		}
+		defer apiCmp.Stop(30 * time.Second)
+		cmpURL = fmt.Sprintf("http://127.0.0.1:%d", port)
+		if err := waitOK(cmpURL+"/healthz", 30*time.Second); err != nil {
+			return fmt.Errorf("%w\nmedops-api (compare) log:\n%s", err, apiCmp.Tail(20))
+		}
+		if err := checkHit("medops-api (compare)", cmpURL+gatewayPath, len(b.body)); err != nil {
+			return err
+		}
+	}
 	nginxURL := fmt.Sprintf("http://127.0.0.1:%d/data.json", nginxPort)
+	// nginx's proxy cache answers on the gateway's own path, so both sides
+	// of the comparison send the same request line.
+	nginxCacheURL := fmt.Sprintf("http://127.0.0.1:%d%s", nginxPort, gatewayPath)
 	for _, u := range []string{nginxURL, apiURL + "/healthz"} {
 		if err := waitOK(u, 30*time.Second); err != nil {
 			return fmt.Errorf("%w\nmedops-api log:\n%s\nnginx log:\n%s", err, api.Tail(20), nginx.Tail(20))
@@ -358,9 +382,12 @@ func runLayout(_ context.Context, o options, b built, l layout, fill int) error 
 		return err
 	}
 	idsFile := filepath.Join(dir, "ids.txt")
-	gatewayURL := apiURL + "/api/v1/gateway/bench/data.json"
+	gatewayURL := apiURL + gatewayPath
 	if err := checkCache(gatewayURL, len(b.body), apiURL+"/api/v1/tasks/"+ids[0], apiURL+"/api/v1/tasks?limit=50"); err != nil {
 		return err
+	}
+	if err := checkHit("nginx proxy_cache", nginxCacheURL, len(b.body)); err != nil {
+		return fmt.Errorf("%w\nnginx log:\n%s", err, nginx.Tail(20))
 	}
 
 	// The same medops-api on the PostgreSQL store: one replica, its
@@ -419,11 +446,15 @@ func runLayout(_ context.Context, o options, b built, l layout, fill int) error 
 	scenarios := []scenario{
 		{name: "nginx", what: fmt.Sprintf("nginx static file (%d B)", len(b.body)), url: nginxURL},
 		{name: "bare", what: "bare net/http handler (same body)", url: "http://" + upAddr + "/data.json"},
+		{name: "nginx-cache", what: "nginx proxy_cache hit (same upstream, same path)", url: nginxCacheURL},
 		{name: "healthz", what: "medops-api GET /healthz", url: apiURL + "/healthz"},
-		{name: "gateway", what: "medops-api cached gateway GET", url: gatewayURL, target: "≥0.9× bare, p99 ≤1.5× nginx"},
+		{name: "gateway", what: "medops-api cached gateway GET", url: gatewayURL, target: "≥1× nginx-cache, p99 ≤1.5× nginx-cache"},
 		{name: "task", what: fmt.Sprintf("medops-api task GET by id (uncached, %d tasks)", o.tasks), url: apiURL, script: getIDsLua, args: []string{idsFile}, target: "≥0.8× bare"},
 		{name: "list", what: "medops-api task list, limit 50", url: apiURL + "/api/v1/tasks?limit=50", target: "≥0.3× bare"},
 		{name: "create", what: "medops-api task create (durable)", url: apiURL + "/api/v1/tasks", script: createLua, target: "≥20,000/s"},
+	}
+	if apiCmp != nil {
+		scenarios = append(scenarios, scenario{name: "gateway-compare", what: "-compare-api's cached gateway GET", url: cmpURL + gatewayPath, api: apiCmp})
 	}
 	if apiPG != nil {
 		scenarios = append(scenarios,
@@ -442,7 +473,7 @@ func runLayout(_ context.Context, o options, b built, l layout, fill int) error 
 	for i := range scenarios {
 		scenarios[i].wrkCPU, scenarios[i].threads = l.loadCPU, l.threads
 		switch scenarios[i].name {
-		case "nginx":
+		case "nginx", "nginx-cache":
 			scenarios[i].pid = nginx.Cmd.Process.Pid
 		case "bare":
 			scenarios[i].pid = upstream.Cmd.Process.Pid
@@ -455,7 +486,7 @@ func runLayout(_ context.Context, o options, b built, l layout, fill int) error 
 	}
 	var ran []scenario
 	for _, s := range scenarios {
-		if len(selected) > 0 && !selected[s.name] && s.name != "nginx" && s.name != "bare" {
+		if len(selected) > 0 && !selected[s.name] && !baseline(s.name) && !(s.name == "gateway-compare" && selected["gateway"]) {
 			continue
 		}
 		script := filepath.Join(dir, s.name+".lua")
@@ -579,6 +610,11 @@ func runLayout(_ context.Context, o options, b built, l layout, fill int) error 
 
 	printTable(os.Stdout, ran, results, mems)
 	fmt.Println()
+	if len(results["gateway"]) > 0 {
+		fmt.Println("first-level cache hit against nginx's proxy_cache hit (same path and body; ratios taken within each round):")
+		printVsNginxCache(os.Stdout, ran, results)
+		fmt.Println()
+	}
 	fmt.Printf("medops-api memory after the read scenarios: anonymous %s (target < 16 MiB), mapped files %s (the binary and bbolt's mmap), VmRSS %s\n",
 		common.MiB(afterReads.Anon), common.MiB(afterReads.File), common.MiB(afterReads.RSS))
 	if filled != nil {
@@ -604,7 +640,7 @@ func runLayout(_ context.Context, o options, b built, l layout, fill int) error 
 // tailOf is the log of the server a scenario loads.
 func tailOf(s scenario, api, upstream, nginx *common.Proc) string {
 	switch {
-	case s.name == "nginx":
+	case s.name == "nginx", s.name == "nginx-cache":
 		return nginx.Tail(20)
 	case s.name == "bare":
 		return upstream.Tail(20)
@@ -691,14 +727,23 @@ func startUpstream(l layout, bin, bodyFile, dir string) (*common.Proc, string, e
 }
 
 // startNginx runs nginx in the foreground with a configuration of its own:
-// its own pid file, logs and temp folders under dir, so it needs no system
-// setup and leaves nothing behind. access_log is off (the ceiling, not a
-// production setup); keepalive_requests is raised so wrk's kept-alive
+// its own pid file, logs, temp and cache folders under dir, so it needs no
+// system setup and leaves nothing behind. access_log is off (the ceiling,
+// not a production setup); keepalive_requests is raised so wrk's kept-alive
 // connections are not closed every 1,000 requests, as Go's server does not
 // do that either.
-func startNginx(l layout, dir, www string, port, connections int) (*common.Proc, error) {
+//
+// It serves two things: the static file (the ceiling) and, under the
+// gateway's path, a proxy_cache in front of the upstream, which is what a
+// user would put in front of a REST service instead of medops-api's
+// gateway. proxy_cache_lock is nginx's coalescing of misses, like the
+// gateway's; proxy_cache_valid keeps the upstream's answer (it sends no
+// Cache-Control) for the gateway's ttl of 1h. nginx's own default cache key
+// ($scheme$proxy_host$request_uri) covers less than the gateway's (no
+// Accept headers), which only makes nginx's lookup cheaper.
+func startNginx(l layout, dir, www string, port, connections int, upAddr string) (*common.Proc, error) {
 	prefix := filepath.Join(dir, "nginx")
-	for _, d := range []string{"", "tmp", "logs"} {
+	for _, d := range []string{"", "tmp", "logs", "cache"} {
 		if err := os.MkdirAll(filepath.Join(prefix, d), 0o755); err != nil {
 			return nil, fmt.Errorf("creating nginx folders: %w", err)
 		}
@@ -721,13 +766,27 @@ http {
     scgi_temp_path %[1]s/tmp/scgi;
     types { application/json json; }
     default_type application/octet-stream;
+    proxy_cache_path %[1]s/cache levels=1:2 keys_zone=bench:1m max_size=64m inactive=1h use_temp_path=off;
+    upstream bench {
+        server %[6]s;
+        keepalive 16;
+    }
     server {
         listen 127.0.0.1:%[2]d;
         root %[4]s;
         location / { }
+        location %[7]s/ {
+            proxy_pass http://bench/;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_cache bench;
+            proxy_cache_lock on;
+            proxy_cache_valid 200 1h;
+            add_header X-Cache $upstream_cache_status;
+        }
     }
 }
-`, prefix, port, max(1024, 4*connections), www, l.nginxWorkers)
+`, prefix, port, max(1024, 4*connections), www, l.nginxWorkers, upAddr, gatewayBase)
 	confPath := filepath.Join(prefix, "nginx.conf")
 	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
 		return nil, fmt.Errorf("writing nginx.conf: %w", err)
@@ -743,8 +802,11 @@ http {
 // With dsnFile set it keeps tasks in PostgreSQL instead of bbolt.
 func startAPI(l layout, bin, dir, name string, port int, upAddr, logLevel, dsnFile string, env, extraArgs []string) (*common.Proc, error) {
 	data := filepath.Join(dir, "data")
-	if dsnFile != "" {
+	switch {
+	case dsnFile != "":
 		data = filepath.Join(dir, "data-pg") // unused by the postgres store
+	case name != "medops-api":
+		data = filepath.Join(dir, "data-"+name) // bbolt locks its file
 	}
 	conf := fmt.Sprintf(`listen: 127.0.0.1:%d
 dataDir: %s
@@ -778,6 +840,75 @@ auth:
 	}
 	prog, args := pin(l.serverCPU, bin, append([]string{"--config", confPath}, extraArgs...)...)
 	return common.Start(name, filepath.Join(dir, name+".log"), env, prog, args...)
+}
+
+// gatewayBase is the gateway's path to the bench upstream, and gatewayPath
+// the one resource both caches are loaded with.
+const (
+	gatewayBase = "/api/v1/gateway/bench"
+	gatewayPath = gatewayBase + "/data.json"
+)
+
+// baseline reports whether a scenario is one of the baselines every run
+// measures, whatever -only selects.
+func baseline(name string) bool {
+	return name == "nginx" || name == "bare" || name == "nginx-cache"
+}
+
+// checkHit makes sure a cache answers its second GET of url from the cache
+// (X-Cache: HIT) with the full body, so the scenario measures warm hits.
+func checkHit(what, url string, bodyLen int) error {
+	for i := 0; i < 2; i++ {
+		resp, err := http.Get(url)
+		if err != nil {
+			return fmt.Errorf("%s GET: %w", what, err)
+		}
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			return fmt.Errorf("%s GET: %w", what, err)
+		}
+		if resp.StatusCode != http.StatusOK || len(b) != bodyLen {
+			return fmt.Errorf("%s GET: %s with %d bytes, want 200 with %d: %s", what, resp.Status, len(b), bodyLen, b)
+		}
+		if i == 1 && resp.Header.Get("X-Cache") != "HIT" {
+			return fmt.Errorf("%s GET: the second request was not a cache hit (X-Cache %q)", what, resp.Header.Get("X-Cache"))
+		}
+	}
+	return nil
+}
+
+// printVsNginxCache prints each gateway scenario next to nginx's
+// proxy_cache hit: medians, and the medians of the per-round ratios.
+func printVsNginxCache(w io.Writer, ran []scenario, res map[string][]result) {
+	nc := res["nginx-cache"]
+	var rows [][]string
+	for _, s := range ran {
+		if s.name != "nginx-cache" && !strings.HasPrefix(s.name, "gateway") {
+			continue
+		}
+		var rps, p50, p99, cpu, rRPS, rP50, rP99, rCPU []float64
+		for i, r := range res[s.name] {
+			if i >= len(nc) {
+				break
+			}
+			rps, p50, p99 = append(rps, r.rps()), append(p50, float64(r.P50US)), append(p99, float64(r.P99US))
+			cpu = append(cpu, float64(r.cpuPerReq)/float64(time.Microsecond))
+			rCPU = append(rCPU, float64(r.cpuPerReq)/float64(nc[i].cpuPerReq))
+			rRPS = append(rRPS, r.rps()/nc[i].rps())
+			rP50 = append(rP50, float64(r.P50US)/float64(nc[i].P50US))
+			rP99 = append(rP99, float64(r.P99US)/float64(nc[i].P99US))
+		}
+		if len(rps) == 0 {
+			continue
+		}
+		rows = append(rows, []string{s.what,
+			fmt.Sprintf("%.0f", median(rps)), spread(rRPS),
+			ms(int64(median(p50))), spread(rP50),
+			ms(int64(median(p99))), spread(rP99),
+			fmt.Sprintf("%.1f µs", median(cpu)), spread(rCPU)})
+	}
+	common.Table(w, []string{"scenario", "req/s", "÷ nginx-cache (goal ≥ 1×)", "p50", "÷ nginx-cache", "p99", "÷ nginx-cache (goal ≤ 1.5×)", "server CPU/req", "÷ nginx-cache"}, rows)
 }
 
 func waitOK(url string, within time.Duration) error {

@@ -3,9 +3,11 @@ package main
 import (
 	"encoding/json"
 	"errors"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // nginx's static file and the upstream's answer are the same bytes, so the
@@ -106,5 +108,30 @@ func TestParallel(t *testing.T) {
 	}
 	if calls.Load() == 1000 {
 		t.Fatal("work went on after the error")
+	}
+}
+
+// The hit table divides each gateway scenario by nginx's proxy_cache hit of
+// the same round, and leaves other scenarios out.
+func TestPrintVsNginxCache(t *testing.T) {
+	r := func(rps, p99us int64, cpu time.Duration) result {
+		return result{Requests: rps, DurationUS: 1_000_000, P50US: 1000, P99US: p99us, cpuPerReq: cpu}
+	}
+	ran := []scenario{{name: "nginx", what: "static"}, {name: "nginx-cache", what: "proxy_cache"}, {name: "gateway", what: "hit"}}
+	res := map[string][]result{
+		"nginx":       {r(9, 1000, time.Microsecond)},
+		"nginx-cache": {r(1000, 2000, 10*time.Microsecond)},
+		"gateway":     {r(2000, 3000, 5*time.Microsecond)},
+	}
+	var b strings.Builder
+	printVsNginxCache(&b, ran, res)
+	out := b.String()
+	if strings.Contains(out, "static") {
+		t.Errorf("the static file is not a cache hit:\n%s", out)
+	}
+	for _, want := range []string{"| hit ", "| 2000 ", "| 2.00× ", "| 1.50× ", "| 0.50× "} {
+		if !strings.Contains(out, want) {
+			t.Errorf("table lacks %q:\n%s", want, out)
+		}
 	}
 }
