@@ -40,6 +40,14 @@ func (s *suite) sharedGatewayChecks(t *testing.T) {
 		primary, mirror, rl *upstream.Server
 		pods                []realPod
 	)
+	// Stopped when the group ends, not when the check that started them does.
+	t.Cleanup(func() {
+		for _, u := range []*upstream.Server{primary, mirror, rl} {
+			if u != nil {
+				u.Close()
+			}
+		}
+	})
 	if !s.check(t, "memcached (Debian's) on the node's address, and three upstream stubs: genes with its mirror, and a budgeted one", func(t *testing.T) {
 		bin, err := exec.LookPath("memcached")
 		if err != nil {
@@ -63,7 +71,6 @@ func (s *suite) sharedGatewayChecks(t *testing.T) {
 				t.Fatal(err)
 			}
 			*u = srv
-			t.Cleanup(func() { srv.Close() })
 		}
 	}) {
 		return
