@@ -146,7 +146,7 @@ spec:
 		var wg sync.WaitGroup
 		stop := time.Now().Add(4 * time.Second)
 		var n atomic.Int64
-		for w := range 9 {
+		for w := range 30 {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
@@ -173,7 +173,7 @@ spec:
 		}
 		wg.Wait()
 		peak := rl.MaxPerSecond(since)
-		s.measure(t, "shared budget %d/s + burst %d, 3 pods, 9 clients for 4 s: %d served, %d JSON 429s, %d other; the upstream's busiest second: %d calls", sharedRPS, sharedBurst, ok.Load(), limited.Load(), other.Load(), peak)
+		s.measure(t, "shared budget %d/s + burst %d, 3 pods, 30 clients for 4 s: %d served, %d JSON 429s, %d other; the upstream's busiest second: %d calls", sharedRPS, sharedBurst, ok.Load(), limited.Load(), other.Load(), peak)
 		if peak > sharedRPS+sharedBurst {
 			t.Errorf("the upstream got %d calls in one second, over %d + %d", peak, sharedRPS, sharedBurst)
 		}
@@ -209,9 +209,30 @@ spec:
 	})
 	s.check(t, sharedName+": an entry changed in memcached by someone without the key is refused (not served, counted), and the upstream answers instead", func(t *testing.T) {
 		token := s.secretValue(t, sharedName+"-token", "token")
+		// The reader is a pod on the amd64 node: under emulation pi-1's pods
+		// can miss the tier's 50ms timeout and skip it for a back-off.
+		filler, reader := pods[0], pods[1]
+		for _, p := range pods {
+			if p.pod.Spec.NodeName == s.c.NodeName {
+				reader = p
+			}
+		}
+		for _, p := range pods {
+			if p.pod.Name != reader.pod.Name {
+				filler = p
+				break
+			}
+		}
+		// First, the reader reads the tier: an untouched entry is a HIT-L2.
+		if code, xc, err := get(filler, "/api/v1/gateway/genes/forged/warm"); err != nil || code != 200 {
+			t.Fatalf("fill: %d %q %v", code, xc, err)
+		}
+		if code, xc, err := get(reader, "/api/v1/gateway/genes/forged/warm"); err != nil || code != 200 || xc != "HIT-L2" {
+			t.Fatalf("untouched entry on %s: %d, X-Cache %q, %v; want a HIT-L2", reader.pod.Name, code, xc, err)
+		}
+		forged := s.podMetric(t, reader, token, "medops_memcached_forged_total")
 		path := "/api/v1/gateway/genes/forged/TP53"
-		code, xc, err := get(pods[0], path)
-		if err != nil || code != 200 || xc != "MISS" {
+		if code, xc, err := get(filler, path); err != nil || code != 200 || xc != "MISS" {
 			t.Fatalf("fill: %d %q %v", code, xc, err)
 		}
 		n, err := tamperAll(mc)
@@ -219,15 +240,12 @@ spec:
 			t.Fatalf("tampered with %d items: %v", n, err)
 		}
 		before := mirror.Hits()
-		// One other pod: its refill would be a fair HIT-L2 for a third.
-		for _, p := range pods[1:2] {
-			code, xc, err := get(p, path)
-			if err != nil || code != 200 || xc == "HIT-L2" {
-				t.Errorf("GET on %s after the tampering: %d, X-Cache %q, %v; want 200 from the upstream", p.pod.Name, code, xc, err)
-			}
-			if m := s.podMetric(t, p, token, "medops_memcached_forged_total"); m < 1 {
-				t.Errorf("%s: medops_memcached_forged_total = %v, want at least 1", p.pod.Name, m)
-			}
+		code, xc, err := get(reader, path)
+		if err != nil || code != 200 || xc == "HIT-L2" {
+			t.Errorf("GET on %s after the tampering: %d, X-Cache %q, %v; want 200 from the upstream", reader.pod.Name, code, xc, err)
+		}
+		if m := s.podMetric(t, reader, token, "medops_memcached_forged_total"); m <= forged {
+			t.Errorf("%s: medops_memcached_forged_total %v before, %v after; want it counted", reader.pod.Name, forged, m)
 		}
 		if mirror.Hits() == before {
 			t.Error("the upstream was not called: the forged entry was served")
