@@ -3,6 +3,7 @@ package app
 import (
 	"fmt"
 	"io"
+	"math/rand"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -246,4 +247,75 @@ func newUpstream(t *testing.T, h http.HandlerFunc) string {
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
 	return srv.URL
+}
+
+// TestZipfUpstreamCallsWithAndWithoutTheSharedTier: three replicas behind
+// a round-robin balancer get 10,000 requests whose keys follow a Zipf law
+// (a few popular genes, a long tail), as an Ensembl mirror's users ask.
+// Without the shared tier each replica fetches each key it is asked for;
+// with it the three fetch each key about once between them.
+func TestZipfUpstreamCallsWithAndWithoutTheSharedTier(t *testing.T) {
+	if testing.Short() {
+		t.Skip("20,000 requests")
+	}
+	mc := memcachedtest.Start(t)
+	const requests = 10_000
+	keys := make([]uint64, requests)
+	z := rand.NewZipf(rand.New(rand.NewSource(21)), 1.1, 1, 4999)
+	distinct := map[uint64]bool{}
+	for i := range keys {
+		keys[i] = z.Uint64()
+		distinct[keys[i]] = true
+	}
+	run := func(t *testing.T, shared bool) int64 {
+		var calls atomic.Int64
+		up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+			calls.Add(1)
+			w.Header().Set("Content-Type", "application/json")
+			w.Header().Set("Cache-Control", "max-age=300")
+			fmt.Fprintf(w, `{"path":%q}`, r.URL.Path)
+		})
+		var envs []*testEnv
+		for range 3 {
+			mutate := withGateway(up)
+			if shared {
+				mutate = sharedTier(t, mc, up, nil)
+			}
+			envs = append(envs, newTestEnv(t, mutate))
+		}
+		var next atomic.Int64
+		var failed atomic.Int64
+		var wg sync.WaitGroup
+		for range 8 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for {
+					i := next.Add(1) - 1
+					if i >= requests {
+						return
+					}
+					e := envs[i%3] // round robin, as a Service spreads connections
+					if st, _, _, err := get(fmt.Sprintf("%s/api/v1/gateway/ensembl/lookup/%d", e.srv.URL, keys[i])); err != nil || st != 200 {
+						failed.Add(1)
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		if failed.Load() > 0 {
+			t.Errorf("%d requests failed", failed.Load())
+		}
+		return calls.Load()
+	}
+	without := run(t, false)
+	with := run(t, true)
+	t.Logf("Zipf(1.1) over 5,000 keys, %d distinct asked, 3 replicas, %d requests: upstream calls %d without the shared tier, %d with it (%.2fx)",
+		len(distinct), requests, without, with, float64(with)/float64(without))
+	if with >= without {
+		t.Errorf("upstream calls: %d with the shared tier, %d without; want fewer with it", with, without)
+	}
+	if with > int64(len(distinct))*11/10 {
+		t.Errorf("upstream calls with the shared tier: %d for %d distinct keys; want about one each", with, len(distinct))
+	}
 }
