@@ -178,7 +178,12 @@ spec:
 		}
 		wg.Wait()
 		peak := rl.MaxPerSecond(since)
-		s.measure(t, "shared budget %d/s + burst %d, 3 pods, 30 clients for 4 s: %d served, %d JSON 429s, %d other; the upstream's busiest second: %d calls", sharedRPS, sharedBurst, ok.Load(), limited.Load(), other.Load(), peak)
+		token := s.secretValue(t, sharedName+"-token", "token")
+		var fallbacks float64
+		for _, p := range pods {
+			fallbacks += s.podMetricSum(t, p, token, "medops_gateway_budget_fallbacks_total")
+		}
+		s.measure(t, "shared budget %d/s + burst %d, 3 pods, 30 clients for 4 s: %d served, %d JSON 429s, %d other; the upstream's busiest second: %d calls; calls budgeted locally because memcached failed: %v", sharedRPS, sharedBurst, ok.Load(), limited.Load(), other.Load(), peak, fallbacks)
 		if peak > sharedRPS+sharedBurst {
 			t.Errorf("the upstream got %d calls in one second, over %d + %d", peak, sharedRPS, sharedBurst)
 		}
@@ -353,6 +358,24 @@ func tamperAll(addr string) (int, error) {
 // podMetric reads one unlabelled sample from a pod's /metrics.
 func (s *suite) podMetric(t *testing.T, p realPod, token, name string) float64 {
 	t.Helper()
+	v, found := s.scrape(t, p, token, name)
+	if !found {
+		t.Fatalf("%s: no %s in /metrics", p.pod.Name, name)
+	}
+	return v
+}
+
+// podMetricSum adds up every sample of a metric, whatever its labels; a
+// vector nothing has been counted in yet has none, which is 0.
+func (s *suite) podMetricSum(t *testing.T, p realPod, token, name string) float64 {
+	t.Helper()
+	v, _ := s.scrape(t, p, token, name)
+	return v
+}
+
+// scrape sums the samples of name in a pod's /metrics.
+func (s *suite) scrape(t *testing.T, p realPod, token, name string) (float64, bool) {
+	t.Helper()
 	req, err := http.NewRequestWithContext(s.ctx, http.MethodGet, podURL(p.pod, "/metrics"), nil)
 	if err != nil {
 		t.Fatal(err)
@@ -368,12 +391,13 @@ func (s *suite) podMetric(t *testing.T, p realPod, token, name string) float64 {
 	}
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
+	sum, found := 0.0, false
 	for sc.Scan() {
-		if f := strings.Fields(sc.Text()); len(f) == 2 && f[0] == name {
+		f := strings.Fields(sc.Text())
+		if len(f) == 2 && (f[0] == name || strings.HasPrefix(f[0], name+"{")) {
 			v, _ := strconv.ParseFloat(f[1], 64)
-			return v
+			sum, found = sum+v, true
 		}
 	}
-	t.Fatalf("%s: no %s in /metrics", p.pod.Name, name)
-	return 0
+	return sum, found
 }
