@@ -317,6 +317,9 @@ type rolloutResult struct {
 	ok, failed      int64
 	byStatus        map[string]int64 // failures by status (or "conn" for a transport error)
 	created, unread []string         // acknowledged creates; those not readable after
+	// The first and the last failure: the gap clients saw, which the
+	// counts alone do not give (a failure returns faster than a create).
+	firstFail, lastFail time.Time
 }
 
 // rolloutUnderLoad runs 4 clients through the ingress (each: create a task,
@@ -331,8 +334,13 @@ func (s *suite) rolloutUnderLoad(t *testing.T, hc *http.Client, base, token stri
 	var wg sync.WaitGroup
 	fail := func(k string) {
 		failed.Add(1)
+		now := time.Now()
 		mu.Lock()
 		res.byStatus[k]++
+		if res.firstFail.IsZero() {
+			res.firstFail = now
+		}
+		res.lastFail = now
 		mu.Unlock()
 	}
 	send := func(method, url string, body []byte) (int, []byte) {
@@ -414,8 +422,8 @@ func (s *suite) reportRollout(t *testing.T, what string, r rolloutResult) {
 	for _, k := range keys {
 		parts = append(parts, fmt.Sprintf("%s×%d", k, r.byStatus[k]))
 	}
-	s.measure(t, "rollout restart under load, %s: %d requests, %d failed (%s), rollout %.1f s, %d acknowledged creates all readable after",
-		what, r.ok+r.failed, r.failed, strings.Join(parts, " "), r.took.Seconds(), len(r.created)-len(r.unread))
+	s.measure(t, "rollout restart under load, %s: %d requests, %d failed (%s) from the first failure to the last in %.1f s, rollout %.1f s, %d acknowledged creates all readable after",
+		what, r.ok+r.failed, r.failed, strings.Join(parts, " "), r.lastFail.Sub(r.firstFail).Seconds(), r.took.Seconds(), len(r.created)-len(r.unread))
 }
 
 // measure logs a figure and appends it to logs/measurements.txt in the work folder.
