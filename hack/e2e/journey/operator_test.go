@@ -59,6 +59,39 @@ func (s *suite) clusterChecks(t *testing.T) {
 		}
 		t.Logf("pi-1 capacity %s, allocatable %s", s.jp(t, "", "node/"+cluster.PiName, "{.status.capacity}"), s.jp(t, "", "node/"+cluster.PiName, "{.status.allocatable}"))
 	})
+	s.check(t, "pi-1 starts its first pod (our pause image, arm64) and it gets Ready", func(t *testing.T) {
+		// Once in ten runs the emulated kubelet left the first pods it was
+		// given without a sandbox for minutes, while later ones ran (22:01,
+		// 2026-12-06). That stall is reported here, where it happens, and the
+		// pod started once more, instead of failing a sample's wait later.
+		for attempt := 1; attempt <= 2; attempt++ {
+			name := fmt.Sprintf("pi-1-first-pod-%d", attempt)
+			if err := s.apply(fmt.Sprintf(`apiVersion: v1
+kind: Pod
+metadata: {name: %s, namespace: default}
+spec:
+  nodeSelector: {kubernetes.io/hostname: %s}
+  terminationGracePeriodSeconds: 1
+  containers:
+  - {name: pause, image: %q, imagePullPolicy: Never}
+`, name, cluster.PiName, cluster.PauseImage)); err != nil {
+				t.Fatal(err)
+			}
+			_, err := s.k("-n", "default", "wait", "--for=condition=Ready", "pod/"+name, "--timeout=90s")
+			if err != nil {
+				st, _ := s.k("-n", "default", "get", "pod", name, "-o", "jsonpath={.status}")
+				t.Logf("attempt %d: %v; pod status %s", attempt, err, st)
+			}
+			_, _ = s.k("-n", "default", "delete", "pod", name, "--wait=false")
+			if err == nil {
+				if attempt > 1 {
+					s.measure(t, "pi-1: its first pod stalled (not Ready in 90 s); the second one started")
+				}
+				return
+			}
+		}
+		t.Error("pi-1 did not start a pod in two attempts")
+	})
 }
 
 // operatorPod is the Ready operator pod of the release.
