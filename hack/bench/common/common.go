@@ -82,7 +82,12 @@ func (p *Proc) Exited() (bool, error) {
 func (p *Proc) Done() <-chan struct{} { return p.done }
 
 // Stop sends SIGTERM, waits up to grace, then kills the process group.
+// The group is killed also when the process exited in time: a child it
+// forked stays in its group and may outlive it (under qemu-user, a forked
+// child of the emulated containerd once hung before its exec, and lived on
+// after its parent stopped).
 func (p *Proc) Stop(grace time.Duration) {
+	defer func() { _ = syscall.Kill(-p.Cmd.Process.Pid, syscall.SIGKILL) }()
 	if ok, _ := p.Exited(); ok {
 		return
 	}
