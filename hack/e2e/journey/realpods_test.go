@@ -137,18 +137,7 @@ func (s *suite) realPodChecks(t *testing.T) {
 	pid := pods[0].pid
 	d := s.deployment(t, realName)
 	s.check(t, "the process runs as 65532:65532 with a read-only root filesystem", func(t *testing.T) {
-		status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, l := range strings.Split(string(status), "\n") {
-			if f := strings.Fields(l); len(f) == 5 && (f[0] == "Uid:" || f[0] == "Gid:") {
-				eq(t, f[0], "65532 65532 65532 65532", strings.Join(f[1:], " "))
-			}
-		}
-		if opts := mountOptions(t, pid, "/"); !slices.Contains(opts, "ro") {
-			t.Errorf("root mount options %v, want ro", opts)
-		}
+		checkRestricted(t, pid)
 	})
 	s.check(t, "its command line is the image's entrypoint with the args the operator wrote", func(t *testing.T) {
 		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
