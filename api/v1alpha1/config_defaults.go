@@ -92,10 +92,12 @@ const EnvMemoryLimit = "MEDOPS_MEMORY_LIMIT"
 // topology.kubernetes.io/region); the gateway prefers mirrors there.
 const EnvRegion = "MEDOPS_REGION"
 
-// EnvReplicas is the environment variable that tells medops-api how many
-// replicas share its upstream budgets (the operator sets spec.replicas, or
-// autoscaling's maximum), so that while memcached fails each replica keeps
-// to its share. Unset: a replica falls back to the whole budget.
+// EnvReplicas is an environment variable a user may set to tell medops-api
+// how many replicas share its upstream budgets. Only a replica that has
+// never reached memcached needs it (the others learn the number there): with
+// it, such a replica keeps to its share while memcached fails; without it,
+// it sends nothing until memcached answers. The operator does not set it,
+// as a scale would then roll every pod.
 const EnvReplicas = "MEDOPS_REPLICAS"
 
 // LogLevels are the accepted values of logLevel.

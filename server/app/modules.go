@@ -1,12 +1,14 @@
 package app
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"os"
 	"strconv"
+	"sync"
 
 	"github.com/go-chi/chi/v5"
 	"github.com/prometheus/client_golang/prometheus"
@@ -24,6 +26,8 @@ type modules struct {
 	cache   *cache.Cache
 	gateway http.Handler     // nil when the gateway module is off
 	shared  *memcache.Client // nil without cache.shared
+	// stopBudgets ends the shared budgets' heartbeats (nil without them).
+	stopBudgets func()
 }
 
 func newModules(cfg *v1alpha1.WorkloadConfig, reg prometheus.Registerer, log *slog.Logger, region string) (*modules, error) {
@@ -40,7 +44,7 @@ func newModules(cfg *v1alpha1.WorkloadConfig, reg prometheus.Registerer, log *sl
 	if cfg.Modules.GatewayEnabled() {
 		opts := gateway.Options{Registerer: reg, Logger: log, Region: region}
 		if m.shared != nil {
-			if opts.Limiter, err = sharedLimiters(m.shared, reg); err != nil {
+			if opts.Limiter, m.stopBudgets, err = sharedLimiters(m.shared, reg); err != nil {
 				return nil, errors.Join(err, m.close())
 			}
 		}
@@ -106,6 +110,9 @@ func (a *App) mountModules(root chi.Router) error {
 }
 
 func (m *modules) close() error {
+	if m.stopBudgets != nil {
+		m.stopBudgets()
+	}
 	var errs []error
 	if m.cache != nil {
 		errs = append(errs, m.cache.Close())
@@ -149,28 +156,38 @@ func newSharedTier(cfg *v1alpha1.WorkloadConfig, reg prometheus.Registerer, log 
 
 // sharedLimiters makes every upstream's budget cluster-wide: kept in
 // memcached, so N replicas together keep each rateLimit, and a 429 one of
-// them gets holds for all. MEDOPS_REPLICAS (set by the operator) sizes the
-// local share each replica falls back to while memcached fails.
-func sharedLimiters(mc *memcache.Client, reg prometheus.Registerer) (func(string, v1alpha1.RateLimit) ratelimit.Limiter, error) {
+// them gets holds for all. Each budget's heartbeat runs until stop. While
+// memcached fails, a replica that has never reached it sizes its local
+// share by MEDOPS_REPLICAS if a user set it (the operator does not: a scale
+// would roll every pod); the others learn the number from memcached.
+func sharedLimiters(mc *memcache.Client, reg prometheus.Registerer) (_ func(string, v1alpha1.RateLimit) ratelimit.Limiter, stop func(), _ error) {
 	fallbacks := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "medops", Subsystem: "gateway", Name: "budget_fallbacks_total",
 		Help: "Budget decisions made on this replica's local share because memcached failed, by upstream.",
 	}, []string{"upstream"})
 	if err := reg.Register(fallbacks); err != nil {
-		return nil, fmt.Errorf("registering the budget metrics: %w", err)
+		return nil, nil, fmt.Errorf("registering the budget metrics: %w", err)
 	}
 	replicas, _ := strconv.Atoi(os.Getenv(v1alpha1.EnvReplicas))
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	stop = func() {
+		cancel()
+		wg.Wait()
+	}
 	return func(upstream string, rl v1alpha1.RateLimit) ratelimit.Limiter {
 		burst := v1alpha1.DefaultRateLimitBurst
 		if rl.Burst != nil {
 			burst = *rl.Burst
 		}
 		c := fallbacks.WithLabelValues(upstream)
-		return ratelimit.NewShared(ratelimit.SharedOptions{
+		l := ratelimit.NewShared(ratelimit.SharedOptions{
 			Client: mc, Name: upstream, RPS: float64(rl.RequestsPerSecond), Burst: int(burst),
 			Replicas: replicas, OnFallback: c.Inc,
 		})
-	}, nil
+		wg.Go(func() { l.Run(ctx) })
+		return l
+	}, stop, nil
 }
 
 // gatewayMethods are the methods the gateway forwards.

@@ -2,8 +2,12 @@ package ratelimit
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"math"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -23,10 +27,10 @@ type SharedOptions struct {
 	RPS   float64
 	Burst int
 	// Replicas is how many replicas share the budget, when known (0: not
-	// known). While memcached fails each replica falls back to a local
-	// budget of RPS/Replicas, so that together they still keep it; without
-	// the number a replica takes the whole budget, and N replicas may then
-	// send up to N times it until memcached is back.
+	// known). It only matters to a replica that has never reached
+	// memcached: the others learn the number from the roster (see
+	// NewShared), and a replica that knows no number sends nothing while
+	// memcached fails.
 	Replicas int
 	// Clock is the time read and waited on; nil is the real clock.
 	Clock Clock
@@ -40,42 +44,252 @@ type SharedOptions struct {
 // writes conflict; a few retries suffice for any sane number of them.
 const sharedAttempts = 16
 
+// Heartbeats: time is cut into windows of peerWindow. In each, every
+// replica adds itself to the budget's roster in memcached (Run does it
+// whether or not calls come, Take when Run has not yet). The roster holds,
+// per replica, the last window it wrote in; a replica unheard of for
+// peerHorizon windows is dropped.
+const (
+	peerWindow  = time.Second
+	peerHorizon = 60
+)
+
 // NewShared returns a budget that all replicas keep together in memcached:
 // the same GCRA as NewLocal, its state (the theoretical arrival time and
 // the blocked-until time) in one memcached value updated with
 // compare-and-swap, so no two replicas reserve the same slot. A 429's block
 // recorded by one replica holds for all.
 //
-// Memcached is never on the critical path: when a call to it fails, the
-// reservation is made in a local budget instead (see Replicas) and counted.
-func NewShared(o SharedOptions) Limiter {
+// Memcached is never on the critical path, and the budget holds while it
+// fails for some replicas or all:
+//   - A replica whose memcached calls fail in a window budgets its calls
+//     locally (counted by OnFallback) until its next heartbeat succeeds.
+//   - Its local share is RPS/P with a burst of 1, P being the replicas the
+//     roster last showed it. It takes the share only from the second
+//     window after the last one in which it may have written to the
+//     roster; before that it sends nothing (an OverBudget).
+//   - The replicas that do reach memcached run the shared GCRA at
+//     RPS×H/P, H being the replicas that wrote in the current window or
+//     the one before.
+//
+// A replica on its local share has written in neither, so it is not among
+// the H: the two together stay within RPS. The exception: a replica cut off
+// from a memcached that the others reach, for longer than peerHorizon
+// windows, drops out of their P while it keeps its share.
+func NewShared(o SharedOptions) *Shared {
 	if o.Clock == nil {
 		o.Clock = realClock{}
 	}
 	if o.Burst < 1 {
 		o.Burst = 1
 	}
-	s := &shared{o: o, key: o.Client.Key("r", o.Name)}
+	s := &Shared{o: o, key: o.Client.Key("r", o.Name), rosterKey: o.Client.Key("p", o.Name),
+		id: replicaID(), beatWindow: math.MinInt64, wroteWindow: math.MinInt64, failedWindow: math.MinInt64}
 	if o.RPS > 0 {
 		s.interval = max(time.Duration(float64(time.Second)/o.RPS), 1)
 	}
-	rps, burst := o.RPS, o.Burst
-	if o.Replicas > 1 {
-		rps /= float64(o.Replicas)
-		burst = max(burst/o.Replicas, 1)
+	s.fallback = &local{clock: o.Clock, burst: 1}
+	if o.Replicas > 0 {
+		s.setShare(o.Replicas)
 	}
-	s.fallback = NewLocalClock(rps, burst, o.Clock)
 	return s
 }
 
-type shared struct {
-	o        SharedOptions
-	key      string
-	interval time.Duration
-	fallback Limiter
-	// mu serialises this replica's reservations, so that its callers do not
-	// fight each other's compare-and-swap.
+// Shared is a budget kept in memcached (NewShared).
+type Shared struct {
+	o         SharedOptions
+	key       string
+	rosterKey string
+	id        string
+	interval  time.Duration
+	// fallback is the local share; interval 0 (no calls) until a number of
+	// replicas is known.
+	fallback *local
+
+	// mu serialises this replica's reservations and heartbeats, so that
+	// its callers do not fight each other's compare-and-swap.
 	mu sync.Mutex
+	// beatWindow is the last window a heartbeat was tried in, beatOK
+	// whether it succeeded; failedWindow the last window a memcached call
+	// failed in (the rest of it is budgeted locally); wroteWindow the last
+	// window a roster write was sent in, whatever came of it.
+	beatWindow, failedWindow, wroteWindow int64
+	beatOK                                bool
+	// recent and known are H and P of the last roster written (see
+	// NewShared), knownAt the last window a roster showed P replicas;
+	// shareOf is the P the local share was sized for.
+	recent, known, shareOf int
+	knownAt                int64
+}
+
+// replicaID names this process in the roster. A restarted replica gets a
+// new one; the old one ages out with peerHorizon.
+func replicaID() string {
+	b := make([]byte, 8)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func window(t time.Time) int64 { return t.UnixNano() / int64(peerWindow) }
+
+func windowStart(w int64) time.Time { return time.Unix(0, w*int64(peerWindow)) }
+
+// setShare sizes the local share for p replicas. Called with mu held, or
+// before s is shared.
+func (s *Shared) setShare(p int) {
+	if p < 1 || p == s.shareOf || s.o.RPS <= 0 {
+		return
+	}
+	s.shareOf = p
+	s.fallback.mu.Lock()
+	s.fallback.interval = max(time.Duration(float64(time.Second)*float64(p)/s.o.RPS), 1)
+	s.fallback.mu.Unlock()
+}
+
+// Run writes this replica's heartbeat in every window until ctx ends, so
+// that a replica with no calls still counts among those that keep the
+// budget together.
+func (s *Shared) Run(ctx context.Context) {
+	for {
+		now := s.o.Clock.Now()
+		s.mu.Lock()
+		s.beat(now)
+		s.mu.Unlock()
+		// Early in the next window, before its first calls are likely.
+		next := windowStart(window(now) + 1).Add(peerWindow / 100)
+		if err := s.o.Clock.Sleep(ctx, next.Sub(now)); err != nil {
+			return
+		}
+	}
+}
+
+// roster is the heartbeat value: replica id to the last window it wrote in.
+type roster map[string]int64
+
+func (r roster) encode() []byte {
+	ids := make([]string, 0, len(r))
+	for id := range r {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	var b strings.Builder
+	for i, id := range ids {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		b.WriteString(id)
+		b.WriteByte('=')
+		b.WriteString(strconv.FormatInt(r[id], 10))
+	}
+	return []byte(b.String())
+}
+
+func decodeRoster(b []byte) roster {
+	r := roster{}
+	for _, f := range strings.Fields(string(b)) {
+		id, w, ok := strings.Cut(f, "=")
+		if n, err := strconv.ParseInt(w, 10, 64); ok && err == nil {
+			r[id] = n
+		}
+	}
+	return r
+}
+
+// beat writes this replica into the roster once per window and reads H
+// and P from it. Called with mu held; it reports whether this window's
+// heartbeat succeeded.
+func (s *Shared) beat(now time.Time) bool {
+	w := window(now)
+	if s.beatWindow == w {
+		return s.beatOK
+	}
+	s.beatWindow, s.beatOK = w, false
+	for range sharedAttempts {
+		it, err := s.o.Client.Get(s.rosterKey)
+		r := roster{}
+		switch {
+		case err == nil:
+			r = decodeRoster(it.Value)
+		case errors.Is(err, memcache.ErrForged):
+			// Replaced below.
+		case errors.Is(err, memcache.ErrMiss):
+			it = nil
+		default:
+			s.failedWindow = w
+			return false
+		}
+		r[s.id] = w
+		recent := 0
+		for id, last := range r {
+			switch {
+			case last < w-peerHorizon:
+				delete(r, id)
+			case last >= w-1:
+				recent++
+			}
+		}
+		// Sent is sent: whether or not an answer comes, the others may
+		// count this replica among the H of this window and the next.
+		s.wroteWindow = w
+		ttl := peerHorizon * peerWindow
+		if it != nil {
+			err = s.o.Client.CompareAndSwap(it, r.encode(), ttl)
+		} else {
+			err = s.o.Client.Add(s.rosterKey, r.encode(), ttl)
+		}
+		switch {
+		case err == nil:
+			// P never shrinks faster than the roster forgets: a memcached
+			// that restarted empty shows only the replicas back so far,
+			// while the others still budget on their shares of the old P.
+			known := len(r)
+			if known >= s.known || w-s.knownAt > peerHorizon {
+				s.knownAt = w
+			} else {
+				known = s.known
+			}
+			s.beatOK, s.recent, s.known = true, recent, known
+			s.setShare(known)
+			return true
+		case errors.Is(err, memcache.ErrConflict), errors.Is(err, memcache.ErrNotStored):
+			continue
+		default:
+			s.failedWindow = w
+			return false
+		}
+	}
+	// Lost every round to other replicas: try again next window, budgeting
+	// locally meanwhile.
+	s.failedWindow = w
+	return false
+}
+
+// sharedInterval is the shared GCRA's interval this window: the budget's,
+// stretched by P/H so that the replicas on local shares have theirs.
+func (s *Shared) sharedInterval() time.Duration {
+	if s.recent < 1 || s.known <= s.recent {
+		return s.interval
+	}
+	return time.Duration(float64(s.interval) * float64(s.known) / float64(s.recent))
+}
+
+// useShared reports whether this window's calls go through memcached.
+// Called with mu held.
+func (s *Shared) useShared(now time.Time) bool {
+	w := window(now)
+	return s.beat(now) && s.failedWindow != w
+}
+
+// local budgets a call on this replica's share (see NewShared), or refuses
+// it until the share may be used. Called with mu held; it releases it.
+func (s *Shared) local(ctx context.Context, now time.Time, maxWait time.Duration) error {
+	wrote := s.wroteWindow
+	s.mu.Unlock()
+	s.fellBack()
+	if from := windowStart(wrote + 2); wrote > math.MinInt64 && now.Before(from) {
+		return &OverBudget{RetryAfter: from.Sub(now)}
+	}
+	return s.fallback.Take(ctx, maxWait)
 }
 
 // state is the value kept in memcached: "tat blockedUntil" in Unix
@@ -101,9 +315,11 @@ func decodeState(b []byte) (state, error) {
 }
 
 // ttl keeps the state while it still says something: until both times
-// have passed, when an absent state means the same.
+// have passed, when an absent state means the same. The margin is for
+// memcached's clock, which is not the replicas': a state lost early would
+// give a second burst.
 func (st state) ttl(now time.Time) time.Duration {
-	return max(time.Duration(max(st.tat, st.blocked)-now.UnixNano()), 0) + time.Second
+	return max(time.Duration(max(st.tat, st.blocked)-now.UnixNano()), 0) + 10*time.Second
 }
 
 // update reads the state, lets f change it, and writes it back with
@@ -111,7 +327,7 @@ func (st state) ttl(now time.Time) time.Duration {
 // false to write nothing. It reports whether the shared tier answered
 // (when it did not, the caller falls back) and whether f's change was
 // written.
-func (s *shared) update(f func(st *state, now time.Time) bool) (tierOK, written bool) {
+func (s *Shared) update(f func(st *state, now time.Time) bool) (tierOK, written bool) {
 	for range sharedAttempts {
 		now := s.o.Clock.Now()
 		var st state
@@ -152,7 +368,7 @@ func (s *shared) update(f func(st *state, now time.Time) bool) (tierOK, written 
 	return true, false
 }
 
-func (s *shared) Take(ctx context.Context, maxWait time.Duration) error {
+func (s *Shared) Take(ctx context.Context, maxWait time.Duration) error {
 	maxWait = max(maxWait, 0)
 	if s.interval == 0 {
 		return &OverBudget{RetryAfter: time.Second}
@@ -161,9 +377,13 @@ func (s *shared) Take(ctx context.Context, maxWait time.Duration) error {
 	var start time.Time
 	var over *OverBudget
 	s.mu.Lock()
+	if now := s.o.Clock.Now(); !s.useShared(now) {
+		return s.local(ctx, now, maxWait)
+	}
+	interval := s.sharedInterval()
 	ok, written := s.update(func(st *state, now time.Time) bool {
 		over = nil
-		first := time.Unix(0, st.tat).Add(-time.Duration(s.o.Burst-1) * s.interval)
+		first := time.Unix(0, st.tat).Add(-time.Duration(s.o.Burst-1) * interval)
 		start = now
 		if st.tat != 0 && first.After(now) {
 			start = first
@@ -177,19 +397,20 @@ func (s *shared) Take(ctx context.Context, maxWait time.Duration) error {
 			return false
 		}
 		base := max(st.tat, start.UnixNano())
-		st.tat = base + int64(s.interval)
+		st.tat = base + int64(interval)
 		return true
 	})
-	s.mu.Unlock()
 	if !ok {
-		s.fellBack()
-		return s.fallback.Take(ctx, maxWait)
+		now := s.o.Clock.Now()
+		s.failedWindow = window(now)
+		return s.local(ctx, now, maxWait)
 	}
+	s.mu.Unlock()
 	if over != nil {
 		return over
 	}
 	if !written {
-		return &OverBudget{RetryAfter: s.interval}
+		return &OverBudget{RetryAfter: interval}
 	}
 	wait := start.Sub(s.o.Clock.Now())
 	if wait <= 0 {
@@ -201,8 +422,8 @@ func (s *shared) Take(ctx context.Context, maxWait time.Duration) error {
 	return nil
 }
 
-func (s *shared) Block(ctx context.Context, until time.Time) {
-	// The local budget learns it too, so a fallback keeps it.
+func (s *Shared) Block(ctx context.Context, until time.Time) {
+	// The local share learns it too, so a fallback keeps it.
 	s.fallback.Block(ctx, until)
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -213,11 +434,11 @@ func (s *shared) Block(ctx context.Context, until time.Time) {
 		st.blocked = until.UnixNano()
 		return true
 	}); !ok {
-		s.fellBack()
+		s.failedWindow = window(s.o.Clock.Now())
 	}
 }
 
-func (s *shared) BlockedFor(ctx context.Context, now time.Time) time.Duration {
+func (s *Shared) BlockedFor(ctx context.Context, now time.Time) time.Duration {
 	local := s.fallback.BlockedFor(ctx, now)
 	it, err := s.o.Client.Get(s.key)
 	if err != nil {
@@ -230,7 +451,7 @@ func (s *shared) BlockedFor(ctx context.Context, now time.Time) time.Duration {
 	return max(local, time.Unix(0, st.blocked).Sub(now), 0)
 }
 
-func (s *shared) fellBack() {
+func (s *Shared) fellBack() {
 	if s.o.OnFallback != nil {
 		s.o.OnFallback()
 	}

@@ -184,14 +184,10 @@ spec:
 			fallbacks += s.podMetricSum(t, p, token, "medops_gateway_budget_fallbacks_total")
 		}
 		s.measure(t, "shared budget %d/s + burst %d, 3 pods, 30 clients for 4 s: %d served, %d JSON 429s, %d other; the upstream's busiest second: %d calls; calls budgeted locally because memcached failed: %v", sharedRPS, sharedBurst, ok.Load(), limited.Load(), other.Load(), peak, fallbacks)
-		switch {
-		case fallbacks > 0 && peak > sharedRPS+sharedBurst:
-			// While memcached does not answer within the tier's timeout, each
-			// replica budgets on its own, with the whole budget: a known gap
-			// (issue 21), reported, not hidden, but not the shared budget's fault.
-			t.Logf("NOT CHECKED: %v calls were budgeted locally after memcached timeouts, and the upstream got %d calls in one second, over %d + %d", fallbacks, peak, sharedRPS, sharedBurst)
-		case peak > sharedRPS+sharedBurst:
-			t.Errorf("the upstream got %d calls in one second, over %d + %d, with every call budgeted in memcached", peak, sharedRPS, sharedBurst)
+		// The cap holds whether or not memcached kept up: a replica whose
+		// calls to it time out budgets on its share (ratelimit.NewShared).
+		if peak > sharedRPS+sharedBurst {
+			t.Errorf("the upstream got %d calls in one second, over %d + %d (%v calls budgeted locally)", peak, sharedRPS, sharedBurst, fallbacks)
 		}
 		if ok.Load() == 0 || limited.Load() == 0 || other.Load() != 0 {
 			t.Errorf("served %d, 429 %d, other %d: want some of each of the first two, none else", ok.Load(), limited.Load(), other.Load())
