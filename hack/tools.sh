@@ -7,7 +7,7 @@
 #
 # It prints the path of what it built (for envtest: the KUBEBUILDER_ASSETS dir;
 # for servicemonitor-crd: a folder holding only the ServiceMonitor CRD; for
-# node-arm64: the arm64 kubelet's path, then the arm64 containerd's).
+# node-arm64: the arm64 containerd's).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -30,6 +30,9 @@ CONTAINERD_VERSION=v1.6.20
 K8S_DIR="$bin/k8s/$K8S_VERSION"
 
 log() { printf '[tools] %s\n' "$*" >&2; }
+
+# Every build below is CGO_ENABLED=0 -trimpath and compiles no DWARF: -s -w
+# would strip it at link time anyway, and not making it saves compile time.
 
 # One build at a time: parallel test runs (or several work trees sharing bin/)
 # would otherwise compile the same multi-minute binary side by side. Only a
@@ -70,7 +73,7 @@ build() {
   mkdir -p "$out"
   log "building ${missing[*]} (first time only; a Kubernetes binary takes ~5 min on 2 cores)"
   local tmp; tmp=$(mktemp -d "$out/.build.XXXX")
-  (cd "$dir" && CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -ldflags "$ldflags" -o "$tmp/" "${missing[@]}")
+  (cd "$dir" && CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -gcflags=all=-dwarf=false -ldflags "$ldflags" -o "$tmp/" "${missing[@]}")
   mv "$tmp"/* "$out/" && rmdir "$tmp"
 }
 
@@ -103,7 +106,7 @@ build_traefik() {
       { print }
       END { if (held != "") print held }' "$f" >"$f.new" && mv "$f.new" "$f"
   done
-  (cd "$tmp" && CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath \
+  (cd "$tmp" && CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -gcflags=all=-dwarf=false \
     -ldflags "-s -w -X github.com/traefik/traefik/v3/pkg/version.Version=$TRAEFIK_VERSION" \
     -o "$out/traefik.tmp" github.com/traefik/traefik/v3/cmd/traefik)
   mv "$out/traefik.tmp" "$out/traefik"
@@ -123,7 +126,7 @@ build_containerd_arm64() {
   [ -d "$src" ] || { log "containerd $CONTAINERD_VERSION is not in the module cache"; return 1; }
   cp -r "$src" "$tmp/containerd" && chmod -R u+w "$tmp/containerd"
   patch -s -d "$tmp/containerd" -p1 <"$tools/containerd/seccomp-qemu.patch"
-  (cd "$tmp/containerd" && GOOS=linux GOARCH=arm64 CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath \
+  (cd "$tmp/containerd" && GOOS=linux GOARCH=arm64 CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -gcflags=all=-dwarf=false \
     -tags "no_btrfs no_devmapper no_zfs no_aufs" \
     -ldflags "-s -w -X github.com/containerd/containerd/version.Version=${CONTAINERD_VERSION#v}+medops-qemu" \
     -o "$out/containerd.tmp" ./cmd/containerd)
@@ -140,7 +143,7 @@ case "${1:-}" in
     if [ ! -x "$K8S_DIR/etcd" ]; then
       log "building etcd $ETCD_VERSION (first time only)"
       mkdir -p "$K8S_DIR"
-      (cd "$tools/etcd" && CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath \
+      (cd "$tools/etcd" && CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -gcflags=all=-dwarf=false \
         -ldflags "-s -w -X go.etcd.io/etcd/api/v3/version.GitSHA=$ETCD_VERSION" -o "$K8S_DIR/etcd.tmp" go.etcd.io/etcd/server/v3)
       mv "$K8S_DIR/etcd.tmp" "$K8S_DIR/etcd"
     fi
@@ -158,18 +161,16 @@ case "${1:-}" in
     build "$tools/kube" "$K8S_DIR" "$(kube_ldflags)" k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-proxy
     echo "$K8S_DIR" ;;
   node-arm64)
-    # pi-1, the e2e's arm64 node run under qemu-user: its kubelet (which then
-    # reports kubernetes.io/arch=arm64 itself) and its containerd (whose CRI
-    # picks the arm64 variant of each image). Prints the two paths, one a line.
-    GOOS=linux GOARCH=arm64 build "$tools/kube" "$K8S_DIR/linux_arm64" "$(kube_ldflags)" k8s.io/kubernetes/cmd/kubelet
-    # The patch is part of the version: a changed patch builds afresh.
+    # pi-1, the e2e's arm64 node: its containerd, run under qemu-user, whose
+    # CRI picks the arm64 variant of each image (its kubelet is the amd64
+    # node's, see hack/e2e/cluster/arm64.go). The patch is part of the
+    # version: a changed patch builds afresh.
     sum=$(sha256sum "$tools/containerd/seccomp-qemu.patch" | cut -c1-12)
     out="$bin/containerd-$CONTAINERD_VERSION-qemu-$sum/linux_arm64"
     [ -x "$out/containerd" ] || lock
     if [ ! -x "$out/containerd" ]; then
       build_containerd_arm64 "$out"
     fi
-    echo "$K8S_DIR/linux_arm64/kubelet"
     echo "$out/containerd" ;;
   traefik)
     [ -n "$TRAEFIK_VERSION" ] || { log "hack/tools/traefik/go.mod is missing"; exit 1; }

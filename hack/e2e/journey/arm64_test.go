@@ -220,7 +220,7 @@ func (s *suite) piChecks(t *testing.T) {
 	})
 	s.check(t, "medops-pi: kubectl rollout restart under load (Recreate: one replica on its claim) keeps every task; failed requests counted", func(t *testing.T) {
 		old := s.realPods(t, piName)[0].pod.Name
-		res := s.rolloutUnderLoad(t, hc, base, token, func() {
+		res := s.rolloutUnderLoad(t, hc, base, token, piName, func() {
 			s.kt(t, "-n", ns, "rollout", "restart", "deploy/"+piName)
 			s.kt(t, "-n", ns, "rollout", "status", "deploy/"+piName, "--timeout="+timeoutFlag.String())
 			s.waitFor(t, "the new pod", s.wait(), func() error {
@@ -320,13 +320,18 @@ type rolloutResult struct {
 	// The first and the last failure: the gap clients saw, which the
 	// counts alone do not give (a failure returns faster than a create).
 	firstFail, lastFail time.Time
+	// timeline is where the time went (see timeline).
+	timeline string
 }
 
 // rolloutUnderLoad runs 4 clients through the ingress (each: create a task,
 // read it back, read /healthz) while roll runs, and stops them 2 s after.
-// Every acknowledged create is read back after the rollout.
-func (s *suite) rolloutUnderLoad(t *testing.T, hc *http.Client, base, token string, roll func()) rolloutResult {
+// Every acknowledged create is read back after the rollout. name's pods and
+// endpoints are watched meanwhile for the result's timeline.
+func (s *suite) rolloutUnderLoad(t *testing.T, hc *http.Client, base, token, name string, roll func()) rolloutResult {
 	t.Helper()
+	tl, stopWatch := s.watchRollout(t, name)
+	defer stopWatch()
 	res := rolloutResult{byStatus: map[string]int64{}}
 	var mu sync.Mutex
 	var ok, failed atomic.Int64
@@ -399,6 +404,8 @@ func (s *suite) rolloutUnderLoad(t *testing.T, hc *http.Client, base, token stri
 	time.Sleep(2 * time.Second) // load on the new pod too
 	halt()
 	res.ok, res.failed = ok.Load(), failed.Load()
+	stopWatch()
+	res.timeline = tl.report(t0, res)
 	for _, id := range res.created {
 		if r := s.do(t, hc, "GET", base+"/api/v1/tasks/"+id, token, nil); r.code != 200 {
 			res.unread = append(res.unread, id)
@@ -424,6 +431,7 @@ func (s *suite) reportRollout(t *testing.T, what string, r rolloutResult) {
 	}
 	s.measure(t, "rollout restart under load, %s: %d requests, %d failed (%s) from the first failure to the last in %.1f s, rollout %.1f s, %d acknowledged creates all readable after",
 		what, r.ok+r.failed, r.failed, strings.Join(parts, " "), r.lastFail.Sub(r.firstFail).Seconds(), r.took.Seconds(), len(r.created)-len(r.unread))
+	s.measure(t, "rollout timeline, %s:%s", what, r.timeline)
 }
 
 // measure logs a figure and appends it to logs/measurements.txt in the work folder.

@@ -357,7 +357,7 @@ func (s *suite) traefikChecks(t *testing.T, dataDir string) {
 	}
 	s.check(t, "persistent storage: the task survives kubectl rollout restart, under load (the default: one replica, Recreate); failed requests counted", func(t *testing.T) {
 		old := s.realPods(t, realName)[0].pod.Name
-		res := s.rolloutUnderLoad(t, hc, base, token, func() {
+		res := s.rolloutUnderLoad(t, hc, base, token, realName, func() {
 			s.kt(t, "-n", ns, "rollout", "restart", "deploy/"+realName)
 			s.kt(t, "-n", ns, "rollout", "status", "deploy/"+realName, "--timeout="+timeoutFlag.String())
 			if p := s.realPods(t, realName); p[0].pod.Name == old {

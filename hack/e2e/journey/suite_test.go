@@ -30,6 +30,7 @@ import (
 	"github.com/medops/medops/hack/e2e/cluster"
 	"github.com/medops/medops/hack/e2e/upstream"
 	"github.com/medops/medops/internal/pgtest"
+	"github.com/medops/medops/internal/repo"
 )
 
 var (
@@ -197,22 +198,7 @@ func (s *suite) setup(t *testing.T) {
 // repoRoot is the folder of the go.mod above the working directory: the
 // test binary runs in its package folder (go test) or wherever `make e2e`
 // starts it.
-func repoRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if b, err := os.ReadFile(filepath.Join(dir, "go.mod")); err == nil && strings.HasPrefix(string(b), "module github.com/medops/medops\n") {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("not inside the medops repository (no go.mod of github.com/medops/medops above the working directory)")
-		}
-		dir = parent
-	}
-}
+func repoRoot() (string, error) { return repo.Find() }
 
 // tool runs hack/tools.sh NAME and returns the path it prints.
 func (s *suite) tool(t *testing.T, name string) string {
@@ -236,11 +222,7 @@ func (s *suite) buildTools(t *testing.T) tools {
 	s.tool(t, "node")
 	tl.helm = s.tool(t, "helm")
 	tl.traefik = s.tool(t, "traefik")
-	arm := strings.Fields(s.tool(t, "node-arm64"))
-	if len(arm) != 2 {
-		t.Fatalf("hack/tools.sh node-arm64 printed %q, want the kubelet's and containerd's paths", arm)
-	}
-	tl.arm64 = cluster.Arm64Node{Kubelet: arm[0], Containerd: arm[1]}
+	tl.arm64 = cluster.Arm64Node{Kubelet: filepath.Join(tl.k8sDir, "kubelet"), Containerd: s.tool(t, "node-arm64")}
 	var err error
 	if tl.nginx, err = exec.LookPath("nginx"); err != nil {
 		tl.nginx = "/usr/sbin/nginx"
