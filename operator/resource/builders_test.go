@@ -264,10 +264,16 @@ func TestStorageDecidesStrategyAndDataVolume(t *testing.T) {
 			t.Errorf("%s: strategy %s, want %s", tc.spec, dep.Spec.Strategy.Type, tc.strategy)
 		}
 		// A recreated pod has no peer for load balancers to move to: no
-		// drain delay. A rolling update keeps one.
+		// drain delay and no preStop sleep, each of which would only
+		// delay its successor. A rolling update keeps both.
 		delay := d.Config.Server.ShutdownDelay.Duration
-		if recreate := tc.strategy == appsv1.RecreateDeploymentStrategyType; recreate && delay != 0 || !recreate && delay <= 0 {
+		recreate := tc.strategy == appsv1.RecreateDeploymentStrategyType
+		if recreate && delay != 0 || !recreate && delay <= 0 {
 			t.Errorf("%s: rendered server.shutdownDelay %s with strategy %s", tc.spec, delay, tc.strategy)
+		}
+		if lc := dep.Spec.Template.Spec.Containers[0].Lifecycle; recreate && lc != nil ||
+			!recreate && (lc == nil || lc.PreStop == nil || lc.PreStop.Sleep == nil || lc.PreStop.Sleep.Seconds != resource.PreStopSleepSeconds) {
+			t.Errorf("%s: lifecycle %+v with strategy %s; want a %ds preStop sleep only with RollingUpdate", tc.spec, lc, tc.strategy, resource.PreStopSleepSeconds)
 		}
 		if ru := dep.Spec.Strategy.RollingUpdate; tc.strategy == appsv1.RollingUpdateDeploymentStrategyType &&
 			(ru == nil || ru.MaxUnavailable.IntValue() != 0) {
@@ -624,11 +630,21 @@ func TestRestrictedSecurityAndGracefulShutdown(t *testing.T) {
 		window(sp) < window(c.LivenessProbe) {
 		t.Errorf("startup probe %+v, want /healthz every second for at least liveness's %ds", sp, window(c.LivenessProbe))
 	}
-	w := d.Config
-	preStop := c.Lifecycle.PreStop.Sleep.Seconds
-	need := preStop + int64((w.Server.ShutdownDelay.Duration + w.Server.ShutdownTimeout.Duration).Seconds())
-	if *ps.TerminationGracePeriodSeconds <= need {
-		t.Errorf("terminationGracePeriodSeconds %d must exceed preStop %ds + shutdown %ds", *ps.TerminationGracePeriodSeconds, preStop, need-preStop)
+	// Both strategies: the grace period outlasts what the pod does after
+	// the kubelet starts stopping it.
+	for _, spec := range []string{`{}`, `storage: {ephemeral: true, size: 128Mi}`} {
+		m := fromSpec(t, spec)
+		d := prepare(t, m, inputsFor(m))
+		ps := resource.BuildDeployment(d).Spec.Template.Spec
+		w := d.Config
+		var preStop int64
+		if lc := ps.Containers[0].Lifecycle; lc != nil && lc.PreStop != nil && lc.PreStop.Sleep != nil {
+			preStop = lc.PreStop.Sleep.Seconds
+		}
+		need := preStop + int64((w.Server.ShutdownDelay.Duration + w.Server.ShutdownTimeout.Duration).Seconds())
+		if *ps.TerminationGracePeriodSeconds <= need {
+			t.Errorf("%s: terminationGracePeriodSeconds %d must exceed preStop %ds + shutdown %ds", spec, *ps.TerminationGracePeriodSeconds, preStop, need-preStop)
+		}
 	}
 	tmp := false
 	for _, vm := range c.VolumeMounts {

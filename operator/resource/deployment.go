@@ -120,6 +120,20 @@ func BuildDeployment(d *Desired) *appsv1.Deployment {
 // (renderConfig): such a pod has no peer to drain to.
 func recreates(s *v1alpha1.MedOpsAPISpec) bool { return s.PersistentStorage() }
 
+// preStopSeconds is the pod's preStop sleep: PreStopSleepSeconds where
+// other pods take the traffic it keeps serving while ingress controllers
+// drop it, none with Recreate. There its new pod is not even created until
+// it has exited, so each second of sleep is a second more with no pod; the
+// requests a sleep would serve (until the ingress controller drops the
+// endpoint, 2 s at most with Traefik's default throttle) fail either way
+// once it ends. Measured in the e2e's rollout timeline (docs/e2e.md).
+func preStopSeconds(s *v1alpha1.MedOpsAPISpec) int64 {
+	if recreates(s) {
+		return 0
+	}
+	return PreStopSleepSeconds
+}
+
 // podLabels are the user's pod labels with the operator's labels on top, so
 // that a user label can never take a pod out of its Deployment's selector.
 func podLabels(m *v1alpha1.MedOpsAPI) map[string]string {
@@ -142,7 +156,7 @@ func podSpec(d *Desired) corev1.PodSpec {
 	// The pod must outlive the preStop sleep, the workload's own not-ready
 	// delay and its in-flight request deadline, or the kubelet kills it
 	// mid-request; exitGraceSeconds more cover process exit.
-	grace := PreStopSleepSeconds + int64(w.Server.ShutdownDelay.Seconds()) + int64(w.Server.ShutdownTimeout.Seconds()) + exitGraceSeconds
+	grace := preStopSeconds(s) + int64(w.Server.ShutdownDelay.Seconds()) + int64(w.Server.ShutdownTimeout.Seconds()) + exitGraceSeconds
 
 	ps := corev1.PodSpec{
 		ServiceAccountName:           m.Name,
@@ -197,16 +211,18 @@ func container(m *v1alpha1.MedOpsAPI) corev1.Container {
 		StartupProbe:   probe("/healthz", startupPeriodSeconds, startupFailureThreshold),
 		LivenessProbe:  probe("/healthz", livenessPeriodSeconds, livenessFailureThreshold),
 		ReadinessProbe: probe("/readyz", readinessPeriodSeconds, readinessFailureThreshold),
-		// A distroless image has no shell: the kubelet's sleep handler
-		// keeps the pod serving while it leaves the endpoints.
-		Lifecycle: &corev1.Lifecycle{PreStop: &corev1.LifecycleHandler{
-			Sleep: &corev1.SleepAction{Seconds: PreStopSleepSeconds},
-		}},
 		SecurityContext: restrictedContainer(),
 		VolumeMounts: []corev1.VolumeMount{
 			{Name: volTmp, MountPath: tmpDir},
 			{Name: volConfig, MountPath: ConfigDir, ReadOnly: true},
 		},
+	}
+	if sec := preStopSeconds(s); sec > 0 {
+		// A distroless image has no shell: the kubelet's sleep handler
+		// keeps the pod serving while it leaves the endpoints.
+		c.Lifecycle = &corev1.Lifecycle{PreStop: &corev1.LifecycleHandler{
+			Sleep: &corev1.SleepAction{Seconds: sec},
+		}}
 	}
 	switch s.TaskStore() {
 	case v1alpha1.TaskStoreClaim, v1alpha1.TaskStoreEphemeral:
