@@ -7,7 +7,7 @@
 #
 # It prints the path of what it built (for envtest: the KUBEBUILDER_ASSETS dir;
 # for servicemonitor-crd: a folder holding only the ServiceMonitor CRD; for
-# node-arm64: the arm64 containerd's).
+# node-arm64: the arm64 kubelet's path, then the arm64 containerd's).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -161,16 +161,18 @@ case "${1:-}" in
     build "$tools/kube" "$K8S_DIR" "$(kube_ldflags)" k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-proxy
     echo "$K8S_DIR" ;;
   node-arm64)
-    # pi-1, the e2e's arm64 node: its containerd, run under qemu-user, whose
-    # CRI picks the arm64 variant of each image (its kubelet is the amd64
-    # node's, see hack/e2e/cluster/arm64.go). The patch is part of the
-    # version: a changed patch builds afresh.
+    # pi-1, the e2e's arm64 node run under qemu-user: its kubelet (which then
+    # reports kubernetes.io/arch=arm64 itself) and its containerd (whose CRI
+    # picks the arm64 variant of each image). Prints the two paths, one a line.
+    GOOS=linux GOARCH=arm64 build "$tools/kube" "$K8S_DIR/linux_arm64" "$(kube_ldflags)" k8s.io/kubernetes/cmd/kubelet
+    # The patch is part of the version: a changed patch builds afresh.
     sum=$(sha256sum "$tools/containerd/seccomp-qemu.patch" | cut -c1-12)
     out="$bin/containerd-$CONTAINERD_VERSION-qemu-$sum/linux_arm64"
     [ -x "$out/containerd" ] || lock
     if [ ! -x "$out/containerd" ]; then
       build_containerd_arm64 "$out"
     fi
+    echo "$K8S_DIR/linux_arm64/kubelet"
     echo "$out/containerd" ;;
   traefik)
     [ -n "$TRAEFIK_VERSION" ] || { log "hack/tools/traefik/go.mod is missing"; exit 1; }

@@ -69,8 +69,8 @@ const (
 //     window after the last one in which it may have written to the
 //     roster; before that it sends nothing (an OverBudget).
 //   - The replicas that do reach memcached run the shared GCRA at
-//     RPS×H/P, H being the replicas that wrote in the current window or
-//     the one before.
+//     RPS×H/P with a burst of Burst×H/P, H being the replicas that wrote
+//     in the current window or the one before.
 //
 // A replica on its local share has written in neither, so it is not among
 // the H: the two together stay within RPS. The exception: a replica cut off
@@ -273,6 +273,16 @@ func (s *Shared) sharedInterval() time.Duration {
 	return time.Duration(float64(s.interval) * float64(s.known) / float64(s.recent))
 }
 
+// sharedBurst is the shared GCRA's burst this window: the budget's, cut by
+// H/P like its rate, so that the burst and the local shares' calls of one
+// second together stay within the budget's rate plus its burst.
+func (s *Shared) sharedBurst() int {
+	if s.recent < 1 || s.known <= s.recent {
+		return s.o.Burst
+	}
+	return max(s.o.Burst*s.recent/s.known, 1)
+}
+
 // useShared reports whether this window's calls go through memcached.
 // Called with mu held.
 func (s *Shared) useShared(now time.Time) bool {
@@ -380,10 +390,10 @@ func (s *Shared) Take(ctx context.Context, maxWait time.Duration) error {
 	if now := s.o.Clock.Now(); !s.useShared(now) {
 		return s.local(ctx, now, maxWait)
 	}
-	interval := s.sharedInterval()
+	interval, burst := s.sharedInterval(), s.sharedBurst()
 	ok, written := s.update(func(st *state, now time.Time) bool {
 		over = nil
-		first := time.Unix(0, st.tat).Add(-time.Duration(s.o.Burst-1) * interval)
+		first := time.Unix(0, st.tat).Add(-time.Duration(burst-1) * interval)
 		start = now
 		if st.tat != 0 && first.After(now) {
 			start = first

@@ -3,7 +3,6 @@ package cluster
 import (
 	"bufio"
 	"context"
-	"debug/elf"
 	"errors"
 	"fmt"
 	"os"
@@ -15,12 +14,10 @@ import (
 	"time"
 )
 
-// pi-1 is a real arm64 node on this amd64 machine: an arm64 containerd,
-// run by qemu-user through binfmt_misc, beside the amd64 node. Its CRI picks
-// the linux/arm64 variant of each image, so its pods run our arm64 binaries
-// (emulated, on this kernel). Its kubelet is this machine's amd64 one (see
-// runtimeArch): an arm64 kubelet is a build of its own that .ci/run cannot
-// afford in its 45 minutes, and none of our code runs in the kubelet.
+// pi-1 is a real arm64 node on this amd64 machine: an arm64 kubelet and an
+// arm64 containerd, both run by qemu-user through binfmt_misc, beside the
+// amd64 node. Its containerd's CRI picks the linux/arm64 variant of each
+// image, so its pods run our arm64 binaries (emulated, on this kernel).
 const (
 	PiName       = "pi-1"
 	PiIP         = "10.250.0.2"    // a /32 on lo, as the amd64 node's
@@ -45,10 +42,10 @@ const (
 	piStorage = 28 << 30   // a 32 GB card less the OS
 )
 
-// Arm64Node says what runs pi-1 (its containerd from hack/tools.sh
-// node-arm64), and what it imports.
+// Arm64Node says what runs pi-1, from hack/tools.sh node-arm64, and what it
+// imports.
 type Arm64Node struct {
-	Kubelet    string // the kubelet, the amd64 node's own build
+	Kubelet    string // kubelet for linux/arm64
 	Containerd string // containerd for linux/arm64, built with hack/tools/containerd's patch
 	// Images are the archives with a linux/arm64 variant (the pause image
 	// among them), imported for that platform.
@@ -104,16 +101,11 @@ func (c *Cluster) startPi(ctx context.Context) error {
 	if err := c.host.record(change{Kind: kindUnmount, What: "pi-1's kubelet mounts", Path: c.piDir("kubelet")}); err != nil {
 		return err
 	}
-	arch, err := runtimeArch(a.Containerd)
-	if err != nil {
-		return err
-	}
 	kubelet, err := c.start("kubelet-"+PiName, nil, a.Kubelet,
 		"--config", kcfg, "--kubeconfig", filepath.Join(c.Work, "kubelet-"+PiName+".kubeconfig"),
 		"--root-dir", c.piDir("kubelet", "root"),
 		"--hostname-override", PiName, "--node-ip", PiIP,
-		"--node-labels", "topology.kubernetes.io/zone=zone-a,topology.kubernetes.io/region=home-lab,node.kubernetes.io/instance-type=raspberrypi-4b,"+
-			"kubernetes.io/arch="+arch+",beta.kubernetes.io/arch="+arch)
+		"--node-labels", "topology.kubernetes.io/zone=zone-a,topology.kubernetes.io/region=home-lab,node.kubernetes.io/instance-type=raspberrypi-4b")
 	if err != nil {
 		return err
 	}
@@ -270,24 +262,4 @@ func diskSize(dir string) (int64, error) {
 		return 0, err
 	}
 	return int64(st.Blocks) * st.Bsize, nil
-}
-
-// runtimeArch is the architecture of the containerd at path, read from its
-// ELF header: the architecture of the images it picks and of the programs
-// it runs, so the one pi-1's arch labels must name. A kubelet labels its
-// node with its own GOARCH unless --node-labels says otherwise, and pi-1's
-// kubelet is amd64: status.nodeInfo.architecture still says so.
-func runtimeArch(path string) (string, error) {
-	f, err := elf.Open(path)
-	if err != nil {
-		return "", fmt.Errorf("pi-1's containerd: %w", err)
-	}
-	defer f.Close()
-	switch f.Machine {
-	case elf.EM_AARCH64:
-		return "arm64", nil
-	case elf.EM_X86_64:
-		return "amd64", nil
-	}
-	return "", fmt.Errorf("pi-1's containerd %s is for %s, not arm64 or amd64", path, f.Machine)
 }

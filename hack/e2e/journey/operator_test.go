@@ -4,7 +4,6 @@ package journey
 
 import (
 	"crypto/tls"
-	"debug/elf"
 	"fmt"
 	"io"
 	"net/http"
@@ -37,20 +36,13 @@ func (s *suite) clusterChecks(t *testing.T) {
 	s.check(t, "every node is Ready (two kubelets)", func(t *testing.T) {
 		s.kt(t, "wait", "--for=condition=Ready", "node", "--all", "--timeout=30s")
 	})
-	s.check(t, "each node is a real kubelet on containerd; pi-1's is our arm64 containerd build, whose architecture its arch label names", func(t *testing.T) {
-		// Both kubelets are amd64 builds (status.nodeInfo.architecture is
-		// the kubelet's GOARCH); pi-1's runtime is the arm64 containerd of
-		// hack/tools.sh node-arm64, version-stamped +medops-qemu.
-		for _, n := range []struct{ node, runtime, label string }{
-			{s.c.NodeName, "containerd://1.", "amd64"},
-			{cluster.PiName, "containerd://1.6.20+medops-qemu", "arm64"},
-		} {
-			got := s.jp(t, "", "node/"+n.node, `{.status.nodeInfo.kubeletVersion} {.status.nodeInfo.containerRuntimeVersion} {.status.nodeInfo.architecture} {.metadata.labels.kubernetes\.io/arch}`)
-			if !strings.HasPrefix(got, "v1.37.") || !strings.Contains(got, " "+n.runtime) || !strings.HasSuffix(got, " amd64 "+n.label) {
-				t.Errorf("%s: kubelet version, runtime, kubelet arch, arch label = %q; want v1.37.x, %s..., amd64, %s", n.node, got, n.runtime, n.label)
+	s.check(t, "each node is a real kubelet on containerd, of its own architecture (the kubelet reports it)", func(t *testing.T) {
+		for node, arch := range map[string]string{s.c.NodeName: "amd64", cluster.PiName: "arm64"} {
+			got := s.jp(t, "", "node/"+node, "{.status.nodeInfo.kubeletVersion} {.status.nodeInfo.containerRuntimeVersion} {.status.nodeInfo.architecture}")
+			if !strings.HasPrefix(got, "v1.37.") || !strings.Contains(got, "containerd://1.") || !strings.HasSuffix(got, " "+arch) {
+				t.Errorf("%s: node info = %q, want kubelet v1.37.x on containerd, %s", node, got, arch)
 			}
 		}
-		eq(t, "ELF machine of pi-1's containerd", elf.EM_AARCH64, elfMachine(t, s.tools.arm64.Containerd))
 	})
 	s.check(t, "pi-1 advertises a Raspberry Pi 4B's allocatable memory and storage (7.5Gi, 28Gi), not this machine's", func(t *testing.T) {
 		got := strings.Fields(s.jp(t, "", "node/"+cluster.PiName, "{.status.allocatable.memory} {.status.allocatable.ephemeral-storage}"))

@@ -222,7 +222,11 @@ func (s *suite) buildTools(t *testing.T) tools {
 	s.tool(t, "node")
 	tl.helm = s.tool(t, "helm")
 	tl.traefik = s.tool(t, "traefik")
-	tl.arm64 = cluster.Arm64Node{Kubelet: filepath.Join(tl.k8sDir, "kubelet"), Containerd: s.tool(t, "node-arm64")}
+	arm := strings.Fields(s.tool(t, "node-arm64"))
+	if len(arm) != 2 {
+		t.Fatalf("hack/tools.sh node-arm64 printed %q, want the kubelet's and containerd's paths", arm)
+	}
+	tl.arm64 = cluster.Arm64Node{Kubelet: arm[0], Containerd: arm[1]}
 	var err error
 	if tl.nginx, err = exec.LookPath("nginx"); err != nil {
 		tl.nginx = "/usr/sbin/nginx"
