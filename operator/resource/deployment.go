@@ -206,11 +206,11 @@ func container(m *v1alpha1.MedOpsAPI) corev1.Container {
 		Ports: []corev1.ContainerPort{{
 			Name: HTTPPortName, ContainerPort: ContainerPort, Protocol: corev1.ProtocolTCP,
 		}},
-		Env:            append([]corev1.EnvVar{memoryLimitEnv(), regionEnv()}, s.Env...),
-		Resources:      resources(s),
-		StartupProbe:   probe("/healthz", startupPeriodSeconds, startupFailureThreshold),
-		LivenessProbe:  probe("/healthz", livenessPeriodSeconds, livenessFailureThreshold),
-		ReadinessProbe: probe("/readyz", readinessPeriodSeconds, readinessFailureThreshold),
+		Env:             append([]corev1.EnvVar{memoryLimitEnv(), regionEnv()}, s.Env...),
+		Resources:       resources(s),
+		StartupProbe:    probe("/healthz", startupPeriodSeconds, startupFailureThreshold),
+		LivenessProbe:   probe("/healthz", livenessPeriodSeconds, livenessFailureThreshold),
+		ReadinessProbe:  probe("/readyz", readinessPeriodSeconds, readinessFailureThreshold),
 		SecurityContext: restrictedContainer(),
 		VolumeMounts: []corev1.VolumeMount{
 			{Name: volTmp, MountPath: tmpDir},

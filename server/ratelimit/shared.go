@@ -204,22 +204,11 @@ func (s *Shared) beat(now time.Time) bool {
 		return s.beatOK
 	}
 	s.beatWindow, s.beatOK = w, false
-	for range sharedAttempts {
-		it, err := s.o.Client.Get(s.rosterKey)
-		r := roster{}
-		switch {
-		case err == nil:
-			r = decodeRoster(it.Value)
-		case errors.Is(err, memcache.ErrForged):
-			// Replaced below.
-		case errors.Is(err, memcache.ErrMiss):
-			it = nil
-		default:
-			s.failedWindow = w
-			return false
-		}
+	var r roster
+	recent := 0
+	ok, written := s.swap(s.rosterKey, func(cur []byte, _ time.Time) ([]byte, time.Duration, bool) {
+		r, recent = decodeRoster(cur), 0
 		r[s.id] = w
-		recent := 0
 		for id, last := range r {
 			switch {
 			case last < w-peerHorizon:
@@ -231,37 +220,26 @@ func (s *Shared) beat(now time.Time) bool {
 		// Sent is sent: whether or not an answer comes, the others may
 		// count this replica among the H of this window and the next.
 		s.wroteWindow = w
-		ttl := peerHorizon * peerWindow
-		if it != nil {
-			err = s.o.Client.CompareAndSwap(it, r.encode(), ttl)
-		} else {
-			err = s.o.Client.Add(s.rosterKey, r.encode(), ttl)
-		}
-		switch {
-		case err == nil:
-			// P never shrinks faster than the roster forgets: a memcached
-			// that restarted empty shows only the replicas back so far,
-			// while the others still budget on their shares of the old P.
-			known := len(r)
-			if known >= s.known || w-s.knownAt > peerHorizon {
-				s.knownAt = w
-			} else {
-				known = s.known
-			}
-			s.beatOK, s.recent, s.known = true, recent, known
-			s.setShare(known)
-			return true
-		case errors.Is(err, memcache.ErrConflict), errors.Is(err, memcache.ErrNotStored):
-			continue
-		default:
-			s.failedWindow = w
-			return false
-		}
+		return r.encode(), peerHorizon * peerWindow, true
+	})
+	if !ok || !written {
+		// Memcached failed, or other replicas won every round: try again
+		// next window, budgeting locally meanwhile.
+		s.failedWindow = w
+		return false
 	}
-	// Lost every round to other replicas: try again next window, budgeting
-	// locally meanwhile.
-	s.failedWindow = w
-	return false
+	// P never shrinks faster than the roster forgets: a memcached that
+	// restarted empty shows only the replicas back so far, while the others
+	// still budget on their shares of the old P.
+	known := len(r)
+	if known >= s.known || w-s.knownAt > peerHorizon {
+		s.knownAt = w
+	} else {
+		known = s.known
+	}
+	s.beatOK, s.recent, s.known = true, recent, known
+	s.setShare(known)
+	return true
 }
 
 // sharedInterval is the shared GCRA's interval this window: the budget's,
@@ -332,37 +310,35 @@ func (st state) ttl(now time.Time) time.Duration {
 	return max(time.Duration(max(st.tat, st.blocked)-now.UnixNano()), 0) + 10*time.Second
 }
 
-// update reads the state, lets f change it, and writes it back with
-// compare-and-swap (add when absent), retrying on conflicts. f returns
-// false to write nothing. It reports whether the shared tier answered
-// (when it did not, the caller falls back) and whether f's change was
-// written.
-func (s *Shared) update(f func(st *state, now time.Time) bool) (tierOK, written bool) {
+// swap reads the value under key, lets f make the next one from it (nil
+// when absent, forged or unreadable: a forgery is replaced, as an Add would
+// never succeed while it stays), and writes that back with compare-and-swap
+// (add when absent) for ttl, retrying on conflicts. f returns false to write
+// nothing. It reports whether the shared tier answered (when it did not,
+// the caller falls back) and whether f's value was written; when other
+// replicas won every round, the tier answered and nothing was written.
+func (s *Shared) swap(key string, f func(cur []byte, now time.Time) (next []byte, ttl time.Duration, write bool)) (tierOK, written bool) {
 	for range sharedAttempts {
 		now := s.o.Clock.Now()
-		var st state
-		it, err := s.o.Client.Get(s.key)
+		var cur []byte
+		it, err := s.o.Client.Get(key)
 		switch {
 		case err == nil:
-			// A malformed state (signed, so only an older version of
-			// this code could write it) counts as empty and is replaced.
-			st, _ = decodeState(it.Value)
+			cur = it.Value
 		case errors.Is(err, memcache.ErrForged):
-			// Not ours: start afresh, replacing it (an Add would never
-			// succeed while it stays).
 		case errors.Is(err, memcache.ErrMiss):
 			it = nil
 		default:
 			return false, false
 		}
-		if !f(&st, now) {
+		next, ttl, write := f(cur, now)
+		if !write {
 			return true, false
 		}
-		switch {
-		case it != nil:
-			err = s.o.Client.CompareAndSwap(it, st.encode(), st.ttl(now))
-		default:
-			err = s.o.Client.Add(s.key, st.encode(), st.ttl(now))
+		if it != nil {
+			err = s.o.Client.CompareAndSwap(it, next, ttl)
+		} else {
+			err = s.o.Client.Add(key, next, ttl)
 		}
 		switch {
 		case err == nil:
@@ -373,9 +349,23 @@ func (s *Shared) update(f func(st *state, now time.Time) bool) (tierOK, written 
 			return false, false
 		}
 	}
-	// Other replicas won every round: the budget is in heavy use, so the
-	// caller counts this as no slot rather than send unbudgeted.
 	return true, false
+}
+
+// update is swap of the budget's GCRA state: f changes it, or returns
+// false to write nothing. When other replicas win every round the budget
+// is in heavy use, so the caller counts it as no slot rather than send
+// unbudgeted.
+func (s *Shared) update(f func(st *state, now time.Time) bool) (tierOK, written bool) {
+	return s.swap(s.key, func(cur []byte, now time.Time) ([]byte, time.Duration, bool) {
+		// An absent or malformed state (signed, so only an older version
+		// of this code could write one) counts as empty.
+		st, _ := decodeState(cur)
+		if !f(&st, now) {
+			return nil, 0, false
+		}
+		return st.encode(), st.ttl(now), true
+	})
 }
 
 func (s *Shared) Take(ctx context.Context, maxWait time.Duration) error {

@@ -161,15 +161,13 @@ func (tl *timeline) endpoints(ch <-chan watch.Event) {
 		if !ok || ev.Type == watch.Deleted {
 			continue
 		}
-		var ready, serving, terminating int
+		var ready, terminating int
 		for _, e := range es.Endpoints {
 			switch {
 			case e.Conditions.Ready != nil && *e.Conditions.Ready:
 				ready++
 			case e.Conditions.Terminating != nil && *e.Conditions.Terminating:
 				terminating++
-			case e.Conditions.Serving != nil && *e.Conditions.Serving:
-				serving++
 			}
 		}
 		state := fmt.Sprintf("endpoints: %d ready, %d terminating, %d other", ready, terminating, len(es.Endpoints)-ready-terminating)
