@@ -3,11 +3,11 @@
 # Each binary lands under a folder or name that carries its version, so a
 # version bump in hack/tools builds afresh and an unchanged one is reused.
 #
-#   hack/tools.sh controller-gen | envtest | kubectl | control-plane | node | node-arm64 | helm | kwok | traefik | servicemonitor-crd | seaweedfs
+#   hack/tools.sh controller-gen | envtest | kubectl | control-plane | node | containerd-arm64 | helm | kwok | traefik | servicemonitor-crd | seaweedfs
 #
 # It prints the path of what it built (for envtest: the KUBEBUILDER_ASSETS dir;
 # for servicemonitor-crd: a folder holding only the ServiceMonitor CRD; for
-# node-arm64: the arm64 kubelet's path, then the arm64 containerd's).
+# node: the kubelet's path, then kube-proxy's).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -112,25 +112,57 @@ build_traefik() {
   mv "$out/traefik.tmp" "$out/traefik"
 }
 
-# build_containerd_arm64 OUT_DIR: containerd for linux/arm64, static, from a
-# patched copy of its module (see hack/tools/containerd/README.md): qemu-user
-# hides seccomp from it, and without seccomp the restricted pods of pi-1 could
-# not start.
-build_containerd_arm64() {
-  local out=$1 tmp src
-  log "building containerd $CONTAINERD_VERSION for linux/arm64 (first time only; ~4 min on 2 cores)"
-  mkdir -p "$out"
-  tmp=$(mktemp -d "${TMPDIR:-/tmp}/medops-containerd.XXXX")
+# in_tmp OUT_DIR FUNC: runs FUNC OUT_DIR TMP with a scratch folder TMP,
+# removed afterwards (module copies are read-only until chmod).
+in_tmp() {
+  local tmp
+  mkdir -p "$1"
+  tmp=$(mktemp -d "${TMPDIR:-/tmp}/medops-build.XXXX")
   trap 'chmod -R u+w "$tmp" 2>/dev/null; rm -rf "$tmp"' RETURN
-  src=$(cd "$tmp" && GOFLAGS=-mod=mod go mod download -json "github.com/containerd/containerd@$CONTAINERD_VERSION" | awk -F'"' '$2=="Dir" {print $4}')
-  [ -d "$src" ] || { log "containerd $CONTAINERD_VERSION is not in the module cache"; return 1; }
-  cp -r "$src" "$tmp/containerd" && chmod -R u+w "$tmp/containerd"
-  patch -s -d "$tmp/containerd" -p1 <"$tools/containerd/seccomp-qemu.patch"
+  "$2" "$1" "$tmp"
+}
+
+# patched_module MODULE@VERSION DEST PATCH: copies a module from the module
+# cache (downloading it first) to DEST, writable, and applies PATCH to it.
+# Only the patch is committed here, never the module's code.
+patched_module() {
+  local src
+  src=$(cd "$(dirname "$2")" && GOFLAGS=-mod=mod go mod download -json "$1" | awk -F'"' '$2=="Dir" {print $4}')
+  [ -d "$src" ] || { log "$1 is not in the module cache"; return 1; }
+  cp -r "$src" "$2" && chmod -R u+w "$2"
+  patch -s -d "$2" -p1 <"$3"
+}
+
+# build_containerd_arm64 OUT_DIR TMP: containerd for linux/arm64, static, from a
+# patched copy of its module (see the comments in
+# hack/tools/containerd/seccomp-qemu.patch): qemu-user hides seccomp from it,
+# and without seccomp the restricted pods of pi-1 could not start.
+build_containerd_arm64() {
+  local out=$1 tmp=$2
+  log "building containerd $CONTAINERD_VERSION for linux/arm64 (first time only; ~4 min on 2 cores)"
+  patched_module "github.com/containerd/containerd@$CONTAINERD_VERSION" "$tmp/containerd" "$tools/containerd/seccomp-qemu.patch"
   (cd "$tmp/containerd" && GOOS=linux GOARCH=arm64 CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -gcflags=all=-dwarf=false \
     -tags "no_btrfs no_devmapper no_zfs no_aufs" \
     -ldflags "-s -w -X github.com/containerd/containerd/version.Version=${CONTAINERD_VERSION#v}+medops-qemu" \
     -o "$out/containerd.tmp" ./cmd/containerd)
   mv "$out/containerd.tmp" "$out/containerd"
+}
+
+# build_kubelet OUT_DIR TMP: the kubelet with hack/tools/kube/kubelet-node-arch.patch,
+# built in a temporary copy of hack/tools/kube whose go.mod replaces
+# k8s.io/kubernetes with a patched copy of its module. With -trimpath a
+# replaced module's packages keep their cache keys (module path and version,
+# and their files), so only the patched packages and those above them compile
+# again; the rest is shared with the other Kubernetes binaries.
+build_kubelet() {
+  local out=$1 tmp=$2
+  log "building the kubelet $K8S_VERSION with kubelet-node-arch.patch (first time only)"
+  cp -r "$tools/kube/." "$tmp/"
+  patched_module "k8s.io/kubernetes@$K8S_VERSION" "$tmp/kubernetes" "$tools/kube/kubelet-node-arch.patch"
+  (cd "$tmp" && go mod edit -replace "k8s.io/kubernetes=./kubernetes" &&
+    CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -gcflags=all=-dwarf=false \
+      -ldflags "$(kube_ldflags)" -o "$out/kubelet.tmp" k8s.io/kubernetes/cmd/kubelet)
+  mv "$out/kubelet.tmp" "$out/kubelet"
 }
 
 case "${1:-}" in
@@ -157,22 +189,31 @@ case "${1:-}" in
     build "$tools/kube" "$K8S_DIR" "$(kube_ldflags)" k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl
     echo "$K8S_DIR" ;;
   node)
-    # The real node of the end-to-end suite: kubelet and kube-proxy, same version as the control plane.
-    build "$tools/kube" "$K8S_DIR" "$(kube_ldflags)" k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-proxy
-    echo "$K8S_DIR" ;;
-  node-arm64)
-    # pi-1, the e2e's arm64 node run under qemu-user: its kubelet (which then
-    # reports kubernetes.io/arch=arm64 itself) and its containerd (whose CRI
-    # picks the arm64 variant of each image). Prints the two paths, one a line.
-    GOOS=linux GOARCH=arm64 build "$tools/kube" "$K8S_DIR/linux_arm64" "$(kube_ldflags)" k8s.io/kubernetes/cmd/kubelet
+    # The real nodes of the end-to-end suite: kube-proxy, and the kubelet
+    # with hack/tools/kube/kubelet-node-arch.patch (KUBELET_NODE_ARCH), which
+    # both nodes run: the amd64 node without it set, pi-1 with it set to its
+    # arm64 containerd's architecture. Prints the kubelet's path, then
+    # kube-proxy's, one a line.
+    build "$tools/kube" "$K8S_DIR" "$(kube_ldflags)" k8s.io/kubernetes/cmd/kube-proxy
     # The patch is part of the version: a changed patch builds afresh.
+    sum=$(sha256sum "$tools/kube/kubelet-node-arch.patch" | cut -c1-12)
+    out="$K8S_DIR/kubelet-node-arch-$sum"
+    [ -x "$out/kubelet" ] || lock
+    if [ ! -x "$out/kubelet" ]; then
+      in_tmp "$out" build_kubelet
+    fi
+    echo "$out/kubelet"
+    echo "$K8S_DIR/kube-proxy" ;;
+  containerd-arm64)
+    # pi-1's containerd, whose CRI picks the arm64 variant of each image, run
+    # under qemu-user. The patch is part of the version: a changed patch
+    # builds afresh.
     sum=$(sha256sum "$tools/containerd/seccomp-qemu.patch" | cut -c1-12)
     out="$bin/containerd-$CONTAINERD_VERSION-qemu-$sum/linux_arm64"
     [ -x "$out/containerd" ] || lock
     if [ ! -x "$out/containerd" ]; then
-      build_containerd_arm64 "$out"
+      in_tmp "$out" build_containerd_arm64
     fi
-    echo "$K8S_DIR/linux_arm64/kubelet"
     echo "$out/containerd" ;;
   traefik)
     [ -n "$TRAEFIK_VERSION" ] || { log "hack/tools/traefik/go.mod is missing"; exit 1; }
@@ -212,5 +253,5 @@ case "${1:-}" in
     # (internal/s3test). A large build: over an hour on 2 busy cores.
     build "$tools/seaweedfs" "$bin/seaweedfs-$SEAWEEDFS_VERSION" "-s -w" github.com/seaweedfs/seaweedfs/weed
     echo "$bin/seaweedfs-$SEAWEEDFS_VERSION/weed" ;;
-  *) echo "usage: $0 controller-gen|envtest|kubectl|control-plane|node|node-arm64|helm|kwok|traefik|servicemonitor-crd|seaweedfs" >&2; exit 2 ;;
+  *) echo "usage: $0 controller-gen|envtest|kubectl|control-plane|node|containerd-arm64|helm|kwok|traefik|servicemonitor-crd|seaweedfs" >&2; exit 2 ;;
 esac

@@ -33,7 +33,9 @@ import (
 // Options say where the binaries are and what to load onto the node.
 type Options struct {
 	Work   string // the work folder: configs, logs, state
-	K8sDir string // kube-apiserver, etcd, kubelet, ... from hack/tools.sh
+	K8sDir string // kube-apiserver, etcd, kube-proxy, ... from hack/tools.sh
+	// Kubelet is hack/tools.sh node's kubelet, which both nodes run.
+	Kubelet string
 	// Images are OCI archives imported into the amd64 node's containerd (the
 	// pause image among them).
 	Images   []string
@@ -342,7 +344,7 @@ func (c *Cluster) startNode(ctx context.Context) error {
 	if err := c.host.record(change{Kind: kindUnmount, What: "kubelet mounts", Path: filepath.Join(c.Work, "kubelet")}); err != nil {
 		return err
 	}
-	kubelet, err := c.start("kubelet", nil, filepath.Join(c.K8sDir, "kubelet"),
+	kubelet, err := c.start("kubelet", nil, c.opts.Kubelet,
 		"--config", kcfg, "--kubeconfig", filepath.Join(c.Work, "kubelet.kubeconfig"),
 		"--root-dir", filepath.Join(c.Work, "kubelet", "root"),
 		"--hostname-override", c.NodeName, "--node-ip", NodeIP,

@@ -66,8 +66,8 @@ type suite struct {
 }
 
 type tools struct {
-	k8sDir, helm, traefik, nginx string
-	arm64                        cluster.Arm64Node
+	k8sDir, kubelet, helm, traefik, nginx string
+	arm64                                 cluster.Arm64Node
 }
 
 // check runs one named check as a subtest and counts it.
@@ -178,7 +178,7 @@ func (s *suite) setup(t *testing.T) {
 	s.tools.arm64.Images = arm64Images
 
 	c, err := cluster.Start(s.ctx, cluster.Options{
-		Work: s.work, K8sDir: s.tools.k8sDir, Images: images, Arm64: &s.tools.arm64, Log: s.log,
+		Work: s.work, K8sDir: s.tools.k8sDir, Kubelet: s.tools.kubelet, Images: images, Arm64: &s.tools.arm64, Log: s.log,
 	})
 	if err != nil {
 		t.Fatalf("the cluster did not start: %v", err)
@@ -219,14 +219,14 @@ func (s *suite) tool(t *testing.T, name string) string {
 func (s *suite) buildTools(t *testing.T) tools {
 	var tl tools
 	tl.k8sDir = s.tool(t, "control-plane")
-	s.tool(t, "node")
+	node := strings.Fields(s.tool(t, "node"))
+	if len(node) != 2 {
+		t.Fatalf("hack/tools.sh node printed %q, want the kubelet's and kube-proxy's paths", node)
+	}
+	tl.kubelet = node[0]
 	tl.helm = s.tool(t, "helm")
 	tl.traefik = s.tool(t, "traefik")
-	arm := strings.Fields(s.tool(t, "node-arm64"))
-	if len(arm) != 2 {
-		t.Fatalf("hack/tools.sh node-arm64 printed %q, want the kubelet's and containerd's paths", arm)
-	}
-	tl.arm64 = cluster.Arm64Node{Kubelet: arm[0], Containerd: arm[1]}
+	tl.arm64 = cluster.Arm64Node{Kubelet: tl.kubelet, Containerd: s.tool(t, "containerd-arm64")}
 	var err error
 	if tl.nginx, err = exec.LookPath("nginx"); err != nil {
 		tl.nginx = "/usr/sbin/nginx"
