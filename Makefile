@@ -61,7 +61,8 @@ controller-gen: ## Build (once) the pinned controller-gen and print its path.
 
 .PHONY: test
 test: ## Run every test: unit, golden files and envtest against a real kube-apiserver and etcd.
-	export KUBEBUILDER_ASSETS="$$($(TOOLS) envtest)" MEDOPS_HELM="$$($(TOOLS) helm)" MEDOPS_KUBECTL="$$($(TOOLS) kubectl)"; \
+	export KUBEBUILDER_ASSETS="$$($(TOOLS) envtest)" MEDOPS_HELM="$$($(TOOLS) helm)" MEDOPS_KUBECTL="$$($(TOOLS) kubectl)" \
+	  MEDOPS_GOFAKES3="$$($(TOOLS) gofakes3)"; \
 	go test $(GO_TEST_FLAGS) ./... 2>&1
 
 .PHONY: test-browser

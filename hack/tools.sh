@@ -3,7 +3,7 @@
 # Each binary lands under a folder or name that carries its version, so a
 # version bump in hack/tools builds afresh and an unchanged one is reused.
 #
-#   hack/tools.sh controller-gen | envtest | kubectl | control-plane | node | containerd-arm64 | helm | kwok | traefik | servicemonitor-crd | seaweedfs
+#   hack/tools.sh controller-gen | envtest | kubectl | control-plane | node | containerd-arm64 | helm | kwok | traefik | servicemonitor-crd | seaweedfs | gofakes3
 #
 # It prints the path of what it built (for envtest: the KUBEBUILDER_ASSETS dir;
 # for servicemonitor-crd: a folder holding only the ServiceMonitor CRD; for
@@ -24,6 +24,7 @@ KWOK_VERSION=$(modver "$tools/kwok" sigs.k8s.io/kwok 2>/dev/null || true)
 TRAEFIK_VERSION=$(modver "$tools/traefik" github.com/traefik/traefik/v3 2>/dev/null || true)
 PROM_VERSION=$(modver "$tools/promcrd" github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring)
 SEAWEEDFS_VERSION=$(modver "$tools/seaweedfs" github.com/seaweedfs/seaweedfs 2>/dev/null || true)
+GOFAKES3_VERSION=$(modver "$tools/gofakes3" github.com/johannesboyne/gofakes3)
 # Debian 12's containerd, the one the amd64 node runs; hack/tools/containerd's
 # patch is made against this version.
 CONTAINERD_VERSION=v1.6.20
@@ -112,14 +113,14 @@ build_traefik() {
   mv "$out/traefik.tmp" "$out/traefik"
 }
 
-# in_tmp OUT_DIR FUNC: runs FUNC OUT_DIR TMP with a scratch folder TMP,
-# removed afterwards (module copies are read-only until chmod).
+# in_tmp OUT_DIR FUNC ARGS...: runs FUNC OUT_DIR TMP ARGS... with a scratch
+# folder TMP, removed afterwards (module copies are read-only until chmod).
 in_tmp() {
   local tmp
   mkdir -p "$1"
   tmp=$(mktemp -d "${TMPDIR:-/tmp}/medops-build.XXXX")
   trap 'chmod -R u+w "$tmp" 2>/dev/null; rm -rf "$tmp"' RETURN
-  "$2" "$1" "$tmp"
+  "$2" "$1" "$tmp" "${@:3}"
 }
 
 # patched_module MODULE@VERSION DEST PATCH: copies a module from the module
@@ -148,21 +149,22 @@ build_containerd_arm64() {
   mv "$out/containerd.tmp" "$out/containerd"
 }
 
-# build_kubelet OUT_DIR TMP: the kubelet with hack/tools/kube/kubelet-node-arch.patch,
-# built in a temporary copy of hack/tools/kube whose go.mod replaces
-# k8s.io/kubernetes with a patched copy of its module. With -trimpath a
-# replaced module's packages keep their cache keys (module path and version,
-# and their files), so only the patched packages and those above them compile
-# again; the rest is shared with the other Kubernetes binaries.
-build_kubelet() {
-  local out=$1 tmp=$2
-  log "building the kubelet $K8S_VERSION with kubelet-node-arch.patch (first time only)"
-  cp -r "$tools/kube/." "$tmp/"
-  patched_module "k8s.io/kubernetes@$K8S_VERSION" "$tmp/kubernetes" "$tools/kube/kubelet-node-arch.patch"
-  (cd "$tmp" && go mod edit -replace "k8s.io/kubernetes=./kubernetes" &&
+# build_replaced OUT_DIR TMP TOOL_DIR MODULE VERSION PATCH LDFLAGS PKG:
+# builds PKG in a temporary copy of TOOL_DIR (a tool module of hack/tools)
+# whose go.mod replaces MODULE with a copy of MODULE@VERSION that PATCH was
+# applied to. With -trimpath a replaced module's packages keep their cache
+# keys (module path and version, and their files), so only the patched
+# packages and those above them compile again.
+build_replaced() {
+  local out=$1 tmp=$2 dir=$3 mod=$4 ver=$5 patch=$6 ldflags=$7 pkg=$8 name
+  name=$(basename "$pkg")
+  log "building $name from $mod $ver with $(basename "$patch") (first time only)"
+  cp -r "$dir/." "$tmp/"
+  patched_module "$mod@$ver" "$tmp/patched" "$patch"
+  (cd "$tmp" && go mod edit -replace "$mod=./patched" &&
     CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -gcflags=all=-dwarf=false \
-      -ldflags "$(kube_ldflags)" -o "$out/kubelet.tmp" k8s.io/kubernetes/cmd/kubelet)
-  mv "$out/kubelet.tmp" "$out/kubelet"
+      -ldflags "$ldflags" -o "$out/$name.tmp" "$pkg")
+  mv "$out/$name.tmp" "$out/$name"
 }
 
 case "${1:-}" in
@@ -200,7 +202,9 @@ case "${1:-}" in
     out="$K8S_DIR/kubelet-node-arch-$sum"
     [ -x "$out/kubelet" ] || lock
     if [ ! -x "$out/kubelet" ]; then
-      in_tmp "$out" build_kubelet
+      # The kubelet shares the other Kubernetes binaries' compiles.
+      in_tmp "$out" build_replaced "$tools/kube" k8s.io/kubernetes "$K8S_VERSION" \
+        "$tools/kube/kubelet-node-arch.patch" "$(kube_ldflags)" k8s.io/kubernetes/cmd/kubelet
     fi
     echo "$out/kubelet"
     echo "$K8S_DIR/kube-proxy" ;;
@@ -253,5 +257,19 @@ case "${1:-}" in
     # (internal/s3test). A large build: over an hour on 2 busy cores.
     build "$tools/seaweedfs" "$bin/seaweedfs-$SEAWEEDFS_VERSION" "-s -w" github.com/seaweedfs/seaweedfs/weed
     echo "$bin/seaweedfs-$SEAWEEDFS_VERSION/weed" ;;
-  *) echo "usage: $0 controller-gen|envtest|kubectl|control-plane|node|containerd-arm64|helm|kwok|traefik|servicemonitor-crd|seaweedfs" >&2; exit 2 ;;
+  gofakes3)
+    # GoFakeS3, the S3 server the backup tests run when weed is not built
+    # (internal/s3test): seconds to build. The patch is part of the version.
+    sum=$(sha256sum "$tools/gofakes3/aws-chunked.patch" | cut -c1-12)
+    out="$bin/gofakes3-$GOFAKES3_VERSION-$sum"
+    [ -x "$out/gofakes3" ] || lock
+    if [ ! -x "$out/gofakes3" ]; then
+      # The patch decodes uploads sent with a streaming signature, as
+      # minio-go sends them over plain HTTP, in every variant and in
+      # multipart parts too.
+      in_tmp "$out" build_replaced "$tools/gofakes3" github.com/johannesboyne/gofakes3 "$GOFAKES3_VERSION" \
+        "$tools/gofakes3/aws-chunked.patch" "-s -w" github.com/johannesboyne/gofakes3/cmd/gofakes3
+    fi
+    echo "$out/gofakes3" ;;
+  *) echo "usage: $0 controller-gen|envtest|kubectl|control-plane|node|containerd-arm64|helm|kwok|traefik|servicemonitor-crd|seaweedfs|gofakes3" >&2; exit 2 ;;
 esac

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs the load generator and the baseline server of `make bench-api`
 # from Debian when they are missing: wrk (latency percentiles through its Lua
-# done() hook), nginx-light, and PostgreSQL 15 for the postgres store's
-# figures (the bench starts its own server; it needs no system cluster).
+# done() hook), nginx-light, memcached (the second-level scenario) and
+# PostgreSQL 15 for the postgres store's figures (the bench starts its own
+# servers; it needs no system cluster or service).
 # Needs root (or sudo) only when installing.
 set -euo pipefail
 
@@ -11,6 +12,7 @@ set -euo pipefail
 missing=()
 command -v wrk >/dev/null || missing+=(wrk)
 command -v nginx >/dev/null || missing+=(nginx-light)
+command -v memcached >/dev/null || missing+=(memcached)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 sudo=""

@@ -98,7 +98,7 @@ func (a *App) mountModules(root chi.Router) error {
 				// The first-level lookup for a hit before routing, after the
 				// headers the route strips.
 				a.hitFirst = gateway.StripUnforwarded(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-					a.mods.cache.ServeHit(w, r)
+					a.mods.cache.ServeSharedHit(w, r)
 				}))
 			}
 			for _, m := range gatewayMethods() {

@@ -79,7 +79,8 @@ func newAPI(t *testing.T, n int) *api {
 }
 
 // destinations runs test against a folder and against a real S3 server
-// (skipped without weed unless MEDOPS_REQUIRE_S3=1).
+// (internal/s3test: weed or gofakes3; skipped without either unless
+// MEDOPS_REQUIRE_S3=1).
 func destinations(t *testing.T, test func(t *testing.T, newDest func(t *testing.T) Destination)) {
 	t.Run("dir", func(t *testing.T) {
 		test(t, func(t *testing.T) Destination { return Dir{Path: t.TempDir()} })

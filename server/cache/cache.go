@@ -102,6 +102,8 @@ type Cache struct {
 	// l2 is the shared level (nil: none); sm counts its use.
 	l2 *memcache.Client
 	sm sharedMetrics
+	// sharedMisses: see recentMisses.
+	sharedMisses recentMisses
 
 	// Shared, never mutated header values for X-Cache, so a hit does not
 	// allocate them. net/http only reads response header slices.

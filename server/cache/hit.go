@@ -27,6 +27,22 @@ func (c *Cache) admit(r *http.Request) (reqCC directives, ruleTTL time.Duration,
 	return reqCC, ruleTTL, hasRule, !reqCC.noStore
 }
 
+// serveSharedHit answers from a fresh entry of the shared level, or
+// records that memcached had none for key.
+func (c *Cache) serveSharedHit(w http.ResponseWriter, r *http.Request, key []byte, reqCC *directives, now time.Time) bool {
+	m := miss{key: string(key), shared: true}
+	if b := c.lookupShared(&m, now, reqCC.maxAge); b != nil {
+		if e, ok := decodeEntry(b); ok {
+			c.writeEntry(w, r, &e, c.vHitL2, now)
+			return true
+		}
+	}
+	if m.stale == nil && m.sharedMissed {
+		c.sharedMisses.add(m.key, now)
+	}
+	return false
+}
+
 // freshFor reports whether e may answer, at ns, a client that sent reqCC.
 func (e *entry) freshFor(reqCC *directives, ns int64) bool {
 	return ns < e.expires && !reqCC.noCache &&
@@ -44,6 +60,19 @@ func (e *entry) freshFor(reqCC *directives, ns int64) bool {
 // middleware would (authentication, limits, stripped headers): ServeHit
 // decides exactly as Middleware does from there on.
 func (c *Cache) ServeHit(w http.ResponseWriter, r *http.Request) bool {
+	return c.serveHit(w, r, false)
+}
+
+// ServeSharedHit is ServeHit for the routes of SharedMiddleware: it also
+// answers from a fresh entry of the shared level, as that middleware
+// would. When memcached says it has nothing, it remembers the key for a
+// moment (sharedMisses), so the route's own lookup that follows does not
+// ask memcached again.
+func (c *Cache) ServeSharedHit(w http.ResponseWriter, r *http.Request) bool {
+	return c.serveHit(w, r, c.l2 != nil && !hasCredentials(r))
+}
+
+func (c *Cache) serveHit(w http.ResponseWriter, r *http.Request, shared bool) bool {
 	if !c.enabled || (r.Method != http.MethodGet && r.Method != http.MethodHead) {
 		return false
 	}
@@ -62,13 +91,20 @@ func (c *Cache) ServeHit(w http.ResponseWriter, r *http.Request) bool {
 			raw, _ = c.bc.Get(bytesString(key)) // nil when absent
 		}
 		now := c.now()
-		if e, ok := decodeEntry(raw); ok && bytes.Equal(e.key, key) && e.freshFor(&reqCC, now.UnixNano()) {
+		e, decoded := decodeEntry(raw)
+		decoded = decoded && bytes.Equal(e.key, key)
+		switch {
+		case decoded && e.freshFor(&reqCC, now.UnixNano()):
 			c.m.hits.Inc()
 			c.writeEntry(w, r, &e, c.vHit, now)
 			served = true
 			if !fromHot {
 				c.hot.put(key, raw, epoch)
 			}
+		case shared && !decoded && !reqCC.noCache:
+			// Nothing here, not even a stale entry to revalidate: the shared
+			// level may have it, as the route's lookup would find.
+			served = c.serveSharedHit(w, r, key, &reqCC, now)
 		}
 	}
 	*bp = key[:0]

@@ -78,7 +78,9 @@ func (c *Cache) serve(w http.ResponseWriter, r *http.Request, next http.Handler,
 	m.key = string(key)
 	*bp = key[:0]
 	c.bufs.Put(bp)
-	if shared && !reqCC.noCache {
+	// m.stale != nil: this replica has a stale entry, which ServeSharedHit
+	// does not look past, so the shared level was not asked yet.
+	if shared && !reqCC.noCache && (m.stale != nil || !c.sharedMisses.take(m.key, now)) {
 		if b := c.lookupShared(&m, now, reqCC.maxAge); b != nil {
 			if e, ok := decodeEntry(b); ok {
 				c.writeEntry(w, r, &e, c.vHitL2, now)
@@ -116,9 +118,11 @@ type miss struct {
 	gen      uint64
 	outdated bool
 	// shared: the entry may go to the shared level; locked is the fill
-	// lock this replica holds there ("" for none).
-	shared bool
-	locked string
+	// lock this replica holds there ("" for none). sharedMissed: the
+	// shared level answered that it has no entry.
+	shared       bool
+	locked       string
+	sharedMissed bool
 }
 
 // unchanged reports whether storing again would only rewrite an entry that

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -85,6 +86,7 @@ func (c *Cache) sharedKey(kind, key string) string { return c.l2.Key(kind, key) 
 func (c *Cache) lookupShared(m *miss, now time.Time, maxAge int64) []byte {
 	it, err := c.l2.Get(c.sharedKey("c", m.key))
 	if err != nil {
+		m.sharedMissed = errors.Is(err, memcache.ErrMiss)
 		return nil
 	}
 	e, ok := decodeEntry(it.Value)
@@ -101,6 +103,52 @@ func (c *Cache) lookupShared(m *miss, now time.Time, maxAge int64) []byte {
 		m.stale, m.staleE = it.Value, e
 	}
 	return nil
+}
+
+// recentMisses remembers for a moment the keys memcached just said it
+// lacks, when the lookup before routing asked it (ServeSharedHit), so that
+// the route's own lookup of the same request does not ask again: one round
+// trip per miss, not two. A key is taken once, or forgotten after
+// recentMissTTL; there are at most maxRecentMisses.
+type recentMisses struct {
+	mu sync.Mutex
+	m  map[string]int64 // key → expiry, Unix ns
+}
+
+const (
+	recentMissTTL   = 100 * time.Millisecond
+	maxRecentMisses = 4096
+)
+
+func (r *recentMisses) add(key string, now time.Time) {
+	ns := now.UnixNano()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.m == nil {
+		r.m = make(map[string]int64)
+	}
+	if len(r.m) >= maxRecentMisses {
+		for k, exp := range r.m {
+			if exp <= ns {
+				delete(r.m, k)
+			}
+		}
+		if len(r.m) >= maxRecentMisses {
+			return // the route asks memcached itself, as without this
+		}
+	}
+	r.m[key] = ns + int64(recentMissTTL)
+}
+
+// take reports whether key was recorded within recentMissTTL, and forgets it.
+func (r *recentMisses) take(key string, now time.Time) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	exp, ok := r.m[key]
+	if ok {
+		delete(r.m, key)
+	}
+	return ok && now.UnixNano() < exp
 }
 
 // storeShared writes an encoded entry to memcached for its remaining

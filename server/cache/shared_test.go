@@ -232,3 +232,48 @@ func metricValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	}
 	return 0
 }
+
+// The lookup before routing (ServeSharedHit) answers a second-level hit as
+// the route would, and a miss costs the same memcached round trips as
+// without it: the route's lookup of that request does not ask again.
+func TestSharedHitBeforeRouting(t *testing.T) {
+	rs := newReplicas(t, 2, v1alpha1.CacheSpec{}, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=60")
+		fmt.Fprintf(w, "answer for %s", r.URL.Path)
+	})
+	a, b, cb := rs.fx[0], rs.fx[1], rs.caches[1]
+	req := func(path string) *http.Request {
+		r := httptest.NewRequest(http.MethodGet, path, nil)
+		r.Header.Set("Accept-Encoding", "identity")
+		return r
+	}
+	expect(t, a.get(t, "/y", "Accept-Encoding", "identity"), 200, "MISS", "answer for /y")
+	for _, want := range []string{"HIT-L2", "HIT"} {
+		rec := httptest.NewRecorder()
+		if !cb.ServeSharedHit(rec, req("/y")) {
+			t.Fatalf("ServeSharedHit did not answer /y, filled by the other replica (want %s)", want)
+		}
+		if rec.Code != 200 || rec.Header().Get("X-Cache") != want || rec.Body.String() != "answer for /y" {
+			t.Fatalf("ServeSharedHit: %d %q %q; want 200 %s", rec.Code, rec.Header().Get("X-Cache"), rec.Body, want)
+		}
+	}
+
+	roundTrips := func() float64 { return metricValue(t, b.reg, "medops_memcached_get_round_trips_total") }
+	// A miss routed without the lookup before routing: the baseline.
+	before := roundTrips()
+	expect(t, b.get(t, "/w", "Accept-Encoding", "identity"), 200, "MISS", "answer for /w")
+	routed := roundTrips() - before
+	// The same kind of miss, with it.
+	before = roundTrips()
+	rec := httptest.NewRecorder()
+	if cb.ServeSharedHit(rec, req("/z")) || rec.Body.Len() > 0 || len(rec.Header()) > 0 {
+		t.Fatalf("ServeSharedHit answered a key nobody filled: %d %v %q", rec.Code, rec.Header(), rec.Body)
+	}
+	expect(t, b.get(t, "/z", "Accept-Encoding", "identity"), 200, "MISS", "answer for /z")
+	if got := roundTrips() - before; got != routed || routed == 0 {
+		t.Fatalf("a miss looked up before routing cost %v get round trips, against %v for one routed only: want the same", got, routed)
+	}
+	if n := rs.calls.Load(); n != 3 {
+		t.Fatalf("origin called %d times; want 3 (/y, /w, /z)", n)
+	}
+}

@@ -17,6 +17,8 @@
 //     (written by anyone else, or copied from another key) is refused as a
 //     miss and counted: one who can reach memcached can make the API call
 //     its upstream again, never serve another answer.
+//   - Concurrent Gets share round trips: those that arrive while one is in
+//     flight go out together as one multi-get (getBatcher).
 //   - An address that is a host name (a Kubernetes Service) is resolved to
 //     all of its addresses, sorted so that every replica maps a key to the
 //     same server, and resolved again periodically.
@@ -30,6 +32,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -109,6 +113,10 @@ type Client struct {
 	servers gm.ServerList
 	ns      string
 	mac     []byte
+	// macs holds HMAC-SHA256 states keyed with mac: making one hashes the
+	// key into two SHA-256 states and allocates them, which a Reset of a
+	// used one does not.
+	macs    sync.Pool
 	log     *slog.Logger
 	now     func() time.Time
 	minBO   time.Duration
@@ -125,6 +133,7 @@ type Client struct {
 	backoff   time.Duration
 	resolved  []string
 
+	gets getBatcher
 	m    metrics
 	stop chan struct{}
 	wg   sync.WaitGroup
@@ -134,6 +143,7 @@ type metrics struct {
 	ops                              *prometheus.CounterVec
 	errors                           *prometheus.CounterVec
 	skipped, forged, resolveFailures prometheus.Counter
+	getRoundTrips                    prometheus.Counter
 	servers, up                      prometheus.Gauge
 }
 
@@ -178,13 +188,15 @@ func New(opts Options) (*Client, error) {
 	c.mc.MaxIdleConns = 64
 	c.m = newMetrics()
 	if opts.Registerer != nil {
-		for _, col := range []prometheus.Collector{c.m.ops, c.m.errors, c.m.skipped, c.m.forged, c.m.resolveFailures, c.m.servers, c.m.up} {
+		for _, col := range []prometheus.Collector{c.m.ops, c.m.errors, c.m.skipped, c.m.forged, c.m.resolveFailures, c.m.getRoundTrips, c.m.servers, c.m.up} {
 			if err := opts.Registerer.Register(col); err != nil {
 				return nil, fmt.Errorf("registering memcached metrics: %w", err)
 			}
 		}
 	}
+	c.macs.New = func() any { return hmac.New(sha256.New, c.mac) }
 	c.m.up.Set(1)
+	c.gets = getBatcher{multi: c.mc.GetMulti, batches: c.m.getRoundTrips.Inc}
 	c.resolve()
 	every := opts.ResolveEvery
 	if every <= 0 {
@@ -212,6 +224,8 @@ func newMetrics() metrics {
 			"Values refused because their HMAC did not check: written by someone without the key, or moved from another key."))),
 		resolveFailures: prometheus.NewCounter(prometheus.CounterOpts(opts("resolve_failures_total",
 			"Failed resolutions of a memcached host name; the last good addresses stay in use."))),
+		getRoundTrips: prometheus.NewCounter(prometheus.CounterOpts(opts("get_round_trips_total",
+			"Multi-gets sent for Gets: concurrent Gets share one, so under load there are fewer than get requests."))),
 		servers: prometheus.NewGauge(prometheus.GaugeOpts(opts("servers", "memcached servers in use."))),
 		up:      prometheus.NewGauge(prometheus.GaugeOpts(opts("up", "1 when the tier is in use, 0 while it backs off after a failure."))),
 	}
@@ -268,7 +282,7 @@ func (c *Client) Get(key string) (*Item, error) {
 	if !c.enter(op) {
 		return nil, ErrUnavailable
 	}
-	it, err := c.mc.Get(key)
+	it, err := c.gets.get(key)
 	switch {
 	case errors.Is(err, gm.ErrCacheMiss):
 		c.ok(op, "miss")
@@ -383,11 +397,14 @@ func (c *Client) open(key string, sealed []byte) ([]byte, bool) {
 }
 
 func (c *Client) sum(key string, value []byte) []byte {
-	h := hmac.New(sha256.New, c.mac)
-	h.Write([]byte(key))
+	h := c.macs.Get().(hash.Hash)
+	h.Reset()
+	_, _ = io.WriteString(h, key)
 	h.Write([]byte{0})
 	h.Write(value)
-	return h.Sum(nil)
+	sum := h.Sum(nil)
+	c.macs.Put(h)
+	return sum
 }
 
 // enter decides whether a call may go: always while the tier is up; during

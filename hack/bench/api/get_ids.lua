@@ -1,5 +1,6 @@
--- GET /api/v1/tasks/{id} over the ids in the file given after "--", in a
--- per-thread shuffled order. Requests are formatted once in init, so the
+-- GET <prefix>{id} over the ids in the file given after "--", in a
+-- per-thread shuffled order; the prefix is the second argument, default
+-- /api/v1/tasks/. Requests are formatted once in init, so the
 -- per-request Lua work is an index increment.
 local reqs = {}
 local i = 0
@@ -12,9 +13,10 @@ end
 
 init = function(args)
   local path = args[1]
+  local prefix = args[2] or "/api/v1/tasks/"
   for id in io.lines(path) do
     if id ~= "" then
-      reqs[#reqs + 1] = wrk.format("GET", "/api/v1/tasks/" .. id)
+      reqs[#reqs + 1] = wrk.format("GET", prefix .. id)
     end
   end
   -- thread_no is a global that setup() set in this thread's Lua state.

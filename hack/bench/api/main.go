@@ -75,7 +75,7 @@ func main() {
 	flag.IntVar(&o.bodySize, "body-size", 2048, "size in bytes of the upstream JSON body and of nginx's static file")
 	flag.StringVar(&o.logLevel, "log-level", "warn", "medops-api logLevel; info writes one access log line per request (nginx runs with access_log off)")
 	flag.BoolVar(&o.keep, "keep", false, "keep the temporary folder (binaries, configs, logs, data) for inspection")
-	flag.StringVar(&o.only, "only", "", "comma-separated scenarios to run: healthz, gateway, task, list, create (default all; the nginx, nginx-cache and bare baselines always run)")
+	flag.StringVar(&o.only, "only", "", "comma-separated scenarios to run: healthz, gateway, shared (first- and second-level hits over the same keys, memcached on loopback), task, list, create (default all; the nginx, nginx-cache and bare baselines always run)")
 	flag.StringVar(&o.profile, "profile", "", "folder for CPU and allocation profiles: runs hack/bench/apiprof (medops-api plus pprof on another port) and profiles each medops-api scenario")
 	flag.StringVar(&o.apiEnv, "api-env", "", "comma-separated NAME=VALUE environment for medops-api, for experiments (e.g. GOGC=400)")
 	flag.IntVar(&o.rounds, "rounds", 3, "times each scenario is measured, interleaved; the table shows medians")
@@ -116,7 +116,8 @@ type result struct {
 	ErrStatus  int64 `json:"err_status"`
 	ErrTimeout int64 `json:"err_timeout"`
 
-	cpuPerReq time.Duration // CPU time of the server under test per request
+	cpuPerReq  time.Duration // CPU time of the server under test per request
+	sharedHits int64         // requests the second level (memcached) answered, for gateway-l2-keys
 }
 
 func (r result) rps() float64 { return float64(r.Requests) / (float64(r.DurationUS) / 1e6) }
@@ -138,6 +139,8 @@ type scenario struct {
 	pprof      string       // its pprof URL when profiling
 	wrkCPU     string       // taskset CPU list for wrk; "" unpinned
 	threads    int          // wrk threads
+	extraPIDs  []int        // more processes whose CPU time serves it (memcached)
+	metricsURL string       // a medops-api whose second-level hits are counted
 }
 
 // layout says where the load generator and the servers under test run.
@@ -342,7 +345,7 @@ func runLayout(_ context.Context, o options, b built, l layout, fill int) error 
 		return err
 	}
 	apiEnv := append(append([]string(nil), l.goEnv...), splitEnv(o.apiEnv)...)
-	api, err := startAPI(l, b.apiBin, dir, "medops-api", apiPort, upAddr, o.logLevel, "", apiEnv, extraArgs)
+	api, err := startAPI(l, b.apiBin, dir, "medops-api", apiPort, upAddr, o.logLevel, "", apiEnv, extraArgs, nil)
 	if err != nil {
 		return err
 	}
@@ -356,7 +359,7 @@ func runLayout(_ context.Context, o options, b built, l layout, fill int) error 
 		if err != nil {
 			return err
 		}
-		if apiCmp, err = startAPI(l, o.compareAPI, dir, "medops-api-compare", port, upAddr, o.logLevel, "", apiEnv, nil); err != nil {
+		if apiCmp, err = startAPI(l, o.compareAPI, dir, "medops-api-compare", port, upAddr, o.logLevel, "", apiEnv, nil, nil); err != nil {
 			return err
 		}
 		defer apiCmp.Stop(30 * time.Second)
@@ -425,7 +428,7 @@ func runLayout(_ context.Context, o options, b built, l layout, fill int) error 
 		if pgPprofURL, pgArgs, err = withPprof(); err != nil {
 			return err
 		}
-		if apiPG, err = startAPI(l, b.apiBin, dir, "medops-api-pg", port, upAddr, o.logLevel, dsnFile, apiEnv, pgArgs); err != nil {
+		if apiPG, err = startAPI(l, b.apiBin, dir, "medops-api-pg", port, upAddr, o.logLevel, dsnFile, apiEnv, pgArgs, nil); err != nil {
 			return err
 		}
 		defer apiPG.Stop(30 * time.Second)
@@ -443,6 +446,21 @@ func runLayout(_ context.Context, o options, b built, l layout, fill int) error 
 		}
 	}
 
+	selected := map[string]bool{}
+	for _, s := range strings.Split(o.only, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			selected[s] = true
+		}
+	}
+	// The second level: memcached and a medops-api with a small first level.
+	var tier *sharedTier
+	if len(selected) == 0 || selected["shared"] {
+		if tier, err = startSharedTier(l, b, dir, upAddr, o.logLevel, apiEnv, apiURL, withPprof); err != nil {
+			return err
+		}
+		defer tier.stop()
+	}
+
 	scenarios := []scenario{
 		{name: "nginx", what: fmt.Sprintf("nginx static file (%d B)", len(b.body)), url: nginxURL},
 		{name: "bare", what: "bare net/http handler (same body)", url: "http://" + upAddr + "/data.json"},
@@ -452,6 +470,15 @@ func runLayout(_ context.Context, o options, b built, l layout, fill int) error 
 		{name: "task", what: fmt.Sprintf("medops-api task GET by id (uncached, %d tasks)", o.tasks), url: apiURL, script: getIDsLua, args: []string{idsFile}, target: "≥0.8× bare"},
 		{name: "list", what: "medops-api task list, limit 50", url: apiURL + "/api/v1/tasks?limit=50", target: "≥0.3× bare"},
 		{name: "create", what: "medops-api task create (durable)", url: apiURL + "/api/v1/tasks", script: createLua, target: "≥20,000/s"},
+	}
+	if tier != nil {
+		keyArgs := []string{tier.keysFile, sharedKeyPath}
+		scenarios = append(scenarios,
+			scenario{name: "gateway-l1-keys", what: fmt.Sprintf("medops-api gateway, first-level hits over %d keys", sharedKeys), url: apiURL, script: getIDsLua, args: keyArgs},
+			scenario{name: "gateway-l2-keys", what: fmt.Sprintf("medops-api gateway, second-level (memcached) hits over the same keys, %s first level", sharedL1Size),
+				url: tier.url, script: getIDsLua, args: keyArgs, target: "≥0.5× first-level hits", api: tier.api,
+				extraPIDs: []int{tier.mc.Cmd.Process.Pid}, metricsURL: tier.url, pprof: tier.pprof},
+		)
 	}
 	if apiCmp != nil {
 		scenarios = append(scenarios, scenario{name: "gateway-compare", what: "-compare-api's cached gateway GET", url: cmpURL + gatewayPath, api: apiCmp})
@@ -463,13 +490,6 @@ func runLayout(_ context.Context, o options, b built, l layout, fill int) error 
 			scenario{name: "create-pg", what: "medops-api on postgres: task create (durable)", url: pgURL + "/api/v1/tasks", script: createLua, target: "≥3,000/s", api: apiPG, pprof: pgPprofURL},
 		)
 	}
-	selected := map[string]bool{}
-	for _, s := range strings.Split(o.only, ",") {
-		if s = strings.TrimSpace(s); s != "" {
-			selected[s] = true
-		}
-	}
-
 	for i := range scenarios {
 		scenarios[i].wrkCPU, scenarios[i].threads = l.loadCPU, l.threads
 		switch scenarios[i].name {
@@ -486,7 +506,8 @@ func runLayout(_ context.Context, o options, b built, l layout, fill int) error 
 	}
 	var ran []scenario
 	for _, s := range scenarios {
-		if len(selected) > 0 && !selected[s.name] && !baseline(s.name) && !(s.name == "gateway-compare" && selected["gateway"]) {
+		if len(selected) > 0 && !selected[s.name] && !baseline(s.name) && !(s.name == "gateway-compare" && selected["gateway"]) &&
+			!(strings.HasSuffix(s.name, "-keys") && selected["shared"]) {
 			continue
 		}
 		script := filepath.Join(dir, s.name+".lua")
@@ -535,17 +556,30 @@ func runLayout(_ context.Context, o options, b built, l layout, fill int) error 
 						}()
 					}
 				}
-				cpuBefore, err := common.CPUTime(s.pid)
+				cpuBefore, err := cpuTime(s)
 				if err != nil {
 					return err
+				}
+				var hitsBefore int64
+				if s.metricsURL != "" {
+					if hitsBefore, err = sharedHits(s.metricsURL); err != nil {
+						return err
+					}
 				}
 				r, err := runWrk(o, o.duration, s.scriptPath, s)
 				if err != nil {
 					return err
 				}
-				cpuAfter, err := common.CPUTime(s.pid)
+				cpuAfter, err := cpuTime(s)
 				if err != nil {
 					return err
+				}
+				if s.metricsURL != "" {
+					hits, err := sharedHits(s.metricsURL)
+					if err != nil {
+						return err
+					}
+					r.sharedHits = hits - hitsBefore
 				}
 				if r.Requests > 0 {
 					r.cpuPerReq = (cpuAfter - cpuBefore) / time.Duration(r.Requests)
@@ -615,6 +649,11 @@ func runLayout(_ context.Context, o options, b built, l layout, fill int) error 
 		printVsNginxCache(os.Stdout, ran, results)
 		fmt.Println()
 	}
+	if len(results["gateway-l2-keys"]) > 0 {
+		fmt.Println("second-level (memcached) hits against first-level hits of the same keys (ratios taken within each round):")
+		printSharedVsFirst(os.Stdout, results)
+		fmt.Println()
+	}
 	fmt.Printf("medops-api memory after the read scenarios: anonymous %s (target < 16 MiB), mapped files %s (the binary and bbolt's mmap), VmRSS %s\n",
 		common.MiB(afterReads.Anon), common.MiB(afterReads.File), common.MiB(afterReads.RSS))
 	if filled != nil {
@@ -635,6 +674,22 @@ func runLayout(_ context.Context, o options, b built, l layout, fill int) error 
 	}
 	fmt.Printf("load average at the end: %.2f\n\n", common.LoadAvg1())
 	return nil
+}
+
+// cpuTime is the CPU time used so far by the processes serving s.
+func cpuTime(s scenario) (time.Duration, error) {
+	total, err := common.CPUTime(s.pid)
+	if err != nil {
+		return 0, err
+	}
+	for _, pid := range s.extraPIDs {
+		d, err := common.CPUTime(pid)
+		if err != nil {
+			return 0, err
+		}
+		total += d
+	}
+	return total, nil
 }
 
 // tailOf is the log of the server a scenario loads.
@@ -799,14 +854,21 @@ http {
 // disabled and a cache rule that keeps task reads out of the cache (a ttl of
 // 0 means "do not cache" for that prefix), then starts medops-api.
 //
-// With dsnFile set it keeps tasks in PostgreSQL instead of bbolt.
-func startAPI(l layout, bin, dir, name string, port int, upAddr, logLevel, dsnFile string, env, extraArgs []string) (*common.Proc, error) {
+// With dsnFile set it keeps tasks in PostgreSQL instead of bbolt. With
+// shared set its first level is sharedL1Size and memcached its second.
+func startAPI(l layout, bin, dir, name string, port int, upAddr, logLevel, dsnFile string, env, extraArgs []string, shared *apiShared) (*common.Proc, error) {
 	data := filepath.Join(dir, "data")
 	switch {
 	case dsnFile != "":
 		data = filepath.Join(dir, "data-pg") // unused by the postgres store
 	case name != "medops-api":
 		data = filepath.Join(dir, "data-"+name) // bbolt locks its file
+	}
+	cache := "  size: 64Mi\n"
+	if shared != nil {
+		// maxEntrySize must fit in a shard (size/shards); the entries
+		// are 2 KiB bodies and their headers.
+		cache = fmt.Sprintf("  size: %s\n  shards: 16\n  maxEntrySize: 16Ki\n  shared:\n    memcached:\n      addresses: [%q]\n", sharedL1Size, shared.addr)
 	}
 	conf := fmt.Sprintf(`listen: 127.0.0.1:%d
 dataDir: %s
@@ -823,14 +885,16 @@ modules:
       timeout: 5s
 cache:
   enabled: true
-  size: 64Mi
-  ttl: 1h
+%s  ttl: 1h
   rules:
   - pathPrefix: /api/v1/tasks
     ttl: 0s
 auth:
   disabled: true
-`, port, data, logLevel, upAddr)
+`, port, data, logLevel, upAddr, cache)
+	if shared != nil {
+		conf += fmt.Sprintf("sharedCache:\n  keyNamespace: bench\n  hmacKeyFile: %s\n", shared.hmacKeyFile)
+	}
 	if dsnFile != "" {
 		conf += fmt.Sprintf("postgres:\n  dsnFile: %s\n", dsnFile)
 	}
@@ -841,6 +905,10 @@ auth:
 	prog, args := pin(l.serverCPU, bin, append([]string{"--config", confPath}, extraArgs...)...)
 	return common.Start(name, filepath.Join(dir, name+".log"), env, prog, args...)
 }
+
+// apiShared is a medops-api's second level: memcached's address and the
+// file with the key that signs its entries.
+type apiShared struct{ addr, hmacKeyFile string }
 
 // gatewayBase is the gateway's path to the bench upstream, and gatewayPath
 // the one resource both caches are loaded with.

@@ -36,7 +36,7 @@ func (s *suite) clusterChecks(t *testing.T) {
 	s.check(t, "every node is Ready (two kubelets)", func(t *testing.T) {
 		s.kt(t, "wait", "--for=condition=Ready", "node", "--all", "--timeout=30s")
 	})
-	s.check(t, "each node is a real kubelet on containerd, of its own architecture (the kubelet reports it)", func(t *testing.T) {
+	s.check(t, "each node is a real kubelet on containerd, of its runtime's architecture (pi-1's from its arm64 containerd)", func(t *testing.T) {
 		for node, arch := range map[string]string{s.c.NodeName: "amd64", cluster.PiName: "arm64"} {
 			got := s.jp(t, "", "node/"+node, "{.status.nodeInfo.kubeletVersion} {.status.nodeInfo.containerRuntimeVersion} {.status.nodeInfo.architecture}")
 			if !strings.HasPrefix(got, "v1.37.") || !strings.Contains(got, "containerd://1.") || !strings.HasSuffix(got, " "+arch) {
