@@ -10,9 +10,9 @@ import (
 // while a round trip is in flight, the Gets that arrive queue up, and the
 // next round trip asks for all of them. On a busy replica each second-level
 // hit would otherwise cost its own write and read on both ends (and a
-// wake-up of memcached): measured on two cores, the round trip was most of
-// what a second-level hit cost (docs/gateway.md). A lone Get still goes out
-// at once, as a multi-get of one key.
+// wake-up of memcached), which profiles showed to be the largest part of
+// a second-level hit after the answer's own write (docs/benchmarks.md).
+// A lone Get still goes out at once, as a multi-get of one key.
 //
 // One round trip is in flight at a time: the queue it leaves behind is the
 // next batch, so batches grow with the load instead of the round trips.
