@@ -48,8 +48,8 @@ const (
 	piStorage = 28 << 30   // a 32 GB card less the OS
 )
 
-// Arm64Node says what runs pi-1, from hack/tools.sh node-arm64, and what it
-// imports.
+// Arm64Node says what runs pi-1, from hack/tools.sh node and
+// containerd-arm64, and what it imports.
 type Arm64Node struct {
 	Kubelet    string // hack/tools.sh node's kubelet (amd64, KUBELET_NODE_ARCH patch)
 	Containerd string // containerd for linux/arm64, built with hack/tools/containerd's patch
