@@ -89,7 +89,9 @@ build_traefik() {
   log "building traefik $TRAEFIK_VERSION (first time only; ~7 min on 2 cores, 235 MB)"
   mkdir -p "$out"
   tmp=$(mktemp -d "${TMPDIR:-/tmp}/medops-traefik.XXXX")
-  trap 'chmod -R u+w "$tmp" 2>/dev/null; rm -rf "$tmp"' RETURN
+  # Cleared as it runs: a RETURN trap would otherwise fire again when the
+  # caller returns, after $tmp is gone (set -u).
+  trap 'chmod -R u+w "$tmp" 2>/dev/null; rm -rf "$tmp"; trap - RETURN' RETURN
   cp -r "$tools/traefik/." "$tmp/"
   # The lego version is the one Traefik's own go.mod requires.
   tdir=$(cd "$tmp" && go mod download -json "github.com/traefik/traefik/v3@$TRAEFIK_VERSION" | awk -F'"' '$2=="Dir" {print $4}')
@@ -113,13 +115,29 @@ build_traefik() {
   mv "$out/traefik.tmp" "$out/traefik"
 }
 
+# once FILE FUNC ARGS...: runs FUNC ARGS... under the lock unless FILE (the
+# executable it makes) is there; it looks again after taking the lock, since
+# the holder may have just built it.
+once() {
+  [ -x "$1" ] || lock
+  if [ ! -x "$1" ]; then
+    "${@:2}"
+  fi
+}
+
+# patch_sum PATCH: the short hash of a patch, part of the folder of what is
+# built with it, so that a changed patch builds afresh.
+patch_sum() { sha256sum "$1" | cut -c1-12; }
+
 # in_tmp OUT_DIR FUNC ARGS...: runs FUNC OUT_DIR TMP ARGS... with a scratch
 # folder TMP, removed afterwards (module copies are read-only until chmod).
 in_tmp() {
   local tmp
   mkdir -p "$1"
   tmp=$(mktemp -d "${TMPDIR:-/tmp}/medops-build.XXXX")
-  trap 'chmod -R u+w "$tmp" 2>/dev/null; rm -rf "$tmp"' RETURN
+  # Cleared as it runs: a RETURN trap would otherwise fire again when the
+  # caller returns, after $tmp is gone (set -u).
+  trap 'chmod -R u+w "$tmp" 2>/dev/null; rm -rf "$tmp"; trap - RETURN' RETURN
   "$2" "$1" "$tmp" "${@:3}"
 }
 
@@ -197,35 +215,22 @@ case "${1:-}" in
     # arm64 containerd's architecture. Prints the kubelet's path, then
     # kube-proxy's, one a line.
     build "$tools/kube" "$K8S_DIR" "$(kube_ldflags)" k8s.io/kubernetes/cmd/kube-proxy
-    # The patch is part of the version: a changed patch builds afresh.
-    sum=$(sha256sum "$tools/kube/kubelet-node-arch.patch" | cut -c1-12)
-    out="$K8S_DIR/kubelet-node-arch-$sum"
-    [ -x "$out/kubelet" ] || lock
-    if [ ! -x "$out/kubelet" ]; then
-      # The kubelet shares the other Kubernetes binaries' compiles.
-      in_tmp "$out" build_replaced "$tools/kube" k8s.io/kubernetes "$K8S_VERSION" \
-        "$tools/kube/kubelet-node-arch.patch" "$(kube_ldflags)" k8s.io/kubernetes/cmd/kubelet
-    fi
+    # The kubelet shares the other Kubernetes binaries' compiles.
+    out="$K8S_DIR/kubelet-node-arch-$(patch_sum "$tools/kube/kubelet-node-arch.patch")"
+    once "$out/kubelet" in_tmp "$out" build_replaced "$tools/kube" k8s.io/kubernetes "$K8S_VERSION" \
+      "$tools/kube/kubelet-node-arch.patch" "$(kube_ldflags)" k8s.io/kubernetes/cmd/kubelet
     echo "$out/kubelet"
     echo "$K8S_DIR/kube-proxy" ;;
   containerd-arm64)
     # pi-1's containerd, whose CRI picks the arm64 variant of each image, run
-    # under qemu-user. The patch is part of the version: a changed patch
-    # builds afresh.
-    sum=$(sha256sum "$tools/containerd/seccomp-qemu.patch" | cut -c1-12)
-    out="$bin/containerd-$CONTAINERD_VERSION-qemu-$sum/linux_arm64"
-    [ -x "$out/containerd" ] || lock
-    if [ ! -x "$out/containerd" ]; then
-      in_tmp "$out" build_containerd_arm64
-    fi
+    # under qemu-user.
+    out="$bin/containerd-$CONTAINERD_VERSION-qemu-$(patch_sum "$tools/containerd/seccomp-qemu.patch")/linux_arm64"
+    once "$out/containerd" in_tmp "$out" build_containerd_arm64
     echo "$out/containerd" ;;
   traefik)
     [ -n "$TRAEFIK_VERSION" ] || { log "hack/tools/traefik/go.mod is missing"; exit 1; }
     out="$bin/traefik-$TRAEFIK_VERSION"
-    [ -x "$out/traefik" ] || lock
-    if [ ! -x "$out/traefik" ]; then
-      build_traefik "$out"
-    fi
+    once "$out/traefik" build_traefik "$out"
     echo "$out/traefik" ;;
   helm)
     major=${K8S_VERSION#v}; major=${major%%.*}; minor=${K8S_VERSION#v*.}; minor=${minor%%.*}
@@ -259,17 +264,12 @@ case "${1:-}" in
     echo "$bin/seaweedfs-$SEAWEEDFS_VERSION/weed" ;;
   gofakes3)
     # GoFakeS3, the S3 server the backup tests run when weed is not built
-    # (internal/s3test): seconds to build. The patch is part of the version.
-    sum=$(sha256sum "$tools/gofakes3/aws-chunked.patch" | cut -c1-12)
-    out="$bin/gofakes3-$GOFAKES3_VERSION-$sum"
-    [ -x "$out/gofakes3" ] || lock
-    if [ ! -x "$out/gofakes3" ]; then
-      # The patch decodes uploads sent with a streaming signature, as
-      # minio-go sends them over plain HTTP, in every variant and in
-      # multipart parts too.
-      in_tmp "$out" build_replaced "$tools/gofakes3" github.com/johannesboyne/gofakes3 "$GOFAKES3_VERSION" \
-        "$tools/gofakes3/aws-chunked.patch" "-s -w" github.com/johannesboyne/gofakes3/cmd/gofakes3
-    fi
+    # (internal/s3test): seconds to build. The patch decodes uploads sent
+    # with a streaming signature, as minio-go sends them over plain HTTP, in
+    # every variant and in multipart parts too.
+    out="$bin/gofakes3-$GOFAKES3_VERSION-$(patch_sum "$tools/gofakes3/aws-chunked.patch")"
+    once "$out/gofakes3" in_tmp "$out" build_replaced "$tools/gofakes3" github.com/johannesboyne/gofakes3 "$GOFAKES3_VERSION" \
+      "$tools/gofakes3/aws-chunked.patch" "-s -w" github.com/johannesboyne/gofakes3/cmd/gofakes3
     echo "$out/gofakes3" ;;
   *) echo "usage: $0 controller-gen|envtest|kubectl|control-plane|node|containerd-arm64|helm|kwok|traefik|servicemonitor-crd|seaweedfs|gofakes3" >&2; exit 2 ;;
 esac

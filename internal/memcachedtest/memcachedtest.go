@@ -89,20 +89,26 @@ func Start(t testing.TB) *Server {
 	return s
 }
 
+// Args are the flags of a memcached on 127.0.0.1:port for tests and
+// benchmarks: no UDP, 64 MiB of items, 1,024 connections. memcached
+// refuses to run as root without -u, so it is given the user nobody then.
+func Args(port int) []string {
+	args := []string{"-l", "127.0.0.1", "-p", strconv.Itoa(port), "-U", "0", "-m", "64", "-c", "1024"}
+	if os.Geteuid() == 0 {
+		args = append(args, "-u", "nobody")
+	}
+	return args
+}
+
 // Start (re)starts the process on the server's port and returns once it
-// accepts connections. memcached refuses to run as root without -u, so
-// it is given the user nobody then.
+// accepts connections.
 func (s *Server) Start() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.cmd != nil {
 		return errors.New("memcached is already running")
 	}
-	args := []string{"-l", "127.0.0.1", "-p", strconv.Itoa(s.Port), "-U", "0", "-m", "64", "-c", "1024"}
-	if os.Geteuid() == 0 {
-		args = append(args, "-u", "nobody")
-	}
-	cmd := exec.Command(s.bin, args...)
+	cmd := exec.Command(s.bin, Args(s.Port)...)
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("starting memcached: %w", err)

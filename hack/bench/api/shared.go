@@ -41,20 +41,15 @@ type sharedTier struct {
 	pprof    string // medops-api-l2's pprof URL when profiling
 }
 
-// memcachedArgs are the flags of the bench's memcached: loopback, no UDP,
-// enough memory for every key, one worker thread per core the layout gives
-// it (memcached's default is 4).
+// memcachedArgs are the flags of the bench's memcached: the tests' (64 MiB
+// hold every key), with one worker thread when the layout gives it one
+// core (memcached's default is 4).
 func memcachedArgs(l layout, port int) []string {
 	threads := "4"
 	if l.serverCPU != "" {
 		threads = "1"
 	}
-	args := []string{"-l", "127.0.0.1", "-p", strconv.Itoa(port), "-U", "0", "-m", "64", "-c", "1024", "-t", threads}
-	if os.Geteuid() == 0 {
-		// memcached refuses to run as root without a user to switch to.
-		args = append(args, "-u", "nobody")
-	}
-	return args
+	return append(memcachedtest.Args(port), "-t", threads)
 }
 
 // startSharedTier starts memcached on the server's core, and medops-api-l2
