@@ -3,12 +3,12 @@ package memcache
 import (
 	"errors"
 	"fmt"
+	"runtime"
 	"slices"
 	"sync"
 	"testing"
 	"time"
 
-	gm "github.com/bradfitz/gomemcache/memcache"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
@@ -46,16 +46,16 @@ func TestConcurrentGetsShareRoundTrips(t *testing.T) {
 	entered, gate := make(chan struct{}), make(chan struct{})
 	var mu sync.Mutex
 	var sizes []int
-	c.gets.multi = func(ks []string) (map[string]*gm.Item, error) {
+	c.gets.multi = func(batch []*getCall) error {
 		mu.Lock()
-		sizes = append(sizes, len(ks))
+		sizes = append(sizes, len(batch))
 		first := len(sizes) == 1
 		mu.Unlock()
 		if first {
 			close(entered)
 			<-gate
 		}
-		return real(ks)
+		return real(batch)
 	}
 
 	type answer struct {
@@ -118,8 +118,53 @@ func TestConcurrentGetsShareRoundTrips(t *testing.T) {
 	}
 }
 
-// Two Gets of one key in one batch get Items of their own, so that a
-// CompareAndSwap on one cannot change what the other writes.
+// The first Get of an idle batcher does not leave alone: it yields first,
+// and the Gets that queue meanwhile (the requests other goroutines were
+// ready to serve) share its round trip.
+func TestFirstGetWaitsForTheReadyOnes(t *testing.T) {
+	mc := memcachedtest.Start(t)
+	reg := prometheus.NewRegistry()
+	c := newClient(t, Options{Addresses: []string{mc.Addr}, Registerer: reg})
+	const n = 8
+	var sizes []int
+	real := c.gets.multi
+	c.gets.multi = func(batch []*getCall) error {
+		sizes = append(sizes, len(batch)) // one round trip at a time
+		return real(batch)
+	}
+	var wg sync.WaitGroup
+	yielded := make(chan struct{})
+	var once sync.Once
+	c.gets.yield = func() {
+		once.Do(func() { close(yielded) })
+		// The others run while the first yields; the queue holds all n
+		// unless the first took its batch before yielding.
+		deadline := time.Now().Add(10 * time.Second)
+		for c.gets.queued() < n && time.Now().Before(deadline) {
+			runtime.Gosched()
+		}
+	}
+	get := func(i int) {
+		defer wg.Done()
+		if _, err := c.Get(c.Key("c", fmt.Sprint(i))); !errors.Is(err, ErrMiss) {
+			t.Errorf("Get %d: %v, want a miss", i, err)
+		}
+	}
+	wg.Add(1)
+	go get(0)
+	<-yielded
+	for i := 1; i < n; i++ {
+		wg.Add(1)
+		go get(i)
+	}
+	wg.Wait()
+	if !slices.Equal(sizes, []int{n}) {
+		t.Errorf("round trips of %v keys, want one of %d: the Gets that queued while the first yielded should go with it", sizes, n)
+	}
+}
+
+// Two Gets of one key in one batch each get the value and its CAS id, and
+// a CompareAndSwap through one of them makes the other's conflict.
 func TestBatchedGetsOfOneKeyDoNotShareAnItem(t *testing.T) {
 	mc := memcachedtest.Start(t)
 	c := newClient(t, Options{Addresses: []string{mc.Addr}})
@@ -127,22 +172,25 @@ func TestBatchedGetsOfOneKeyDoNotShareAnItem(t *testing.T) {
 	if err := c.Set(k, []byte("v1"), time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	items, err := c.mc.GetMulti([]string{k})
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := getBatcher{multi: func([]string) (map[string]*gm.Item, error) { return items, nil }}
 	calls := []*getCall{{key: k, done: make(chan struct{}, 1)}, {key: k, done: make(chan struct{}, 1)}}
-	b.inFlight = true
-	b.run(calls)
-	if calls[0].it == calls[1].it || calls[0].it == nil {
-		t.Fatalf("the two Gets got %p and %p: want two Items", calls[0].it, calls[1].it)
+	c.gets.inFlight = true
+	c.gets.run(calls)
+	var items [2]*Item
+	for i, call := range calls {
+		v, ok := c.open(k, call.value)
+		if call.err != nil || !call.found || !ok || string(v) != "v1" {
+			t.Fatalf("Get %d of the batch: found %v, %q, err %v; want v1", i, call.found, v, call.err)
+		}
+		items[i] = &Item{Value: v, key: k, flags: call.flags, cas: call.cas}
 	}
-	first, second := &Item{it: calls[0].it}, &Item{it: calls[1].it}
-	if err := c.CompareAndSwap(first, []byte("v2"), time.Minute); err != nil {
+	if err := c.CompareAndSwap(items[0], []byte("v2"), time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.CompareAndSwap(second, []byte("v3"), time.Minute); !errors.Is(err, ErrConflict) {
+	if err := c.CompareAndSwap(items[1], []byte("v3"), time.Minute); !errors.Is(err, ErrConflict) {
 		t.Fatalf("the second CompareAndSwap from the same read: %v, want ErrConflict", err)
+	}
+	it, err := c.Get(k)
+	if err != nil || string(it.Value) != "v2" {
+		t.Fatalf("after the swaps: %v, %v; want v2", it, err)
 	}
 }

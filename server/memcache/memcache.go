@@ -18,7 +18,8 @@
 //     miss and counted: one who can reach memcached can make the API call
 //     its upstream again, never serve another answer.
 //   - Concurrent Gets share round trips: those that arrive while one is in
-//     flight go out together as one multi-get (getBatcher).
+//     flight go out together as one multi-get (getBatcher), on connections
+//     of their own (getter).
 //   - An address that is a host name (a Kubernetes Service) is resolved to
 //     all of its addresses, sorted so that every replica maps a key to the
 //     same server, and resolved again periodically.
@@ -133,10 +134,11 @@ type Client struct {
 	backoff   time.Duration
 	resolved  []string
 
-	gets getBatcher
-	m    metrics
-	stop chan struct{}
-	wg   sync.WaitGroup
+	gets   getBatcher
+	getter *getter
+	m      metrics
+	stop   chan struct{}
+	wg     sync.WaitGroup
 }
 
 type metrics struct {
@@ -196,7 +198,8 @@ func New(opts Options) (*Client, error) {
 	}
 	c.macs.New = func() any { return hmac.New(sha256.New, c.mac) }
 	c.m.up.Set(1)
-	c.gets = getBatcher{multi: c.mc.GetMulti, batches: c.m.getRoundTrips.Inc}
+	c.getter = newGetter(c.servers.PickServer, c.timeout, time.Now)
+	c.gets = getBatcher{multi: c.getter.do, batches: c.m.getRoundTrips.Inc}
 	c.resolve()
 	every := opts.ResolveEvery
 	if every <= 0 {
@@ -250,6 +253,7 @@ func readKey(path string) ([]byte, error) {
 func (c *Client) Close() error {
 	close(c.stop)
 	c.wg.Wait()
+	c.getter.drop()
 	return c.mc.Close()
 }
 
@@ -273,31 +277,38 @@ func ValueFits(n int) bool { return n+itemOverhead+len(keyPrefix)+2*sha256.Size 
 // Item is a value read with Get, for CompareAndSwap.
 type Item struct {
 	Value []byte
-	it    *gm.Item
+	key   string
+	flags uint32
+	cas   uint64
 }
 
 // Get reads and checks the value under key (from Key).
 func (c *Client) Get(key string) (*Item, error) {
 	const op = "get"
+	if !legalKey(key) {
+		return nil, fmt.Errorf("memcached get: %w: %q", gm.ErrMalformedKey, key)
+	}
 	if !c.enter(op) {
 		return nil, ErrUnavailable
 	}
-	it, err := c.gets.get(key)
+	g, found, err := c.gets.get(key)
 	switch {
-	case errors.Is(err, gm.ErrCacheMiss):
-		c.ok(op, "miss")
-		return nil, ErrMiss
 	case err != nil:
 		return nil, c.fail(op, err)
+	case !found:
+		c.ok(op, "miss")
+		return nil, ErrMiss
 	}
-	v, ok := c.open(key, it.Value)
+	it := &Item{key: key, flags: g.flags, cas: g.cas}
+	v, ok := c.open(key, g.value)
 	if !ok {
 		c.ok(op, "forged")
 		c.m.forged.Inc()
-		return &Item{it: it}, ErrForged
+		return it, ErrForged
 	}
 	c.ok(op, "hit")
-	return &Item{Value: v, it: it}, nil
+	it.Value = v
+	return it, nil
 }
 
 // Set stores value under key for ttl (rounded up to whole seconds, which
@@ -334,9 +345,8 @@ func (c *Client) CompareAndSwap(it *Item, value []byte, ttl time.Duration) error
 	if !c.enter(op) {
 		return ErrUnavailable
 	}
-	it.it.Value = c.seal(it.it.Key, value)
-	it.it.Expiration = seconds(ttl)
-	if err := c.mc.CompareAndSwap(it.it); err != nil {
+	swap := &gm.Item{Key: it.key, Value: c.seal(it.key, value), Flags: it.flags, Expiration: seconds(ttl), CasID: it.cas}
+	if err := c.mc.CompareAndSwap(swap); err != nil {
 		return c.result(op, err)
 	}
 	c.ok(op, "stored")
@@ -464,6 +474,7 @@ func (c *Client) fail(op string, err error) error {
 	// pod): drop them, or each probe after a restart would take one and
 	// fail again. Close leaves the client usable.
 	_ = c.mc.Close()
+	c.getter.drop()
 	c.downUntil.Store(c.now().Add(c.backoff).UnixNano())
 	c.probing.Store(false)
 	c.m.up.Set(0)
@@ -527,6 +538,8 @@ func (c *Client) resolve() {
 		c.log.Warn("cannot use the memcached addresses", slog.Any("addresses", out), slog.Any("error", err))
 		return
 	}
+	// The getter's connections are keyed by the old list's addresses.
+	c.getter.drop()
 	if c.resolved != nil {
 		c.log.Info("memcached servers changed", slog.Any("servers", out))
 	}

@@ -118,6 +118,7 @@ type result struct {
 
 	cpuPerReq  time.Duration // CPU time of the server under test per request
 	sharedHits int64         // requests the second level (memcached) answered, for gateway-l2-keys
+	roundTrips int64         // multi-gets those took (concurrent Gets share one)
 }
 
 func (r result) rps() float64 { return float64(r.Requests) / (float64(r.DurationUS) / 1e6) }
@@ -560,9 +561,9 @@ func runLayout(_ context.Context, o options, b built, l layout, fill int) error 
 				if err != nil {
 					return err
 				}
-				var hitsBefore int64
+				var before sharedCounts
 				if s.metricsURL != "" {
-					if hitsBefore, err = sharedHits(s.metricsURL); err != nil {
+					if before, err = readSharedCounts(s.metricsURL); err != nil {
 						return err
 					}
 				}
@@ -575,11 +576,12 @@ func runLayout(_ context.Context, o options, b built, l layout, fill int) error 
 					return err
 				}
 				if s.metricsURL != "" {
-					hits, err := sharedHits(s.metricsURL)
+					after, err := readSharedCounts(s.metricsURL)
 					if err != nil {
 						return err
 					}
-					r.sharedHits = hits - hitsBefore
+					r.sharedHits = after.hits - before.hits
+					r.roundTrips = after.roundTrips - before.roundTrips
 				}
 				if r.Requests > 0 {
 					r.cpuPerReq = (cpuAfter - cpuBefore) / time.Duration(r.Requests)

@@ -201,29 +201,47 @@ func cacheState(url string, bodyLen int) (string, error) {
 	return resp.Header.Get("X-Cache"), nil
 }
 
-// sharedHits reads medops_cache_shared_hits_total from a medops-api's
-// /metrics: the requests its second level answered.
-func sharedHits(base string) (int64, error) {
+// sharedCounts are a medops-api's counters of its second level.
+type sharedCounts struct {
+	hits       int64 // medops_cache_shared_hits_total: requests memcached answered
+	roundTrips int64 // medops_memcached_get_round_trips_total: multi-gets sent
+}
+
+// readSharedCounts reads sharedCounts from a medops-api's /metrics.
+func readSharedCounts(base string) (sharedCounts, error) {
+	var out sharedCounts
 	resp, err := http.Get(base + "/metrics")
 	if err != nil {
-		return 0, fmt.Errorf("reading %s/metrics: %w", base, err)
+		return out, fmt.Errorf("reading %s/metrics: %w", base, err)
 	}
 	defer resp.Body.Close()
+	want := map[string]*int64{
+		"medops_cache_shared_hits_total":         &out.hits,
+		"medops_memcached_get_round_trips_total": &out.roundTrips,
+	}
+	seen := 0
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "medops_cache_shared_hits_total "); ok {
-			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
-			if err != nil {
-				return 0, fmt.Errorf("medops_cache_shared_hits_total %q: %w", v, err)
-			}
-			return int64(f), nil
+		name, v, ok := strings.Cut(sc.Text(), " ")
+		dst := want[name]
+		if !ok || dst == nil {
+			continue
 		}
+		f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+		if err != nil {
+			return out, fmt.Errorf("%s %q: %w", name, v, err)
+		}
+		*dst = int64(f)
+		seen++
 	}
 	if err := sc.Err(); err != nil {
-		return 0, fmt.Errorf("reading %s/metrics: %w", base, err)
+		return out, fmt.Errorf("reading %s/metrics: %w", base, err)
 	}
-	return 0, fmt.Errorf("%s/metrics has no medops_cache_shared_hits_total", base)
+	if seen != len(want) {
+		return out, fmt.Errorf("%s/metrics lacks medops_cache_shared_hits_total or medops_memcached_get_round_trips_total", base)
+	}
+	return out, nil
 }
 
 // printSharedVsFirst prints the second-level scenario against the
@@ -231,7 +249,7 @@ func sharedHits(base string) (int64, error) {
 // second-level side's requests memcached answered.
 func printSharedVsFirst(w io.Writer, res map[string][]result) {
 	l1, l2 := res["gateway-l1-keys"], res["gateway-l2-keys"]
-	var rRPS, rCPU, rP99, share []float64
+	var rRPS, rCPU, rP99, share, perTrip []float64
 	for i := range min(len(l1), len(l2)) {
 		rRPS = append(rRPS, l2[i].rps()/l1[i].rps())
 		rCPU = append(rCPU, float64(l2[i].cpuPerReq)/float64(l1[i].cpuPerReq))
@@ -239,10 +257,13 @@ func printSharedVsFirst(w io.Writer, res map[string][]result) {
 		if l2[i].Requests > 0 {
 			share = append(share, float64(l2[i].sharedHits)/float64(l2[i].Requests))
 		}
+		if l2[i].roundTrips > 0 {
+			perTrip = append(perTrip, float64(l2[i].sharedHits)/float64(l2[i].roundTrips))
+		}
 	}
 	if len(rRPS) == 0 {
 		return
 	}
-	common.Table(w, []string{"second-level hit ÷ first-level hit (same keys)", "req/s (goal ≥ 0.5×)", "CPU/req (medops-api + memcached)", "p99", "requests answered by memcached"},
-		[][]string{{fmt.Sprintf("%d keys, first level %s against 64Mi", sharedKeys, sharedL1Size), spread(rRPS), spread(rCPU), spread(rP99), fmt.Sprintf("%.1f%%", 100*median(share))}})
+	common.Table(w, []string{"second-level hit ÷ first-level hit (same keys)", "req/s (goal ≥ 0.5×)", "CPU/req (medops-api + memcached)", "p99", "requests answered by memcached", "hits per multi-get"},
+		[][]string{{fmt.Sprintf("%d keys, first level %s against 64Mi", sharedKeys, sharedL1Size), spread(rRPS), spread(rCPU), spread(rP99), fmt.Sprintf("%.1f%%", 100*median(share)), fmt.Sprintf("%.2f", median(perTrip))}})
 }
