@@ -151,7 +151,7 @@ auth:
 	}
 	defer api.Stop(30 * time.Second)
 	base := fmt.Sprintf("http://127.0.0.1:%d", port)
-	if err := waitOK(base+"/readyz", 30*time.Second); err != nil {
+	if err := waitOK(base+"/readyz", 30*time.Second, api); err != nil {
 		return m, 0, 0, fmt.Errorf("%w\n%s", err, api.Tail(20))
 	}
 	n = int(cacheFillTimes * size.Value() / int64(o.cacheEntry))

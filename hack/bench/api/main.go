@@ -365,7 +365,7 @@ func runLayout(_ context.Context, o options, b built, l layout, fill int) error 
 		}
 		defer apiCmp.Stop(30 * time.Second)
 		cmpURL = fmt.Sprintf("http://127.0.0.1:%d", port)
-		if err := waitOK(cmpURL+"/healthz", 30*time.Second); err != nil {
+		if err := waitOK(cmpURL+"/healthz", 30*time.Second, apiCmp); err != nil {
 			return fmt.Errorf("%w\nmedops-api (compare) log:\n%s", err, apiCmp.Tail(20))
 		}
 		if err := checkHit("medops-api (compare)", cmpURL+gatewayPath, len(b.body)); err != nil {
@@ -376,8 +376,8 @@ func runLayout(_ context.Context, o options, b built, l layout, fill int) error 
 	// nginx's proxy cache answers on the gateway's own path, so both sides
 	// of the comparison send the same request line.
 	nginxCacheURL := fmt.Sprintf("http://127.0.0.1:%d%s", nginxPort, gatewayPath)
-	for _, u := range []string{nginxURL, apiURL + "/healthz"} {
-		if err := waitOK(u, 30*time.Second); err != nil {
+	for u, proc := range map[string]*common.Proc{nginxURL: nginx, apiURL + "/healthz": api} {
+		if err := waitOK(u, 30*time.Second, proc); err != nil {
 			return fmt.Errorf("%w\nmedops-api log:\n%s\nnginx log:\n%s", err, api.Tail(20), nginx.Tail(20))
 		}
 	}
@@ -434,7 +434,7 @@ func runLayout(_ context.Context, o options, b built, l layout, fill int) error 
 		}
 		defer apiPG.Stop(30 * time.Second)
 		pgURL = fmt.Sprintf("http://127.0.0.1:%d", port)
-		if err := waitOK(pgURL+"/readyz", 60*time.Second); err != nil {
+		if err := waitOK(pgURL+"/readyz", 60*time.Second, apiPG); err != nil {
 			return fmt.Errorf("%w\nmedops-api (postgres) log:\n%s", err, apiPG.Tail(20))
 		}
 		pgIDs, took, err := seedAndCheck(pgURL, dir, "ids-pg.txt", o.tasks, apiPG)
@@ -981,10 +981,15 @@ func printVsNginxCache(w io.Writer, ran []scenario, res map[string][]result) {
 	common.Table(w, []string{"scenario", "req/s", "÷ nginx-cache (goal ≥ 1×)", "p50", "÷ nginx-cache", "p99", "÷ nginx-cache (goal ≤ 1.5×)", "server CPU/req", "÷ nginx-cache"}, rows)
 }
 
-func waitOK(url string, within time.Duration) error {
-	deadline := time.Now().Add(within)
+func waitOK(url string, within time.Duration, proc *common.Proc) error {
+	deadline := time.NewTimer(within)
+	defer deadline.Stop()
+	var exited <-chan struct{}
+	if proc != nil {
+		exited = proc.Done() // a server that exits on a bad config fails at once
+	}
 	var last error
-	for time.Now().Before(deadline) {
+	for {
 		resp, err := http.Get(url)
 		if err == nil {
 			_, _ = io.Copy(io.Discard, resp.Body)
@@ -995,9 +1000,15 @@ func waitOK(url string, within time.Duration) error {
 			err = fmt.Errorf("status %s", resp.Status)
 		}
 		last = err
-		time.Sleep(50 * time.Millisecond)
+		select {
+		case <-exited:
+			_, werr := proc.Exited()
+			return fmt.Errorf("%s exited before %s answered 200 (%v): %v", proc.Name, url, werr, last)
+		case <-deadline.C:
+			return fmt.Errorf("%s did not answer 200 within %s: %v", url, within, last)
+		case <-time.After(50 * time.Millisecond):
+		}
 	}
-	return fmt.Errorf("%s did not answer 200 within %s: %v", url, within, last)
 }
 
 // seedAndCheck seeds n tasks and writes their ids, one a line, to

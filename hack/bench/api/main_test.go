@@ -3,11 +3,15 @@ package main
 import (
 	"encoding/json"
 	"errors"
+	"net"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/medops/medops/hack/bench/common"
 )
 
 // nginx's static file and the upstream's answer are the same bytes, so the
@@ -133,5 +137,25 @@ func TestPrintVsNginxCache(t *testing.T) {
 		if !strings.Contains(out, want) {
 			t.Errorf("table lacks %q:\n%s", want, out)
 		}
+	}
+}
+
+// A server that exits at once (a config error) fails the wait as soon as
+// it exits, naming it, instead of after the whole timeout.
+func TestWaitOKStopsWhenTheServerExits(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := "http://" + l.Addr().String() + "/healthz"
+	l.Close() // nothing answers there
+	p, err := common.Start("medops-api", filepath.Join(t.TempDir(), "log"), nil, "sh", "-c", "echo 'config: bad field'; exit 3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Stop(time.Second)
+	err = waitOK(url, time.Hour, p)
+	if err == nil || !strings.Contains(err.Error(), "medops-api exited") || !strings.Contains(err.Error(), "exit status 3") {
+		t.Fatalf("waitOK: %v, want an error saying medops-api exited with status 3", err)
 	}
 }

@@ -101,7 +101,7 @@ func startSharedTier(l layout, b built, dir, upAddr, logLevel string, env []stri
 		return nil, err
 	}
 	t.url = fmt.Sprintf("http://127.0.0.1:%d", apiPort)
-	if err := waitOK(t.url+"/healthz", 30*time.Second); err != nil {
+	if err := waitOK(t.url+"/healthz", 30*time.Second, t.api); err != nil {
 		return nil, fmt.Errorf("%w\nmedops-api-l2 log:\n%s", err, t.api.Tail(20))
 	}
 
