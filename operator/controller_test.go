@@ -24,6 +24,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
@@ -487,8 +488,7 @@ func TestScaleSubresource(t *testing.T) {
 	if scale.Status.Selector == "" {
 		t.Errorf("/scale reports no selector; kubectl scale and HPAs need it")
 	}
-	scale.Spec.Replicas = 3
-	if err := s.client.SubResource("scale").Update(t.Context(), m, client.WithSubResourceBody(scale)); err != nil {
+	if err := scaleTo(t, s, m, 3); err != nil {
 		t.Fatalf("update /scale: %v", err)
 	}
 	eventually(t, wait, "Deployment follows the scale", func() error {
@@ -503,6 +503,22 @@ func TestScaleSubresource(t *testing.T) {
 	})
 }
 
+// scaleTo sets obj's /scale replicas as `kubectl scale` does. The
+// operator writes status concurrently, which moves the resourceVersion the
+// Get read: on a conflict it reads /scale again and retries, as any client
+// of /scale must.
+func scaleTo(t *testing.T, s *envSuite, obj client.Object, replicas int32) error {
+	t.Helper()
+	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		var scale autoscalingv1.Scale
+		if err := s.client.SubResource("scale").Get(t.Context(), obj, &scale); err != nil {
+			return err
+		}
+		scale.Spec.Replicas = replicas
+		return s.client.SubResource("scale").Update(t.Context(), obj, client.WithSubResourceBody(&scale))
+	})
+}
+
 // TestScaleOfOneReplicaStoreIsRefused is `kubectl scale --replicas=3` of
 // the minimal sample: its tasks are on one replica's claim, so the
 // apiserver refuses and names the way out.
@@ -512,13 +528,7 @@ func TestScaleOfOneReplicaStoreIsRefused(t *testing.T) {
 	ns := s.newNamespace(t, "scale-claim")
 	create(t, s, newAPI(ns, "api"))
 	eventually(t, wait, "Deployment created", func() error { return get(t, s, ns, "api", &appsv1.Deployment{}) })
-	m := newAPI(ns, "api")
-	scale := &autoscalingv1.Scale{}
-	if err := s.client.SubResource("scale").Get(t.Context(), m, scale); err != nil {
-		t.Fatalf("get /scale: %v", err)
-	}
-	scale.Spec.Replicas = 3
-	err := s.client.SubResource("scale").Update(t.Context(), m, client.WithSubResourceBody(scale))
+	err := scaleTo(t, s, newAPI(ns, "api"), 3)
 	if !apierrors.IsInvalid(err) || !strings.Contains(err.Error(), "set storage.postgres") {
 		t.Fatalf("scale to 3 with the default claim: %v, want Invalid naming storage.postgres", err)
 	}
@@ -713,12 +723,7 @@ func TestAutoscalingLeavesReplicasAlone(t *testing.T) {
 		t.Errorf("HPA spec %+v, want 2..5 on Deployment api", hpa.Spec)
 	}
 	// The HPA scales the Deployment through /scale; the operator must not undo it.
-	sc := &autoscalingv1.Scale{}
-	if err := s.client.SubResource("scale").Get(t.Context(), &dep, sc); err != nil {
-		t.Fatal(err)
-	}
-	sc.Spec.Replicas = 4
-	if err := s.client.SubResource("scale").Update(t.Context(), &dep, client.WithSubResourceBody(sc)); err != nil {
+	if err := scaleTo(t, s, &dep, 4); err != nil {
 		t.Fatalf("scale deployment like the HPA: %v", err)
 	}
 	// Force a reconcile that re-applies the Deployment.
