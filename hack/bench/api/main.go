@@ -656,8 +656,14 @@ func runLayout(_ context.Context, o options, b built, l layout, fill int) error 
 		printSharedVsFirst(os.Stdout, results)
 		fmt.Println()
 	}
-	fmt.Printf("medops-api memory after the read scenarios: anonymous %s (target < 16 MiB), mapped files %s (the binary and bbolt's mmap), VmRSS %s\n",
-		common.MiB(afterReads.Anon), common.MiB(afterReads.File), common.MiB(afterReads.RSS))
+	// The target is for the read scenarios alone: the shared scenario
+	// fills this medops-api's cache with its keys first.
+	target := "target < 16 MiB"
+	if len(results["gateway-l1-keys"]) > 0 {
+		target = fmt.Sprintf("with the %d keys of the shared scenario in its cache; the < 16 MiB target is for runs without it", sharedKeys)
+	}
+	fmt.Printf("medops-api memory after the read scenarios: anonymous %s (%s), mapped files %s (the binary and bbolt's mmap), VmRSS %s\n",
+		common.MiB(afterReads.Anon), target, common.MiB(afterReads.File), common.MiB(afterReads.RSS))
 	if filled != nil {
 		fmt.Printf("medops-api memory with %d tasks created in all: anonymous %s (target < 32 MiB), mapped files %s, VmRSS %s, peak VmHWM %s\n",
 			created, common.MiB(filled.Anon), common.MiB(filled.File), common.MiB(filled.RSS), common.MiB(filled.HWM))
