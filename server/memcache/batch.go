@@ -18,7 +18,7 @@ import (
 // A failure of a batch is each of its Gets' failure.
 type getBatcher struct {
 	// multi makes one round trip for a batch: it fills each call's found
-	// and value, or returns the error of the whole batch (getter.multi; a
+	// and value, or returns the error of the whole batch (getter.do; a
 	// test wraps it).
 	multi func(batch []*getCall) error
 	// batches counts round trips, for the metrics.

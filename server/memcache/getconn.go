@@ -9,6 +9,7 @@ import (
 	"io"
 	"math"
 	"net"
+	"slices"
 	"sync"
 	"time"
 )
@@ -44,7 +45,7 @@ type getConn struct {
 	// deadline is the one set on nc. It moves only when less than the
 	// timeout is left, to now plus 1.5 times the timeout: each round trip
 	// is bounded by between one and 1.5 timeouts, and most round trips set
-	// no deadline at all (setting one costs as much as parsing a reply).
+	// no deadline at all (each set is a timer update in the runtime).
 	deadline time.Time
 	gen      uint64
 }
@@ -63,37 +64,31 @@ func newGetter(pick func(string) (net.Addr, error), timeout time.Duration, now f
 }
 
 // do asks the servers for batch's keys and fills in each call's answer.
+// With one server, as usual, it is one round trip with no grouping.
 func (g *getter) do(batch []*getCall) error {
-	addr, err := g.pick(batch[0].key)
-	if err != nil {
-		return err
-	}
-	for i, c := range batch[1:] {
-		a, err := g.pick(c.key)
-		if err != nil {
-			return err
-		}
-		if a != addr {
-			return g.fanOut(batch, i+1)
-		}
-	}
-	return g.roundTrip(addr, batch)
-}
-
-// fanOut is do for a batch whose keys live on several servers; the keys
-// before split all live on the first one.
-func (g *getter) fanOut(batch []*getCall, split int) error {
-	groups := make(map[net.Addr][]*getCall)
 	var order []net.Addr
-	for _, c := range batch {
+	var groups map[net.Addr][]*getCall
+	for i, c := range batch {
 		a, err := g.pick(c.key)
 		if err != nil {
 			return err
 		}
-		if _, ok := groups[a]; !ok {
+		switch {
+		case i == 0:
 			order = append(order, a)
+		case groups == nil && a == order[0]:
+		default:
+			if groups == nil { // the first key on another server
+				groups = map[net.Addr][]*getCall{order[0]: slices.Clone(batch[:i])}
+			}
+			if _, ok := groups[a]; !ok {
+				order = append(order, a)
+			}
+			groups[a] = append(groups[a], c)
 		}
-		groups[a] = append(groups[a], c)
+	}
+	if groups == nil {
+		return g.roundTrip(order[0], batch)
 	}
 	errs := make([]error, len(order))
 	var wg sync.WaitGroup

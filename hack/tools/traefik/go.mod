@@ -15,8 +15,8 @@ replace (
 )
 
 // hack/tools.sh copies lego v5.4.1 from the module cache into ./lego5 of a
-// temporary copy of this module, without the DNS providers whose SDKs the
-// proxy refuses. No lego code is committed.
+// temporary copy of this module, with only the exec and manual DNS providers
+// (lego-dns-providers.go.txt). No lego code is committed.
 replace github.com/go-acme/lego/v5 => ./lego5
 
 exclude github.com/tencentcloud/tencentcloud-sdk-go v3.0.83+incompatible
