@@ -377,25 +377,31 @@ func unescapeMount(s string) string {
 	return b.String()
 }
 
-// killShims stops the containerd shims (and so the containers) of our
-// containerd, found by the socket path in their command line: containerd
-// leaves them running when it stops.
+// killShims stops what our containerd leaves running when it stops, found
+// by its own folder (the socket's) in their command lines: its shims, and
+// so the containers, and under qemu-user a fork of the emulated containerd
+// that hung before its exec. Such a fork still shows containerd's command
+// line (--config in that folder) but has a process group of its own (the
+// shims' setpgid ran), so stopping containerd's group misses it; one was
+// left after a teardown on 2026-12-07.
 func killShims(log *slog.Logger, socket string) {
-	for _, pid := range pidsWithArg(socket) {
+	dir := filepath.Dir(socket)
+	for _, pid := range pidsNaming(dir) {
 		if pid == os.Getpid() {
 			continue
 		}
-		log.Info("killing a leftover containerd shim", "pid", pid)
+		log.Info("killing a leftover process of a containerd", "pid", pid, "folder", dir)
 		_ = syscall.Kill(pid, syscall.SIGKILL)
 	}
 	deadline := time.Now().Add(10 * time.Second)
-	for len(pidsWithArg(socket)) > 0 && time.Now().Before(deadline) {
+	for len(pidsNaming(dir)) > 0 && time.Now().Before(deadline) {
 		time.Sleep(200 * time.Millisecond)
 	}
 }
 
-// pidsWithArg lists the processes with arg in their command line.
-func pidsWithArg(arg string) []int {
+// pidsNaming lists the processes with dir, or a path in it, among the
+// arguments of their command line.
+func pidsNaming(dir string) []int {
 	ents, _ := os.ReadDir("/proc")
 	var out []int
 	for _, e := range ents {
@@ -408,7 +414,7 @@ func pidsWithArg(arg string) []int {
 			continue
 		}
 		for _, a := range bytes.Split(b, []byte{0}) {
-			if string(a) == arg {
+			if string(a) == dir || bytes.HasPrefix(a, []byte(dir+"/")) {
 				out = append(out, pid)
 				break
 			}

@@ -33,7 +33,7 @@ const (
 	kindLoAddress = "lo-address" // a /32 on lo
 	kindWorkState = "work-state" // mounts and bulky state in the work folder
 	kindUnmount   = "unmount"    // mounts under a folder
-	kindShims     = "shims"      // containerd shims of a socket
+	kindShims     = "shims"      // what a containerd (its socket) leaves running: shims, stuck forks
 	kindCgroups   = "cgroups"    // a cgroup tree in every v1 hierarchy
 	kindKubeProxy = "kube-proxy" // kube-proxy --cleanup
 	kindBinfmt    = "binfmt"     // a binfmt_misc entry (and the mount, if ours)
