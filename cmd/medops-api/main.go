@@ -20,6 +20,7 @@ import (
 	"github.com/medops/medops/api/v1alpha1"
 	"github.com/medops/medops/server/app"
 	"github.com/medops/medops/server/config"
+	"github.com/medops/medops/server/inorder"
 )
 
 func main() {
@@ -95,6 +96,16 @@ func run(sigs <-chan os.Signal, args []string, getenv func(string) string, stdou
 		log.Error("listen failed", "listen", cfg.Listen, "err", err)
 		return 1
 	}
+	// Served through inorder, which reads ready connections in the order
+	// their requests arrived (Go's poller reverses it, and the tail
+	// latency doubles); where it cannot, the listener is served as it is.
+	// quiesce keeps working on ln, the socket underneath.
+	served := ln
+	if w, err := inorder.Wrap(ln); err == nil {
+		served = w
+	} else if !errors.Is(err, inorder.ErrUnsupported) {
+		log.Warn("serving connections in Go's order", "err", err)
+	}
 	srv := newServer(cfg, a.Handler(), log)
 	// The one line on stdout: scripts and tests read the address from it
 	// (useful with --listen 127.0.0.1:0).
@@ -103,7 +114,7 @@ func run(sigs <-chan os.Signal, args []string, getenv func(string) string, stdou
 		"tasks", cfg.Modules.TasksEnabled(), "gateway", cfg.Modules.GatewayEnabled(), "cache", cfg.Cache.IsEnabled())
 
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.Serve(ln) }()
+	go func() { serveErr <- srv.Serve(served) }()
 
 	select {
 	case err := <-serveErr:

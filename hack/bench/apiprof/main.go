@@ -22,6 +22,7 @@ import (
 
 	"github.com/medops/medops/server/app"
 	"github.com/medops/medops/server/config"
+	"github.com/medops/medops/server/inorder"
 )
 
 func main() {
@@ -79,6 +80,10 @@ func run() error {
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", cfg.Listen, err)
+	}
+	// Served in order, as cmd/medops-api serves.
+	if w, err := inorder.Wrap(ln); err == nil {
+		ln = w
 	}
 	// The same limits as cmd/medops-api.
 	srv := &http.Server{

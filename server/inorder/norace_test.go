@@ -1,0 +1,5 @@
+//go:build !race
+
+package inorder
+
+const raceEnabled = false
