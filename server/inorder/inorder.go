@@ -15,6 +15,11 @@
 // readers in the kernel's order, which is the order their data arrived. A
 // reader reads only when woken, or when a read may find data, so it never
 // parks in Go's poller. Deadlines, closing and writes stay Go's own.
+//
+// On one P (a pod limited to one CPU, the benchmarks' pinned layout) the
+// run order is the arrival order, for up to the 256 goroutines a P's run
+// queue holds. With more Ps the others take work from that queue, so the
+// order is only roughly kept, and matters less.
 package inorder
 
 import "errors"

@@ -123,25 +123,39 @@ func TestReadsInTheOrderDataArrived(t *testing.T) {
 // read, concurrent clients, and the idle timeout (a deadline only this
 // package's reader waits on) closing a quiet connection.
 func TestServesHTTP(t *testing.T) {
-	l := wrapped(t)
-	srv := &http.Server{
-		ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		IdleTimeout:       50 * time.Millisecond,
-		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			body, err := io.ReadAll(r.Body)
-			if err != nil {
-				http.Error(w, err.Error(), http.StatusBadRequest)
-				return
+	// serve runs an http.Server on a wrapped listener until the test ends.
+	serve := func(t *testing.T, idle time.Duration) *listener {
+		l := wrapped(t)
+		srv := &http.Server{
+			ReadHeaderTimeout: 5 * time.Second,
+			ReadTimeout:       30 * time.Second,
+			IdleTimeout:       idle,
+			Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				body, err := io.ReadAll(r.Body)
+				if err != nil {
+					http.Error(w, err.Error(), http.StatusBadRequest)
+					return
+				}
+				fmt.Fprintf(w, "%s %s %d", r.Method, r.URL.Path, len(body))
+			}),
+		}
+		serveErr := make(chan error, 1)
+		go func() { serveErr <- srv.Serve(l) }()
+		t.Cleanup(func() {
+			if err := srv.Close(); err != nil {
+				t.Error(err)
 			}
-			fmt.Fprintf(w, "%s %s %d", r.Method, r.URL.Path, len(body))
-		}),
+			if err := <-serveErr; !errors.Is(err, http.ErrServerClosed) {
+				t.Errorf("Serve: %v", err)
+			}
+		})
+		return l
 	}
-	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.Serve(l) }()
-	url := "http://" + l.Addr().String()
 
 	t.Run("keep-alive and bodies", func(t *testing.T) {
+		// A long idle timeout: a server closing a kept-alive connection
+		// as the client reuses it resets a POST, which no client retries.
+		url := "http://" + serve(t, time.Minute).Addr().String()
 		client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 8}}
 		defer client.CloseIdleConnections()
 		big := strings.Repeat("x", 300<<10) // several reads of net/http's 4 KiB buffer
@@ -177,7 +191,7 @@ func TestServesHTTP(t *testing.T) {
 	})
 
 	t.Run("idle connection closed by the server", func(t *testing.T) {
-		c, err := net.Dial("tcp", l.Addr().String())
+		c, err := net.Dial("tcp", serve(t, 50*time.Millisecond).Addr().String())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -203,12 +217,6 @@ func TestServesHTTP(t *testing.T) {
 		}
 	})
 
-	if err := srv.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if err := <-serveErr; !errors.Is(err, http.ErrServerClosed) {
-		t.Fatalf("Serve: %v", err)
-	}
 }
 
 func TestReadErrors(t *testing.T) {
@@ -478,5 +486,44 @@ func TestAWakeUpSpentOnAnEndedReadIsKept(t *testing.T) {
 	_ = s.SetReadDeadline(time.Time{})
 	if got, err := read(); got != "b" || err != nil {
 		t.Fatalf("the next read: %q, %v, want the b sent before", got, err)
+	}
+}
+
+// More connections ready at once than one epoll_wait returns: the rest
+// raise no new edge, so the listener must ask again before it parks, or
+// their readers wait for ever. On one P, so that all the data has arrived
+// before the listener's goroutine runs.
+func TestMoreReadyConnectionsThanOneBatch(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	l := wrapped(t)
+	n := maxEvents + 44
+	clients := make([]net.Conn, n)
+	servers := make([]*conn, n)
+	for i := range n {
+		clients[i], servers[i] = pair(t, l)
+	}
+	done := make(chan error, n)
+	for _, s := range servers {
+		go func() {
+			_, err := s.Read(make([]byte, 1))
+			done <- err
+		}()
+	}
+	untilWaiting(t, servers...)
+	for _, c := range clients {
+		if _, err := c.Write([]byte{1}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	timeout := time.After(10 * time.Second)
+	for i := range n {
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-timeout:
+			t.Fatalf("%d of %d readers never woke", n-i, n)
+		}
 	}
 }
