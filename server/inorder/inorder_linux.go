@@ -36,6 +36,13 @@ func Wrap(ln net.Listener) (net.Listener, error) {
 	// the goroutine that waits for it parks like any reader, and an epoll
 	// descriptor reads as ready when it has events.
 	ep := os.NewFile(uintptr(epfd), "inorder-epoll")
+	// Only a descriptor in Go's poller takes deadlines: if this one did
+	// not join it, the waiting goroutine could not park, and no reader
+	// would ever be woken.
+	if err := ep.SetReadDeadline(time.Time{}); err != nil {
+		_ = ep.Close()
+		return nil, fmt.Errorf("inorder: the epoll descriptor is not in Go's poller: %w", err)
+	}
 	rc, err := ep.SyscallConn()
 	if err != nil {
 		_ = ep.Close()
