@@ -92,6 +92,7 @@ func (c *Cluster) startPi(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	go watchHungForks(c.log.With("node", PiName), ctrd.Cmd.Process.Pid, forkHangAfter, forkCheck, ctrd.Done())
 	if err := waitFor(ctx, 60*time.Second, "pi-1's containerd socket", func(context.Context) error {
 		return exec.Command("ctr", "--address", c.PiContainerdSocket(), "version").Run()
 	}, ctrd); err != nil {
