@@ -7,7 +7,6 @@ import (
 	"os"
 	"slices"
 	"strconv"
-	"strings"
 	"syscall"
 	"time"
 )
@@ -95,20 +94,10 @@ func forksOf(parent int, cmdline []byte) []int {
 	return out
 }
 
-// parentOf reads a process's parent from /proc/<pid>/stat, whose second
-// field (the name, in parentheses) may itself hold spaces and parentheses.
+// parentOf reads a process's parent from /proc/<pid>/stat.
 func parentOf(pid int) (int, bool) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, false
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return 0, false
-	}
-	f := strings.Fields(s[i+1:]) // state, ppid, ...
-	if len(f) < 2 {
+	f, err := statFields(pid)
+	if err != nil || len(f) < 2 {
 		return 0, false
 	}
 	ppid, err := strconv.Atoi(f[1])

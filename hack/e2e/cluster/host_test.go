@@ -5,6 +5,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"syscall"
 	"testing"
 )
 
@@ -17,10 +18,13 @@ func TestKillShimsTakesEveryProcessNamingTheFolder(t *testing.T) {
 	other := filepath.Join(t.TempDir(), "containerd")
 	start := func(arg0 string) *exec.Cmd {
 		cmd := exec.Command("sh", "-c", "sleep 600", arg0) // arg0 shows in the command line
+		// A group of its own: the cleanup takes the shell's sleep too,
+		// which outlives a shell killed alone.
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+		t.Cleanup(func() { _ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL); _ = cmd.Wait() })
 		return cmd
 	}
 	stuck := start(filepath.Join(dir, "config.toml"))

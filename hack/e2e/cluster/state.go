@@ -154,21 +154,30 @@ func (h *host) trackProcess(name string, pid int) error {
 // procStart is a process's start time in clock ticks since boot: with the
 // PID, it names one process, never a later one that reused the PID.
 func procStart(pid int) (uint64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	f, err := statFields(pid)
 	if err != nil {
 		return 0, err
 	}
-	// The command name (field 2) is in parentheses and may hold spaces.
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return 0, fmt.Errorf("/proc/%d/stat: no command name", pid)
-	}
-	f := strings.Fields(s[i+1:])
 	if len(f) < 20 {
 		return 0, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(f))
 	}
 	return strconv.ParseUint(f[19], 10, 64) // field 22 overall
+}
+
+// statFields are the fields of /proc/<pid>/stat after the command name
+// (field 2), which is in parentheses and may hold spaces: f[0] is the
+// state (field 3), f[1] the parent's PID.
+func statFields(pid int) ([]string, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return nil, err
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return nil, fmt.Errorf("/proc/%d/stat: no command name", pid)
+	}
+	return strings.Fields(s[i+1:]), nil
 }
 
 func sameProcess(pid int, start uint64) bool {
